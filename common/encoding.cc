@@ -1,0 +1,71 @@
+#include "common/encoding.h"
+
+#include <zlib.h>
+
+#include <cstring>
+
+namespace quiver {
+
+void PutFixed64BE(std::string* dst, uint64_t v) {
+  char buf[8];
+  for (int i = 7; i >= 0; --i) { buf[i] = static_cast<char>(v & 0xff); v >>= 8; }
+  dst->append(buf, 8);
+}
+
+void PutFixed32BE(std::string* dst, uint32_t v) {
+  char buf[4];
+  for (int i = 3; i >= 0; --i) { buf[i] = static_cast<char>(v & 0xff); v >>= 8; }
+  dst->append(buf, 4);
+}
+
+uint64_t DecodeFixed64BE(const char* src) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(src[i]);
+  return v;
+}
+
+uint32_t DecodeFixed32BE(const char* src) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<uint8_t>(src[i]);
+  return v;
+}
+
+// Little-endian helpers: x86-64 and aarch64 hosts are little-endian; memcpy keeps
+// the reads free of alignment and aliasing problems.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "Quiver assumes a little-endian host");
+
+void PutFixed32LE(std::string* dst, uint32_t v) { dst->append(reinterpret_cast<const char*>(&v), 4); }
+void PutFixed64LE(std::string* dst, uint64_t v) { dst->append(reinterpret_cast<const char*>(&v), 8); }
+uint32_t DecodeFixed32LE(const char* src) { uint32_t v; std::memcpy(&v, src, 4); return v; }
+uint64_t DecodeFixed64LE(const char* src) { uint64_t v; std::memcpy(&v, src, 8); return v; }
+
+uint32_t Checksum(std::string_view data) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  // zlib takes uInt lengths; feed large inputs in pieces.
+  const char* p = data.data();
+  size_t left = data.size();
+  while (left > 0) {
+    const uInt n = static_cast<uInt>(left > (1u << 30) ? (1u << 30) : left);
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(p), n);
+    p += n;
+    left -= n;
+  }
+  return static_cast<uint32_t>(crc);
+}
+
+std::string EscapeKey(std::string_view key) {
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : key) {
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += "\\x";
+      out.push_back(hex[c >> 4]);
+      out.push_back(hex[c & 15]);
+    }
+  }
+  return out;
+}
+
+}  // namespace quiver

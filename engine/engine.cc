@@ -1,0 +1,175 @@
+#include "engine/engine.h"
+
+#include <mutex>
+#include <unordered_set>
+
+#include "common/encoding.h"
+#include "engine/validation.h"
+#include "quiver/internal/v1/wal.pb.h"
+
+namespace quiver::engine {
+
+using quiver::internal::v1::Command;
+
+Result<std::unique_ptr<Engine>> Engine::Open(storage::Db* db, const EngineOptions& /*options*/,
+                                             const std::atomic<bool>* stop) {
+  std::unique_ptr<Engine> engine(new Engine(db));
+  QUIVER_ASSIGN_OR_RETURN(uint64_t applied, engine->store_.AppliedIndex());
+  engine->applied_index_.store(applied);
+  QUIVER_ASSIGN_OR_RETURN(auto stored, engine->store_.LoadCollections());
+  for (const auto& sc : stored) {
+    quiver::v1::CollectionInfo info;
+    const std::string key = "collection/" + std::to_string(sc.id);
+    if (!info.ParseFromString(sc.meta) || info.created_at_index() != sc.id) {
+      return Status::Corruption("collection record " + key + " does not parse or names another id");
+    }
+    Status valid = ValidateCollectionConfig(info.config());
+    if (!valid.ok()) return Status::Corruption("collection record " + key + " is invalid: " + valid.message());
+    auto coll = std::make_shared<Collection>(info);
+    size_t visited = 0;
+    Status st = engine->store_.ForEachPoint(
+        sc.id, info.config().dimension(), [&](uint64_t id, const float* vec, std::string_view payload) -> Status {
+          if ((++visited & 0xfff) == 0 && stop != nullptr && stop->load()) {
+            return Status::Cancelled("shutdown requested while loading collection " + info.config().name());
+          }
+          coll->Upsert(id, vec, std::string(payload));
+          return Status::Ok();
+        });
+    QUIVER_RETURN_IF_ERROR(st);
+    engine->collections_[info.config().name()] = std::move(coll);
+  }
+  return engine;
+}
+
+std::shared_ptr<Collection> Engine::FindMutable(const std::string& name) const {
+  std::shared_lock lock(mu_);
+  auto it = collections_.find(name);
+  return it == collections_.end() ? nullptr : it->second;
+}
+
+Result<std::shared_ptr<const Collection>> Engine::Find(const std::string& name) const {
+  auto c = FindMutable(name);
+  if (c == nullptr) return Status::NotFound("collection '" + name + "' does not exist");
+  return std::shared_ptr<const Collection>(std::move(c));
+}
+
+std::vector<std::shared_ptr<const Collection>> Engine::List() const {
+  std::shared_lock lock(mu_);
+  std::vector<std::shared_ptr<const Collection>> out;
+  for (const auto& [name, c] : collections_) out.push_back(c);
+  return out;
+}
+
+uint64_t Engine::TotalPoints() const {
+  uint64_t n = 0;
+  for (const auto& c : List()) n += c->Count();
+  return n;
+}
+
+Status Engine::Apply(std::span<const storage::LogEntry> entries, std::vector<Status>* outcomes) {
+  outcomes->clear();
+  auto batch = store_.NewBatch();
+  uint64_t last = AppliedIndex();
+  for (const storage::LogEntry& e : entries) {
+    if (e.index <= last) {
+      // Already applied (replay after a crash): the outcome was given then.
+      outcomes->push_back(Status::Ok());
+      continue;
+    }
+    if (e.index != last + 1) {
+      return Status::Internal("apply gap: entry " + std::to_string(e.index) + " after applied index " +
+                              std::to_string(last));
+    }
+    last = e.index;
+    if (e.type != storage::EntryType::kCommand) {
+      outcomes->push_back(Status::Ok());
+      continue;
+    }
+    Command cmd;
+    if (!cmd.ParseFromString(e.data)) {
+      // A log entry that passed its checksum but does not parse was written by
+      // a broken or newer binary: refuse to guess.
+      return Status::Corruption("log entry " + std::to_string(e.index) + " holds an undecodable command");
+    }
+    outcomes->push_back(ApplyCommand(e.index, cmd, batch.get()));
+  }
+  if (last == AppliedIndex()) return Status::Ok();
+  batch->SetAppliedIndex(last);
+  QUIVER_RETURN_IF_ERROR(store_.Commit(*batch));
+  applied_index_.store(last, std::memory_order_release);
+  return Status::Ok();
+}
+
+Status Engine::ApplyCommand(uint64_t index, const Command& cmd, storage::StateStore::Batch* batch) {
+  switch (cmd.op_case()) {
+    case Command::kCreateCollection: {
+      const auto& config = cmd.create_collection().config();
+      QUIVER_RETURN_IF_ERROR(ValidateCollectionConfig(config));
+      if (FindMutable(config.name()) != nullptr) {
+        return Status::AlreadyExists("collection '" + config.name() + "' already exists");
+      }
+      quiver::v1::CollectionInfo info;
+      *info.mutable_config() = config;
+      if (!info.config().has_index() || info.config().index().type() == quiver::v1::INDEX_TYPE_UNSPECIFIED) {
+        info.mutable_config()->mutable_index()->set_type(quiver::v1::FLAT);
+      }
+      info.set_created_at_index(index);
+      batch->PutCollection(index, info.SerializeAsString());
+      std::unique_lock lock(mu_);
+      collections_[config.name()] = std::make_shared<Collection>(std::move(info));
+      return Status::Ok();
+    }
+    case Command::kDeleteCollection: {
+      std::unique_lock lock(mu_);
+      auto it = collections_.find(cmd.delete_collection().name());
+      if (it == collections_.end()) {
+        return Status::NotFound("collection '" + cmd.delete_collection().name() + "' does not exist");
+      }
+      batch->DeleteCollection(it->second->id());
+      collections_.erase(it);
+      return Status::Ok();
+    }
+    case Command::kUpsertPoints: {
+      const auto& up = cmd.upsert_points();
+      auto coll = FindMutable(up.collection());
+      if (coll == nullptr || (up.collection_created_at() != 0 && coll->id() != up.collection_created_at())) {
+        return Status::NotFound("collection '" + up.collection() + "' does not exist");
+      }
+      const uint32_t dim = coll->dimension();
+      const size_t n = up.ids().size() / 8;
+      if (up.dimension() != dim || up.ids().size() % 8 != 0 || up.vectors().size() != n * dim * sizeof(float) ||
+          (up.payloads_size() != 0 && static_cast<size_t>(up.payloads_size()) != n)) {
+        return Status::InvalidArgument("points do not match collection '" + up.collection() + "' of dimension " +
+                                       std::to_string(dim));
+      }
+      std::vector<float> vec(dim);
+      coll->Reserve(n);
+      for (size_t i = 0; i < n; ++i) {
+        const uint64_t id = DecodeFixed64LE(up.ids().data() + i * 8);
+        std::memcpy(vec.data(), up.vectors().data() + i * dim * sizeof(float), dim * sizeof(float));
+        std::string payload = up.payloads_size() != 0 ? up.payloads(static_cast<int>(i)) : std::string();
+        batch->PutPoint(coll->id(), id, vec, payload);
+        coll->Upsert(id, vec.data(), std::move(payload));
+      }
+      return Status::Ok();
+    }
+    case Command::kDeletePoints: {
+      const auto& del = cmd.delete_points();
+      auto coll = FindMutable(del.collection());
+      if (coll == nullptr || (del.collection_created_at() != 0 && coll->id() != del.collection_created_at())) {
+        return Status::NotFound("collection '" + del.collection() + "' does not exist");
+      }
+      if (del.ids().size() % 8 != 0) return Status::InvalidArgument("ids are not a whole number of uint64");
+      for (size_t i = 0; i < del.ids().size() / 8; ++i) {
+        const uint64_t id = DecodeFixed64LE(del.ids().data() + i * 8);
+        if (coll->Remove(id)) batch->DeletePoint(coll->id(), id);
+      }
+      return Status::Ok();
+    }
+    case Command::OP_NOT_SET:
+      break;
+  }
+  return Status::InvalidArgument("log entry " + std::to_string(index) + " holds an empty command");
+}
+
+}  // namespace quiver::engine

@@ -1,0 +1,104 @@
+#include "engine/validation.h"
+
+#include <cmath>
+#include <string>
+
+namespace quiver::engine {
+namespace {
+
+std::string Str(std::string_view s) { return std::string(s); }
+
+Status ValidateScalar(const quiver::v1::Value& v, const std::string& where, bool allow_list) {
+  switch (v.kind_case()) {
+    case quiver::v1::Value::kStringValue:
+    case quiver::v1::Value::kIntValue:
+    case quiver::v1::Value::kBoolValue:
+      return Status::Ok();
+    case quiver::v1::Value::kDoubleValue:
+      if (!std::isfinite(v.double_value())) return Status::InvalidArgument(where + " is not a finite number");
+      return Status::Ok();
+    case quiver::v1::Value::kListValue: {
+      if (!allow_list) return Status::InvalidArgument(where + " is a nested list; lists hold scalars only");
+      const auto& values = v.list_value().values();
+      for (int i = 0; i < values.size(); ++i) {
+        QUIVER_RETURN_IF_ERROR(ValidateScalar(values[i], where + "[" + std::to_string(i) + "]", false));
+      }
+      return Status::Ok();
+    }
+    case quiver::v1::Value::KIND_NOT_SET:
+      break;
+  }
+  return Status::InvalidArgument(where + " has no value set");
+}
+
+}  // namespace
+
+Status ValidateCollectionName(std::string_view name, std::string_view field) {
+  if (name.empty()) return Status::InvalidArgument(Str(field) + " is empty");
+  if (name.size() > kMaxCollectionNameLength) {
+    return Status::InvalidArgument(Str(field) + " is longer than " + std::to_string(kMaxCollectionNameLength) +
+                                   " characters");
+  }
+  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); };
+  if (!alnum(name[0])) return Status::InvalidArgument(Str(field) + " must start with a letter or digit");
+  for (char c : name) {
+    if (!alnum(c) && c != '_' && c != '-') {
+      return Status::InvalidArgument(Str(field) + " may hold only letters, digits, '_' and '-'");
+    }
+  }
+  return Status::Ok();
+}
+
+Status ValidateCollectionConfig(const quiver::v1::CollectionConfig& config) {
+  QUIVER_RETURN_IF_ERROR(ValidateCollectionName(config.name(), "config.name"));
+  if (config.dimension() < 1 || config.dimension() > kMaxDimension) {
+    return Status::InvalidArgument("config.dimension is " + std::to_string(config.dimension()) + ", must be in 1.." +
+                                   std::to_string(kMaxDimension));
+  }
+  switch (config.metric()) {
+    case quiver::v1::L2:
+    case quiver::v1::IP:
+    case quiver::v1::COSINE:
+      break;
+    case quiver::v1::METRIC_UNSPECIFIED:
+      return Status::InvalidArgument("config.metric is not set (L2, IP or COSINE)");
+    default:
+      return Status::InvalidArgument("config.metric has unknown value " + std::to_string(config.metric()));
+  }
+  switch (config.index().type()) {
+    case quiver::v1::INDEX_TYPE_UNSPECIFIED:
+    case quiver::v1::FLAT:
+      return Status::Ok();
+    case quiver::v1::IVF_FLAT:
+    case quiver::v1::IVF_PQ:
+    case quiver::v1::GRAPH:
+      return Status::Unimplemented("config.index.type " + quiver::v1::IndexType_Name(config.index().type()) +
+                                   " is not served yet; use FLAT");
+    default:
+      return Status::InvalidArgument("config.index.type has unknown value " + std::to_string(config.index().type()));
+  }
+}
+
+Status ValidateVector(const float* values, size_t count, uint32_t dimension, std::string_view field) {
+  if (count != dimension) {
+    return Status::InvalidArgument(Str(field) + " has " + std::to_string(count) + " floats, collection dimension is " +
+                                   std::to_string(dimension));
+  }
+  for (size_t i = 0; i < count; ++i) {
+    if (!std::isfinite(values[i])) {
+      return Status::InvalidArgument(Str(field) + "[" + std::to_string(i) + "] is not finite");
+    }
+  }
+  return Status::Ok();
+}
+
+Status ValidatePayload(const google::protobuf::Map<std::string, quiver::v1::Value>& payload, std::string_view field) {
+  for (const auto& [key, value] : payload) {
+    if (key.empty()) return Status::InvalidArgument(Str(field) + " has an empty key");
+    if (key.size() > 256) return Status::InvalidArgument(Str(field) + " key '" + key.substr(0, 32) + "...' is too long");
+    QUIVER_RETURN_IF_ERROR(ValidateScalar(value, Str(field) + "['" + key + "']", true));
+  }
+  return Status::Ok();
+}
+
+}  // namespace quiver::engine

@@ -1,0 +1,34 @@
+// Validation rules shared by the service (before a write is proposed) and the
+// engine (when it is applied), so a rule lives in exactly one place.
+// Every error is INVALID_ARGUMENT (or UNIMPLEMENTED) with a message naming the
+// offending field.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+#include "common/status.h"
+#include "quiver/v1/collections.pb.h"
+#include "quiver/v1/points.pb.h"
+
+namespace quiver::engine {
+
+inline constexpr uint32_t kMaxDimension = 4096;
+inline constexpr size_t kMaxCollectionNameLength = 64;
+
+/// 1..64 characters of [A-Za-z0-9_-], starting with a letter or digit.
+Status ValidateCollectionName(std::string_view name, std::string_view field = "name");
+
+/// Name, dimension 1..4096, metric set, index type known; index types not
+/// served yet are UNIMPLEMENTED. An unspecified index type means FLAT.
+Status ValidateCollectionConfig(const quiver::v1::CollectionConfig& config);
+
+/// Every float finite and the count equal to `dimension`.
+Status ValidateVector(const float* values, size_t count, uint32_t dimension, std::string_view field);
+
+/// Keys non-empty and at most 256 bytes; values set, doubles finite, lists of
+/// scalars only (no nesting). `field` prefixes error messages.
+Status ValidatePayload(const google::protobuf::Map<std::string, quiver::v1::Value>& payload, std::string_view field);
+
+}  // namespace quiver::engine

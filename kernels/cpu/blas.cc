@@ -1,0 +1,56 @@
+#include "kernels/blas.h"
+
+#include <cblas.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels/simd.h"
+
+namespace quiver::kernels {
+namespace {
+
+bool IsGenericCore(const std::string& name) {
+  // OpenBLAS's names for cores without AVX2 kernels.
+  static const char* kGeneric[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Katmai",
+                                   "Coppermine", "Northwood", "Banias", "Atom", "Opteron", "Barcelona",
+                                   "Sandybridge", "Bulldozer", "Piledriver", "Steamroller", "Excavator",
+                                   "Unknown"};
+  for (const char* g : kGeneric) {
+    if (name == g) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string BlasCoreName() {
+  const char* name = openblas_get_corename();
+  return name != nullptr ? std::string(name) : std::string("unknown");
+}
+
+bool BlasOnSlowPath() {
+  return DetectSimdLevel() >= SimdLevel::kAvx2 && IsGenericCore(BlasCoreName());
+}
+
+void EnsureFastBlas(char** argv) {
+  openblas_set_num_threads(1);
+  if (!BlasOnSlowPath()) return;
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) {
+    // Someone chose the core on purpose (or our re-exec did and OpenBLAS
+    // ignored it): say so loudly rather than loop.
+    std::fprintf(stderr, "quiver: warning: OpenBLAS runs its %s kernels although the CPU has %s (OPENBLAS_CORETYPE=%s)\n",
+                 BlasCoreName().c_str(), SimdLevelName(DetectSimdLevel()), std::getenv("OPENBLAS_CORETYPE"));
+    return;
+  }
+  const char* core = DetectSimdLevel() == SimdLevel::kAvx512 ? "SkylakeX" : "Haswell";
+  ::setenv("OPENBLAS_CORETYPE", core, 1);
+  ::execv("/proc/self/exe", argv);
+  std::fprintf(stderr, "quiver: warning: could not re-execute with OPENBLAS_CORETYPE=%s: %s; BLAS stays on %s\n", core,
+               std::strerror(errno), BlasCoreName().c_str());
+}
+
+}  // namespace quiver::kernels

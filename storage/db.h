@@ -1,0 +1,61 @@
+// One RocksDB per node, with a column family per kind of record:
+//   meta     node metadata, hard state, collections, applied index
+//   log      the replicated log, key = big-endian index
+//   vectors  point vectors, key = big-endian (collection id, point id)
+//   payloads point payloads, same key
+// Record formats live in storage/records.h; every read validates them.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+
+namespace rocksdb {
+class DB;
+class ColumnFamilyHandle;
+}  // namespace rocksdb
+
+namespace quiver::storage {
+
+struct DbOptions {
+  /// Bytes of memtable per column family before a flush. Default: 64 MiB.
+  size_t write_buffer_bytes = 64ull << 20;
+  /// Create the database if the directory holds none. Default: true.
+  bool create_if_missing = true;
+};
+
+class Db {
+ public:
+  /// Opens (or creates) the database under `path`. Fails with a message naming
+  /// the path if another process holds it or the files are unreadable.
+  static Result<std::unique_ptr<Db>> Open(const std::string& path, const DbOptions& options = {});
+  ~Db();
+  Db(const Db&) = delete;
+  Db& operator=(const Db&) = delete;
+
+  rocksdb::DB* raw() const { return db_; }
+  rocksdb::ColumnFamilyHandle* meta() const { return meta_; }
+  rocksdb::ColumnFamilyHandle* log() const { return log_; }
+  rocksdb::ColumnFamilyHandle* vectors() const { return vectors_; }
+  rocksdb::ColumnFamilyHandle* payloads() const { return payloads_; }
+  const std::string& path() const { return path_; }
+
+  /// Flushes memtables and syncs the WAL; used on clean shutdown.
+  Status Flush();
+
+ private:
+  Db() = default;
+  std::string path_;
+  rocksdb::DB* db_ = nullptr;
+  rocksdb::ColumnFamilyHandle* default_ = nullptr;
+  rocksdb::ColumnFamilyHandle* meta_ = nullptr;
+  rocksdb::ColumnFamilyHandle* log_ = nullptr;
+  rocksdb::ColumnFamilyHandle* vectors_ = nullptr;
+  rocksdb::ColumnFamilyHandle* payloads_ = nullptr;
+};
+
+/// Converts a rocksdb::Status-like (code, message) into ours; in db.cc.
+Status FromRocks(const void* rocksdb_status, const std::string& context);
+
+}  // namespace quiver::storage

@@ -1,0 +1,104 @@
+// The replicated log: entries with (index, term) plus the hard state.
+//
+// This is the storage contract the Raft replicator drives (the shape of
+// etcd-io/raft's Storage). Today the single-node replicator uses it with a
+// constant term; the same records are what Raft will replicate.
+//
+// Contract (checked by tests/unit/log_store_conformance_test.cc, which every
+// implementation passes):
+//  * Indexes are contiguous. FirstIndex() is one past the compacted prefix,
+//    LastIndex() the newest entry (FirstIndex()-1 when empty).
+//  * Append(entries, hs) is atomic and durable when it returns OK: either all
+//    of the entries and the hard state are stored, or none. An append whose
+//    first index is <= LastIndex() replaces the conflicting suffix.
+//  * Term(FirstIndex()-1) is known (the compaction point; 0 for a new log).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace quiver::storage {
+
+enum class EntryType : uint8_t {
+  kNoop = 0,        // leader's no-op on election; carries no data
+  kCommand = 1,     // a quiver.internal.v1.Command
+  kConfChange = 2,  // membership change (Raft)
+};
+
+struct LogEntry {
+  uint64_t index = 0;
+  uint64_t term = 0;
+  EntryType type = EntryType::kCommand;
+  std::string data;
+
+  bool operator==(const LogEntry&) const = default;
+};
+
+/// Raft's persistent per-node state. A single node keeps term constant and
+/// commit equal to its last appended index.
+struct HardState {
+  uint64_t term = 0;
+  uint64_t vote = 0;
+  uint64_t commit = 0;
+
+  bool operator==(const HardState&) const = default;
+};
+
+class LogStore {
+ public:
+  virtual ~LogStore() = default;
+
+  /// Appends `entries` (contiguous indexes) and, if `hard_state` is non-null,
+  /// replaces the hard state, in one durable write. entries[0].index must be in
+  /// [FirstIndex(), LastIndex()+1]; entries from there on are replaced.
+  virtual Status Append(std::span<const LogEntry> entries, const HardState* hard_state) = 0;
+
+  virtual Result<HardState> GetHardState() const = 0;
+
+  virtual uint64_t FirstIndex() const = 0;
+  virtual uint64_t LastIndex() const = 0;
+
+  /// Term of entry `index`. OUT_OF_RANGE if it was compacted away (below
+  /// FirstIndex()-1) or is beyond LastIndex().
+  virtual Result<uint64_t> Term(uint64_t index) const = 0;
+
+  /// Entries in [lo, hi), stopping once their data exceeds `max_bytes` (but
+  /// always at least one when lo < hi). OUT_OF_RANGE when lo < FirstIndex() or
+  /// hi > LastIndex()+1.
+  virtual Result<std::vector<LogEntry>> Entries(uint64_t lo, uint64_t hi, uint64_t max_bytes) const = 0;
+
+  /// Drops entries up to and including `index` (which must be <= LastIndex()),
+  /// remembering its term. Used once the state machine has persisted them.
+  virtual Status CompactTo(uint64_t index) = 0;
+};
+
+/// A LogStore in memory, for tests and the Raft simulator. Not durable.
+class MemoryLogStore final : public LogStore {
+ public:
+  Status Append(std::span<const LogEntry> entries, const HardState* hard_state) override;
+  Result<HardState> GetHardState() const override;
+  uint64_t FirstIndex() const override;
+  uint64_t LastIndex() const override;
+  Result<uint64_t> Term(uint64_t index) const override;
+  Result<std::vector<LogEntry>> Entries(uint64_t lo, uint64_t hi, uint64_t max_bytes) const override;
+  Status CompactTo(uint64_t index) override;
+
+ private:
+  mutable std::mutex mu_;
+  HardState hard_state_;
+  uint64_t compacted_index_ = 0;
+  uint64_t compacted_term_ = 0;
+  std::vector<LogEntry> entries_;  // entries_[i].index == compacted_index_ + 1 + i
+};
+
+/// Checks an append against the current bounds: shared by the implementations
+/// so they reject the same inputs with the same messages.
+Status ValidateAppend(std::span<const LogEntry> entries, uint64_t first_index, uint64_t last_index);
+
+}  // namespace quiver::storage

@@ -1,0 +1,51 @@
+// Encodings of every record Quiver stores, with validation on decode.
+//
+// Each value starts with a CRC-32 of the rest and a one-byte format version,
+// so a torn or bit-flipped record is reported as DATA_LOSS naming its key
+// instead of being misread.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+#include "storage/log_store.h"
+
+namespace quiver::storage {
+
+inline constexpr uint8_t kRecordVersion = 1;
+
+// ---- keys ----
+std::string LogKey(uint64_t index);
+std::string PointKey(uint64_t collection_id, uint64_t point_id);
+/// [collection_id, collection_id + 1): the range of one collection's points.
+std::string CollectionPrefix(uint64_t collection_id);
+std::string CollectionMetaKey(uint64_t collection_id);
+inline constexpr std::string_view kHardStateKey = "raft/hard_state";
+inline constexpr std::string_view kLogCompactedKey = "raft/log_compacted";
+inline constexpr std::string_view kAppliedIndexKey = "applied_index";
+inline constexpr std::string_view kCollectionMetaPrefix = "collection/";
+
+// ---- values ----
+std::string EncodeLogEntry(const LogEntry& e);
+/// `key` is only used in the error message.
+Result<LogEntry> DecodeLogEntry(std::string_view key, uint64_t index, std::string_view value);
+
+std::string EncodeHardState(const HardState& hs);
+Result<HardState> DecodeHardState(std::string_view value);
+
+/// A pair of uint64 (applied index; compaction point's index and term).
+std::string EncodeU64Pair(uint64_t a, uint64_t b);
+Result<std::pair<uint64_t, uint64_t>> DecodeU64Pair(std::string_view key, std::string_view value);
+
+std::string EncodeVector(std::span<const float> v);
+/// Checks checksum and that the stored dimension equals `dim`; copies into `out`.
+Status DecodeVector(std::string_view key, std::string_view value, uint32_t dim, float* out);
+
+/// Opaque bytes (payloads, collection metadata) with checksum and version.
+std::string EncodeBlob(std::string_view bytes);
+Result<std::string_view> DecodeBlob(std::string_view key, std::string_view value);
+
+}  // namespace quiver::storage

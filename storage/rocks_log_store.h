@@ -1,0 +1,39 @@
+// LogStore on the node's RocksDB (log and meta column families).
+#pragma once
+
+#include <mutex>
+
+#include "storage/db.h"
+#include "storage/log_store.h"
+
+namespace quiver::storage {
+
+class RocksLogStore final : public LogStore {
+ public:
+  /// Reads and validates the log bounds and hard state. A corrupt record is an
+  /// error naming its key.
+  static Result<std::unique_ptr<RocksLogStore>> Open(Db* db);
+
+  Status Append(std::span<const LogEntry> entries, const HardState* hard_state) override;
+  Result<HardState> GetHardState() const override;
+  uint64_t FirstIndex() const override;
+  uint64_t LastIndex() const override;
+  Result<uint64_t> Term(uint64_t index) const override;
+  Result<std::vector<LogEntry>> Entries(uint64_t lo, uint64_t hi, uint64_t max_bytes) const override;
+  Status CompactTo(uint64_t index) override;
+
+ private:
+  explicit RocksLogStore(Db* db) : db_(db) {}
+  Result<LogEntry> ReadEntry(uint64_t index) const;
+
+  Db* db_;
+  // Guards the cached bounds; appends are serialised by it too, so the bounds
+  // never disagree with what is on disk.
+  mutable std::mutex mu_;
+  HardState hard_state_;
+  uint64_t compacted_index_ = 0;
+  uint64_t compacted_term_ = 0;
+  uint64_t last_index_ = 0;
+};
+
+}  // namespace quiver::storage

@@ -1,0 +1,33 @@
+// The interface through which the replicator applies committed log entries.
+//
+// The engine implements it; the single-node replicator (and later Raft) drives
+// it. Apply must be deterministic: every replica that applies the same entries
+// reaches the same state and the same per-entry outcomes.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "common/status.h"
+#include "storage/log_store.h"
+
+namespace quiver::storage {
+
+class StateMachine {
+ public:
+  virtual ~StateMachine() = default;
+
+  /// Applies `entries` (contiguous, ascending) and persists their effects with
+  /// the new applied index in one atomic write. Entries at or below
+  /// AppliedIndex() are skipped, so replaying a log tail twice is harmless.
+  /// `outcomes` receives one Status per entry: the answer for the client that
+  /// proposed it (for example NOT_FOUND for a collection deleted meanwhile).
+  /// A non-ok return means the state could not be persisted: the node must stop.
+  virtual Status Apply(std::span<const LogEntry> entries, std::vector<Status>* outcomes) = 0;
+
+  /// Highest index whose effects are persisted.
+  virtual uint64_t AppliedIndex() const = 0;
+};
+
+}  // namespace quiver::storage

@@ -1,0 +1,72 @@
+// Persistent state of the engine: collections, point vectors and payloads, and
+// the applied index, in the node's RocksDB.
+//
+// Writes go through a Batch committed atomically, so the points and the
+// applied index never disagree. Batches are not fsynced: the log is the durable
+// record, and a crash is repaired by replaying the log tail past the applied
+// index that survived.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "storage/db.h"
+
+namespace rocksdb {
+class WriteBatch;
+}
+
+namespace quiver::storage {
+
+class StateStore {
+ public:
+  explicit StateStore(Db* db) : db_(db) {}
+
+  class Batch {
+   public:
+    Batch();
+    ~Batch();
+    Batch(const Batch&) = delete;
+    Batch& operator=(const Batch&) = delete;
+
+    void PutCollection(uint64_t collection_id, std::string_view meta);
+    /// Removes the collection's metadata and all of its points.
+    void DeleteCollection(uint64_t collection_id);
+    /// An empty `payload` removes any stored payload.
+    void PutPoint(uint64_t collection_id, uint64_t point_id, std::span<const float> vector, std::string_view payload);
+    void DeletePoint(uint64_t collection_id, uint64_t point_id);
+    void SetAppliedIndex(uint64_t index);
+
+   private:
+    friend class StateStore;
+    Db* db_ = nullptr;
+    std::unique_ptr<rocksdb::WriteBatch> batch_;
+  };
+
+  std::unique_ptr<Batch> NewBatch() const;
+  [[nodiscard]] Status Commit(Batch& batch);
+
+  /// 0 for a new database.
+  Result<uint64_t> AppliedIndex() const;
+
+  struct StoredCollection {
+    uint64_t id = 0;
+    std::string meta;
+  };
+  Result<std::vector<StoredCollection>> LoadCollections() const;
+
+  using PointVisitor = std::function<Status(uint64_t point_id, const float* vector, std::string_view payload)>;
+  /// Visits every point of a collection in id order. Every record is validated;
+  /// the first bad one stops the scan with DATA_LOSS naming its key.
+  Status ForEachPoint(uint64_t collection_id, uint32_t dimension, const PointVisitor& visit) const;
+
+ private:
+  Db* db_;
+};
+
+}  // namespace quiver::storage
