@@ -1,0 +1,54 @@
+// The public gRPC services. Each handler validates the whole request first
+// (a bad request gets a precise status naming the field and changes nothing),
+// then proposes writes through the replicator or reads from the engine.
+#pragma once
+
+#include "engine/engine.h"
+#include "quiver/v1/collections.grpc.pb.h"
+#include "quiver/v1/points.grpc.pb.h"
+#include "replication/replicator.h"
+#include "service/config.h"
+#include "service/metrics.h"
+
+namespace quiver::service {
+
+struct ApiContext {
+  const ServerConfig* config;
+  engine::Engine* engine;
+  replication::Replicator* replicator;
+  Metrics* metrics;
+};
+
+class CollectionsApi final : public quiver::v1::Collections::Service {
+ public:
+  explicit CollectionsApi(ApiContext ctx) : ctx_(ctx) {}
+  grpc::Status Create(grpc::ServerContext*, const quiver::v1::CreateCollectionRequest*,
+                      quiver::v1::CreateCollectionResponse*) override;
+  grpc::Status Get(grpc::ServerContext*, const quiver::v1::GetCollectionRequest*,
+                   quiver::v1::GetCollectionResponse*) override;
+  grpc::Status List(grpc::ServerContext*, const quiver::v1::ListCollectionsRequest*,
+                    quiver::v1::ListCollectionsResponse*) override;
+  grpc::Status Delete(grpc::ServerContext*, const quiver::v1::DeleteCollectionRequest*,
+                      quiver::v1::DeleteCollectionResponse*) override;
+
+ private:
+  ApiContext ctx_;
+};
+
+class PointsApi final : public quiver::v1::Points::Service {
+ public:
+  explicit PointsApi(ApiContext ctx) : ctx_(ctx) {}
+  grpc::Status Upsert(grpc::ServerContext*, const quiver::v1::UpsertRequest*, quiver::v1::UpsertResponse*) override;
+  grpc::Status Delete(grpc::ServerContext*, const quiver::v1::DeletePointsRequest*,
+                      quiver::v1::DeletePointsResponse*) override;
+  grpc::Status Get(grpc::ServerContext*, const quiver::v1::GetPointsRequest*, quiver::v1::GetPointsResponse*) override;
+  grpc::Status Count(grpc::ServerContext*, const quiver::v1::CountRequest*, quiver::v1::CountResponse*) override;
+  grpc::Status Search(grpc::ServerContext*, const quiver::v1::SearchRequest*, quiver::v1::SearchResponse*) override;
+  grpc::Status SearchBatch(grpc::ServerContext*, const quiver::v1::SearchBatchRequest*,
+                           quiver::v1::SearchBatchResponse*) override;
+
+ private:
+  ApiContext ctx_;
+};
+
+}  // namespace quiver::service

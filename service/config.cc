@@ -1,0 +1,154 @@
+#include "service/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <CLI/CLI.hpp>
+#include <charconv>
+#include <cstdlib>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <optional>
+
+namespace quiver::service {
+namespace {
+
+// One table of keys drives YAML, environment and flags alike, so the three
+// can never disagree about names.
+struct Key {
+  const char* yaml;  // key in the YAML file
+  const char* env;   // QUIVER_* variable
+  const char* flag;  // --flag
+  const char* help;
+  std::function<Status(const std::string&)> set;
+};
+
+template <typename T>
+Status ParseUnsigned(const std::string& text, const char* name, T* out) {
+  uint64_t v = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || p != text.data() + text.size() || v > std::numeric_limits<T>::max()) {
+    return Status::InvalidArgument(std::string(name) + ": '" + text + "' is not a valid number");
+  }
+  *out = static_cast<T>(v);
+  return Status::Ok();
+}
+
+std::vector<Key> Keys(ServerConfig* c) {
+  auto str = [](std::string* field) { return [field](const std::string& v) { *field = v; return Status::Ok(); }; };
+  auto u32 = [](const char* name, uint32_t* field) {
+    return [name, field](const std::string& v) { return ParseUnsigned(v, name, field); };
+  };
+  auto u64 = [](const char* name, uint64_t* field) {
+    return [name, field](const std::string& v) { return ParseUnsigned(v, name, field); };
+  };
+  return {
+      {"listen", "QUIVER_LISTEN", "--listen", "gRPC address of the public API", str(&c->listen)},
+      {"admin_listen", "QUIVER_ADMIN_LISTEN", "--admin-listen", "HTTP address of /healthz, /readyz, /metrics",
+       str(&c->admin_listen)},
+      {"data_dir", "QUIVER_DATA_DIR", "--data-dir", "data directory", str(&c->data_dir)},
+      {"max_k", "QUIVER_MAX_K", "--max-k", "largest k a search may ask for", u32("max_k", &c->max_k)},
+      {"max_message_bytes", "QUIVER_MAX_MESSAGE_BYTES", "--max-message-bytes", "largest gRPC message accepted",
+       u64("max_message_bytes", &c->max_message_bytes)},
+      {"max_points_per_request", "QUIVER_MAX_POINTS_PER_REQUEST", "--max-points-per-request",
+       "most points in one Upsert, Get or Delete", u32("max_points_per_request", &c->max_points_per_request)},
+      {"max_batch_queries", "QUIVER_MAX_BATCH_QUERIES", "--max-batch-queries", "most queries in one SearchBatch",
+       u32("max_batch_queries", &c->max_batch_queries)},
+      {"max_payload_bytes", "QUIVER_MAX_PAYLOAD_BYTES", "--max-payload-bytes", "largest payload of one point",
+       u32("max_payload_bytes", &c->max_payload_bytes)},
+      {"write_timeout_ms", "QUIVER_WRITE_TIMEOUT_MS", "--write-timeout-ms", "deadline of writes that set none",
+       u32("write_timeout_ms", &c->write_timeout_ms)},
+      {"shutdown_drain_ms", "QUIVER_SHUTDOWN_DRAIN_MS", "--shutdown-drain-ms",
+       "how long in-flight requests may finish at shutdown", u32("shutdown_drain_ms", &c->shutdown_drain_ms)},
+      {"search_threads", "QUIVER_SEARCH_THREADS", "--search-threads", "CPU threads per search (0 = all cores)",
+       u32("search_threads", &c->search_threads)},
+      {"log_level", "QUIVER_LOG_LEVEL", "--log-level", "trace|debug|info|warn|error", str(&c->log_level)},
+      {"log_format", "QUIVER_LOG_FORMAT", "--log-format", "text|json", str(&c->log_format)},
+      {"ready_file", "QUIVER_READY_FILE", "--ready-file", "JSON file with the bound ports, written once serving",
+       str(&c->ready_file)},
+  };
+}
+
+Status ApplyYaml(const std::string& path, std::vector<Key>& keys) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const std::exception& e) {
+    return Status::InvalidArgument("config file " + path + ": " + e.what());
+  }
+  if (root.IsNull()) return Status::Ok();
+  if (!root.IsMap()) return Status::InvalidArgument("config file " + path + ": top level must be a mapping");
+  for (const auto& kv : root) {
+    const std::string name = kv.first.as<std::string>();
+    auto it = std::find_if(keys.begin(), keys.end(), [&](const Key& k) { return name == k.yaml; });
+    if (it == keys.end()) return Status::InvalidArgument("config file " + path + ": unknown key '" + name + "'");
+    if (!kv.second.IsScalar()) return Status::InvalidArgument("config file " + path + ": '" + name + "' must be a scalar");
+    QUIVER_RETURN_IF_ERROR(it->set(kv.second.as<std::string>()).WithContext("config file " + path));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status ServerConfig::Validate() const {
+  if (listen.empty() || listen.find(':') == std::string::npos) {
+    return Status::InvalidArgument("listen: '" + listen + "' is not host:port");
+  }
+  if (admin_listen.find(':') == std::string::npos) {
+    return Status::InvalidArgument("admin_listen: '" + admin_listen + "' is not host:port");
+  }
+  if (data_dir.empty()) return Status::InvalidArgument("data_dir is empty");
+  if (max_k == 0) return Status::InvalidArgument("max_k must be at least 1");
+  if (max_message_bytes < 4096 || max_message_bytes > (2ull << 30) - 1) {
+    return Status::InvalidArgument("max_message_bytes must be in 4096..2147483647");
+  }
+  if (max_points_per_request == 0) return Status::InvalidArgument("max_points_per_request must be at least 1");
+  if (max_batch_queries == 0) return Status::InvalidArgument("max_batch_queries must be at least 1");
+  if (shutdown_drain_ms > 60000) return Status::InvalidArgument("shutdown_drain_ms must be at most 60000");
+  static const char* levels[] = {"trace", "debug", "info", "warn", "error"};
+  if (std::find(std::begin(levels), std::end(levels), log_level) == std::end(levels)) {
+    return Status::InvalidArgument("log_level: '" + log_level + "' is not one of trace, debug, info, warn, error");
+  }
+  if (log_format != "text" && log_format != "json") {
+    return Status::InvalidArgument("log_format: '" + log_format + "' is not text or json");
+  }
+  return Status::Ok();
+}
+
+Result<ParseOutcome> LoadConfig(int argc, char** argv, ServerConfig* config) {
+  std::vector<Key> keys = Keys(config);
+  CLI::App app{"quiverd: the Quiver vector search server.\n"
+               "With no options it serves one node: gRPC on 127.0.0.1:7700, admin HTTP on 127.0.0.1:7702,\n"
+               "data in ./data. Settings come from defaults, then --config FILE (YAML), then QUIVER_*\n"
+               "environment variables, then these flags.",
+               "quiverd"};
+  std::string config_file;
+  app.add_option("-c,--config", config_file, "YAML config file (see docs/config.yaml)")->envname("QUIVER_CONFIG");
+  app.set_version_flag("--version", "quiverd 0.1.0");
+  std::map<std::string, std::string> flag_values;
+  for (const Key& k : keys) {
+    app.add_option(k.flag, flag_values[k.flag], std::string(k.help) + " (env " + k.env + ")");
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    return ParseOutcome::kExit;
+  } catch (const CLI::CallForVersion&) {
+    std::cout << "quiverd 0.1.0\n";
+    return ParseOutcome::kExit;
+  } catch (const CLI::ParseError& e) {
+    return Status::InvalidArgument(std::string("command line: ") + e.what());
+  }
+  if (!config_file.empty()) QUIVER_RETURN_IF_ERROR(ApplyYaml(config_file, keys));
+  for (const Key& k : keys) {
+    if (const char* v = std::getenv(k.env); v != nullptr) QUIVER_RETURN_IF_ERROR(k.set(v).WithContext(k.env));
+  }
+  for (const Key& k : keys) {
+    if (app.count(k.flag) > 0) QUIVER_RETURN_IF_ERROR(k.set(flag_values[k.flag]).WithContext(k.flag));
+  }
+  QUIVER_RETURN_IF_ERROR(config->Validate());
+  return ParseOutcome::kRun;
+}
+
+}  // namespace quiver::service

@@ -1,0 +1,63 @@
+// quiverd's configuration: compiled defaults, then a YAML file, then QUIVER_*
+// environment variables, then command-line flags; validated once at start.
+// docs/config.yaml lists every key with its default.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/status.h"
+
+namespace quiver::service {
+
+struct ServerConfig {
+  /// gRPC address for the public API. Port 0 picks a free port (see ready_file).
+  /// Default: 127.0.0.1:7700. Env: QUIVER_LISTEN. Flag: --listen.
+  std::string listen = "127.0.0.1:7700";
+  /// HTTP address for /healthz, /readyz and /metrics.
+  /// Default: 127.0.0.1:7702. Env: QUIVER_ADMIN_LISTEN. Flag: --admin-listen.
+  std::string admin_listen = "127.0.0.1:7702";
+  /// Where RocksDB keeps the node's data. Default: ./data. Env: QUIVER_DATA_DIR.
+  std::string data_dir = "./data";
+  /// Largest k a search may ask for. Default: 10000. Env: QUIVER_MAX_K.
+  uint32_t max_k = 10000;
+  /// Largest gRPC message accepted, in bytes. Default: 67108864 (64 MiB).
+  /// Env: QUIVER_MAX_MESSAGE_BYTES.
+  uint64_t max_message_bytes = 64ull << 20;
+  /// Most points in one Upsert, Get or Delete. Default: 100000.
+  /// Env: QUIVER_MAX_POINTS_PER_REQUEST.
+  uint32_t max_points_per_request = 100000;
+  /// Most queries in one SearchBatch. Default: 10000. Env: QUIVER_MAX_BATCH_QUERIES.
+  uint32_t max_batch_queries = 10000;
+  /// Largest serialized payload of one point, in bytes. Default: 65536.
+  /// Env: QUIVER_MAX_PAYLOAD_BYTES.
+  uint32_t max_payload_bytes = 64u << 10;
+  /// Deadline for a write whose client set none, in ms. Default: 30000.
+  /// Env: QUIVER_WRITE_TIMEOUT_MS.
+  uint32_t write_timeout_ms = 30000;
+  /// On SIGTERM/SIGINT, how long in-flight requests may finish before they are
+  /// cancelled, in ms; the process exits within this plus the final flush.
+  /// Default: 5000. Env: QUIVER_SHUTDOWN_DRAIN_MS.
+  uint32_t shutdown_drain_ms = 5000;
+  /// CPU threads one search may use; 0 = all cores. Default: 0.
+  /// Env: QUIVER_SEARCH_THREADS.
+  uint32_t search_threads = 0;
+  /// trace, debug, info, warn, error. Default: info. Env: QUIVER_LOG_LEVEL.
+  std::string log_level = "info";
+  /// text or json. Default: text. Env: QUIVER_LOG_FORMAT.
+  std::string log_format = "text";
+  /// If set, a JSON file {"grpc_port":..,"admin_port":..,"pid":..} written once
+  /// the node serves (used by tests and scripts). Default: "". Env: QUIVER_READY_FILE.
+  std::string ready_file;
+
+  /// Checks ranges and formats; INVALID_ARGUMENT naming the key.
+  Status Validate() const;
+};
+
+enum class ParseOutcome { kRun, kExit };
+
+/// Parses argv into `config`. kExit with OK after --help or --version (text is
+/// printed); an error for a bad flag, file or value.
+Result<ParseOutcome> LoadConfig(int argc, char** argv, ServerConfig* config);
+
+}  // namespace quiver::service

@@ -1,0 +1,12 @@
+// The one place where Quiver's Status becomes a gRPC status.
+#pragma once
+
+#include <grpcpp/support/status.h>
+
+#include "common/status.h"
+
+namespace quiver::service {
+
+grpc::Status ToGrpc(const Status& status);
+
+}  // namespace quiver::service

@@ -1,0 +1,37 @@
+// Request counters and latency histograms, rendered in the Prometheus text
+// format on the admin port's /metrics. Lock-free on the request path.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+namespace quiver::service {
+
+enum class Rpc : int {
+  kCreateCollection, kGetCollection, kListCollections, kDeleteCollection,
+  kUpsert, kDeletePoints, kGetPoints, kCount, kSearch, kSearchBatch, kNumRpcs
+};
+
+class Metrics {
+ public:
+  static constexpr std::array<double, 12> kBucketsSeconds = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                             0.05,   0.1,   0.25,   0.5,   1.0,  5.0};
+
+  void Record(Rpc rpc, int grpc_code, double seconds);
+  void AddUpsertedVectors(uint64_t n) { upserted_vectors_.fetch_add(n, std::memory_order_relaxed); }
+
+  /// Gauges sampled at scrape time are passed in by the caller.
+  std::string Render(uint64_t vectors_stored, uint64_t collections, uint64_t applied_index, bool ready) const;
+
+ private:
+  static constexpr int kRpcs = static_cast<int>(Rpc::kNumRpcs);
+  static constexpr int kCodes = 17;
+  std::array<std::array<std::atomic<uint64_t>, kCodes>, kRpcs> counts_{};
+  std::array<std::array<std::atomic<uint64_t>, kBucketsSeconds.size() + 1>, kRpcs> buckets_{};
+  std::array<std::atomic<uint64_t>, kRpcs> sum_micros_{};
+  std::atomic<uint64_t> upserted_vectors_{0};
+};
+
+}  // namespace quiver::service

@@ -1,0 +1,205 @@
+#include "service/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/grpcpp.h>
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "cuda/gpu_runtime.h"
+#include "engine/engine.h"
+#include "kernels/blas.h"
+#include "kernels/simd.h"
+#include "replication/replicator.h"
+#include "service/api.h"
+#include "service/metrics.h"
+#include "storage/db.h"
+#include "storage/rocks_log_store.h"
+
+namespace quiver::service {
+
+struct Server::State {
+  Metrics metrics;
+  std::unique_ptr<storage::Db> db;
+  std::unique_ptr<storage::RocksLogStore> log;
+  std::unique_ptr<engine::Engine> engine;
+  std::unique_ptr<replication::LocalReplicator> replicator;
+  std::unique_ptr<CollectionsApi> collections_api;
+  std::unique_ptr<PointsApi> points_api;
+  std::unique_ptr<grpc::Server> grpc_server;
+  int grpc_port = 0;
+
+  httplib::Server admin;
+  std::thread admin_thread;
+  int admin_port = 0;
+};
+
+namespace {
+
+Result<std::pair<std::string, int>> SplitHostPort(const std::string& addr) {
+  const auto colon = addr.rfind(':');
+  if (colon == std::string::npos) return Status::InvalidArgument("'" + addr + "' is not host:port");
+  std::string host = addr.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  try {
+    return std::pair<std::string, int>{host, std::stoi(addr.substr(colon + 1))};
+  } catch (...) {
+    return Status::InvalidArgument("'" + addr + "' has no valid port");
+  }
+}
+
+Status WriteReadyFile(const std::string& path, int grpc_port, int admin_port) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    f << "{\"grpc_port\": " << grpc_port << ", \"admin_port\": " << admin_port << ", \"pid\": " << ::getpid()
+      << "}\n";
+    if (!f) return Status::IOError("cannot write ready file " + tmp);
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return Status::IOError("cannot rename ready file to " + path + ": " + ec.message());
+  return Status::Ok();
+}
+
+}  // namespace
+
+Server::Server(ServerConfig config) : config_(std::move(config)), state_(std::make_unique<State>()) {}
+
+Server::~Server() {
+  RequestStop();
+  if (state_->admin_thread.joinable()) {
+    state_->admin.stop();
+    state_->admin_thread.join();
+  }
+}
+
+void Server::RequestStop() {
+  {
+    std::lock_guard lock(mu_);
+    stop_.store(true);
+  }
+  cv_.notify_all();
+}
+
+Status Server::Start() {
+  State& s = *state_;
+  // Admin HTTP first: liveness answers during recovery, readiness says 503.
+  QUIVER_ASSIGN_OR_RETURN(auto admin_addr, SplitHostPort(config_.admin_listen));
+  s.admin.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
+  s.admin.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
+    const bool ok = ready_.load() && !stop_.load();
+    res.status = ok ? 200 : 503;
+    res.set_content(ok ? "ready\n" : "not ready\n", "text/plain");
+  });
+  s.admin.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    State& st = *state_;
+    const bool up = ready_.load();
+    const uint64_t stored = up ? st.engine->TotalPoints() : 0;
+    const uint64_t colls = up ? st.engine->List().size() : 0;
+    const uint64_t applied = up ? st.engine->AppliedIndex() : 0;
+    res.set_content(st.metrics.Render(stored, colls, applied, up), "text/plain; version=0.0.4");
+  });
+  if (admin_addr.second == 0) {
+    s.admin_port = s.admin.bind_to_any_port(admin_addr.first);
+  } else if (s.admin.bind_to_port(admin_addr.first, admin_addr.second)) {
+    s.admin_port = admin_addr.second;
+  } else {
+    s.admin_port = -1;
+  }
+  if (s.admin_port <= 0) return Status::Unavailable("cannot listen on admin address " + config_.admin_listen);
+  s.admin_thread = std::thread([&s] { s.admin.listen_after_bind(); });
+
+  const cuda::GpuDiscovery gpus = cuda::DiscoverGpus();
+  if (gpus.devices.empty()) {
+    spdlog::info("serving on the CPU: {}", gpus.unavailable_reason);
+  } else {
+    spdlog::info("found {} GPU(s), first {}; GPU search is not built yet, serving on the CPU", gpus.devices.size(),
+                 gpus.devices[0].name);
+  }
+  spdlog::info("CPU kernels: SIMD {}, BLAS core {}", kernels::SimdLevelName(kernels::ActiveSimdLevel()),
+               kernels::BlasCoreName());
+  if (kernels::BlasOnSlowPath()) spdlog::warn("BLAS runs generic kernels on a CPU with AVX2: batched search is slow");
+
+  QUIVER_ASSIGN_OR_RETURN(s.db, storage::Db::Open(config_.data_dir));
+  QUIVER_ASSIGN_OR_RETURN(s.log, storage::RocksLogStore::Open(s.db.get()));
+  const auto load_start = std::chrono::steady_clock::now();
+  QUIVER_ASSIGN_OR_RETURN(s.engine, engine::Engine::Open(s.db.get(), {}, &stop_));
+  s.replicator = std::make_unique<replication::LocalReplicator>(s.log.get(), s.engine.get());
+  QUIVER_RETURN_IF_ERROR(s.replicator->Start(&stop_));
+  spdlog::info("recovered {} collection(s), {} points, applied index {} ({} log entries replayed) in {:.2f}s",
+               s.engine->List().size(), s.engine->TotalPoints(), s.engine->AppliedIndex(),
+               s.replicator->replayed_entries(),
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
+
+  ApiContext ctx{&config_, s.engine.get(), s.replicator.get(), &s.metrics};
+  s.collections_api = std::make_unique<CollectionsApi>(ctx);
+  s.points_api = std::make_unique<PointsApi>(ctx);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &s.grpc_port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config_.max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(config_.max_message_bytes));
+  builder.RegisterService(s.collections_api.get());
+  builder.RegisterService(s.points_api.get());
+  s.grpc_server = builder.BuildAndStart();
+  if (s.grpc_server == nullptr || s.grpc_port == 0) {
+    return Status::Unavailable("cannot listen on gRPC address " + config_.listen);
+  }
+  auto* health = s.grpc_server->GetHealthCheckService();
+  health->SetServingStatus(true);
+  if (!config_.ready_file.empty()) QUIVER_RETURN_IF_ERROR(WriteReadyFile(config_.ready_file, s.grpc_port, s.admin_port));
+  ready_.store(true);
+  spdlog::info("serving gRPC on port {}, admin HTTP on port {}, data in {}", s.grpc_port, s.admin_port,
+               config_.data_dir);
+  return Status::Ok();
+}
+
+void Server::Shutdown() {
+  State& s = *state_;
+  ready_.store(false);
+  if (s.grpc_server) {
+    s.grpc_server->GetHealthCheckService()->SetServingStatus(false);
+    // Stops intake now; in-flight calls get until the deadline, then are cancelled.
+    s.grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(config_.shutdown_drain_ms));
+  }
+  if (s.replicator) s.replicator->Stop();  // finishes writes already queued
+  if (s.db) {
+    Status st = s.db->Flush();
+    if (!st.ok()) spdlog::warn("flush at shutdown: {}", st.ToString());
+  }
+  s.admin.stop();
+  if (s.admin_thread.joinable()) s.admin_thread.join();
+}
+
+Status Server::Run() {
+  Status st = Start();
+  if (!st.ok()) {
+    Shutdown();
+    if (stop_.load() && st.code() == StatusCode::kCancelled) {
+      spdlog::info("stopped during start-up: {}", st.message());
+      return Status::Ok();
+    }
+    return st;
+  }
+  {
+    std::unique_lock lock(mu_);
+    // The replicator does not signal this cv on a storage failure; poll it.
+    while (!stop_.load() && state_->replicator->Health().ok()) {
+      cv_.wait_for(lock, std::chrono::milliseconds(200));
+    }
+  }
+  Status health = state_->replicator->Health();
+  spdlog::info("shutting down");
+  Shutdown();
+  spdlog::info("stopped");
+  return health;
+}
+
+}  // namespace quiver::service
