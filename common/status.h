@@ -106,9 +106,9 @@ class [[nodiscard]] Result {
 #define QUIVER_CONCAT(a, b) QUIVER_CONCAT_INNER(a, b)
 
 /// Returns the Status from the enclosing function if `expr` is not ok.
-#define QUIVER_RETURN_IF_ERROR(expr)               \
+#define QUIVER_RETURN_IF_ERROR(...)                \
   do {                                             \
-    ::quiver::Status _quiver_st = (expr);          \
+    ::quiver::Status _quiver_st = (__VA_ARGS__);   \
     if (!_quiver_st.ok()) return _quiver_st;       \
   } while (0)
 

@@ -1,0 +1,303 @@
+// quiverctl: a small command-line client for quiverd.
+//
+//   quiverctl collections create docs --dim 384 --metric cosine
+//   quiverctl collections list
+//   quiverctl upsert docs embeddings.npy --start-id 0 --batch 1000
+//   quiverctl search docs query.fvecs --k 5 --with-payload
+//
+// Every command has --help. --json prints machine-readable output.
+#include <grpcpp/grpcpp.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+
+#include "common/vector_file.h"
+#include "quiver/v1/collections.grpc.pb.h"
+#include "quiver/v1/points.grpc.pb.h"
+
+namespace {
+
+using quiver::v1::Collections;
+using quiver::v1::Points;
+
+struct Options {
+  std::string addr = "127.0.0.1:7700";
+  bool json = false;
+  double timeout_s = 60;
+};
+
+std::string MetricName(quiver::v1::Metric m) { return quiver::v1::Metric_Name(m); }
+
+void SetDeadline(grpc::ClientContext* ctx, const Options& o) {
+  ctx->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000)));
+}
+
+int Fail(const grpc::Status& st) {
+  std::fprintf(stderr, "quiverctl: error (gRPC status %d): %s\n", static_cast<int>(st.error_code()),
+               st.error_message().c_str());
+  return 1;
+}
+
+std::string JsonEscape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+void PrintInfo(const quiver::v1::CollectionInfo& c, bool json) {
+  if (json) {
+    std::cout << "{\"name\":\"" << JsonEscape(c.config().name()) << "\",\"dimension\":" << c.config().dimension()
+              << ",\"metric\":\"" << MetricName(c.config().metric()) << "\",\"index\":\""
+              << quiver::v1::IndexType_Name(c.config().index().type()) << "\",\"points\":" << c.points_count()
+              << "}";
+  } else {
+    std::cout << c.config().name() << "\tdim=" << c.config().dimension() << "\tmetric=" << MetricName(c.config().metric())
+              << "\tindex=" << quiver::v1::IndexType_Name(c.config().index().type()) << "\tpoints=" << c.points_count();
+  }
+}
+
+std::string ValueToString(const quiver::v1::Value& v) {
+  switch (v.kind_case()) {
+    case quiver::v1::Value::kStringValue: return "\"" + JsonEscape(v.string_value()) + "\"";
+    case quiver::v1::Value::kIntValue: return std::to_string(v.int_value());
+    case quiver::v1::Value::kDoubleValue: {
+      std::ostringstream o;
+      o << v.double_value();
+      return o.str();
+    }
+    case quiver::v1::Value::kBoolValue: return v.bool_value() ? "true" : "false";
+    case quiver::v1::Value::kListValue: {
+      std::string s = "[";
+      for (int i = 0; i < v.list_value().values_size(); ++i) {
+        if (i) s += ",";
+        s += ValueToString(v.list_value().values(i));
+      }
+      return s + "]";
+    }
+    default: return "null";
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options opt;
+  CLI::App app{"quiverctl: command-line client for a Quiver node", "quiverctl"};
+  app.require_subcommand(1);
+  app.add_option("--addr", opt.addr, "quiverd gRPC address")->envname("QUIVER_ADDR")->capture_default_str();
+  app.add_flag("--json", opt.json, "print JSON");
+  app.add_option("--timeout", opt.timeout_s, "per-call deadline in seconds")->capture_default_str();
+
+  auto* colls = app.add_subcommand("collections", "create, list, describe or delete collections");
+  colls->require_subcommand(1);
+  std::string name;
+  uint32_t dim = 0;
+  std::string metric = "l2", index = "flat";
+  auto* create = colls->add_subcommand("create", "create a collection");
+  create->add_option("name", name, "collection name")->required();
+  create->add_option("--dim", dim, "vector dimension (1..4096)")->required();
+  create->add_option("--metric", metric, "l2, ip or cosine")->capture_default_str();
+  create->add_option("--index", index, "flat (ivf_flat, ivf_pq, graph: not served yet)")->capture_default_str();
+  auto* list = colls->add_subcommand("list", "list collections");
+  auto* describe = colls->add_subcommand("describe", "show one collection");
+  describe->add_option("name", name, "collection name")->required();
+  auto* drop = colls->add_subcommand("delete", "delete a collection and all its points");
+  drop->add_option("name", name, "collection name")->required();
+
+  std::string file;
+  uint64_t start_id = 0;
+  size_t batch = 1000, k = 10, row = 0;
+  bool with_payload = false, with_vector = false, all_rows = false;
+  auto* upsert = app.add_subcommand("upsert", "upsert vectors from an .fvecs, .bvecs or .npy file; ids are start-id + row");
+  upsert->add_option("collection", name, "collection name")->required();
+  upsert->add_option("file", file, "vector file")->required()->check(CLI::ExistingFile);
+  upsert->add_option("--start-id", start_id, "id of the first row")->capture_default_str();
+  upsert->add_option("--batch", batch, "points per Upsert call")->capture_default_str();
+
+  auto* search = app.add_subcommand("search", "search with vectors read from a file");
+  search->add_option("collection", name, "collection name")->required();
+  search->add_option("file", file, "vector file (.fvecs, .bvecs, .npy)")->required()->check(CLI::ExistingFile);
+  search->add_option("-k,--k", k, "results per query")->capture_default_str();
+  search->add_option("--row", row, "row of the file to use as the query")->capture_default_str();
+  search->add_flag("--all", all_rows, "search every row of the file (SearchBatch)");
+  search->add_flag("--with-payload", with_payload, "return payloads");
+  search->add_flag("--with-vector", with_vector, "return vectors");
+
+  auto* count = app.add_subcommand("count", "count the points of a collection");
+  count->add_option("collection", name, "collection name")->required();
+
+  CLI11_PARSE(app, argc, argv);
+
+  auto channel_args = grpc::ChannelArguments();
+  channel_args.SetMaxReceiveMessageSize(256 << 20);
+  channel_args.SetMaxSendMessageSize(256 << 20);
+  auto channel = grpc::CreateCustomChannel(opt.addr, grpc::InsecureChannelCredentials(), channel_args);
+  auto coll_stub = Collections::NewStub(channel);
+  auto points_stub = Points::NewStub(channel);
+
+  if (create->parsed()) {
+    quiver::v1::CreateCollectionRequest req;
+    req.mutable_config()->set_name(name);
+    req.mutable_config()->set_dimension(dim);
+    quiver::v1::Metric m;
+    std::string upper = metric;
+    for (auto& c : upper) c = static_cast<char>(std::toupper(c));
+    if (!quiver::v1::Metric_Parse(upper, &m) || m == quiver::v1::METRIC_UNSPECIFIED) {
+      std::fprintf(stderr, "quiverctl: --metric must be l2, ip or cosine\n");
+      return 2;
+    }
+    req.mutable_config()->set_metric(m);
+    quiver::v1::IndexType t;
+    std::string upper_index = index;
+    for (auto& c : upper_index) c = static_cast<char>(std::toupper(c));
+    if (!quiver::v1::IndexType_Parse(upper_index, &t)) {
+      std::fprintf(stderr, "quiverctl: --index must be flat, ivf_flat, ivf_pq or graph\n");
+      return 2;
+    }
+    req.mutable_config()->mutable_index()->set_type(t);
+    quiver::v1::CreateCollectionResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, opt);
+    auto st = coll_stub->Create(&ctx, req, &resp);
+    if (!st.ok()) return Fail(st);
+    PrintInfo(resp.collection(), opt.json);
+    std::cout << "\n";
+  } else if (list->parsed()) {
+    quiver::v1::ListCollectionsResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, opt);
+    auto st = coll_stub->List(&ctx, {}, &resp);
+    if (!st.ok()) return Fail(st);
+    if (opt.json) std::cout << "[";
+    for (int i = 0; i < resp.collections_size(); ++i) {
+      if (opt.json && i) std::cout << ",";
+      PrintInfo(resp.collections(i), opt.json);
+      if (!opt.json) std::cout << "\n";
+    }
+    if (opt.json) std::cout << "]\n";
+  } else if (describe->parsed()) {
+    quiver::v1::GetCollectionRequest req;
+    req.set_name(name);
+    quiver::v1::GetCollectionResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, opt);
+    auto st = coll_stub->Get(&ctx, req, &resp);
+    if (!st.ok()) return Fail(st);
+    PrintInfo(resp.collection(), opt.json);
+    std::cout << "\n";
+  } else if (drop->parsed()) {
+    quiver::v1::DeleteCollectionRequest req;
+    req.set_name(name);
+    quiver::v1::DeleteCollectionResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, opt);
+    auto st = coll_stub->Delete(&ctx, req, &resp);
+    if (!st.ok()) return Fail(st);
+    if (!opt.json) std::cout << "deleted " << name << "\n";
+  } else if (upsert->parsed()) {
+    auto m = quiver::ReadVectorFile(file);
+    if (!m.ok()) {
+      std::fprintf(stderr, "quiverctl: %s\n", m.status().message().c_str());
+      return 2;
+    }
+    if (batch == 0) batch = 1;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (size_t lo = 0; lo < m->rows; lo += batch) {
+      quiver::v1::UpsertRequest req;
+      req.set_collection(name);
+      for (size_t r = lo; r < std::min(m->rows, lo + batch); ++r) {
+        auto* p = req.add_points();
+        p->set_id(start_id + r);
+        p->mutable_vector()->Add(m->row(r), m->row(r) + m->cols);
+      }
+      quiver::v1::UpsertResponse resp;
+      grpc::ClientContext ctx;
+      SetDeadline(&ctx, opt);
+      auto st = points_stub->Upsert(&ctx, req, &resp);
+      if (!st.ok()) {
+        std::fprintf(stderr, "quiverctl: rows %zu.. not upserted (rows before are)\n", lo);
+        return Fail(st);
+      }
+    }
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (opt.json) {
+      std::cout << "{\"upserted\":" << m->rows << ",\"seconds\":" << s << "}\n";
+    } else {
+      std::cout << "upserted " << m->rows << " points in " << s << " s\n";
+    }
+  } else if (search->parsed()) {
+    auto m = quiver::ReadVectorFile(file);
+    if (!m.ok()) {
+      std::fprintf(stderr, "quiverctl: %s\n", m.status().message().c_str());
+      return 2;
+    }
+    if (!all_rows && row >= m->rows) {
+      std::fprintf(stderr, "quiverctl: --row %zu but the file has %zu rows\n", row, m->rows);
+      return 2;
+    }
+    quiver::v1::SearchBatchRequest req;
+    req.set_collection(name);
+    req.set_k(static_cast<uint32_t>(k));
+    req.set_with_payload(with_payload);
+    req.set_with_vector(with_vector);
+    for (size_t r = all_rows ? 0 : row; r < (all_rows ? m->rows : row + 1); ++r) {
+      req.add_queries()->mutable_values()->Add(m->row(r), m->row(r) + m->cols);
+    }
+    quiver::v1::SearchBatchResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, opt);
+    auto st = points_stub->SearchBatch(&ctx, req, &resp);
+    if (!st.ok()) return Fail(st);
+    if (opt.json) std::cout << "[";
+    for (int q = 0; q < resp.results_size(); ++q) {
+      if (opt.json) {
+        std::cout << (q ? "," : "") << "[";
+      } else if (resp.results_size() > 1) {
+        std::cout << "# query " << q << "\n";
+      }
+      const auto& hits = resp.results(q).hits();
+      for (int i = 0; i < hits.size(); ++i) {
+        std::string payload;
+        for (const auto& [key, v] : hits[i].payload()) {
+          payload += (payload.empty() ? "" : ",") + ("\"" + JsonEscape(key) + "\":" + ValueToString(v));
+        }
+        if (opt.json) {
+          std::cout << (i ? "," : "") << "{\"id\":" << hits[i].id() << ",\"score\":" << hits[i].score();
+          if (with_payload) std::cout << ",\"payload\":{" << payload << "}";
+          std::cout << "}";
+        } else {
+          std::cout << hits[i].id() << "\t" << hits[i].score();
+          if (with_payload) std::cout << "\t{" << payload << "}";
+          std::cout << "\n";
+        }
+      }
+      if (opt.json) std::cout << "]";
+    }
+    if (opt.json) std::cout << "]\n";
+  } else if (count->parsed()) {
+    quiver::v1::CountRequest req;
+    req.set_collection(name);
+    quiver::v1::CountResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, opt);
+    auto st = points_stub->Count(&ctx, req, &resp);
+    if (!st.ok()) return Fail(st);
+    std::cout << (opt.json ? "{\"count\":" + std::to_string(resp.count()) + "}" : std::to_string(resp.count())) << "\n";
+  }
+  return 0;
+}

@@ -1,0 +1,155 @@
+// One conformance suite that every LogStore implementation passes
+// (the contract is written in storage/log_store.h).
+#include <gtest/gtest.h>
+
+#include <memory>
+
+#include "storage/db.h"
+#include "storage/log_store.h"
+#include "storage/rocks_log_store.h"
+#include "test_util.h"
+
+namespace quiver::storage {
+namespace {
+
+// Each factory owns whatever its store needs (a database, a directory).
+struct MemoryFactory {
+  std::unique_ptr<MemoryLogStore> store = std::make_unique<MemoryLogStore>();
+  LogStore* get() { return store.get(); }
+  // A memory store has nothing to reopen; it stands for itself.
+  LogStore* Reopen() { return store.get(); }
+};
+
+struct RocksFactory {
+  quiver::testing::TempDir dir;
+  std::unique_ptr<Db> db;
+  std::unique_ptr<RocksLogStore> store;
+  RocksFactory() { Reopen(); }
+  LogStore* get() { return store.get(); }
+  LogStore* Reopen() {
+    store.reset();
+    db.reset();
+    auto d = Db::Open(dir.path());
+    EXPECT_TRUE(d.ok()) << d.status().ToString();
+    db = std::move(d).value();
+    auto s = RocksLogStore::Open(db.get());
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    store = std::move(s).value();
+    return store.get();
+  }
+};
+
+template <typename F>
+class LogStoreConformance : public ::testing::Test {
+ protected:
+  F factory;
+};
+
+using Factories = ::testing::Types<MemoryFactory, RocksFactory>;
+TYPED_TEST_SUITE(LogStoreConformance, Factories);
+
+std::vector<LogEntry> Make(uint64_t lo, uint64_t hi, uint64_t term) {
+  std::vector<LogEntry> v;
+  for (uint64_t i = lo; i <= hi; ++i) v.push_back({i, term, EntryType::kCommand, "entry-" + std::to_string(i)});
+  return v;
+}
+
+TYPED_TEST(LogStoreConformance, EmptyLog) {
+  LogStore* s = this->factory.get();
+  EXPECT_EQ(s->FirstIndex(), 1u);
+  EXPECT_EQ(s->LastIndex(), 0u);
+  EXPECT_EQ(*s->Term(0), 0u);
+  EXPECT_EQ(s->Term(1).status().code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(*s->GetHardState(), HardState{});
+  auto e = s->Entries(1, 1, 100);
+  ASSERT_TRUE(e.ok());
+  EXPECT_TRUE(e->empty());
+}
+
+TYPED_TEST(LogStoreConformance, AppendAndReadBack) {
+  LogStore* s = this->factory.get();
+  auto entries = Make(1, 10, 1);
+  HardState hs{1, 0, 10};
+  ASSERT_TRUE(s->Append(entries, &hs).ok());
+  EXPECT_EQ(s->LastIndex(), 10u);
+  EXPECT_EQ(*s->GetHardState(), hs);
+  auto got = s->Entries(1, 11, UINT64_MAX);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, entries);
+  EXPECT_EQ(*s->Term(5), 1u);
+}
+
+TYPED_TEST(LogStoreConformance, SurvivesReopen) {
+  LogStore* s = this->factory.get();
+  auto entries = Make(1, 5, 3);
+  HardState hs{3, 2, 4};
+  ASSERT_TRUE(s->Append(entries, &hs).ok());
+  s = this->factory.Reopen();
+  EXPECT_EQ(s->LastIndex(), 5u);
+  EXPECT_EQ(*s->GetHardState(), hs);
+  EXPECT_EQ(*s->Entries(1, 6, UINT64_MAX), entries);
+}
+
+TYPED_TEST(LogStoreConformance, ConflictingAppendReplacesSuffix) {
+  LogStore* s = this->factory.get();
+  ASSERT_TRUE(s->Append(Make(1, 10, 1), nullptr).ok());
+  ASSERT_TRUE(s->Append(Make(6, 7, 2), nullptr).ok());
+  EXPECT_EQ(s->LastIndex(), 7u);
+  EXPECT_EQ(*s->Term(5), 1u);
+  EXPECT_EQ(*s->Term(6), 2u);
+  EXPECT_EQ(s->Term(8).status().code(), StatusCode::kOutOfRange);
+  s = this->factory.Reopen();
+  EXPECT_EQ(s->LastIndex(), 7u);
+}
+
+TYPED_TEST(LogStoreConformance, RejectsGapsAndNonContiguousAppends) {
+  LogStore* s = this->factory.get();
+  ASSERT_TRUE(s->Append(Make(1, 3, 1), nullptr).ok());
+  EXPECT_FALSE(s->Append(Make(5, 6, 1), nullptr).ok());  // gap
+  std::vector<LogEntry> holes = {{4, 1, EntryType::kCommand, "a"}, {6, 1, EntryType::kCommand, "b"}};
+  EXPECT_FALSE(s->Append(holes, nullptr).ok());
+  EXPECT_EQ(s->LastIndex(), 3u);  // nothing changed
+}
+
+TYPED_TEST(LogStoreConformance, EntriesRespectsByteBudgetButReturnsOne) {
+  LogStore* s = this->factory.get();
+  ASSERT_TRUE(s->Append(Make(1, 10, 1), nullptr).ok());
+  auto one = s->Entries(1, 11, 0);
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->size(), 1u);
+  const uint64_t per = Make(1, 1, 1)[0].data.size();
+  auto three = s->Entries(1, 11, per * 3);
+  ASSERT_TRUE(three.ok());
+  EXPECT_EQ(three->size(), 3u);
+  EXPECT_EQ(s->Entries(1, 12, 100).status().code(), StatusCode::kOutOfRange);
+}
+
+TYPED_TEST(LogStoreConformance, CompactionKeepsTermOfCompactionPoint) {
+  LogStore* s = this->factory.get();
+  ASSERT_TRUE(s->Append(Make(1, 10, 4), nullptr).ok());
+  ASSERT_TRUE(s->CompactTo(6).ok());
+  EXPECT_EQ(s->FirstIndex(), 7u);
+  EXPECT_EQ(*s->Term(6), 4u);
+  EXPECT_EQ(s->Term(5).status().code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(s->Entries(5, 8, 100).status().code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(s->Entries(7, 11, UINT64_MAX)->size(), 4u);
+  EXPECT_FALSE(s->CompactTo(11).ok());
+  EXPECT_FALSE(s->Append(Make(3, 4, 4), nullptr).ok());  // below the first index
+  ASSERT_TRUE(s->Append(Make(11, 12, 5), nullptr).ok());
+  s = this->factory.Reopen();
+  EXPECT_EQ(s->FirstIndex(), 7u);
+  EXPECT_EQ(s->LastIndex(), 12u);
+  EXPECT_EQ(*s->Term(6), 4u);
+}
+
+TYPED_TEST(LogStoreConformance, HardStateAloneIsStored) {
+  LogStore* s = this->factory.get();
+  HardState hs{7, 3, 0};
+  ASSERT_TRUE(s->Append({}, &hs).ok());
+  EXPECT_EQ(*s->GetHardState(), hs);
+  s = this->factory.Reopen();
+  EXPECT_EQ(*s->GetHardState(), hs);
+}
+
+}  // namespace
+}  // namespace quiver::storage

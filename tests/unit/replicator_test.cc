@@ -1,0 +1,164 @@
+// The single-node replicator: group commit, ordering, replay at start,
+// refusal of inconsistent state, and a clean stop.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include "replication/replicator.h"
+#include "storage/log_store.h"
+
+namespace quiver::replication {
+namespace {
+
+// Counts appends and makes each take a while, so proposals pile up.
+class SlowLogStore final : public storage::LogStore {
+ public:
+  Status Append(std::span<const storage::LogEntry> e, const storage::HardState* hs) override {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    ++appends;
+    return inner.Append(e, hs);
+  }
+  Result<storage::HardState> GetHardState() const override { return inner.GetHardState(); }
+  uint64_t FirstIndex() const override { return inner.FirstIndex(); }
+  uint64_t LastIndex() const override { return inner.LastIndex(); }
+  Result<uint64_t> Term(uint64_t i) const override { return inner.Term(i); }
+  Result<std::vector<storage::LogEntry>> Entries(uint64_t lo, uint64_t hi, uint64_t mb) const override {
+    return inner.Entries(lo, hi, mb);
+  }
+  Status CompactTo(uint64_t i) override { return inner.CompactTo(i); }
+  storage::MemoryLogStore inner;
+  std::atomic<int> appends{0};
+};
+
+// Records applied data; answers "bad" commands with INVALID_ARGUMENT.
+class RecordingStateMachine final : public storage::StateMachine {
+ public:
+  Status Apply(std::span<const storage::LogEntry> entries, std::vector<Status>* outcomes) override {
+    outcomes->clear();
+    for (const auto& e : entries) {
+      if (e.index <= applied) {
+        outcomes->push_back(Status::Ok());
+        continue;
+      }
+      EXPECT_EQ(e.index, applied + 1);
+      applied = e.index;
+      data.push_back(e.data);
+      outcomes->push_back(e.data == "bad" ? Status::InvalidArgument("bad command") : Status::Ok());
+    }
+    return Status::Ok();
+  }
+  uint64_t AppliedIndex() const override { return applied; }
+  std::vector<std::string> data;
+  uint64_t applied = 0;
+};
+
+Clock::time_point Soon() { return Clock::now() + std::chrono::seconds(10); }
+
+TEST(LocalReplicator, ConcurrentProposalsShareFsyncs) {
+  SlowLogStore log;
+  RecordingStateMachine sm;
+  LocalReplicator r(&log, &sm);
+  ASSERT_TRUE(r.Start(nullptr).ok());
+  constexpr int kThreads = 8, kPerThread = 25;
+  std::vector<std::thread> threads;
+  std::mutex mu;
+  std::set<uint64_t> indexes;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        auto idx = r.Propose("t" + std::to_string(t) + "-" + std::to_string(i), Soon());
+        ASSERT_TRUE(idx.ok()) << idx.status().ToString();
+        std::lock_guard lock(mu);
+        EXPECT_TRUE(indexes.insert(*idx).second);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(indexes.size(), size_t{kThreads * kPerThread});
+  EXPECT_EQ(sm.applied, uint64_t{kThreads * kPerThread});
+  EXPECT_LT(log.appends.load(), kThreads * kPerThread) << "no group commit happened";
+  EXPECT_EQ(log.GetHardState()->commit, log.LastIndex());
+  r.Stop();
+}
+
+TEST(LocalReplicator, ApplyOutcomeIsReturned) {
+  storage::MemoryLogStore log;
+  RecordingStateMachine sm;
+  LocalReplicator r(&log, &sm);
+  ASSERT_TRUE(r.Start(nullptr).ok());
+  EXPECT_EQ(r.Propose("bad", Soon()).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(*r.Propose("good", Soon()), 2u);
+}
+
+TEST(LocalReplicator, ReplaysCommittedTailAtStart) {
+  storage::MemoryLogStore log;
+  std::vector<storage::LogEntry> entries;
+  for (uint64_t i = 1; i <= 5; ++i) entries.push_back({i, 1, storage::EntryType::kCommand, "e" + std::to_string(i)});
+  storage::HardState hs{1, 0, 5};
+  ASSERT_TRUE(log.Append(entries, &hs).ok());
+  RecordingStateMachine sm;
+  sm.applied = 2;  // entries 1-2 were persisted before the crash
+  LocalReplicator r(&log, &sm);
+  ASSERT_TRUE(r.Start(nullptr).ok());
+  EXPECT_EQ(r.replayed_entries(), 3u);
+  EXPECT_EQ(sm.data, (std::vector<std::string>{"e3", "e4", "e5"}));
+  EXPECT_EQ(*r.Propose("next", Soon()), 6u);
+}
+
+TEST(LocalReplicator, RefusesInconsistentStateWithRecoverySteps) {
+  {
+    storage::MemoryLogStore log;
+    storage::HardState hs{1, 0, 9};  // commit beyond the (empty) log
+    ASSERT_TRUE(log.Append({}, &hs).ok());
+    RecordingStateMachine sm;
+    LocalReplicator r(&log, &sm);
+    Status st = r.Start(nullptr);
+    EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition);
+    EXPECT_NE(st.message().find("restore"), std::string::npos) << st.message();
+  }
+  {
+    storage::MemoryLogStore log;  // log lost, state has applied entries
+    RecordingStateMachine sm;
+    sm.applied = 7;
+    LocalReplicator r(&log, &sm);
+    EXPECT_EQ(r.Start(nullptr).code(), StatusCode::kFailedPrecondition);
+  }
+}
+
+TEST(LocalReplicator, StopDuringReplayIsCancelled) {
+  storage::MemoryLogStore log;
+  std::vector<storage::LogEntry> entries = {{1, 1, storage::EntryType::kCommand, "x"}};
+  storage::HardState hs{1, 0, 1};
+  ASSERT_TRUE(log.Append(entries, &hs).ok());
+  RecordingStateMachine sm;
+  LocalReplicator r(&log, &sm);
+  std::atomic<bool> stop{true};
+  EXPECT_EQ(r.Start(&stop).code(), StatusCode::kCancelled);
+}
+
+TEST(LocalReplicator, StoppedReplicatorRefusesWrites) {
+  storage::MemoryLogStore log;
+  RecordingStateMachine sm;
+  LocalReplicator r(&log, &sm);
+  EXPECT_EQ(r.Propose("early", Soon()).status().code(), StatusCode::kUnavailable);
+  ASSERT_TRUE(r.Start(nullptr).ok());
+  r.Stop();
+  EXPECT_EQ(r.Propose("late", Soon()).status().code(), StatusCode::kUnavailable);
+}
+
+TEST(LocalReplicator, CompactsAppliedLog) {
+  storage::MemoryLogStore log;
+  RecordingStateMachine sm;
+  LocalReplicatorOptions opts;
+  opts.log_retention_entries = 4;
+  LocalReplicator r(&log, &sm, opts);
+  ASSERT_TRUE(r.Start(nullptr).ok());
+  for (int i = 0; i < 40; ++i) ASSERT_TRUE(r.Propose("x", Soon()).ok());
+  EXPECT_GT(log.FirstIndex(), 1u);
+  EXPECT_GE(log.LastIndex() - log.FirstIndex() + 1, 4u);
+}
+
+}  // namespace
+}  // namespace quiver::replication

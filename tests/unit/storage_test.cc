@@ -1,0 +1,144 @@
+// Record validation and the state store: every corrupt record is an error
+// naming its key, never a crash or a silent skip.
+#include <gtest/gtest.h>
+#include <rocksdb/db.h>
+
+#include "common/encoding.h"
+#include "storage/db.h"
+#include "storage/records.h"
+#include "storage/rocks_log_store.h"
+#include "storage/state_store.h"
+#include "test_util.h"
+
+namespace quiver::storage {
+namespace {
+
+TEST(Encoding, BigEndianKeysSortNumerically) {
+  EXPECT_LT(LogKey(255), LogKey(256));
+  EXPECT_LT(LogKey(1), LogKey(1ull << 40));
+  EXPECT_LT(PointKey(1, UINT64_MAX), PointKey(2, 0));
+  EXPECT_EQ(DecodeFixed64BE(LogKey(0x0102030405060708ull).data()), 0x0102030405060708ull);
+}
+
+TEST(Records, LogEntryRoundTripAndCorruption) {
+  LogEntry e{9, 3, EntryType::kCommand, std::string("payload\0bytes", 13)};
+  std::string v = EncodeLogEntry(e);
+  auto back = DecodeLogEntry(LogKey(9), 9, v);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, e);
+  for (size_t i = 0; i < v.size(); ++i) {
+    std::string bad = v;
+    bad[i] ^= 0x20;
+    auto r = DecodeLogEntry(LogKey(9), 9, bad);
+    EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << "flip at byte " << i;
+  }
+  auto truncated = DecodeLogEntry(LogKey(9), 9, v.substr(0, 3));
+  EXPECT_EQ(truncated.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(truncated.status().message().find("\\x00"), std::string::npos) << "message names the key";
+}
+
+TEST(Records, VectorDimensionChecked) {
+  std::vector<float> v = {1, 2, 3};
+  std::string rec = EncodeVector(v);
+  std::vector<float> out(3);
+  EXPECT_TRUE(DecodeVector("k", rec, 3, out.data()).ok());
+  EXPECT_EQ(out, v);
+  std::vector<float> out4(4);
+  EXPECT_EQ(DecodeVector("k", rec, 4, out4.data()).code(), StatusCode::kDataLoss);
+}
+
+class StateStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Open(); }
+  void Open() {
+    store_.reset();
+    db_.reset();
+    db_ = std::move(Db::Open(dir_.path())).value();
+    store_ = std::make_unique<StateStore>(db_.get());
+  }
+  quiver::testing::TempDir dir_;
+  std::unique_ptr<Db> db_;
+  std::unique_ptr<StateStore> store_;
+};
+
+TEST_F(StateStoreTest, PointsAndAppliedIndexCommitTogether) {
+  auto b = store_->NewBatch();
+  b->PutCollection(5, "meta5");
+  std::vector<float> v = {1, 2};
+  b->PutPoint(5, 10, v, "p10");
+  b->PutPoint(5, 11, v, "");
+  b->PutPoint(6, 1, v, "other");
+  b->SetAppliedIndex(42);
+  ASSERT_TRUE(store_->Commit(*b).ok());
+  Open();
+  EXPECT_EQ(*store_->AppliedIndex(), 42u);
+  auto colls = store_->LoadCollections();
+  ASSERT_TRUE(colls.ok());
+  ASSERT_EQ(colls->size(), 1u);
+  EXPECT_EQ((*colls)[0].id, 5u);
+  EXPECT_EQ((*colls)[0].meta, "meta5");
+  std::vector<std::pair<uint64_t, std::string>> seen;
+  ASSERT_TRUE(store_->ForEachPoint(5, 2, [&](uint64_t id, const float* vec, std::string_view payload) {
+                EXPECT_EQ(vec[1], 2.0f);
+                seen.emplace_back(id, std::string(payload));
+                return Status::Ok();
+              }).ok());
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0], std::make_pair(uint64_t{10}, std::string("p10")));
+  EXPECT_EQ(seen[1], std::make_pair(uint64_t{11}, std::string()));
+}
+
+TEST_F(StateStoreTest, DeleteCollectionRemovesAllItsPoints) {
+  auto b = store_->NewBatch();
+  b->PutCollection(5, "m");
+  std::vector<float> v = {1};
+  for (uint64_t i = 0; i < 100; ++i) b->PutPoint(5, i, v, "x");
+  ASSERT_TRUE(store_->Commit(*b).ok());
+  auto d = store_->NewBatch();
+  d->DeleteCollection(5);
+  ASSERT_TRUE(store_->Commit(*d).ok());
+  size_t n = 0;
+  ASSERT_TRUE(store_->ForEachPoint(5, 1, [&](uint64_t, const float*, std::string_view) {
+                ++n;
+                return Status::Ok();
+              }).ok());
+  EXPECT_EQ(n, 0u);
+  EXPECT_TRUE(store_->LoadCollections()->empty());
+}
+
+TEST_F(StateStoreTest, CorruptVectorIsReportedWithItsKey) {
+  auto b = store_->NewBatch();
+  std::vector<float> v = {1, 2};
+  b->PutPoint(7, 3, v, "");
+  ASSERT_TRUE(store_->Commit(*b).ok());
+  // Overwrite the record with garbage behind the store's back.
+  ASSERT_TRUE(db_->raw()->Put(rocksdb::WriteOptions(), db_->vectors(), PointKey(7, 3), "garbage!").ok());
+  Status st = store_->ForEachPoint(7, 2, [](uint64_t, const float*, std::string_view) { return Status::Ok(); });
+  EXPECT_EQ(st.code(), StatusCode::kDataLoss);
+  EXPECT_NE(st.message().find("vector record at key"), std::string::npos) << st.message();
+}
+
+TEST_F(StateStoreTest, CorruptLogEntryIsReportedNotSkipped) {
+  auto log = std::move(RocksLogStore::Open(db_.get())).value();
+  std::vector<LogEntry> entries = {{1, 1, EntryType::kCommand, "a"}, {2, 1, EntryType::kCommand, "b"}};
+  ASSERT_TRUE(log->Append(entries, nullptr).ok());
+  ASSERT_TRUE(db_->raw()->Put(rocksdb::WriteOptions(), db_->log(), LogKey(2), "xxxxxxxxxxxxxxxx").ok());
+  auto got = log->Entries(1, 3, UINT64_MAX);
+  EXPECT_EQ(got.status().code(), StatusCode::kDataLoss);
+}
+
+TEST_F(StateStoreTest, MissingLogEntryInsideBoundsIsCorruption) {
+  auto log = std::move(RocksLogStore::Open(db_.get())).value();
+  std::vector<LogEntry> entries = {{1, 1, EntryType::kCommand, "a"}, {2, 1, EntryType::kCommand, "b"},
+                                   {3, 1, EntryType::kCommand, "c"}};
+  ASSERT_TRUE(log->Append(entries, nullptr).ok());
+  ASSERT_TRUE(db_->raw()->Delete(rocksdb::WriteOptions(), db_->log(), LogKey(2)).ok());
+  EXPECT_EQ(log->Entries(1, 4, UINT64_MAX).status().code(), StatusCode::kDataLoss);
+  // A hole at the head is found when the log is opened.
+  ASSERT_TRUE(db_->raw()->Delete(rocksdb::WriteOptions(), db_->log(), LogKey(1)).ok());
+  log.reset();
+  EXPECT_EQ(RocksLogStore::Open(db_.get()).status().code(), StatusCode::kDataLoss);
+}
+
+}  // namespace
+}  // namespace quiver::storage
