@@ -1,0 +1,382 @@
+// The public API through real gRPC calls: behaviour, and every bad-input case
+// answered with a precise status that names the field and changes nothing.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "server_fixture.h"
+
+namespace quiver::service {
+namespace {
+
+using namespace quiver::v1;  // NOLINT
+using quiver::testing::InProcessServer;
+
+class ApiTest : public ::testing::Test {
+ protected:
+  static ServerConfig Config() {
+    ServerConfig cfg;
+    cfg.max_k = 100;
+    cfg.max_points_per_request = 500;
+    cfg.max_batch_queries = 50;
+    cfg.max_message_bytes = 4 << 20;
+    cfg.max_payload_bytes = 1024;
+    return cfg;
+  }
+  ApiTest() : server_(Config()) {}
+
+  grpc::Status CreateCollection(const std::string& name, uint32_t dim, Metric metric = L2,
+                                IndexType index = FLAT) {
+    CreateCollectionRequest req;
+    req.mutable_config()->set_name(name);
+    req.mutable_config()->set_dimension(dim);
+    req.mutable_config()->set_metric(metric);
+    req.mutable_config()->mutable_index()->set_type(index);
+    CreateCollectionResponse resp;
+    grpc::ClientContext ctx;
+    return server_.collections->Create(&ctx, req, &resp);
+  }
+  grpc::Status Upsert(const UpsertRequest& req) {
+    UpsertResponse resp;
+    grpc::ClientContext ctx;
+    return server_.points->Upsert(&ctx, req, &resp);
+  }
+  static Point MakePoint(uint64_t id, std::vector<float> v) {
+    Point p;
+    p.set_id(id);
+    p.mutable_vector()->Add(v.begin(), v.end());
+    return p;
+  }
+  uint64_t Count(const std::string& name) {
+    CountRequest req;
+    req.set_collection(name);
+    CountResponse resp;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(server_.points->Count(&ctx, req, &resp).ok());
+    return resp.count();
+  }
+  // Asserts the code and that the message mentions `needle`.
+  static void ExpectError(const grpc::Status& st, grpc::StatusCode code, const std::string& needle) {
+    EXPECT_EQ(st.error_code(), code) << st.error_message();
+    EXPECT_NE(st.error_message().find(needle), std::string::npos)
+        << "message '" << st.error_message() << "' does not mention '" << needle << "'";
+  }
+
+  InProcessServer server_;
+};
+
+TEST_F(ApiTest, CollectionLifecycle) {
+  ASSERT_TRUE(CreateCollection("docs", 3, COSINE).ok());
+  ASSERT_TRUE(CreateCollection("imgs", 2, IP).ok());
+  {
+    ListCollectionsResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(server_.collections->List(&ctx, {}, &resp).ok());
+    ASSERT_EQ(resp.collections_size(), 2);
+    EXPECT_EQ(resp.collections(0).config().name(), "docs");
+    EXPECT_EQ(resp.collections(0).config().metric(), COSINE);
+    EXPECT_EQ(resp.collections(0).config().index().type(), FLAT);
+  }
+  {
+    GetCollectionRequest req;
+    req.set_name("imgs");
+    GetCollectionResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(server_.collections->Get(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.collection().config().dimension(), 2u);
+  }
+  {
+    DeleteCollectionRequest req;
+    req.set_name("imgs");
+    DeleteCollectionResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(server_.collections->Delete(&ctx, req, &resp).ok());
+    grpc::ClientContext ctx2;
+    ExpectError(server_.collections->Delete(&ctx2, req, &resp), grpc::StatusCode::NOT_FOUND, "imgs");
+  }
+}
+
+TEST_F(ApiTest, UpsertGetSearchDelete) {
+  ASSERT_TRUE(CreateCollection("c", 2).ok());
+  UpsertRequest up;
+  up.set_collection("c");
+  for (uint64_t i = 0; i < 10; ++i) {
+    Point p = MakePoint(i, {float(i), 0});
+    (*p.mutable_payload())["tag"].set_string_value("t" + std::to_string(i));
+    (*p.mutable_payload())["n"].set_int_value(int64_t(i));
+    auto* list = (*p.mutable_payload())["l"].mutable_list_value();
+    list->add_values()->set_bool_value(true);
+    list->add_values()->set_double_value(0.5);
+    *up.add_points() = p;
+  }
+  ASSERT_TRUE(Upsert(up).ok());
+  EXPECT_EQ(Count("c"), 10u);
+
+  SearchRequest sreq;
+  sreq.set_collection("c");
+  sreq.add_vector(3.2f);
+  sreq.add_vector(0);
+  sreq.set_k(3);
+  sreq.set_with_payload(true);
+  sreq.set_with_vector(true);
+  SearchResponse sresp;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(server_.points->Search(&ctx, sreq, &sresp).ok());
+  }
+  ASSERT_EQ(sresp.hits_size(), 3);
+  EXPECT_EQ(sresp.hits(0).id(), 3u);
+  EXPECT_NEAR(sresp.hits(0).score(), 0.04f, 1e-5);
+  EXPECT_EQ(sresp.hits(1).id(), 4u);
+  EXPECT_EQ(sresp.hits(0).payload().at("tag").string_value(), "t3");
+  EXPECT_EQ(sresp.hits(0).payload().at("l").list_value().values(1).double_value(), 0.5);
+  EXPECT_EQ(sresp.hits(0).vector_size(), 2);
+
+  DeletePointsRequest del;
+  del.set_collection("c");
+  del.add_ids(3);
+  del.add_ids(12345);  // absent ids are ignored
+  DeletePointsResponse dresp;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(server_.points->Delete(&ctx, del, &dresp).ok());
+  }
+  EXPECT_EQ(Count("c"), 9u);
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(server_.points->Search(&ctx, sreq, &sresp).ok());
+    EXPECT_EQ(sresp.hits(0).id(), 4u) << "deleted point returned";
+  }
+  GetPointsRequest g;
+  g.set_collection("c");
+  g.add_ids(5);
+  g.add_ids(3);
+  g.set_with_payload(true);
+  GetPointsResponse gresp;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(server_.points->Get(&ctx, g, &gresp).ok());
+  ASSERT_EQ(gresp.points_size(), 1);
+  EXPECT_EQ(gresp.points(0).id(), 5u);
+  EXPECT_EQ(gresp.points(0).payload().at("n").int_value(), 5);
+  EXPECT_EQ(gresp.points(0).vector_size(), 0) << "vector not asked for";
+
+  SearchBatchRequest b;
+  b.set_collection("c");
+  b.set_k(20);
+  for (int q = 0; q < 4; ++q) {
+    auto* v = b.add_queries();
+    v->add_values(float(q));
+    v->add_values(0);
+  }
+  SearchBatchResponse bresp;
+  grpc::ClientContext ctx2;
+  ASSERT_TRUE(server_.points->SearchBatch(&ctx2, b, &bresp).ok());
+  ASSERT_EQ(bresp.results_size(), 4);
+  EXPECT_EQ(bresp.results(0).hits_size(), 9) << "k above the count returns every point";
+  EXPECT_EQ(bresp.results(2).hits(0).id(), 2u);
+}
+
+TEST_F(ApiTest, BadCollectionRequests) {
+  ASSERT_TRUE(CreateCollection("taken", 4).ok());
+  {
+    CreateCollectionRequest req;
+    CreateCollectionResponse resp;
+    grpc::ClientContext ctx;
+    ExpectError(server_.collections->Create(&ctx, req, &resp), grpc::StatusCode::INVALID_ARGUMENT, "config");
+  }
+  ExpectError(CreateCollection("", 4), grpc::StatusCode::INVALID_ARGUMENT, "config.name");
+  ExpectError(CreateCollection("bad name", 4), grpc::StatusCode::INVALID_ARGUMENT, "config.name");
+  ExpectError(CreateCollection(std::string(65, 'x'), 4), grpc::StatusCode::INVALID_ARGUMENT, "config.name");
+  ExpectError(CreateCollection("d0", 0), grpc::StatusCode::INVALID_ARGUMENT, "config.dimension");
+  ExpectError(CreateCollection("d1", 4097), grpc::StatusCode::INVALID_ARGUMENT, "config.dimension");
+  ExpectError(CreateCollection("m", 4, METRIC_UNSPECIFIED), grpc::StatusCode::INVALID_ARGUMENT, "config.metric");
+  ExpectError(CreateCollection("m", 4, static_cast<Metric>(9)), grpc::StatusCode::INVALID_ARGUMENT, "config.metric");
+  ExpectError(CreateCollection("i", 4, L2, IVF_FLAT), grpc::StatusCode::UNIMPLEMENTED, "IVF_FLAT");
+  ExpectError(CreateCollection("i", 4, L2, GRAPH), grpc::StatusCode::UNIMPLEMENTED, "GRAPH");
+  ExpectError(CreateCollection("i", 4, L2, static_cast<IndexType>(42)), grpc::StatusCode::INVALID_ARGUMENT,
+              "config.index.type");
+  ExpectError(CreateCollection("taken", 4), grpc::StatusCode::ALREADY_EXISTS, "taken");
+  GetCollectionRequest g;
+  g.set_name("nope");
+  GetCollectionResponse gr;
+  grpc::ClientContext ctx;
+  ExpectError(server_.collections->Get(&ctx, g, &gr), grpc::StatusCode::NOT_FOUND, "nope");
+  ListCollectionsResponse list;
+  grpc::ClientContext ctx2;
+  ASSERT_TRUE(server_.collections->List(&ctx2, {}, &list).ok());
+  EXPECT_EQ(list.collections_size(), 1) << "a refused create changed something";
+}
+
+TEST_F(ApiTest, BadUpsertsChangeNothing) {
+  ASSERT_TRUE(CreateCollection("c", 3).ok());
+  UpsertRequest good;
+  good.set_collection("c");
+  *good.add_points() = MakePoint(1, {1, 2, 3});
+  ASSERT_TRUE(Upsert(good).ok());
+
+  auto with = [&](std::function<void(UpsertRequest*)> edit) {
+    UpsertRequest r;
+    r.set_collection("c");
+    *r.add_points() = MakePoint(1, {9, 9, 9});  // would overwrite if accepted
+    *r.add_points() = MakePoint(2, {4, 5, 6});
+    edit(&r);
+    return Upsert(r);
+  };
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  ExpectError(with([](UpsertRequest* r) { r->set_collection("missing"); }), grpc::StatusCode::NOT_FOUND, "missing");
+  ExpectError(with([](UpsertRequest* r) { r->set_collection("no/slash"); }), grpc::StatusCode::INVALID_ARGUMENT,
+              "collection");
+  ExpectError(with([](UpsertRequest* r) { r->clear_points(); }), grpc::StatusCode::INVALID_ARGUMENT, "points is empty");
+  ExpectError(with([](UpsertRequest* r) { r->mutable_points(1)->add_vector(7); }), grpc::StatusCode::INVALID_ARGUMENT,
+              "points[1].vector has 4 floats");
+  ExpectError(with([&](UpsertRequest* r) { r->mutable_points(1)->set_vector(2, nan); }),
+              grpc::StatusCode::INVALID_ARGUMENT, "points[1].vector[2]");
+  ExpectError(with([&](UpsertRequest* r) { r->mutable_points(0)->set_vector(0, -inf); }),
+              grpc::StatusCode::INVALID_ARGUMENT, "points[0].vector[0]");
+  ExpectError(with([](UpsertRequest* r) { r->mutable_points(1)->set_id(1); }), grpc::StatusCode::INVALID_ARGUMENT,
+              "points[1].id 1 is repeated");
+  ExpectError(with([](UpsertRequest* r) { (*r->mutable_points(1)->mutable_payload())["x"]; }),
+              grpc::StatusCode::INVALID_ARGUMENT, "points[1].payload['x'] has no value");
+  ExpectError(with([&](UpsertRequest* r) { (*r->mutable_points(1)->mutable_payload())["d"].set_double_value(nan); }),
+              grpc::StatusCode::INVALID_ARGUMENT, "points[1].payload['d']");
+  ExpectError(with([](UpsertRequest* r) {
+                auto* l = (*r->mutable_points(0)->mutable_payload())["l"].mutable_list_value();
+                l->add_values()->mutable_list_value()->add_values()->set_int_value(1);
+              }),
+              grpc::StatusCode::INVALID_ARGUMENT, "nested list");
+  ExpectError(with([](UpsertRequest* r) { (*r->mutable_points(0)->mutable_payload())[""].set_int_value(1); }),
+              grpc::StatusCode::INVALID_ARGUMENT, "empty key");
+  ExpectError(with([](UpsertRequest* r) {
+                (*r->mutable_points(0)->mutable_payload())["big"].set_string_value(std::string(2000, 'x'));
+              }),
+              grpc::StatusCode::INVALID_ARGUMENT, "points[0].payload is");
+  ExpectError(with([](UpsertRequest* r) {
+                for (uint64_t i = 10; i < 600; ++i) *r->add_points() = MakePoint(i, {1, 1, 1});
+              }),
+              grpc::StatusCode::INVALID_ARGUMENT, "above the maximum of 500");
+  // Over the message size limit: refused by gRPC itself.
+  {
+    UpsertRequest r;
+    r.set_collection("c");
+    Point p = MakePoint(5, {1, 1, 1});
+    (*p.mutable_payload())["s"].set_string_value(std::string(5 << 20, 'y'));
+    *r.add_points() = p;
+    EXPECT_EQ(Upsert(r).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  EXPECT_EQ(Count("c"), 1u);
+  GetPointsRequest g;
+  g.set_collection("c");
+  g.add_ids(1);
+  g.set_with_vector(true);
+  GetPointsResponse gr;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(server_.points->Get(&ctx, g, &gr).ok());
+  ASSERT_EQ(gr.points_size(), 1);
+  EXPECT_EQ(gr.points(0).vector(0), 1.0f) << "a refused upsert overwrote a point";
+}
+
+TEST_F(ApiTest, BadSearches) {
+  ASSERT_TRUE(CreateCollection("c", 2).ok());
+  auto search = [&](std::function<void(SearchRequest*)> edit) {
+    SearchRequest r;
+    r.set_collection("c");
+    r.add_vector(1);
+    r.add_vector(2);
+    r.set_k(5);
+    edit(&r);
+    SearchResponse resp;
+    grpc::ClientContext ctx;
+    return server_.points->Search(&ctx, r, &resp);
+  };
+  EXPECT_TRUE(search([](SearchRequest*) {}).ok());
+  ExpectError(search([](SearchRequest* r) { r->set_k(0); }), grpc::StatusCode::INVALID_ARGUMENT, "k must be");
+  ExpectError(search([](SearchRequest* r) { r->set_k(101); }), grpc::StatusCode::INVALID_ARGUMENT, "maximum of 100");
+  ExpectError(search([](SearchRequest* r) { r->add_vector(3); }), grpc::StatusCode::INVALID_ARGUMENT,
+              "vector has 3 floats");
+  ExpectError(search([](SearchRequest* r) { r->clear_vector(); }), grpc::StatusCode::INVALID_ARGUMENT,
+              "vector has 0 floats");
+  ExpectError(search([](SearchRequest* r) { r->set_vector(1, std::numeric_limits<float>::infinity()); }),
+              grpc::StatusCode::INVALID_ARGUMENT, "vector[1]");
+  ExpectError(search([](SearchRequest* r) { r->set_collection("zz"); }), grpc::StatusCode::NOT_FOUND, "zz");
+
+  auto batch = [&](std::function<void(SearchBatchRequest*)> edit) {
+    SearchBatchRequest r;
+    r.set_collection("c");
+    r.set_k(1);
+    for (int i = 0; i < 3; ++i) {
+      auto* v = r.add_queries();
+      v->add_values(1);
+      v->add_values(2);
+    }
+    edit(&r);
+    SearchBatchResponse resp;
+    grpc::ClientContext ctx;
+    return server_.points->SearchBatch(&ctx, r, &resp);
+  };
+  EXPECT_TRUE(batch([](SearchBatchRequest*) {}).ok());
+  ExpectError(batch([](SearchBatchRequest* r) { r->clear_queries(); }), grpc::StatusCode::INVALID_ARGUMENT,
+              "queries is empty");
+  ExpectError(batch([](SearchBatchRequest* r) { r->mutable_queries(1)->add_values(0); }),
+              grpc::StatusCode::INVALID_ARGUMENT, "queries[1].values");
+  ExpectError(batch([](SearchBatchRequest* r) {
+                for (int i = 0; i < 60; ++i) *r->add_queries() = r->queries(0);
+              }),
+              grpc::StatusCode::INVALID_ARGUMENT, "above the maximum of 50");
+  ExpectError(batch([](SearchBatchRequest* r) { r->set_k(0); }), grpc::StatusCode::INVALID_ARGUMENT, "k must be");
+}
+
+TEST_F(ApiTest, BadIdRequests) {
+  ASSERT_TRUE(CreateCollection("c", 2).ok());
+  GetPointsRequest g;
+  g.set_collection("c");
+  GetPointsResponse gr;
+  grpc::ClientContext ctx;
+  ExpectError(server_.points->Get(&ctx, g, &gr), grpc::StatusCode::INVALID_ARGUMENT, "ids is empty");
+  DeletePointsRequest d;
+  d.set_collection("zz");
+  d.add_ids(1);
+  DeletePointsResponse dr;
+  grpc::ClientContext ctx2;
+  ExpectError(server_.points->Delete(&ctx2, d, &dr), grpc::StatusCode::NOT_FOUND, "zz");
+}
+
+TEST(ServerLifecycle, StateSurvivesRestartInProcess) {
+  quiver::testing::TempDir dir;
+  ServerConfig cfg;
+  cfg.data_dir = dir.path() + "/d";
+  {
+    InProcessServer s(cfg);
+    CreateCollectionRequest req;
+    req.mutable_config()->set_name("c");
+    req.mutable_config()->set_dimension(2);
+    req.mutable_config()->set_metric(IP);
+    CreateCollectionResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(s.collections->Create(&ctx, req, &resp).ok());
+    UpsertRequest up;
+    up.set_collection("c");
+    auto* p = up.add_points();
+    p->set_id(77);
+    p->add_vector(0.5f);
+    p->add_vector(0.25f);
+    UpsertResponse ur;
+    grpc::ClientContext ctx2;
+    ASSERT_TRUE(s.points->Upsert(&ctx2, up, &ur).ok());
+    ASSERT_TRUE(s.Stop().ok());
+  }
+  InProcessServer s(cfg);
+  GetPointsRequest g;
+  g.set_collection("c");
+  g.add_ids(77);
+  g.set_with_vector(true);
+  GetPointsResponse gr;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(s.points->Get(&ctx, g, &gr).ok());
+  ASSERT_EQ(gr.points_size(), 1);
+  EXPECT_EQ(gr.points(0).vector(1), 0.25f);
+}
+
+}  // namespace
+}  // namespace quiver::service
