@@ -1,8 +1,10 @@
 // quiverd: one Quiver node. `quiverd --help` lists every setting.
-#include <pthread.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +15,17 @@
 #include "service/server.h"
 
 namespace {
+
+// Self-pipe: the handler only writes the signal number, which is
+// async-signal-safe; a normal thread reads it and runs the shutdown. Blocking
+// the signals with pthread_sigmask is not enough: OpenBLAS starts its threads
+// before main() and would take the signal with its default action.
+int g_signal_pipe[2] = {-1, -1};
+
+void OnSignal(int sig) {
+  const char c = static_cast<char>(sig);
+  [[maybe_unused]] ssize_t n = ::write(g_signal_pipe[1], &c, 1);
+}
 
 void SetUpLogging(const quiver::service::ServerConfig& config) {
   auto logger = spdlog::stderr_color_mt("quiverd");
@@ -30,13 +43,16 @@ void SetUpLogging(const quiver::service::ServerConfig& config) {
 int main(int argc, char** argv) {
   quiver::kernels::EnsureFastBlas(argv);
 
-  // Signals are taken by one thread with sigwait, so the handler may do
-  // anything; every other thread (gRPC's, RocksDB's) inherits the block.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  if (::pipe2(g_signal_pipe, O_CLOEXEC) != 0) {
+    std::perror("quiverd: pipe2");
+    return 1;
+  }
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
   quiver::service::ServerConfig config;
@@ -50,8 +66,10 @@ int main(int argc, char** argv) {
 
   quiver::service::Server server(config);
   std::thread signal_thread([&] {
-    int sig = 0;
-    sigwait(&signals, &sig);
+    char c = 0;
+    while (::read(g_signal_pipe[0], &c, 1) < 0 && errno == EINTR) {
+    }
+    const int sig = c;
     spdlog::info("received {}, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     server.RequestStop();
     // The shutdown is bounded: if draining and flushing overrun, exit anyway.
