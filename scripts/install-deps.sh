@@ -38,7 +38,7 @@ fi
 PY=${PYTHON:-python3}
 if command -v "$PY" >/dev/null 2>&1; then
   need_py=()
-  for mod in numpy grpc grpc_tools; do
+  for mod in numpy grpc grpc_tools grpc_health grpc_reflection; do
     "$PY" -c "import $mod" 2>/dev/null || need_py+=("$mod")
   done
   if ((${#need_py[@]})); then
@@ -47,6 +47,8 @@ if command -v "$PY" >/dev/null 2>&1; then
       case "$mod" in
         grpc) pips+=(grpcio) ;;
         grpc_tools) pips+=(grpcio-tools) ;;
+        grpc_health) pips+=(grpcio-health-checking) ;;
+        grpc_reflection) pips+=(grpcio-reflection) ;;
         *) pips+=("$mod") ;;
       esac
     done

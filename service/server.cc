@@ -152,7 +152,9 @@ Status Server::Start() {
   if (s.grpc_server == nullptr || s.grpc_port == 0) {
     return Status::Unavailable("cannot listen on gRPC address " + config_.listen);
   }
+  // Per-service entries too, so probes may ask for "quiver.v1.Points".
   auto* health = s.grpc_server->GetHealthCheckService();
+  for (const char* name : {"quiver.v1.Collections", "quiver.v1.Points"}) health->SetServingStatus(name, true);
   health->SetServingStatus(true);
   if (!config_.ready_file.empty()) QUIVER_RETURN_IF_ERROR(WriteReadyFile(config_.ready_file, s.grpc_port, s.admin_port));
   ready_.store(true);

@@ -1,0 +1,305 @@
+// quiver-bench: Quiver measured against FAISS in the same run, on the same data.
+//
+//   quiver-bench flat   --n 100000 --nq 1000 --dim 128 --k 10 --threads 2 --repeats 5
+//   quiver-bench upsert --clients 4 --batch 1000 --dim 128 --total 400000
+//
+// `flat` times SearchBatch three ways — Quiver in-process, Quiver through
+// gRPC (a quiverd Server in this process, queries over loopback), and FAISS
+// IndexFlatL2 — interleaving the repeats so machine noise hits all alike, and
+// reports the median QPS and the ratios. FAISS gets the same thread count,
+// multi-threaded BLAS and its own OpenMP. It also writes the data as .fvecs so
+// bench/faiss_pypi_flat.py can time the optimised PyPI FAISS on it.
+// `upsert` measures durable Upsert throughput: every acknowledged batch is
+// fsynced in the log before the reply.
+#include <cblas.h>
+#include <faiss/IndexFlat.h>
+#include <grpcpp/grpcpp.h>
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "common/vector_file.h"
+#include "kernels/blas.h"
+#include "kernels/flat_search.h"
+#include "kernels/simd.h"
+#include "quiver/v1/collections.grpc.pb.h"
+#include "quiver/v1/points.grpc.pb.h"
+#include "service/server.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+std::vector<float> RandomData(size_t n, size_t dim, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  std::vector<float> v(n * dim);
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+// A quiverd Server in this process on ephemeral ports, for the gRPC numbers.
+class LocalServer {
+ public:
+  explicit LocalServer(const std::string& dir, uint32_t threads) {
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    quiver::service::ServerConfig cfg;
+    cfg.listen = "127.0.0.1:0";
+    cfg.admin_listen = "127.0.0.1:0";
+    cfg.data_dir = dir + "/data";
+    cfg.ready_file = dir + "/ready.json";
+    cfg.search_threads = threads;
+    cfg.max_message_bytes = 1ull << 30;
+    cfg.log_level = "warn";
+    server_ = std::make_unique<quiver::service::Server>(cfg);
+    thread_ = std::thread([this] { status_ = server_->Run(); });
+    int port = 0;
+    for (int i = 0; i < 3000 && port == 0; ++i) {
+      std::ifstream f(cfg.ready_file);
+      std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      if (auto p = s.find("\"grpc_port\": "); p != std::string::npos) port = std::atoi(s.c_str() + p + 13);
+      if (port == 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    target_ = "127.0.0.1:" + std::to_string(port);
+    channel = NewChannel(0);
+  }
+  ~LocalServer() {
+    server_->RequestStop();
+    thread_.join();
+  }
+  std::shared_ptr<grpc::Channel> channel;
+
+  // A channel with its own connection (distinct arguments keep gRPC from
+  // sharing the subchannel), as a separate client process would have.
+  std::shared_ptr<grpc::Channel> NewChannel(int client) const {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(1 << 30);
+    args.SetMaxSendMessageSize(1 << 30);
+    args.SetInt("quiver.bench_client", client);
+    return grpc::CreateCustomChannel(target_, grpc::InsecureChannelCredentials(), args);
+  }
+
+ private:
+  std::string target_;
+  std::unique_ptr<quiver::service::Server> server_;
+  std::thread thread_;
+  quiver::Status status_;
+};
+
+bool CreateCollection(grpc::Channel* ch, const std::string& name, uint32_t dim) {
+  auto stub = quiver::v1::Collections::NewStub(std::shared_ptr<grpc::Channel>(ch, [](grpc::Channel*) {}));
+  quiver::v1::CreateCollectionRequest req;
+  req.mutable_config()->set_name(name);
+  req.mutable_config()->set_dimension(dim);
+  req.mutable_config()->set_metric(quiver::v1::L2);
+  quiver::v1::CreateCollectionResponse resp;
+  grpc::ClientContext ctx;
+  auto st = stub->Create(&ctx, req, &resp);
+  if (!st.ok()) std::fprintf(stderr, "create: %s\n", st.error_message().c_str());
+  return st.ok();
+}
+
+quiver::v1::UpsertRequest MakeUpsert(const std::string& name, const float* data, uint64_t first_id, size_t count,
+                                     size_t dim) {
+  quiver::v1::UpsertRequest req;
+  req.set_collection(name);
+  for (size_t i = 0; i < count; ++i) {
+    auto* p = req.add_points();
+    p->set_id(first_id + i);
+    p->mutable_vector()->Add(data + i * dim, data + (i + 1) * dim);
+  }
+  return req;
+}
+
+struct Row {
+  std::string method;
+  double qps;
+  double seconds;
+  double recall;
+};
+
+void WriteResults(const std::string& stem, const std::string& title, const std::vector<Row>& rows,
+                  const std::string& reference_method) {
+  std::filesystem::create_directories("bench/results");
+  double ref_qps = 0;
+  for (const auto& r : rows) {
+    if (r.method == reference_method) ref_qps = r.qps;
+  }
+  std::ofstream csv("bench/results/" + stem + ".csv");
+  csv << "method,qps,median_seconds,recall_at_k,ratio_vs_" << reference_method << "\n";
+  std::ofstream md("bench/results/" + stem + ".md");
+  md << "### " << title << "\n\n| method | QPS (median) | seconds | recall@k | × " << reference_method << " |\n"
+     << "|---|---:|---:|---:|---:|\n";
+  std::printf("\n%s\n%-28s %12s %10s %9s %10s\n", title.c_str(), "method", "QPS", "seconds", "recall", "ratio");
+  for (const auto& r : rows) {
+    const double ratio = ref_qps > 0 ? r.qps / ref_qps : 0;
+    csv << r.method << "," << r.qps << "," << r.seconds << "," << r.recall << "," << ratio << "\n";
+    md << "| " << r.method << " | " << static_cast<long>(r.qps) << " | " << r.seconds << " | " << r.recall << " | "
+       << ratio << " |\n";
+    std::printf("%-28s %12.0f %10.4f %9.4f %10.2f\n", r.method.c_str(), r.qps, r.seconds, r.recall, ratio);
+  }
+}
+
+int RunFlat(size_t n, size_t nq, size_t dim, size_t k, int threads, int repeats, bool with_grpc) {
+  std::printf("flat: n=%zu nq=%zu dim=%zu k=%zu threads=%d repeats=%d; SIMD %s, BLAS core %s\n", n, nq, dim, k,
+              threads, repeats, quiver::kernels::SimdLevelName(quiver::kernels::ActiveSimdLevel()),
+              quiver::kernels::BlasCoreName().c_str());
+  auto base = RandomData(n, dim, 1);
+  auto queries = RandomData(nq, dim, 2);
+  {
+    std::filesystem::create_directories("bench/results");
+    quiver::FloatMatrix b{n, dim, base}, q{nq, dim, queries};
+    (void)quiver::WriteFvecs("bench/results/flat_base.fvecs", b);
+    (void)quiver::WriteFvecs("bench/results/flat_queries.fvecs", q);
+  }
+
+  std::vector<float> norms(n);
+  quiver::kernels::SquaredNorms(base.data(), n, dim, norms.data());
+  faiss::IndexFlatL2 faiss_index(static_cast<int>(dim));
+  faiss_index.add(static_cast<faiss::Index::idx_t>(n), base.data());
+
+  std::unique_ptr<LocalServer> server;
+  std::unique_ptr<quiver::v1::Points::Stub> points;
+  quiver::v1::SearchBatchRequest batch_req;
+  if (with_grpc) {
+    server = std::make_unique<LocalServer>("/tmp/quiver-bench-flat", static_cast<uint32_t>(threads));
+    if (!CreateCollection(server->channel.get(), "flat", static_cast<uint32_t>(dim))) return 1;
+    points = quiver::v1::Points::NewStub(server->channel);
+    for (size_t lo = 0; lo < n; lo += 5000) {
+      auto req = MakeUpsert("flat", base.data() + lo * dim, lo, std::min<size_t>(5000, n - lo), dim);
+      quiver::v1::UpsertResponse resp;
+      grpc::ClientContext ctx;
+      if (!points->Upsert(&ctx, req, &resp).ok()) return 1;
+    }
+    batch_req.set_collection("flat");
+    batch_req.set_k(static_cast<uint32_t>(k));
+    for (size_t i = 0; i < nq; ++i) {
+      batch_req.add_queries()->mutable_values()->Add(queries.data() + i * dim, queries.data() + (i + 1) * dim);
+    }
+  }
+
+  std::vector<int64_t> q_rows(nq * k), f_rows(nq * k);
+  std::vector<float> q_scores(nq * k), f_scores(nq * k);
+  std::vector<double> t_quiver, t_faiss, t_grpc;
+  quiver::kernels::Resources res;
+  res.num_threads = threads;
+  omp_set_num_threads(threads);
+  for (int r = 0; r < repeats + 1; ++r) {  // the first round warms caches and is dropped
+    auto t0 = Clock::now();
+    openblas_set_num_threads(1);  // our kernel parallelises around BLAS
+    (void)quiver::kernels::FlatSearch(res, {base.data(), norms.data(), n, dim}, queries.data(), nq,
+                                      {quiver::kernels::Metric::kL2, k}, q_rows.data(), q_scores.data());
+    if (r > 0) t_quiver.push_back(Seconds(t0));
+
+    openblas_set_num_threads(threads);  // FAISS calls sgemm from one thread: let BLAS use all
+    t0 = Clock::now();
+    faiss_index.search(static_cast<faiss::Index::idx_t>(nq), queries.data(), static_cast<faiss::Index::idx_t>(k),
+                       f_scores.data(), f_rows.data());
+    if (r > 0) t_faiss.push_back(Seconds(t0));
+    openblas_set_num_threads(1);
+
+    if (with_grpc) {
+      quiver::v1::SearchBatchResponse resp;
+      grpc::ClientContext ctx;
+      t0 = Clock::now();
+      auto st = points->SearchBatch(&ctx, batch_req, &resp);
+      if (r > 0) t_grpc.push_back(Seconds(t0));
+      if (!st.ok()) {
+        std::fprintf(stderr, "SearchBatch: %s\n", st.error_message().c_str());
+        return 1;
+      }
+    }
+  }
+  // Agreement with FAISS (exact search: should be 1.0 up to ties).
+  size_t same = 0;
+  for (size_t i = 0; i < nq; ++i) {
+    for (size_t a = 0; a < k; ++a) {
+      for (size_t b = 0; b < k; ++b) same += q_rows[i * k + a] == f_rows[i * k + b];
+    }
+  }
+  const double agree = double(same) / double(nq * k);
+  std::vector<Row> rows = {{"quiver in-process", nq / Median(t_quiver), Median(t_quiver), agree},
+                           {"faiss IndexFlatL2 (Debian)", nq / Median(t_faiss), Median(t_faiss), 1.0}};
+  if (with_grpc) rows.push_back({"quiver gRPC SearchBatch", nq / Median(t_grpc), Median(t_grpc), agree});
+  char title[256];
+  std::snprintf(title, sizeof title, "FLAT SearchBatch: %zu queries vs %zu x %zu random, k=%zu, %d threads", nq, n,
+                dim, k, threads);
+  WriteResults("flat", title, rows, "faiss IndexFlatL2 (Debian)");
+  return 0;
+}
+
+int RunUpsert(size_t clients, size_t batch, size_t dim, size_t total) {
+  LocalServer server("/tmp/quiver-bench-upsert", 0);
+  if (!CreateCollection(server.channel.get(), "ingest", static_cast<uint32_t>(dim))) return 1;
+  auto data = RandomData(batch * 8, dim, 3);  // reused rows, distinct ids
+  const size_t batches = total / batch;
+  std::atomic<size_t> next{0}, failed{0};
+  std::vector<std::thread> threads;
+  auto t0 = Clock::now();
+  for (size_t c = 0; c < clients; ++c) {
+    threads.emplace_back([&, c] {
+      // Each client on its own connection, like separate pipeline workers.
+      auto stub = quiver::v1::Points::NewStub(server.NewChannel(static_cast<int>(c) + 1));
+      for (size_t b = next++; b < batches; b = next++) {
+        auto req = MakeUpsert("ingest", data.data() + (b % 8) * batch * dim, b * batch, batch, dim);
+        quiver::v1::UpsertResponse resp;
+        grpc::ClientContext ctx;
+        if (!stub->Upsert(&ctx, req, &resp).ok()) ++failed;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  const double s = Seconds(t0);
+  const double vps = double(batches * batch) / s;
+  std::printf("\nDurable Upsert: %zu clients, batches of %zu x %zu-d, %zu vectors: %.0f vectors/s (%.2f s, %zu failed)\n",
+              clients, batch, dim, batches * batch, vps, s, failed.load());
+  std::filesystem::create_directories("bench/results");
+  std::ofstream("bench/results/upsert.csv") << "clients,batch,dim,vectors,seconds,vectors_per_s,failed\n"
+                                            << clients << "," << batch << "," << dim << "," << batches * batch << ","
+                                            << s << "," << vps << "," << failed.load() << "\n";
+  return failed.load() == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  quiver::kernels::EnsureFastBlas(argv);
+  CLI::App app{"quiver-bench: Quiver against FAISS, same data, same run", "quiver-bench"};
+  app.require_subcommand(1);
+  size_t n = 100000, nq = 1000, dim = 128, k = 10;
+  int threads = 2, repeats = 5;
+  bool no_grpc = false;
+  auto* flat = app.add_subcommand("flat", "exact SearchBatch: Quiver in-process and via gRPC vs FAISS IndexFlatL2");
+  flat->add_option("--n", n, "base vectors")->capture_default_str();
+  flat->add_option("--nq", nq, "queries")->capture_default_str();
+  flat->add_option("--dim", dim, "dimension")->capture_default_str();
+  flat->add_option("--k", k, "neighbours")->capture_default_str();
+  flat->add_option("--threads", threads, "threads for every method")->capture_default_str();
+  flat->add_option("--repeats", repeats, "timed rounds (median reported)")->capture_default_str();
+  flat->add_flag("--no-grpc", no_grpc, "skip the gRPC measurement");
+  size_t clients = 4, batch = 1000, total = 400000;
+  auto* upsert = app.add_subcommand("upsert", "durable Upsert throughput through gRPC");
+  upsert->add_option("--clients", clients, "concurrent clients")->capture_default_str();
+  upsert->add_option("--batch", batch, "points per Upsert")->capture_default_str();
+  upsert->add_option("--dim", dim, "dimension")->capture_default_str();
+  upsert->add_option("--total", total, "vectors in all")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (flat->parsed()) return RunFlat(n, nq, dim, k, threads, repeats, !no_grpc);
+  return RunUpsert(clients, batch, dim, total);
+}
