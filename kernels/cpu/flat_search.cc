@@ -101,10 +101,12 @@ inline float KeyFromDot(Metric metric, float dot, float sq_norm_x, float inv_nor
 }
 
 // Folds one tile of dot products (bq x bb, row stride ld) into the heaps.
-// Compiled for several ISAs; the loader picks the best (GCC target_clones).
-__attribute__((target_clones("avx512f", "avx2", "default"))) void SelectTile(
-    Metric metric, const float* dots, size_t ld, size_t bq, size_t bb, const float* sq_norms, const float* inv_norms,
-    const QueryInfo* qinfo, int64_t row0, TopK* heaps, float* scratch) {
+// Instantiated per ISA below and picked at run time with the SIMD level (not
+// with GCC's target_clones: its ifunc resolver runs before sanitizers start).
+__attribute__((always_inline)) inline void SelectTileImpl(Metric metric, const float* dots, size_t ld, size_t bq,
+                                                           size_t bb, const float* sq_norms, const float* inv_norms,
+                                                           const QueryInfo* qinfo, int64_t row0, TopK* heaps,
+                                                           float* scratch) {
   for (size_t q = 0; q < bq; ++q) {
     const float* d = dots + q * ld;
     // Vectorisable transform into keys, then a scalar pass that branches only
@@ -131,6 +133,32 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void SelectTile(
       }
     }
   }
+}
+
+#define QUIVER_SELECT_TILE_ARGS                                                                                  \
+  Metric metric, const float *dots, size_t ld, size_t bq, size_t bb, const float *sq_norms, const float *inv_norms, \
+      const QueryInfo *qinfo, int64_t row0, TopK *heaps, float *scratch
+#define QUIVER_SELECT_TILE_CALL metric, dots, ld, bq, bb, sq_norms, inv_norms, qinfo, row0, heaps, scratch
+__attribute__((target("avx512f"))) void SelectTileAvx512(QUIVER_SELECT_TILE_ARGS) {
+  SelectTileImpl(QUIVER_SELECT_TILE_CALL);
+}
+__attribute__((target("avx2,fma"))) void SelectTileAvx2(QUIVER_SELECT_TILE_ARGS) {
+  SelectTileImpl(QUIVER_SELECT_TILE_CALL);
+}
+void SelectTileScalar(QUIVER_SELECT_TILE_ARGS) { SelectTileImpl(QUIVER_SELECT_TILE_CALL); }
+#undef QUIVER_SELECT_TILE_ARGS
+#undef QUIVER_SELECT_TILE_CALL
+
+using SelectTileFn = void (*)(Metric, const float*, size_t, size_t, size_t, const float*, const float*,
+                              const QueryInfo*, int64_t, TopK*, float*);
+
+SelectTileFn ActiveSelectTile() {
+  switch (ActiveSimdLevel()) {
+    case SimdLevel::kAvx512: return SelectTileAvx512;
+    case SimdLevel::kAvx2: return SelectTileAvx2;
+    case SimdLevel::kScalar: break;
+  }
+  return SelectTileScalar;
 }
 
 int ThreadsFor(const Resources& res) { return res.num_threads > 0 ? res.num_threads : omp_get_max_threads(); }
@@ -224,6 +252,7 @@ Status SearchGemm(const Resources& res, const BaseView& base, const float* queri
   // Base tile sized so the tile (bb x dim floats) stays in L2.
   const size_t bb = std::clamp<size_t>((256u << 10) / (dim * sizeof(float)), 256, 4096);
   const size_t nblocks = (nq + bq - 1) / bq;
+  const SelectTileFn select_tile = ActiveSelectTile();
 
   std::vector<float> inv_norms;
   if (p.metric == Metric::kCosine) {
@@ -248,7 +277,7 @@ Status SearchGemm(const Resources& res, const BaseView& base, const float* queri
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nb_q), static_cast<int>(nr),
                     static_cast<int>(dim), 1.0f, queries + q0 * dim, static_cast<int>(dim),
                     base.vectors + r0 * dim, static_cast<int>(dim), 0.0f, dots.data(), static_cast<int>(bb));
-        SelectTile(p.metric, dots.data(), bb, nb_q, nr, base.sq_norms ? base.sq_norms + r0 : nullptr,
+        select_tile(p.metric, dots.data(), bb, nb_q, nr, base.sq_norms ? base.sq_norms + r0 : nullptr,
                    inv_norms.empty() ? nullptr : inv_norms.data() + r0, qinfo.data() + q0,
                    static_cast<int64_t>(r0), heaps.data(), scratch.data());
       }

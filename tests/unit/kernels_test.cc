@@ -51,6 +51,10 @@ struct FlatCase {
   size_t k;
 };
 
+void PrintTo(const FlatCase& c, std::ostream* os) {
+  *os << "metric=" << int(c.metric) << " n=" << c.n << " nq=" << c.nq << " dim=" << c.dim << " k=" << c.k;
+}
+
 std::string CaseName(const ::testing::TestParamInfo<FlatCase>& info) {
   const FlatCase& c = info.param;
   const char* m = c.metric == Metric::kL2 ? "L2" : c.metric == Metric::kInnerProduct ? "IP" : "Cos";
