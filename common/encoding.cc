@@ -39,8 +39,10 @@ void PutFixed64LE(std::string* dst, uint64_t v) { dst->append(reinterpret_cast<c
 uint32_t DecodeFixed32LE(const char* src) { uint32_t v; std::memcpy(&v, src, 4); return v; }
 uint64_t DecodeFixed64LE(const char* src) { uint64_t v; std::memcpy(&v, src, 8); return v; }
 
-uint32_t Checksum(std::string_view data) {
-  uLong crc = crc32(0L, Z_NULL, 0);
+uint32_t Checksum(std::string_view data) { return ChecksumExtend(0, data); }
+
+uint32_t ChecksumExtend(uint32_t initial, std::string_view data) {
+  uLong crc = initial;
   // zlib takes uInt lengths; feed large inputs in pieces.
   const char* p = data.data();
   size_t left = data.size();

@@ -23,6 +23,8 @@ uint64_t DecodeFixed64LE(const char* src);
 
 /// CRC-32 (zlib polynomial) of `data`.
 uint32_t Checksum(std::string_view data);
+/// Continues a checksum: ChecksumExtend(Checksum(a), b) == Checksum(a + b).
+uint32_t ChecksumExtend(uint32_t crc, std::string_view data);
 
 /// Renders a binary key for error messages: printable bytes as-is, others as \xNN.
 std::string EscapeKey(std::string_view key);

@@ -1,5 +1,6 @@
 #include "engine/collection.h"
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 
@@ -31,8 +32,11 @@ size_t Collection::Count() const {
 
 void Collection::Reserve(size_t extra) {
   std::unique_lock lock(mu_);
-  const size_t want = ids_.size() + extra;
+  size_t want = ids_.size() + extra;
   if (want <= ids_.capacity()) return;
+  // Grow geometrically: reserving exactly would copy every vector on every
+  // batch, which is quadratic in the collection size.
+  want = std::max(want, ids_.capacity() + ids_.capacity() / 2);
   vectors_.reserve(want * dim_);
   sq_norms_.reserve(want);
   ids_.reserve(want);

@@ -41,6 +41,14 @@ Result<std::unique_ptr<Engine>> Engine::Open(storage::Db* db, const EngineOption
   return engine;
 }
 
+Result<uint64_t> Engine::Checkpoint() {
+  // Read first: every apply up to this index has committed its batch, so the
+  // flush below (which switches memtables after this point) covers it.
+  const uint64_t applied = AppliedIndex();
+  QUIVER_RETURN_IF_ERROR(store_.Flush());
+  return applied;
+}
+
 std::shared_ptr<Collection> Engine::FindMutable(const std::string& name) const {
   std::shared_lock lock(mu_);
   auto it = collections_.find(name);

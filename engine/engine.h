@@ -41,6 +41,7 @@ class Engine final : public storage::StateMachine {
 
   Status Apply(std::span<const storage::LogEntry> entries, std::vector<Status>* outcomes) override;
   uint64_t AppliedIndex() const override { return applied_index_.load(std::memory_order_acquire); }
+  Result<uint64_t> Checkpoint() override;
 
   /// NOT_FOUND naming the collection if it does not exist.
   Result<std::shared_ptr<const Collection>> Find(const std::string& name) const;

@@ -56,6 +56,7 @@ Status LocalReplicator::Start(const std::atomic<bool>* stop) {
   std::lock_guard lock(mu_);
   started_ = true;
   driver_ = std::thread([this] { DriverLoop(); });
+  checkpointer_ = std::thread([this] { CheckpointLoop(); });
   return Status::Ok();
 }
 
@@ -82,7 +83,9 @@ void LocalReplicator::Stop() {
     stopping_ = true;
   }
   cv_.notify_all();
+  checkpoint_cv_.notify_all();
   if (driver_.joinable()) driver_.join();
+  if (checkpointer_.joinable()) checkpointer_.join();
 }
 
 Status LocalReplicator::Health() const {
@@ -99,6 +102,7 @@ void LocalReplicator::DriverLoop() {
   std::deque<std::shared_ptr<Proposal>> batch;
   std::vector<storage::LogEntry> entries;
   std::vector<Status> outcomes;
+  uint64_t bytes_since_checkpoint = 0;
   for (;;) {
     {
       std::unique_lock lock(mu_);
@@ -152,15 +156,38 @@ void LocalReplicator::DriverLoop() {
       }
     }
     batch.clear();
-    // Keep the log short: applied entries beyond the retention window go.
-    const uint64_t applied = state_->AppliedIndex();
-    if (applied > options_.log_retention_entries &&
-        applied - options_.log_retention_entries >= log_->FirstIndex() + options_.log_retention_entries) {
-      Status cs = log_->CompactTo(applied - options_.log_retention_entries);
-      if (!cs.ok()) {
+    for (const auto& e : entries) bytes_since_checkpoint += e.data.size();
+    if (bytes_since_checkpoint >= options_.checkpoint_every_bytes) {
+      bytes_since_checkpoint = 0;
+      {
         std::lock_guard lock(mu_);
-        fatal_ = cs;
+        checkpoint_requested_ = true;
       }
+      checkpoint_cv_.notify_one();
+    }
+  }
+}
+
+void LocalReplicator::CheckpointLoop() {
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      checkpoint_cv_.wait(lock, [&] { return stopping_ || checkpoint_requested_; });
+      if (stopping_) return;  // the server flushes everything at shutdown
+      checkpoint_requested_ = false;
+    }
+    // Only entries whose effects are flushed may leave the log: a crash loses
+    // the unflushed rest, and the restart replays it.
+    Result<uint64_t> durable = state_->Checkpoint();
+    Status st = durable.status();
+    if (st.ok() && *durable > options_.log_retention_entries) {
+      const uint64_t upto = *durable - options_.log_retention_entries;
+      if (upto >= log_->FirstIndex()) st = log_->CompactTo(upto);
+    }
+    if (!st.ok()) {
+      std::lock_guard lock(mu_);
+      fatal_ = st;
+      return;
     }
   }
 }

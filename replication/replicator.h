@@ -42,9 +42,13 @@ struct LocalReplicatorOptions {
   size_t max_batch_entries = 1024;
   /// Most bytes of entry data per fsync. Default: 64 MiB.
   size_t max_batch_bytes = 64ull << 20;
-  /// Applied entries kept in the log before compaction (for followers that
+  /// Entries kept in the log below the last checkpoint (for followers that
   /// will read them once Raft is on). Default: 64.
   uint64_t log_retention_entries = 64;
+  /// Bytes of applied entries after which the applied state is flushed
+  /// (StateMachine::Checkpoint) and the log compacted up to it. Bounds both
+  /// the log's size and the replay after a crash. Default: 64 MiB.
+  uint64_t checkpoint_every_bytes = 64ull << 20;
 };
 
 class LocalReplicator final : public Replicator {
@@ -77,6 +81,8 @@ class LocalReplicator final : public Replicator {
   };
 
   void DriverLoop();
+  // Flushes applied state and compacts the log, off the write path.
+  void CheckpointLoop();
   void FailAll(std::deque<std::shared_ptr<Proposal>>& batch, const Status& st);
 
   storage::LogStore* log_;
@@ -90,8 +96,11 @@ class LocalReplicator final : public Replicator {
   std::deque<std::shared_ptr<Proposal>> queue_;
   bool stopping_ = false;
   bool started_ = false;
+  bool checkpoint_requested_ = false;
+  std::condition_variable checkpoint_cv_;
   Status fatal_;
   std::thread driver_;
+  std::thread checkpointer_;
 };
 
 }  // namespace quiver::replication

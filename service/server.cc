@@ -114,6 +114,10 @@ Status Server::Start() {
   }
   if (s.admin_port <= 0) return Status::Unavailable("cannot listen on admin address " + config_.admin_listen);
   s.admin_thread = std::thread([&s] { s.admin.listen_after_bind(); });
+  // httplib's stop() is lost if it comes before the listener enters its loop,
+  // and the join in Shutdown() would then hang: wait until it runs.
+  for (int i = 0; i < 5000 && !s.admin.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (!s.admin.is_running()) return Status::Unavailable("admin HTTP server did not start");
 
   const cuda::GpuDiscovery gpus = cuda::DiscoverGpus();
   if (gpus.devices.empty()) {

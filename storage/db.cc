@@ -32,6 +32,10 @@ Result<std::unique_ptr<Db>> Db::Open(const std::string& path, const DbOptions& o
   // in WAL order, which is what lets log compaction follow unsynced applies.
   db_opts.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   db_opts.max_total_wal_size = 512ull << 20;
+  // Applied state is written without the WAL (storage/state_store.h); atomic
+  // flush persists all column families at one point, so after a crash the
+  // points, payloads and applied index still agree.
+  db_opts.atomic_flush = true;
 
   rocksdb::ColumnFamilyOptions cf_opts;
   cf_opts.write_buffer_size = options.write_buffer_bytes;

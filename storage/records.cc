@@ -7,13 +7,21 @@
 namespace quiver::storage {
 namespace {
 
-// Layout shared by all values: [crc32 LE][version u8][body...], crc over version+body.
-std::string Seal(std::string body_with_version) {
+// Layout shared by all values: [crc32 LE][version u8][body...], crc over
+// version+body. Built in place (a placeholder for the checksum, patched at
+// the end) so large records are copied once.
+std::string StartRecord(size_t body_bytes) {
   std::string out;
-  out.reserve(body_with_version.size() + 4);
-  PutFixed32LE(&out, Checksum(body_with_version));
-  out += body_with_version;
+  out.reserve(5 + body_bytes);
+  out.append(4, '\0');
+  out.push_back(static_cast<char>(kRecordVersion));
   return out;
+}
+
+std::string Seal(std::string record) {
+  const uint32_t crc = Checksum(std::string_view(record).substr(4));
+  std::memcpy(record.data(), &crc, 4);
+  return record;
 }
 
 // Returns the body (after the version byte) or a DATA_LOSS naming `key`.
@@ -34,7 +42,6 @@ Result<std::string_view> Unseal(std::string_view key, std::string_view value, co
   return rest.substr(1);
 }
 
-std::string WithVersion() { return std::string(1, static_cast<char>(kRecordVersion)); }
 
 }  // namespace
 
@@ -64,7 +71,7 @@ std::string CollectionMetaKey(uint64_t collection_id) {
 }
 
 std::string EncodeLogEntry(const LogEntry& e) {
-  std::string body = WithVersion();
+  std::string body = StartRecord(9 + e.data.size());
   PutFixed64LE(&body, e.term);
   body.push_back(static_cast<char>(e.type));
   body += e.data;
@@ -87,7 +94,7 @@ Result<LogEntry> DecodeLogEntry(std::string_view key, uint64_t index, std::strin
 }
 
 std::string EncodeHardState(const HardState& hs) {
-  std::string body = WithVersion();
+  std::string body = StartRecord(24);
   PutFixed64LE(&body, hs.term);
   PutFixed64LE(&body, hs.vote);
   PutFixed64LE(&body, hs.commit);
@@ -101,7 +108,7 @@ Result<HardState> DecodeHardState(std::string_view value) {
 }
 
 std::string EncodeU64Pair(uint64_t a, uint64_t b) {
-  std::string body = WithVersion();
+  std::string body = StartRecord(24);
   PutFixed64LE(&body, a);
   PutFixed64LE(&body, b);
   return Seal(std::move(body));
@@ -114,7 +121,7 @@ Result<std::pair<uint64_t, uint64_t>> DecodeU64Pair(std::string_view key, std::s
 }
 
 std::string EncodeVector(std::span<const float> v) {
-  std::string body = WithVersion();
+  std::string body = StartRecord(4 + v.size_bytes());
   PutFixed32LE(&body, static_cast<uint32_t>(v.size()));
   body.append(reinterpret_cast<const char*>(v.data()), v.size_bytes());
   return Seal(std::move(body));
@@ -133,8 +140,17 @@ Status DecodeVector(std::string_view key, std::string_view value, uint32_t dim, 
   return Status::Ok();
 }
 
+void EncodeVectorHeader(std::span<const float> v, char header[kVectorHeaderBytes]) {
+  const uint32_t dim = static_cast<uint32_t>(v.size());
+  header[4] = static_cast<char>(kRecordVersion);
+  std::memcpy(header + 5, &dim, 4);
+  uint32_t crc = ChecksumExtend(0, std::string_view(header + 4, 5));
+  crc = ChecksumExtend(crc, std::string_view(reinterpret_cast<const char*>(v.data()), v.size_bytes()));
+  std::memcpy(header, &crc, 4);
+}
+
 std::string EncodeBlob(std::string_view bytes) {
-  std::string body = WithVersion();
+  std::string body = StartRecord(bytes.size());
   body += bytes;
   return Seal(std::move(body));
 }

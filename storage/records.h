@@ -41,6 +41,10 @@ std::string EncodeU64Pair(uint64_t a, uint64_t b);
 Result<std::pair<uint64_t, uint64_t>> DecodeU64Pair(std::string_view key, std::string_view value);
 
 std::string EncodeVector(std::span<const float> v);
+/// The record EncodeVector would produce is this header followed by the raw
+/// floats: lets a writer hand both pieces to RocksDB without a copy.
+inline constexpr size_t kVectorHeaderBytes = 9;
+void EncodeVectorHeader(std::span<const float> v, char header[kVectorHeaderBytes]);
 /// Checks checksum and that the stored dimension equals `dim`; copies into `out`.
 Status DecodeVector(std::string_view key, std::string_view value, uint32_t dim, float* out);
 

@@ -26,8 +26,15 @@ class StateMachine {
   /// A non-ok return means the state could not be persisted: the node must stop.
   virtual Status Apply(std::span<const LogEntry> entries, std::vector<Status>* outcomes) = 0;
 
-  /// Highest index whose effects are persisted.
+  /// Highest index whose effects are applied. They are in the database but
+  /// may not yet survive a crash: see Checkpoint.
   virtual uint64_t AppliedIndex() const = 0;
+
+  /// Makes everything applied so far survive a crash and returns the index
+  /// that covers. Log entries up to that index may then be compacted away;
+  /// entries above it must stay, because a crash loses their effects and the
+  /// restart replays them.
+  virtual Result<uint64_t> Checkpoint() = 0;
 };
 
 }  // namespace quiver::storage

@@ -26,7 +26,13 @@ void StateStore::Batch::DeleteCollection(uint64_t collection_id) {
 void StateStore::Batch::PutPoint(uint64_t collection_id, uint64_t point_id, std::span<const float> vector,
                                  std::string_view payload) {
   const std::string key = PointKey(collection_id, point_id);
-  batch_->Put(db_->vectors(), key, EncodeVector(vector));
+  char header[kVectorHeaderBytes];
+  EncodeVectorHeader(vector, header);
+  const rocksdb::Slice key_slice(key);
+  const rocksdb::Slice value_parts[2] = {rocksdb::Slice(header, kVectorHeaderBytes),
+                                         rocksdb::Slice(reinterpret_cast<const char*>(vector.data()),
+                                                        vector.size_bytes())};
+  batch_->Put(db_->vectors(), rocksdb::SliceParts(&key_slice, 1), rocksdb::SliceParts(value_parts, 2));
   if (payload.empty()) {
     batch_->Delete(db_->payloads(), key);
   } else {
@@ -51,8 +57,19 @@ std::unique_ptr<StateStore::Batch> StateStore::NewBatch() const {
 }
 
 Status StateStore::Commit(Batch& batch) {
-  rocksdb::Status s = db_->raw()->Write(rocksdb::WriteOptions(), batch.batch_.get());
+  rocksdb::WriteOptions wo;
+  wo.disableWAL = true;  // the replicated log is the write-ahead log (see header)
+  rocksdb::Status s = db_->raw()->Write(wo, batch.batch_.get());
   return FromRocks(&s, "writing applied state");
+}
+
+Status StateStore::Flush() {
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  fo.allow_write_stall = true;
+  std::vector<rocksdb::ColumnFamilyHandle*> cfs = {db_->meta(), db_->vectors(), db_->payloads()};
+  rocksdb::Status s = db_->raw()->Flush(fo, cfs);
+  return FromRocks(&s, "flushing applied state");
 }
 
 Result<uint64_t> StateStore::AppliedIndex() const {

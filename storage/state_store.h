@@ -2,9 +2,12 @@
 // the applied index, in the node's RocksDB.
 //
 // Writes go through a Batch committed atomically, so the points and the
-// applied index never disagree. Batches are not fsynced: the log is the durable
-// record, and a crash is repaired by replaying the log tail past the applied
-// index that survived.
+// applied index never disagree. Batches skip RocksDB's WAL: the replicated log
+// already holds every change, so writing the vectors to a second log would
+// only double the bytes, copies and checksums. A crash loses the applied state
+// since the last flush, and the restart replays it from the log; Flush() marks
+// how far the log may be compacted. The column families flush atomically
+// (storage/db.cc), so the surviving state is always one consistent point.
 #pragma once
 
 #include <functional>
@@ -50,6 +53,10 @@ class StateStore {
 
   std::unique_ptr<Batch> NewBatch() const;
   [[nodiscard]] Status Commit(Batch& batch);
+
+  /// Persists every committed batch to SST files (all state column families
+  /// together). Blocks until done.
+  [[nodiscard]] Status Flush();
 
   /// 0 for a new database.
   Result<uint64_t> AppliedIndex() const;

@@ -36,17 +36,22 @@ class QuiverdProcess {
                                      "127.0.0.1:0", "--data-dir",   data_dir_,     "--ready-file",
                                      ready_file_,   "--log-level",  "info"};
     args.insert(args.end(), extra_.begin(), extra_.end());
+    // Everything the child needs is built before fork: between fork and exec
+    // only async-signal-safe calls are allowed (another thread may hold the
+    // malloc lock at the moment of the fork).
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const int fd = open(log_file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0) << log_file_;
     pid_ = fork();
     if (pid_ == 0) {
-      const int fd = open(log_file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(fd, 2);
+      dup2(fd, 2);  // dup2 clears O_CLOEXEC on the copies
       dup2(fd, 1);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
       execv(argv[0], argv.data());
       _exit(127);
     }
+    close(fd);
     ASSERT_GT(pid_, 0);
     if (wait_ready) WaitReady();
   }

@@ -289,7 +289,7 @@ TEST(Process, SecondNodeOnSameDataDirFailsClearly) {
   std::filesystem::create_directories(dir.path() + "/b");
   b.Start(/*wait_ready=*/false);
   auto code = b.WaitExit(std::chrono::seconds(10));
-  ASSERT_TRUE(code.has_value());
+  ASSERT_TRUE(code.has_value()) << "second quiverd still running; log:\n" << b.Log();
   EXPECT_EQ(*code, 1);
   EXPECT_NE(b.Log().find("lock"), std::string::npos) << b.Log();
 }

@@ -50,7 +50,12 @@ class RecordingStateMachine final : public storage::StateMachine {
     return Status::Ok();
   }
   uint64_t AppliedIndex() const override { return applied; }
+  Result<uint64_t> Checkpoint() override {
+    ++checkpoints;
+    return applied;
+  }
   std::vector<std::string> data;
+  std::atomic<int> checkpoints{0};
   uint64_t applied = 0;
 };
 
@@ -153,9 +158,13 @@ TEST(LocalReplicator, CompactsAppliedLog) {
   RecordingStateMachine sm;
   LocalReplicatorOptions opts;
   opts.log_retention_entries = 4;
+  opts.checkpoint_every_bytes = 10;
   LocalReplicator r(&log, &sm, opts);
   ASSERT_TRUE(r.Start(nullptr).ok());
-  for (int i = 0; i < 40; ++i) ASSERT_TRUE(r.Propose("x", Soon()).ok());
+  for (int i = 0; i < 40; ++i) ASSERT_TRUE(r.Propose("xxxxx", Soon()).ok());
+  // Compaction runs on its own thread: give it a moment.
+  for (int i = 0; i < 200 && log.FirstIndex() == 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_GT(sm.checkpoints.load(), 0);
   EXPECT_GT(log.FirstIndex(), 1u);
   EXPECT_GE(log.LastIndex() - log.FirstIndex() + 1, 4u);
 }

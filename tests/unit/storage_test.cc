@@ -37,6 +37,16 @@ TEST(Records, LogEntryRoundTripAndCorruption) {
   EXPECT_NE(truncated.status().message().find("\\x00"), std::string::npos) << "message names the key";
 }
 
+TEST(Records, VectorHeaderPlusFloatsEqualsEncodedVector) {
+  std::vector<float> v = {1.5f, -2.0f, 3.25f, 0.0f, 7.0f};
+  char header[kVectorHeaderBytes];
+  EncodeVectorHeader(v, header);
+  std::string joined(header, kVectorHeaderBytes);
+  joined.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+  EXPECT_EQ(joined, EncodeVector(v));
+  EXPECT_EQ(ChecksumExtend(Checksum("abc"), "def"), Checksum("abcdef"));
+}
+
 TEST(Records, VectorDimensionChecked) {
   std::vector<float> v = {1, 2, 3};
   std::string rec = EncodeVector(v);
