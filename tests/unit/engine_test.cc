@@ -161,6 +161,8 @@ TEST_F(EngineTest, ConcurrentSearchesWhileWritesApply) {
       ++searches;
     }
   });
+  // Writes start only once the reader runs, so they really overlap.
+  while (searches.load() == 0) std::this_thread::yield();
   uint64_t index = 2;
   for (uint64_t i = 0; i < 200; ++i) {
     Apply({Entry(index++, Upsert("a", 8, {i % 50, (i * 7) % 50}, 0, "p"))});

@@ -163,7 +163,7 @@ TEST(LocalReplicator, CompactsAppliedLog) {
   ASSERT_TRUE(r.Start(nullptr).ok());
   for (int i = 0; i < 40; ++i) ASSERT_TRUE(r.Propose("xxxxx", Soon()).ok());
   // Compaction runs on its own thread: give it a moment.
-  for (int i = 0; i < 200 && log.FirstIndex() == 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  for (int i = 0; i < 2000 && log.FirstIndex() == 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   EXPECT_GT(sm.checkpoints.load(), 0);
   EXPECT_GT(log.FirstIndex(), 1u);
   EXPECT_GE(log.LastIndex() - log.FirstIndex() + 1, 4u);
