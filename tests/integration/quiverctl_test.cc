@@ -1,0 +1,93 @@
+// quiverctl against a real quiverd: every command, --help everywhere, JSON
+// output, and exit codes for bad input.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+
+#include "common/vector_file.h"
+#include "process_fixture.h"
+
+namespace quiver::testing {
+namespace {
+
+struct CtlResult {
+  int code;
+  std::string out;
+};
+
+CtlResult Ctl(const std::string& args) {
+  const std::string cmd = std::string(QUIVERCTL_PATH) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+TEST(Quiverctl, EveryCommandAgainstARealServer) {
+  TempDir dir;
+  QuiverdProcess q(dir.path() + "/data", dir.path());
+  q.Start();
+  // The ready file names the port; quiverctl takes it through --addr.
+  int grpc_port = 0, admin_port = 0;
+  ASSERT_TRUE(ReadReadyFile(dir.path() + "/ready-1.json", &grpc_port, &admin_port));
+  const std::string addr = "--addr 127.0.0.1:" + std::to_string(grpc_port) + " ";
+
+  FloatMatrix m{50, 8, RandomVectors(50, 8, 3)};
+  ASSERT_TRUE(WriteNpy(dir.path() + "/v.npy", m).ok());
+  ASSERT_TRUE(WriteFvecs(dir.path() + "/v.fvecs", m).ok());
+
+  CtlResult r = Ctl(addr + "collections create docs --dim 8 --metric cosine");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("metric=COSINE"), std::string::npos) << r.out;
+  r = Ctl(addr + "upsert docs " + dir.path() + "/v.npy --batch 7");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("upserted 50 points"), std::string::npos) << r.out;
+  r = Ctl(addr + "upsert docs " + dir.path() + "/v.fvecs --start-id 1000");
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = Ctl(addr + "--json count docs");
+  EXPECT_EQ(r.out, "{\"count\":100}\n");
+  r = Ctl(addr + "--json collections list");
+  EXPECT_EQ(r.out, "[{\"name\":\"docs\",\"dimension\":8,\"metric\":\"COSINE\",\"index\":\"FLAT\",\"points\":100}]\n");
+  r = Ctl(addr + "collections describe docs");
+  EXPECT_NE(r.out.find("points=100"), std::string::npos) << r.out;
+  // Row 5 as the query: ids 5 and 1005 hold the same vector, cosine 1.
+  r = Ctl(addr + "--json search docs " + dir.path() + "/v.fvecs --k 2 --row 5");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"id\":5,\"score\":1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"id\":1005,\"score\":1"), std::string::npos) << r.out;
+  r = Ctl(addr + "search docs " + dir.path() + "/v.npy --k 1 --all");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("# query 49"), std::string::npos) << r.out;
+
+  // Errors: server-side statuses exit 1 with the message; bad usage exits 2.
+  r = Ctl(addr + "collections describe nope");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("does not exist"), std::string::npos) << r.out;
+  r = Ctl(addr + "collections create x --dim 8 --metric manhattan");
+  EXPECT_EQ(r.code, 2) << r.out;
+  r = Ctl(addr + "collections create docs --dim 8");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("already exists"), std::string::npos) << r.out;
+  r = Ctl(addr + "search docs " + dir.path() + "/v.npy --row 50");
+  EXPECT_EQ(r.code, 2) << r.out;
+
+  r = Ctl(addr + "collections delete docs");
+  EXPECT_EQ(r.code, 0) << r.out;
+  r = Ctl(addr + "--json collections list");
+  EXPECT_EQ(r.out, "[]\n");
+}
+
+TEST(Quiverctl, HelpEverywhere) {
+  for (const char* sub : {"", "collections", "collections create", "collections list", "collections describe",
+                          "collections delete", "upsert", "search", "count"}) {
+    CtlResult r = Ctl(std::string(sub) + " --help");
+    EXPECT_EQ(r.code, 0) << sub << ": " << r.out;
+    EXPECT_NE(r.out.find("Usage"), std::string::npos) << sub;
+  }
+}
+
+}  // namespace
+}  // namespace quiver::testing
