@@ -6,7 +6,8 @@
 // bitsets arrive with the approximate indexes).
 //
 // Thread safety: any number of concurrent readers; writes (from Apply) take an
-// exclusive lock for the duration of one mutation.
+// exclusive lock for the duration of one mutation, ahead of newly arriving
+// readers (engine/rw_lock.h), so searches cannot starve writes.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "engine/rw_lock.h"
 #include "kernels/flat_search.h"
 #include "quiver/v1/collections.pb.h"
 
@@ -67,7 +69,7 @@ class Collection {
   kernels::Metric metric_;
   size_t dim_;
 
-  mutable std::shared_mutex mu_;
+  mutable WriterPreferringRwLock mu_;
   std::vector<float> vectors_;   // rows x dim
   std::vector<float> sq_norms_;  // per row
   std::vector<uint64_t> ids_;    // per row
