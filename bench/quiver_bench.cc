@@ -13,6 +13,7 @@
 // fsynced in the log before the reply.
 #include <cblas.h>
 #include <faiss/IndexFlat.h>
+#include <faiss/IndexIVFFlat.h>
 #include <grpcpp/grpcpp.h>
 #include <omp.h>
 
@@ -26,9 +27,11 @@
 #include <random>
 #include <thread>
 
+#include "common/synthetic_data.h"
 #include "common/vector_file.h"
 #include "kernels/blas.h"
 #include "kernels/flat_search.h"
+#include "kernels/ivf_flat.h"
 #include "kernels/simd.h"
 #include "quiver/v1/collections.grpc.pb.h"
 #include "quiver/v1/points.grpc.pb.h"
@@ -244,6 +247,101 @@ int RunFlat(size_t n, size_t nq, size_t dim, size_t k, int threads, int repeats,
   return 0;
 }
 
+double RecallAtK(const std::vector<int64_t>& got, const std::vector<int64_t>& truth, size_t nq, size_t k) {
+  size_t hit = 0;
+  for (size_t i = 0; i < nq; ++i) {
+    for (size_t a = 0; a < k; ++a) {
+      for (size_t b = 0; b < k; ++b) hit += got[i * k + a] == truth[i * k + b];
+    }
+  }
+  return double(hit) / double(nq * k);
+}
+
+int RunIvf(size_t n, size_t nq, size_t dim, size_t k, size_t nlist, size_t clusters, int threads, int repeats) {
+  // Base and queries from one mixture: the queries are the last nq draws.
+  auto all = quiver::GaussianMixture(n + nq, dim, clusters, 42);
+  std::vector<float> base(all.begin(), all.begin() + long(n * dim));
+  std::vector<float> queries(all.begin() + long(n * dim), all.end());
+  {
+    quiver::FloatMatrix b{n, dim, base}, q{nq, dim, queries};
+    std::filesystem::create_directories("bench/results");
+    (void)quiver::WriteFvecs("bench/results/ivf_base.fvecs", b);
+    (void)quiver::WriteFvecs("bench/results/ivf_queries.fvecs", q);
+  }
+  std::printf("ivf: n=%zu nq=%zu dim=%zu k=%zu nlist=%zu clusters=%zu threads=%d; SIMD %s\n", n, nq, dim, k, nlist,
+              clusters, threads, quiver::kernels::SimdLevelName(quiver::kernels::ActiveSimdLevel()));
+  quiver::kernels::Resources res;
+  res.num_threads = threads;
+  omp_set_num_threads(threads);
+  openblas_set_num_threads(1);
+
+  std::vector<float> norms(n);
+  quiver::kernels::SquaredNorms(base.data(), n, dim, norms.data());
+  std::vector<int64_t> truth(nq * k);
+  std::vector<float> tscores(nq * k);
+  (void)quiver::kernels::FlatSearch(res, {base.data(), norms.data(), n, dim}, queries.data(), nq,
+                                    {quiver::kernels::Metric::kL2, k}, truth.data(), tscores.data());
+
+  quiver::kernels::IvfFlatBuildParams params;
+  params.nlist = static_cast<uint32_t>(nlist);
+  auto t0 = Clock::now();
+  auto index = quiver::kernels::IvfFlatIndex::Build(res, quiver::kernels::Metric::kL2, base.data(), n, dim, params);
+  const double quiver_build = Seconds(t0);
+  if (!index.ok()) {
+    std::fprintf(stderr, "build: %s\n", index.status().ToString().c_str());
+    return 1;
+  }
+  // FAISS trains on the same number of points (nlist * 64), then adds all.
+  faiss::IndexFlatL2 quantizer(static_cast<int>(dim));
+  faiss::IndexIVFFlat faiss_ivf(&quantizer, dim, nlist);
+  faiss_ivf.cp.niter = 20;
+  faiss_ivf.cp.max_points_per_centroid = 64;
+  openblas_set_num_threads(threads);
+  t0 = Clock::now();
+  faiss_ivf.train(static_cast<faiss::Index::idx_t>(n), base.data());
+  faiss_ivf.add(static_cast<faiss::Index::idx_t>(n), base.data());
+  const double faiss_build = Seconds(t0);
+  openblas_set_num_threads(1);
+  std::printf("build: quiver %.2f s, faiss IndexIVFFlat (Debian) %.2f s\n", quiver_build, faiss_build);
+
+  std::filesystem::create_directories("bench/results");
+  std::ofstream csv("bench/results/ivf.csv");
+  csv << "method,nprobe,recall_at_k,qps\n";
+  std::printf("%8s %14s %12s %14s %12s %8s\n", "nprobe", "quiver recall", "quiver QPS", "faiss recall", "faiss QPS",
+              "ratio");
+  std::vector<int64_t> rows(nq * k), frows(nq * k);
+  std::vector<float> scores(nq * k), fscores(nq * k);
+  double q_at = 0, f_at = 0;
+  for (size_t nprobe : {1, 2, 4, 8, 16, 32, 64, 128}) {
+    if (nprobe > nlist) break;
+    std::vector<double> tq, tf;
+    for (int r = 0; r < repeats + 1; ++r) {
+      auto s0 = Clock::now();
+      (void)(*index)->Search(res, queries.data(), nq, k, static_cast<uint32_t>(nprobe), nullptr, rows.data(),
+                             scores.data());
+      if (r > 0) tq.push_back(Seconds(s0));
+      faiss_ivf.nprobe = nprobe;
+      openblas_set_num_threads(threads);
+      s0 = Clock::now();
+      faiss_ivf.search(static_cast<faiss::Index::idx_t>(nq), queries.data(), static_cast<faiss::Index::idx_t>(k),
+                       fscores.data(), frows.data());
+      if (r > 0) tf.push_back(Seconds(s0));
+      openblas_set_num_threads(1);
+    }
+    const double rq = RecallAtK(rows, truth, nq, k), rf = RecallAtK(frows, truth, nq, k);
+    const double qq = nq / Median(tq), qf = nq / Median(tf);
+    std::printf("%8zu %14.4f %12.0f %14.4f %12.0f %8.2f\n", nprobe, rq, qq, rf, qf, qq / qf);
+    csv << "quiver," << nprobe << "," << rq << "," << qq << "\nfaiss_debian," << nprobe << "," << rf << "," << qf
+        << "\n";
+    if (q_at == 0 && rq >= 0.95) q_at = qq;
+    if (f_at == 0 && rf >= 0.95) f_at = qf;
+  }
+  if (q_at > 0 && f_at > 0) {
+    std::printf("QPS at recall@%zu >= 0.95: quiver %.0f, faiss %.0f, ratio %.2f\n", k, q_at, f_at, q_at / f_at);
+  }
+  return 0;
+}
+
 int RunUpsert(size_t clients, size_t batch, size_t dim, size_t total) {
   LocalServer server("/tmp/quiver-bench-upsert", 0);
   if (!CreateCollection(server.channel.get(), "ingest", static_cast<uint32_t>(dim))) return 1;
@@ -293,6 +391,16 @@ int main(int argc, char** argv) {
   flat->add_option("--threads", threads, "threads for every method")->capture_default_str();
   flat->add_option("--repeats", repeats, "timed rounds (median reported)")->capture_default_str();
   flat->add_flag("--no-grpc", no_grpc, "skip the gRPC measurement");
+  size_t nlist = 1024, clusters = 1000;
+  auto* ivf = app.add_subcommand("ivf", "IVF_FLAT nprobe sweep vs FAISS IndexIVFFlat (same nlist), recall vs exact");
+  ivf->add_option("--n", n, "base vectors")->capture_default_str();
+  ivf->add_option("--nq", nq, "queries")->capture_default_str();
+  ivf->add_option("--dim", dim, "dimension")->capture_default_str();
+  ivf->add_option("--k", k, "neighbours")->capture_default_str();
+  ivf->add_option("--nlist", nlist, "inverted lists")->capture_default_str();
+  ivf->add_option("--clusters", clusters, "Gaussian mixture components")->capture_default_str();
+  ivf->add_option("--threads", threads, "threads for every method")->capture_default_str();
+  ivf->add_option("--repeats", repeats, "timed rounds (median reported)")->capture_default_str();
   size_t clients = 4, batch = 1000, total = 400000;
   auto* upsert = app.add_subcommand("upsert", "durable Upsert throughput through gRPC");
   upsert->add_option("--clients", clients, "concurrent clients")->capture_default_str();
@@ -301,5 +409,6 @@ int main(int argc, char** argv) {
   upsert->add_option("--total", total, "vectors in all")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (flat->parsed()) return RunFlat(n, nq, dim, k, threads, repeats, !no_grpc);
+  if (ivf->parsed()) return RunIvf(n, nq, dim, k, nlist, clusters, threads, repeats);
   return RunUpsert(clients, batch, dim, total);
 }

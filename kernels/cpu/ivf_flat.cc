@@ -7,13 +7,14 @@
 #pragma GCC diagnostic pop
 
 #include <faiss/Clustering.h>
-#include <faiss/IndexFlat.h>
+#include <faiss/Index.h>
 #include <omp.h>
 
 #include <cmath>
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <stdexcept>
 
 #include "kernels/cpu/topk.h"
 #include "kernels/ivf_flat.h"
@@ -117,6 +118,44 @@ std::vector<float> Normalized(const float* v, size_t n, size_t dim) {
   return out;
 }
 
+// FAISS k-means does the centroid updates; the nearest-centroid assignment,
+// which is nearly all of its work, runs on our FLAT kernel through this
+// adapter (Debian's FAISS build would run it on scalar code and one core).
+class FlatKernelIndex final : public faiss::Index {
+ public:
+  FlatKernelIndex(size_t dim, Metric metric, const Resources& res)
+      : faiss::Index(static_cast<idx_t>(dim),
+                     metric == Metric::kL2 ? faiss::METRIC_L2 : faiss::METRIC_INNER_PRODUCT),
+        metric_(metric == Metric::kL2 ? Metric::kL2 : Metric::kInnerProduct),
+        res_(res) {}
+
+  void add(idx_t n, const float* x) override {
+    vectors_.insert(vectors_.end(), x, x + n * d);
+    norms_.resize(vectors_.size() / size_t(d));
+    SquaredNorms(vectors_.data(), norms_.size(), size_t(d), norms_.data());
+    ntotal = static_cast<idx_t>(norms_.size());
+  }
+  void reset() override {
+    vectors_.clear();
+    norms_.clear();
+    ntotal = 0;
+  }
+  void search(idx_t n, const float* x, idx_t k, float* distances, idx_t* labels,
+              const faiss::SearchParameters* /*params*/ = nullptr) const override {
+    std::vector<int64_t> rows(size_t(n) * size_t(k));
+    Status st = FlatSearch(res_, {vectors_.data(), norms_.data(), norms_.size(), size_t(d)}, x, size_t(n),
+                           {metric_, size_t(k)}, rows.data(), distances);
+    if (!st.ok()) throw std::runtime_error(st.ToString());  // caught in Build
+    for (size_t i = 0; i < rows.size(); ++i) labels[i] = rows[i];
+  }
+
+ private:
+  Metric metric_;
+  Resources res_;
+  std::vector<float> vectors_;
+  std::vector<float> norms_;
+};
+
 bool Deleted(const uint64_t* bits, int64_t row) {
   return bits != nullptr && (bits[static_cast<uint64_t>(row) >> 6] >> (static_cast<uint64_t>(row) & 63) & 1u);
 }
@@ -169,14 +208,9 @@ Result<std::unique_ptr<IvfFlatIndex>> IvfFlatIndex::Build(const Resources& res, 
   cp.min_points_per_centroid = 1;  // small segments are fine: no warning spam
   cp.verbose = false;
   faiss::Clustering clustering(static_cast<int>(dim), static_cast<int>(nlist), cp);
-  std::unique_ptr<faiss::IndexFlat> assign;
-  if (metric == Metric::kL2) {
-    assign = std::make_unique<faiss::IndexFlatL2>(dim);
-  } else {
-    assign = std::make_unique<faiss::IndexFlatIP>(dim);
-  }
+  FlatKernelIndex assign(dim, metric, res);
   try {
-    clustering.train(static_cast<faiss::Index::idx_t>(sample), train_data, *assign);
+    clustering.train(static_cast<faiss::Index::idx_t>(sample), train_data, assign);
   } catch (const std::exception& e) {
     return Status::Internal(std::string("k-means training failed: ") + e.what());
   }
