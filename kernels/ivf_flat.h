@@ -19,6 +19,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -64,6 +66,17 @@ class IvfFlatIndex {
   /// slots hold row -1.
   Status Search(const Resources& res, const float* queries, size_t nq, size_t k, uint32_t nprobe,
                 const uint64_t* deleted, int64_t* rows, float* scores) const;
+
+  /// The index as bytes: magic "QVIVFFL1", format version, metric, sizes,
+  /// centroids, lists, and a CRC-32 of all of it. The GPU path loads the same
+  /// bytes. Layout in docs/storage.md.
+  std::string Serialize() const;
+
+  /// Validates everything before trusting it — magic, version, metric,
+  /// sizes against the byte count (before allocating), every row id in range
+  /// and present exactly once, padding where padding belongs, checksum — and
+  /// returns DATA_LOSS naming `what` (e.g. the file) on any mismatch.
+  static Result<std::unique_ptr<IvfFlatIndex>> Deserialize(std::string_view bytes, const std::string& what);
 
   Metric metric() const { return metric_; }
   size_t dim() const { return dim_; }

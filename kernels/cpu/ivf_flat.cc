@@ -16,6 +16,7 @@
 #include <random>
 #include <stdexcept>
 
+#include "common/encoding.h"
 #include "kernels/cpu/topk.h"
 #include "kernels/ivf_flat.h"
 #include "kernels/simd.h"
@@ -299,6 +300,135 @@ Status IvfFlatIndex::Search(const Resources& res, const float* queries, size_t n
     }
   }
   return Status::Ok();
+}
+
+namespace {
+
+constexpr char kIvfMagic[8] = {'Q', 'V', 'I', 'V', 'F', 'F', 'L', '1'};
+constexpr uint32_t kIvfFormatVersion = 1;
+constexpr size_t kIvfHeaderBytes = 8 + 4 + 4 + 8 * 3;  // magic, version, metric, dim, n, nlist
+
+template <typename T>
+void Put(std::string* out, const T& v) {
+  out->append(reinterpret_cast<const char*>(&v), sizeof v);
+}
+
+template <typename T>
+void PutArray(std::string* out, const std::vector<T>& v) {
+  out->append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+
+// Bounds-checked reader over the serialized bytes.
+class Reader {
+ public:
+  Reader(std::string_view bytes, const std::string& what) : bytes_(bytes), what_(what) {}
+  template <typename T>
+  Status Get(T* v, const char* field) {
+    if (left() < sizeof(T)) return Truncated(field);
+    std::memcpy(v, bytes_.data() + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return Status::Ok();
+  }
+  template <typename T>
+  Status GetArray(std::vector<T>* v, size_t count, const char* field) {
+    if (count > left() / sizeof(T)) return Truncated(field);  // checked before allocating
+    v->resize(count);
+    std::memcpy(v->data(), bytes_.data() + pos_, count * sizeof(T));
+    pos_ += count * sizeof(T);
+    return Status::Ok();
+  }
+  size_t left() const { return bytes_.size() - pos_; }
+  Status Corrupt(const std::string& why) const {
+    return Status::Corruption("IVF_FLAT index " + what_ + ": " + why + " (at byte " + std::to_string(pos_) + ")");
+  }
+
+ private:
+  Status Truncated(const char* field) const { return Corrupt(std::string("truncated in ") + field); }
+  std::string_view bytes_;
+  const std::string& what_;
+  size_t pos_ = 0;
+};
+
+}  // namespace
+
+std::string IvfFlatIndex::Serialize() const {
+  std::string out(kIvfMagic, sizeof kIvfMagic);
+  Put(&out, kIvfFormatVersion);
+  Put(&out, static_cast<uint32_t>(metric_));
+  Put(&out, static_cast<uint64_t>(dim_));
+  Put(&out, static_cast<uint64_t>(n_));
+  Put(&out, static_cast<uint64_t>(lists_.size()));
+  PutArray(&out, centroids_);
+  for (const List& l : lists_) {
+    Put(&out, static_cast<uint64_t>(l.size));
+    Put(&out, static_cast<uint64_t>(l.rows.size() / G));
+    PutArray(&out, l.rows);
+    PutArray(&out, l.interleaved);
+  }
+  Put(&out, Checksum(out));
+  return out;
+}
+
+Result<std::unique_ptr<IvfFlatIndex>> IvfFlatIndex::Deserialize(std::string_view bytes, const std::string& what) {
+  Reader r(bytes, what);
+  if (bytes.size() < kIvfHeaderBytes + 4) return r.Corrupt("shorter than its header");
+  if (std::memcmp(bytes.data(), kIvfMagic, sizeof kIvfMagic) != 0) return r.Corrupt("bad magic");
+  uint32_t stored_crc;
+  std::memcpy(&stored_crc, bytes.data() + bytes.size() - 4, 4);
+  if (Checksum(bytes.substr(0, bytes.size() - 4)) != stored_crc) return r.Corrupt("checksum mismatch");
+  Reader body(bytes.substr(0, bytes.size() - 4), what);
+  char magic[8];
+  uint32_t version = 0, metric = 0;
+  uint64_t dim = 0, n = 0, nlist = 0;
+  for (char& c : magic) QUIVER_RETURN_IF_ERROR(body.Get(&c, "magic"));
+  QUIVER_RETURN_IF_ERROR(body.Get(&version, "version"));
+  if (version != kIvfFormatVersion) return body.Corrupt("unknown format version " + std::to_string(version));
+  QUIVER_RETURN_IF_ERROR(body.Get(&metric, "metric"));
+  if (metric > static_cast<uint32_t>(Metric::kCosine)) return body.Corrupt("unknown metric " + std::to_string(metric));
+  QUIVER_RETURN_IF_ERROR(body.Get(&dim, "dim"));
+  QUIVER_RETURN_IF_ERROR(body.Get(&n, "n"));
+  QUIVER_RETURN_IF_ERROR(body.Get(&nlist, "nlist"));
+  if (dim == 0 || dim > (1u << 16)) return body.Corrupt("dimension " + std::to_string(dim) + " out of range");
+  if (nlist == 0 || nlist > n) return body.Corrupt("nlist " + std::to_string(nlist) + " does not fit n " + std::to_string(n));
+  if (nlist > body.left() / (dim * sizeof(float))) return body.Corrupt("nlist larger than the file");
+
+  std::unique_ptr<IvfFlatIndex> index(new IvfFlatIndex());
+  index->metric_ = static_cast<Metric>(metric);
+  index->dim_ = dim;
+  index->n_ = n;
+  QUIVER_RETURN_IF_ERROR(body.GetArray(&index->centroids_, nlist * dim, "centroids"));
+  index->centroid_norms_.resize(nlist);
+  SquaredNorms(index->centroids_.data(), nlist, dim, index->centroid_norms_.data());
+  index->lists_.resize(nlist);
+  std::vector<uint8_t> seen(n, 0);
+  for (uint64_t l = 0; l < nlist; ++l) {
+    List& list = index->lists_[l];
+    uint64_t size = 0, groups = 0;
+    QUIVER_RETURN_IF_ERROR(body.Get(&size, "list size"));
+    QUIVER_RETURN_IF_ERROR(body.Get(&groups, "list groups"));
+    if (groups != (size + G - 1) / G) return body.Corrupt("list " + std::to_string(l) + " has inconsistent sizes");
+    if (groups > body.left() / (G * (sizeof(int64_t) + dim * sizeof(float)))) {
+      return body.Corrupt("list " + std::to_string(l) + " larger than the file");
+    }
+    list.size = size;
+    QUIVER_RETURN_IF_ERROR(body.GetArray(&list.rows, groups * G, "list rows"));
+    QUIVER_RETURN_IF_ERROR(body.GetArray(&list.interleaved, groups * G * dim, "list vectors"));
+    for (size_t s = 0; s < list.rows.size(); ++s) {
+      const int64_t row = list.rows[s];
+      if (s >= size) {
+        if (row != -1) return body.Corrupt("list " + std::to_string(l) + " has a row in its padding");
+        continue;
+      }
+      if (row < 0 || static_cast<uint64_t>(row) >= n || seen[static_cast<size_t>(row)]++ != 0) {
+        return body.Corrupt("list " + std::to_string(l) + " holds invalid or repeated row " + std::to_string(row));
+      }
+    }
+  }
+  if (body.left() != 0) return body.Corrupt(std::to_string(body.left()) + " unexpected trailing bytes");
+  for (uint64_t r = 0; r < n; ++r) {
+    if (!seen[r]) return body.Corrupt("row " + std::to_string(r) + " is in no list");
+  }
+  return index;
 }
 
 size_t IvfFlatIndex::MemoryBytes() const {

@@ -3,8 +3,11 @@
 // parameters. Every metric.
 #include <gtest/gtest.h>
 
+#include <cstring>
+#include <random>
 #include <set>
 
+#include "common/encoding.h"
 #include "kernels/ivf_flat.h"
 #include "test_util.h"
 
@@ -129,6 +132,88 @@ TEST(IvfFlat, LayoutHoldsEveryRowOnceInGroupsOf32) {
   }
   for (size_t r = 0; r < n; ++r) ASSERT_EQ(seen[r], 1) << "row " << r;
   EXPECT_GT((*index)->MemoryBytes(), n * dim * sizeof(float));
+}
+
+TEST(IvfFlat, SerializationRoundTripsExactly) {
+  const size_t n = 2000, dim = 12, nq = 20, k = 5;
+  auto base = quiver::testing::RandomVectors(n, dim, 21);
+  for (Metric m : {Metric::kL2, Metric::kInnerProduct, Metric::kCosine}) {
+    auto index = IvfFlatIndex::Build({}, m, base.data(), n, dim, {.nlist = 9});
+    ASSERT_TRUE(index.ok());
+    const std::string bytes = (*index)->Serialize();
+    auto back = IvfFlatIndex::Deserialize(bytes, "test");
+    ASSERT_TRUE(back.ok()) << back.status().ToString();
+    EXPECT_EQ((*back)->Serialize(), bytes);
+    EXPECT_EQ((*back)->metric(), m);
+    std::vector<int64_t> r1(nq * k), r2(nq * k);
+    std::vector<float> s1(nq * k), s2(nq * k);
+    ASSERT_TRUE((*index)->Search({}, base.data(), nq, k, 3, nullptr, r1.data(), s1.data()).ok());
+    ASSERT_TRUE((*back)->Search({}, base.data(), nq, k, 3, nullptr, r2.data(), s2.data()).ok());
+    EXPECT_EQ(r1, r2);
+    EXPECT_EQ(s1, s2);
+  }
+}
+
+TEST(IvfFlat, CorruptBytesAreDataLossNeverACrash) {
+  const size_t n = 300, dim = 4;
+  auto base = quiver::testing::RandomVectors(n, dim, 22);
+  auto index = IvfFlatIndex::Build({}, Metric::kL2, base.data(), n, dim, {.nlist = 5});
+  ASSERT_TRUE(index.ok());
+  const std::string good = (*index)->Serialize();
+  std::mt19937_64 rng(5);
+  for (int trial = 0; trial < 300; ++trial) {
+    std::string bad = good;
+    switch (trial % 3) {
+      case 0: bad[rng() % bad.size()] ^= static_cast<char>(1 + rng() % 255); break;  // bit rot
+      case 1: bad.resize(rng() % bad.size()); break;                                  // torn write
+      case 2: bad.insert(rng() % bad.size(), "xyz"); break;                            // garbage
+    }
+    auto r = IvfFlatIndex::Deserialize(bad, "corrupt.ivf");
+    ASSERT_FALSE(r.ok()) << "trial " << trial;
+    EXPECT_EQ(r.status().code(), StatusCode::kDataLoss);
+    EXPECT_NE(r.status().message().find("corrupt.ivf"), std::string::npos) << r.status().message();
+  }
+}
+
+// Malformed structure behind a valid checksum (a buggy writer, not bit rot):
+// every size is checked before it is trusted.
+TEST(IvfFlat, StructuralCorruptionWithValidChecksumIsDataLoss) {
+  const size_t n = 300, dim = 4;
+  auto base = quiver::testing::RandomVectors(n, dim, 23);
+  auto index = IvfFlatIndex::Build({}, Metric::kL2, base.data(), n, dim, {.nlist = 5});
+  ASSERT_TRUE(index.ok());
+  const std::string good = (*index)->Serialize();
+  auto reseal = [](std::string b) {
+    const uint32_t crc = Checksum(std::string_view(b).substr(0, b.size() - 4));
+    std::memcpy(b.data() + b.size() - 4, &crc, 4);
+    return b;
+  };
+  auto with_u64 = [&](size_t offset, uint64_t v) {
+    std::string b = good;
+    std::memcpy(b.data() + offset, &v, 8);
+    return reseal(b);
+  };
+  // Header: magic(8) version(4) metric(4) dim(8)@16 n(8)@24 nlist(8)@32, centroids @40.
+  const size_t first_list = 40 + 5 * dim * sizeof(float);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"huge nlist", with_u64(32, uint64_t{1} << 60)},
+      {"zero dim", with_u64(16, 0)},
+      {"n below nlist", with_u64(24, 2)},
+      {"huge list size", with_u64(first_list, uint64_t{1} << 62)},
+      {"n larger than the rows", with_u64(24, n + 1)},
+  };
+  for (const auto& [name, bytes] : cases) {
+    auto r = IvfFlatIndex::Deserialize(bytes, "x.ivf");
+    ASSERT_FALSE(r.ok()) << name;
+    EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << name;
+  }
+  // A row id repeated: copy list 0's first row id over its second.
+  std::string dup = good;
+  const size_t rows_at = first_list + 16;
+  std::memcpy(dup.data() + rows_at + 8, dup.data() + rows_at, 8);
+  auto r = IvfFlatIndex::Deserialize(reseal(dup), "x.ivf");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("repeated"), std::string::npos) << r.status().message();
 }
 
 TEST(IvfFlat, TinyInputsAndBadParameters) {
