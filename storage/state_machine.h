@@ -3,6 +3,9 @@
 // The engine implements it; the single-node replicator (and later Raft) drives
 // it. Apply must be deterministic: every replica that applies the same entries
 // reaches the same state and the same per-entry outcomes.
+//
+// Threads: Apply is called from one thread at a time; AppliedIndex and
+// Checkpoint may be called from another thread while Apply runs.
 #pragma once
 
 #include <cstdint>

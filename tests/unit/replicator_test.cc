@@ -49,14 +49,15 @@ class RecordingStateMachine final : public storage::StateMachine {
     }
     return Status::Ok();
   }
-  uint64_t AppliedIndex() const override { return applied; }
+  uint64_t AppliedIndex() const override { return applied.load(); }
   Result<uint64_t> Checkpoint() override {
     ++checkpoints;
-    return applied;
+    return applied.load();
   }
   std::vector<std::string> data;
   std::atomic<int> checkpoints{0};
-  uint64_t applied = 0;
+  // Read by the checkpoint thread while the driver applies (the contract).
+  std::atomic<uint64_t> applied{0};
 };
 
 Clock::time_point Soon() { return Clock::now() + std::chrono::seconds(10); }
@@ -82,7 +83,7 @@ TEST(LocalReplicator, ConcurrentProposalsShareFsyncs) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(indexes.size(), size_t{kThreads * kPerThread});
-  EXPECT_EQ(sm.applied, uint64_t{kThreads * kPerThread});
+  EXPECT_EQ(sm.applied.load(), uint64_t{kThreads * kPerThread});
   EXPECT_LT(log.appends.load(), kThreads * kPerThread) << "no group commit happened";
   EXPECT_EQ(log.GetHardState()->commit, log.LastIndex());
   r.Stop();
