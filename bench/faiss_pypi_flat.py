@@ -10,11 +10,7 @@ import time
 
 import numpy as np
 
-
-def read_fvecs(path):
-    raw = np.fromfile(path, dtype=np.int32)
-    d = raw[0]
-    return raw.reshape(-1, d + 1)[:, 1:].copy().view(np.float32)
+from fvecs import read_fvecs
 
 
 def main():

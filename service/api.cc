@@ -87,38 +87,186 @@ Status SearchInto(const ApiContext& ctx, const engine::Collection& coll, const s
   return Status::Ok();
 }
 
+// Validates a request's collection name and finds the collection.
+Result<std::shared_ptr<const engine::Collection>> FindCollection(const ApiContext& ctx, const std::string& name,
+                                                                 const char* field = "collection") {
+  QUIVER_RETURN_IF_ERROR(engine::ValidateCollectionName(name, field));
+  return ctx.engine->Find(name);
+}
+
+// ---- handler bodies: validate everything, then act; any error changes nothing ----
+
+Status CreateCollection(const ApiContext& ctx, const grpc::ServerContext* sctx,
+                        const quiver::v1::CreateCollectionRequest& req, quiver::v1::CreateCollectionResponse* resp) {
+  if (!req.has_config()) return Status::InvalidArgument("config is not set");
+  QUIVER_RETURN_IF_ERROR(engine::ValidateCollectionConfig(req.config()));
+  if (ctx.engine->Find(req.config().name()).ok()) {
+    return Status::AlreadyExists("collection '" + req.config().name() + "' already exists");
+  }
+  Command cmd;
+  *cmd.mutable_create_collection()->mutable_config() = req.config();
+  QUIVER_RETURN_IF_ERROR(ProposeCommand(ctx, sctx, cmd).status());
+  QUIVER_ASSIGN_OR_RETURN(auto coll, ctx.engine->Find(req.config().name()));  // NOT_FOUND if deleted meanwhile
+  *resp->mutable_collection() = coll->Info();
+  return Status::Ok();
+}
+
+Status GetCollection(const ApiContext& ctx, const quiver::v1::GetCollectionRequest& req,
+                     quiver::v1::GetCollectionResponse* resp) {
+  QUIVER_ASSIGN_OR_RETURN(auto coll, FindCollection(ctx, req.name(), "name"));
+  *resp->mutable_collection() = coll->Info();
+  return Status::Ok();
+}
+
+Status DeleteCollection(const ApiContext& ctx, const grpc::ServerContext* sctx,
+                        const quiver::v1::DeleteCollectionRequest& req) {
+  QUIVER_RETURN_IF_ERROR(FindCollection(ctx, req.name(), "name").status());
+  Command cmd;
+  cmd.mutable_delete_collection()->set_name(req.name());
+  return ProposeCommand(ctx, sctx, cmd).status();
+}
+
+Status Upsert(const ApiContext& ctx, const grpc::ServerContext* sctx, const quiver::v1::UpsertRequest& req,
+              quiver::v1::UpsertResponse* resp) {
+  const ServerConfig& cfg = *ctx.config;
+  QUIVER_ASSIGN_OR_RETURN(auto coll, FindCollection(ctx, req.collection()));
+  const int n = req.points_size();
+  if (n == 0) return Status::InvalidArgument("points is empty");
+  if (static_cast<uint32_t>(n) > cfg.max_points_per_request) {
+    return Status::InvalidArgument("points holds " + std::to_string(n) + " points, above the maximum of " +
+                                   std::to_string(cfg.max_points_per_request));
+  }
+  const uint32_t dim = coll->dimension();
+  Command cmd;
+  auto* up = cmd.mutable_upsert_points();
+  up->set_collection(req.collection());
+  up->set_dimension(dim);
+  up->set_collection_created_at(coll->id());
+  std::string* ids = up->mutable_ids();
+  std::string* vectors = up->mutable_vectors();
+  ids->reserve(size_t(n) * 8);
+  vectors->reserve(size_t(n) * dim * sizeof(float));
+  std::unordered_set<uint64_t> seen;
+  seen.reserve(static_cast<size_t>(n));
+  bool any_payload = false;
+  for (int i = 0; i < n; ++i) {
+    const auto& p = req.points(i);
+    const std::string field = "points[" + std::to_string(i) + "]";
+    if (!seen.insert(p.id()).second) {
+      return Status::InvalidArgument(field + ".id " + std::to_string(p.id()) + " is repeated in the request");
+    }
+    QUIVER_RETURN_IF_ERROR(
+        engine::ValidateVector(p.vector().data(), static_cast<size_t>(p.vector_size()), dim, field + ".vector"));
+    QUIVER_RETURN_IF_ERROR(engine::ValidatePayload(p.payload(), field + ".payload"));
+    any_payload = any_payload || !p.payload().empty();
+    PutFixed64LE(ids, p.id());
+    vectors->append(reinterpret_cast<const char*>(p.vector().data()), dim * sizeof(float));
+  }
+  if (any_payload) {
+    for (int i = 0; i < n; ++i) {
+      std::string* bytes = up->add_payloads();
+      if (req.points(i).payload().empty()) continue;
+      quiver::v1::Payload payload;
+      *payload.mutable_fields() = req.points(i).payload();
+      // Deterministic so equal payloads are equal bytes on every replica.
+      google::protobuf::io::StringOutputStream sos(bytes);
+      google::protobuf::io::CodedOutputStream cos(&sos);
+      cos.SetSerializationDeterministic(true);
+      payload.SerializeToCodedStream(&cos);
+      cos.Trim();
+      if (bytes->size() > cfg.max_payload_bytes) {
+        return Status::InvalidArgument("points[" + std::to_string(i) + "].payload is " + std::to_string(bytes->size()) +
+                                       " bytes, above the maximum of " + std::to_string(cfg.max_payload_bytes));
+      }
+    }
+  }
+  QUIVER_ASSIGN_OR_RETURN(uint64_t index, ProposeCommand(ctx, sctx, cmd));
+  resp->set_log_index(index);
+  resp->set_upserted(static_cast<uint32_t>(n));
+  ctx.metrics->AddUpsertedVectors(static_cast<uint64_t>(n));
+  return Status::Ok();
+}
+
+Status DeletePoints(const ApiContext& ctx, const grpc::ServerContext* sctx, const quiver::v1::DeletePointsRequest& req,
+                    quiver::v1::DeletePointsResponse* resp) {
+  QUIVER_ASSIGN_OR_RETURN(auto coll, FindCollection(ctx, req.collection()));
+  QUIVER_RETURN_IF_ERROR(ValidateIds(req.ids(), *ctx.config));
+  Command cmd;
+  auto* del = cmd.mutable_delete_points();
+  del->set_collection(req.collection());
+  del->set_collection_created_at(coll->id());
+  for (uint64_t id : req.ids()) PutFixed64LE(del->mutable_ids(), id);
+  QUIVER_ASSIGN_OR_RETURN(uint64_t index, ProposeCommand(ctx, sctx, cmd));
+  resp->set_log_index(index);
+  return Status::Ok();
+}
+
+Status GetPoints(const ApiContext& ctx, const quiver::v1::GetPointsRequest& req, quiver::v1::GetPointsResponse* resp) {
+  QUIVER_ASSIGN_OR_RETURN(auto coll, FindCollection(ctx, req.collection()));
+  QUIVER_RETURN_IF_ERROR(ValidateIds(req.ids(), *ctx.config));
+  for (auto& p : coll->Get({req.ids().data(), static_cast<size_t>(req.ids_size())}, req.with_payload(),
+                           req.with_vector())) {
+    auto* out = resp->add_points();
+    out->set_id(p.id);
+    if (req.with_vector()) out->mutable_vector()->Add(p.vector.begin(), p.vector.end());
+    if (req.with_payload()) CopyPayload(p.payload, out->mutable_payload());
+  }
+  return Status::Ok();
+}
+
+Status CountPoints(const ApiContext& ctx, const quiver::v1::CountRequest& req, quiver::v1::CountResponse* resp) {
+  QUIVER_ASSIGN_OR_RETURN(auto coll, FindCollection(ctx, req.collection()));
+  resp->set_count(coll->Count());
+  return Status::Ok();
+}
+
+Status SearchOne(const ApiContext& ctx, const quiver::v1::SearchRequest& req, quiver::v1::SearchResponse* resp) {
+  QUIVER_ASSIGN_OR_RETURN(auto coll, FindCollection(ctx, req.collection()));
+  QUIVER_RETURN_IF_ERROR(ValidateK(req.k(), *ctx.config));
+  QUIVER_RETURN_IF_ERROR(engine::ValidateVector(req.vector().data(), static_cast<size_t>(req.vector_size()),
+                                                coll->dimension(), "vector"));
+  std::vector<float> q(req.vector().begin(), req.vector().end());
+  return SearchInto(ctx, *coll, q, 1, req.k(), req.with_payload(), req.with_vector(), [&](size_t) { return resp; });
+}
+
+Status SearchMany(const ApiContext& ctx, const quiver::v1::SearchBatchRequest& req,
+                  quiver::v1::SearchBatchResponse* resp) {
+  QUIVER_ASSIGN_OR_RETURN(auto coll, FindCollection(ctx, req.collection()));
+  QUIVER_RETURN_IF_ERROR(ValidateK(req.k(), *ctx.config));
+  const int nq = req.queries_size();
+  if (nq == 0) return Status::InvalidArgument("queries is empty");
+  if (static_cast<uint32_t>(nq) > ctx.config->max_batch_queries) {
+    return Status::InvalidArgument("queries holds " + std::to_string(nq) + " vectors, above the maximum of " +
+                                   std::to_string(ctx.config->max_batch_queries));
+  }
+  const uint32_t dim = coll->dimension();
+  std::vector<float> queries;
+  queries.reserve(size_t(nq) * dim);
+  for (int i = 0; i < nq; ++i) {
+    const auto& v = req.queries(i).values();
+    QUIVER_RETURN_IF_ERROR(engine::ValidateVector(v.data(), static_cast<size_t>(v.size()), dim,
+                                                  "queries[" + std::to_string(i) + "].values"));
+    queries.insert(queries.end(), v.begin(), v.end());
+  }
+  for (int i = 0; i < nq; ++i) resp->add_results();
+  return SearchInto(ctx, *coll, queries, static_cast<size_t>(nq), req.k(), req.with_payload(), req.with_vector(),
+                    [&](size_t q) { return resp->mutable_results(static_cast<int>(q)); });
+}
+
 }  // namespace
 
-// ---- Collections ----
+// ---- the gRPC overrides: time the call, run the body, map the status ----
 
 grpc::Status CollectionsApi::Create(grpc::ServerContext* sctx, const quiver::v1::CreateCollectionRequest* req,
                                     quiver::v1::CreateCollectionResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kCreateCollection);
-  if (!req->has_config()) return scope.Done(Status::InvalidArgument("config is not set"));
-  Status st = engine::ValidateCollectionConfig(req->config());
-  if (!st.ok()) return scope.Done(st);
-  if (ctx_.engine->Find(req->config().name()).ok()) {
-    return scope.Done(Status::AlreadyExists("collection '" + req->config().name() + "' already exists"));
-  }
-  Command cmd;
-  *cmd.mutable_create_collection()->mutable_config() = req->config();
-  auto index = ProposeCommand(ctx_, sctx, cmd);
-  if (!index.ok()) return scope.Done(index.status());
-  auto coll = ctx_.engine->Find(req->config().name());
-  if (!coll.ok()) return scope.Done(coll.status());  // deleted right after creation
-  *resp->mutable_collection() = (*coll)->Info();
-  return scope.Done(Status::Ok());
+  return scope.Done(CreateCollection(ctx_, sctx, *req, resp));
 }
 
 grpc::Status CollectionsApi::Get(grpc::ServerContext*, const quiver::v1::GetCollectionRequest* req,
                                  quiver::v1::GetCollectionResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kGetCollection);
-  Status st = engine::ValidateCollectionName(req->name());
-  if (!st.ok()) return scope.Done(st);
-  auto coll = ctx_.engine->Find(req->name());
-  if (!coll.ok()) return scope.Done(coll.status());
-  *resp->mutable_collection() = (*coll)->Info();
-  return scope.Done(Status::Ok());
+  return scope.Done(GetCollection(ctx_, *req, resp));
 }
 
 grpc::Status CollectionsApi::List(grpc::ServerContext*, const quiver::v1::ListCollectionsRequest*,
@@ -131,183 +279,43 @@ grpc::Status CollectionsApi::List(grpc::ServerContext*, const quiver::v1::ListCo
 grpc::Status CollectionsApi::Delete(grpc::ServerContext* sctx, const quiver::v1::DeleteCollectionRequest* req,
                                     quiver::v1::DeleteCollectionResponse*) {
   RpcScope scope(ctx_.metrics, Rpc::kDeleteCollection);
-  Status st = engine::ValidateCollectionName(req->name());
-  if (!st.ok()) return scope.Done(st);
-  if (auto c = ctx_.engine->Find(req->name()); !c.ok()) return scope.Done(c.status());
-  Command cmd;
-  cmd.mutable_delete_collection()->set_name(req->name());
-  auto index = ProposeCommand(ctx_, sctx, cmd);
-  return scope.Done(index.ok() ? Status::Ok() : index.status());
+  return scope.Done(DeleteCollection(ctx_, sctx, *req));
 }
-
-// ---- Points ----
 
 grpc::Status PointsApi::Upsert(grpc::ServerContext* sctx, const quiver::v1::UpsertRequest* req,
                                quiver::v1::UpsertResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kUpsert);
-  const ServerConfig& cfg = *ctx_.config;
-  Status st = engine::ValidateCollectionName(req->collection(), "collection");
-  if (!st.ok()) return scope.Done(st);
-  auto found = ctx_.engine->Find(req->collection());
-  if (!found.ok()) return scope.Done(found.status());
-  const engine::Collection& coll = **found;
-  const int n = req->points_size();
-  if (n == 0) return scope.Done(Status::InvalidArgument("points is empty"));
-  if (static_cast<uint32_t>(n) > cfg.max_points_per_request) {
-    return scope.Done(Status::InvalidArgument("points holds " + std::to_string(n) + " points, above the maximum of " +
-                                              std::to_string(cfg.max_points_per_request)));
-  }
-  const uint32_t dim = coll.dimension();
-  Command cmd;
-  auto* up = cmd.mutable_upsert_points();
-  up->set_collection(req->collection());
-  up->set_dimension(dim);
-  up->set_collection_created_at(coll.id());
-  std::string* ids = up->mutable_ids();
-  std::string* vectors = up->mutable_vectors();
-  ids->reserve(size_t(n) * 8);
-  vectors->reserve(size_t(n) * dim * sizeof(float));
-  std::unordered_set<uint64_t> seen;
-  seen.reserve(static_cast<size_t>(n));
-  bool any_payload = false;
-  for (int i = 0; i < n; ++i) {
-    const auto& p = req->points(i);
-    const std::string field = "points[" + std::to_string(i) + "]";
-    if (!seen.insert(p.id()).second) {
-      return scope.Done(Status::InvalidArgument(field + ".id " + std::to_string(p.id()) + " is repeated in the request"));
-    }
-    st = engine::ValidateVector(p.vector().data(), static_cast<size_t>(p.vector_size()), dim, field + ".vector");
-    if (!st.ok()) return scope.Done(st);
-    st = engine::ValidatePayload(p.payload(), field + ".payload");
-    if (!st.ok()) return scope.Done(st);
-    any_payload = any_payload || !p.payload().empty();
-    PutFixed64LE(ids, p.id());
-    vectors->append(reinterpret_cast<const char*>(p.vector().data()), dim * sizeof(float));
-  }
-  if (any_payload) {
-    for (int i = 0; i < n; ++i) {
-      std::string* bytes = up->add_payloads();
-      if (req->points(i).payload().empty()) continue;
-      quiver::v1::Payload payload;
-      *payload.mutable_fields() = req->points(i).payload();
-      // Deterministic so equal payloads are equal bytes on every replica.
-      google::protobuf::io::StringOutputStream sos(bytes);
-      google::protobuf::io::CodedOutputStream cos(&sos);
-      cos.SetSerializationDeterministic(true);
-      payload.SerializeToCodedStream(&cos);
-      cos.Trim();
-      if (bytes->size() > cfg.max_payload_bytes) {
-        return scope.Done(Status::InvalidArgument("points[" + std::to_string(i) + "].payload is " +
-                                                  std::to_string(bytes->size()) + " bytes, above the maximum of " +
-                                                  std::to_string(cfg.max_payload_bytes)));
-      }
-    }
-  }
-  auto index = ProposeCommand(ctx_, sctx, cmd);
-  if (!index.ok()) return scope.Done(index.status());
-  resp->set_log_index(*index);
-  resp->set_upserted(static_cast<uint32_t>(n));
-  ctx_.metrics->AddUpsertedVectors(static_cast<uint64_t>(n));
-  return scope.Done(Status::Ok());
+  return scope.Done(service::Upsert(ctx_, sctx, *req, resp));
 }
 
 grpc::Status PointsApi::Delete(grpc::ServerContext* sctx, const quiver::v1::DeletePointsRequest* req,
                                quiver::v1::DeletePointsResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kDeletePoints);
-  Status st = engine::ValidateCollectionName(req->collection(), "collection");
-  if (!st.ok()) return scope.Done(st);
-  st = ValidateIds(req->ids(), *ctx_.config);
-  if (!st.ok()) return scope.Done(st);
-  auto found = ctx_.engine->Find(req->collection());
-  if (!found.ok()) return scope.Done(found.status());
-  Command cmd;
-  auto* del = cmd.mutable_delete_points();
-  del->set_collection(req->collection());
-  del->set_collection_created_at((*found)->id());
-  for (uint64_t id : req->ids()) PutFixed64LE(del->mutable_ids(), id);
-  auto index = ProposeCommand(ctx_, sctx, cmd);
-  if (!index.ok()) return scope.Done(index.status());
-  resp->set_log_index(*index);
-  return scope.Done(Status::Ok());
+  return scope.Done(DeletePoints(ctx_, sctx, *req, resp));
 }
 
 grpc::Status PointsApi::Get(grpc::ServerContext*, const quiver::v1::GetPointsRequest* req,
                             quiver::v1::GetPointsResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kGetPoints);
-  Status st = engine::ValidateCollectionName(req->collection(), "collection");
-  if (!st.ok()) return scope.Done(st);
-  st = ValidateIds(req->ids(), *ctx_.config);
-  if (!st.ok()) return scope.Done(st);
-  auto found = ctx_.engine->Find(req->collection());
-  if (!found.ok()) return scope.Done(found.status());
-  for (auto& p : (*found)->Get({req->ids().data(), static_cast<size_t>(req->ids_size())}, req->with_payload(),
-                               req->with_vector())) {
-    auto* out = resp->add_points();
-    out->set_id(p.id);
-    if (req->with_vector()) out->mutable_vector()->Add(p.vector.begin(), p.vector.end());
-    if (req->with_payload()) CopyPayload(p.payload, out->mutable_payload());
-  }
-  return scope.Done(Status::Ok());
+  return scope.Done(GetPoints(ctx_, *req, resp));
 }
 
 grpc::Status PointsApi::Count(grpc::ServerContext*, const quiver::v1::CountRequest* req,
                               quiver::v1::CountResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kCount);
-  Status st = engine::ValidateCollectionName(req->collection(), "collection");
-  if (!st.ok()) return scope.Done(st);
-  auto found = ctx_.engine->Find(req->collection());
-  if (!found.ok()) return scope.Done(found.status());
-  resp->set_count((*found)->Count());
-  return scope.Done(Status::Ok());
+  return scope.Done(CountPoints(ctx_, *req, resp));
 }
 
 grpc::Status PointsApi::Search(grpc::ServerContext*, const quiver::v1::SearchRequest* req,
                                quiver::v1::SearchResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kSearch);
-  Status st = engine::ValidateCollectionName(req->collection(), "collection");
-  if (!st.ok()) return scope.Done(st);
-  st = ValidateK(req->k(), *ctx_.config);
-  if (!st.ok()) return scope.Done(st);
-  auto found = ctx_.engine->Find(req->collection());
-  if (!found.ok()) return scope.Done(found.status());
-  const engine::Collection& coll = **found;
-  st = engine::ValidateVector(req->vector().data(), static_cast<size_t>(req->vector_size()), coll.dimension(), "vector");
-  if (!st.ok()) return scope.Done(st);
-  std::vector<float> q(req->vector().begin(), req->vector().end());
-  st = SearchInto(ctx_, coll, q, 1, req->k(), req->with_payload(), req->with_vector(), [&](size_t) { return resp; });
-  return scope.Done(st);
+  return scope.Done(SearchOne(ctx_, *req, resp));
 }
 
 grpc::Status PointsApi::SearchBatch(grpc::ServerContext*, const quiver::v1::SearchBatchRequest* req,
                                     quiver::v1::SearchBatchResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kSearchBatch);
-  Status st = engine::ValidateCollectionName(req->collection(), "collection");
-  if (!st.ok()) return scope.Done(st);
-  st = ValidateK(req->k(), *ctx_.config);
-  if (!st.ok()) return scope.Done(st);
-  const int nq = req->queries_size();
-  if (nq == 0) return scope.Done(Status::InvalidArgument("queries is empty"));
-  if (static_cast<uint32_t>(nq) > ctx_.config->max_batch_queries) {
-    return scope.Done(Status::InvalidArgument("queries holds " + std::to_string(nq) + " vectors, above the maximum of " +
-                                              std::to_string(ctx_.config->max_batch_queries)));
-  }
-  auto found = ctx_.engine->Find(req->collection());
-  if (!found.ok()) return scope.Done(found.status());
-  const engine::Collection& coll = **found;
-  const uint32_t dim = coll.dimension();
-  std::vector<float> queries;
-  queries.reserve(size_t(nq) * dim);
-  for (int i = 0; i < nq; ++i) {
-    const auto& v = req->queries(i).values();
-    st = engine::ValidateVector(v.data(), static_cast<size_t>(v.size()), dim,
-                                "queries[" + std::to_string(i) + "].values");
-    if (!st.ok()) return scope.Done(st);
-    queries.insert(queries.end(), v.begin(), v.end());
-  }
-  for (int i = 0; i < nq; ++i) resp->add_results();
-  st = SearchInto(ctx_, coll, queries, static_cast<size_t>(nq), req->k(), req->with_payload(), req->with_vector(),
-                  [&](size_t q) { return resp->mutable_results(static_cast<int>(q)); });
-  return scope.Done(st);
+  return scope.Done(SearchMany(ctx_, *req, resp));
 }
 
 }  // namespace quiver::service
