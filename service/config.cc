@@ -60,6 +60,8 @@ std::vector<Key> Keys(ServerConfig* c) {
        u32("write_timeout_ms", &c->write_timeout_ms)},
       {"shutdown_drain_ms", "QUIVER_SHUTDOWN_DRAIN_MS", "--shutdown-drain-ms",
        "how long in-flight requests may finish at shutdown", u32("shutdown_drain_ms", &c->shutdown_drain_ms)},
+      {"grpc_max_threads", "QUIVER_GRPC_MAX_THREADS", "--grpc-max-threads",
+       "most gRPC request threads (calls beyond wait)", u32("grpc_max_threads", &c->grpc_max_threads)},
       {"search_threads", "QUIVER_SEARCH_THREADS", "--search-threads", "CPU threads per search (0 = all cores)",
        u32("search_threads", &c->search_threads)},
       {"log_level", "QUIVER_LOG_LEVEL", "--log-level", "trace|debug|info|warn|error", str(&c->log_level)},
@@ -104,6 +106,7 @@ Status ServerConfig::Validate() const {
   }
   if (max_points_per_request == 0) return Status::InvalidArgument("max_points_per_request must be at least 1");
   if (max_batch_queries == 0) return Status::InvalidArgument("max_batch_queries must be at least 1");
+  if (grpc_max_threads < 4) return Status::InvalidArgument("grpc_max_threads must be at least 4");
   if (shutdown_drain_ms > 60000) return Status::InvalidArgument("shutdown_drain_ms must be at most 60000");
   static const char* levels[] = {"trace", "debug", "info", "warn", "error"};
   if (std::find(std::begin(levels), std::end(levels), log_level) == std::end(levels)) {

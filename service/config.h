@@ -39,6 +39,10 @@ struct ServerConfig {
   /// cancelled, in ms; the process exits within this plus the final flush.
   /// Default: 5000. Env: QUIVER_SHUTDOWN_DRAIN_MS.
   uint32_t shutdown_drain_ms = 5000;
+  /// Most threads the gRPC server may run for requests; calls beyond wait for
+  /// one, so load cannot grow threads and memory without bound.
+  /// Default: 64. Env: QUIVER_GRPC_MAX_THREADS.
+  uint32_t grpc_max_threads = 64;
   /// CPU threads one search may use; 0 = all cores. Default: 0.
   /// Env: QUIVER_SEARCH_THREADS.
   uint32_t search_threads = 0;

@@ -3,6 +3,7 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/resource_quota.h>
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -150,6 +151,9 @@ Status Server::Start() {
   builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &s.grpc_port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(config_.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(config_.max_message_bytes));
+  grpc::ResourceQuota quota("quiverd");
+  quota.SetMaxThreads(static_cast<int>(config_.grpc_max_threads));
+  builder.SetResourceQuota(quota);
   builder.RegisterService(s.collections_api.get());
   builder.RegisterService(s.points_api.get());
   s.grpc_server = builder.BuildAndStart();

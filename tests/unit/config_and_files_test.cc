@@ -27,6 +27,40 @@ TEST(Config, DefaultsNeedNoFile) {
   EXPECT_EQ(cfg.max_k, 10000u);
 }
 
+// docs/config.yaml documents every key with its default: it must load, and
+// give exactly the compiled defaults.
+TEST(Config, ReferenceFileListsEveryKeyWithItsDefault) {
+  service::ServerConfig from_file;
+  auto r = Parse({"quiverd", "--config", std::string(QUIVER_SOURCE_DIR) + "/docs/config.yaml"}, &from_file);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  service::ServerConfig defaults;
+  EXPECT_EQ(from_file.listen, defaults.listen);
+  EXPECT_EQ(from_file.admin_listen, defaults.admin_listen);
+  EXPECT_EQ(from_file.data_dir, defaults.data_dir);
+  EXPECT_EQ(from_file.max_k, defaults.max_k);
+  EXPECT_EQ(from_file.max_message_bytes, defaults.max_message_bytes);
+  EXPECT_EQ(from_file.max_points_per_request, defaults.max_points_per_request);
+  EXPECT_EQ(from_file.max_batch_queries, defaults.max_batch_queries);
+  EXPECT_EQ(from_file.max_payload_bytes, defaults.max_payload_bytes);
+  EXPECT_EQ(from_file.write_timeout_ms, defaults.write_timeout_ms);
+  EXPECT_EQ(from_file.shutdown_drain_ms, defaults.shutdown_drain_ms);
+  EXPECT_EQ(from_file.grpc_max_threads, defaults.grpc_max_threads);
+  EXPECT_EQ(from_file.search_threads, defaults.search_threads);
+  EXPECT_EQ(from_file.log_level, defaults.log_level);
+  EXPECT_EQ(from_file.log_format, defaults.log_format);
+  EXPECT_EQ(from_file.ready_file, defaults.ready_file);
+  // Every key in the file is one quiverd knows (unknown keys are refused), and
+  // every flag quiverd has appears in the file.
+  std::ifstream f(std::string(QUIVER_SOURCE_DIR) + "/docs/config.yaml");
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  for (const char* key : {"listen:", "admin_listen:", "data_dir:", "max_k:", "max_message_bytes:",
+                          "max_points_per_request:", "max_batch_queries:", "max_payload_bytes:", "write_timeout_ms:",
+                          "shutdown_drain_ms:", "grpc_max_threads:", "search_threads:", "log_level:", "log_format:",
+                          "ready_file:"}) {
+    EXPECT_NE(text.find(std::string("\n") + key), std::string::npos) << key;
+  }
+}
+
 TEST(Config, FileThenEnvThenFlags) {
   quiver::testing::TempDir dir;
   const std::string path = dir.path() + "/q.yaml";
