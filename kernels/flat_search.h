@@ -45,7 +45,15 @@ struct BaseView {
   const float* sq_norms = nullptr;
   size_t rows = 0;
   size_t dim = 0;
+  /// Optional tombstones: bit r of word r / 64 set = row r is deleted and is
+  /// skipped inside the scan, so k live rows still come back. May be null.
+  const uint64_t* deleted = nullptr;
 };
+
+/// True if row `row` is marked in the tombstone bitset (null = none deleted).
+inline bool IsDeleted(const uint64_t* deleted, int64_t row) {
+  return deleted != nullptr && ((deleted[static_cast<uint64_t>(row) >> 6] >> (static_cast<uint64_t>(row) & 63)) & 1u);
+}
 
 struct FlatSearchParams {
   Metric metric = Metric::kL2;

@@ -45,7 +45,7 @@ inline float KeyFromDot(Metric metric, float dot, float sq_norm_x, float inv_nor
 __attribute__((always_inline)) inline void SelectTileImpl(Metric metric, const float* dots, size_t ld, size_t bq,
                                                            size_t bb, const float* sq_norms, const float* inv_norms,
                                                            const QueryInfo* qinfo, int64_t row0, TopK* heaps,
-                                                           float* scratch) {
+                                                           float* scratch, const uint64_t* deleted) {
   for (size_t q = 0; q < bq; ++q) {
     const float* d = dots + q * ld;
     // Vectorisable transform into keys, then a scalar pass that branches only
@@ -66,7 +66,7 @@ __attribute__((always_inline)) inline void SelectTileImpl(Metric metric, const f
     TopK& h = heaps[q];
     float thr = h.threshold();
     for (size_t j = 0; j < bb; ++j) {
-      if (scratch[j] <= thr) {
+      if (scratch[j] <= thr && !IsDeleted(deleted, row0 + static_cast<int64_t>(j))) {
         h.Push(scratch[j], row0 + static_cast<int64_t>(j));
         thr = h.threshold();
       }
@@ -76,8 +76,8 @@ __attribute__((always_inline)) inline void SelectTileImpl(Metric metric, const f
 
 #define QUIVER_SELECT_TILE_ARGS                                                                                  \
   Metric metric, const float *dots, size_t ld, size_t bq, size_t bb, const float *sq_norms, const float *inv_norms, \
-      const QueryInfo *qinfo, int64_t row0, TopK *heaps, float *scratch
-#define QUIVER_SELECT_TILE_CALL metric, dots, ld, bq, bb, sq_norms, inv_norms, qinfo, row0, heaps, scratch
+      const QueryInfo *qinfo, int64_t row0, TopK *heaps, float *scratch, const uint64_t *deleted
+#define QUIVER_SELECT_TILE_CALL metric, dots, ld, bq, bb, sq_norms, inv_norms, qinfo, row0, heaps, scratch, deleted
 __attribute__((target("avx512f"))) void SelectTileAvx512(QUIVER_SELECT_TILE_ARGS) {
   SelectTileImpl(QUIVER_SELECT_TILE_CALL);
 }
@@ -89,7 +89,7 @@ void SelectTileScalar(QUIVER_SELECT_TILE_ARGS) { SelectTileImpl(QUIVER_SELECT_TI
 #undef QUIVER_SELECT_TILE_CALL
 
 using SelectTileFn = void (*)(Metric, const float*, size_t, size_t, size_t, const float*, const float*,
-                              const QueryInfo*, int64_t, TopK*, float*);
+                              const QueryInfo*, int64_t, TopK*, float*, const uint64_t*);
 
 SelectTileFn ActiveSelectTile() {
   switch (ActiveSimdLevel()) {
@@ -160,7 +160,7 @@ Status SearchScan(const Resources& res, const BaseView& base, const float* queri
             key = KeyFromDot(p.metric, fns.dot(qv, x, base.dim), base.sq_norms ? base.sq_norms[r] : 0.0f,
                              qinfo[q].inv_norm);
           }
-          if (key <= thr) {
+          if (key <= thr && !IsDeleted(base.deleted, static_cast<int64_t>(r))) {
             h.Push(key, static_cast<int64_t>(r));
             thr = h.threshold();
           }
@@ -218,7 +218,7 @@ Status SearchGemm(const Resources& res, const BaseView& base, const float* queri
                     base.vectors + r0 * dim, static_cast<int>(dim), 0.0f, dots.data(), static_cast<int>(bb));
         select_tile(p.metric, dots.data(), bb, nb_q, nr, base.sq_norms ? base.sq_norms + r0 : nullptr,
                    inv_norms.empty() ? nullptr : inv_norms.data() + r0, qinfo.data() + q0,
-                   static_cast<int64_t>(r0), heaps.data(), scratch.data());
+                   static_cast<int64_t>(r0), heaps.data(), scratch.data(), base.deleted);
       }
       for (size_t q = 0; q < nb_q; ++q) {
         heaps[q].Finish();

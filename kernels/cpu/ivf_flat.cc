@@ -157,10 +157,6 @@ class FlatKernelIndex final : public faiss::Index {
   std::vector<float> norms_;
 };
 
-bool Deleted(const uint64_t* bits, int64_t row) {
-  return bits != nullptr && (bits[static_cast<uint64_t>(row) >> 6] >> (static_cast<uint64_t>(row) & 63) & 1u);
-}
-
 }  // namespace
 
 Status IvfFlatBuildParams::Validate() const {
@@ -287,7 +283,7 @@ Status IvfFlatIndex::Search(const Resources& res, const float* queries, size_t n
           const int64_t row = grows[lane];
           if (row < 0) break;  // padding ends the list
           const float key = l2 ? dist[lane] : -dist[lane];
-          if (key <= thr && !Deleted(deleted, row)) {
+          if (key <= thr && !IsDeleted(deleted, row)) {
             heap.Push(key, row);
             thr = heap.threshold();
           }

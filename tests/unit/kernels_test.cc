@@ -137,6 +137,28 @@ std::vector<FlatCase> Cases() {
 
 INSTANTIATE_TEST_SUITE_P(Cpu, FlatSearchTest, ::testing::ValuesIn(Cases()), CaseName);
 
+TEST(FlatSearch, DeletedRowsAreSkippedInsideBothPaths) {
+  const size_t n = 3000, dim = 16, k = 10;
+  auto base = RandomVectors(n, dim, 31);
+  std::vector<float> norms(n);
+  SquaredNorms(base.data(), n, dim, norms.data());
+  std::vector<uint64_t> deleted((n + 63) / 64, 0);
+  for (size_t r = 0; r < n; r += 3) deleted[r / 64] |= 1ull << (r % 64);
+  for (size_t nq : {1, 40}) {  // scan path and GEMM path
+    std::vector<float> queries(base.begin(), base.begin() + long(nq * dim));  // exact matches, some deleted
+    for (Metric m : {Metric::kL2, Metric::kInnerProduct, Metric::kCosine}) {
+      std::vector<int64_t> rows(nq * k);
+      std::vector<float> scores(nq * k);
+      BaseView view{base.data(), norms.data(), n, dim, deleted.data()};
+      ASSERT_TRUE(FlatSearch({}, view, queries.data(), nq, {m, k}, rows.data(), scores.data()).ok());
+      for (size_t i = 0; i < nq * k; ++i) {
+        ASSERT_GE(rows[i], 0);
+        EXPECT_NE(rows[i] % 3, 0) << "deleted row " << rows[i] << " returned (nq " << nq << ")";
+      }
+    }
+  }
+}
+
 TEST(FlatSearch, EmptyBaseGivesPaddedResults) {
   std::vector<float> q(4, 1.0f);
   std::vector<int64_t> rows(3, 123);
