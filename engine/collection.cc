@@ -1,8 +1,12 @@
 #include "engine/collection.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <mutex>
+#include <shared_mutex>
+
+#include "engine/validation.h"
 
 namespace quiver::engine {
 
@@ -15,100 +19,181 @@ kernels::Metric ToKernelMetric(quiver::v1::Metric metric) {
 }
 
 Collection::Collection(quiver::v1::CollectionInfo info)
-    : info_(std::move(info)), metric_(ToKernelMetric(info_.config().metric())), dim_(info_.config().dimension()) {
+    : info_(std::move(info)),
+      metric_(ToKernelMetric(info_.config().metric())),
+      dim_(info_.config().dimension()),
+      segment_max_points_(info_.config().segment_max_points() != 0 ? info_.config().segment_max_points()
+                                                                   : kDefaultSegmentPoints),
+      wants_index_(info_.config().index().type() == quiver::v1::IVF_FLAT),
+      default_nprobe_(info_.config().index().ivf_flat().nprobe() != 0 ? info_.config().index().ivf_flat().nprobe()
+                                                                      : 32) {
   info_.clear_points_count();
 }
 
 quiver::v1::CollectionInfo Collection::Info() const {
   quiver::v1::CollectionInfo out = info_;
-  out.set_points_count(Count());
+  std::shared_lock lock(mu_);
+  out.set_points_count(where_.size());
+  out.set_sealed_segments(static_cast<uint32_t>(sealed_.size()));
+  uint32_t indexed = 0;
+  for (const auto& s : sealed_) indexed += s->index != nullptr;
+  out.set_indexed_segments(indexed);
   return out;
 }
 
 size_t Collection::Count() const {
   std::shared_lock lock(mu_);
-  return ids_.size();
+  return where_.size();
 }
 
 void Collection::Reserve(size_t extra) {
   std::unique_lock lock(mu_);
-  size_t want = ids_.size() + extra;
-  if (want <= ids_.capacity()) return;
+  size_t want = std::min(growing_.rows() + extra, segment_max_points_);
+  if (want <= growing_.ids.capacity()) return;
   // Grow geometrically: reserving exactly would copy every vector on every
-  // batch, which is quadratic in the collection size.
-  want = std::max(want, ids_.capacity() + ids_.capacity() / 2);
-  vectors_.reserve(want * dim_);
-  sq_norms_.reserve(want);
-  ids_.reserve(want);
-  payloads_.reserve(want);
-  row_of_.reserve(want);
+  // batch, which is quadratic in the segment size.
+  want = std::min(std::max(want, growing_.ids.capacity() + growing_.ids.capacity() / 2), segment_max_points_);
+  growing_.vectors.reserve(want * dim_);
+  growing_.sq_norms.reserve(want);
+  growing_.ids.reserve(want);
+  growing_.payloads.reserve(want);
+  where_.reserve(where_.size() + extra);
 }
 
-void Collection::Upsert(uint64_t id, const float* vector, std::string payload) {
+bool Collection::Upsert(uint64_t id, const float* vector, std::string payload) {
   float norm = 0;
   kernels::SquaredNorms(vector, 1, dim_, &norm);
   std::unique_lock lock(mu_);
-  auto [it, inserted] = row_of_.try_emplace(id, static_cast<uint32_t>(ids_.size()));
-  if (inserted) {
-    vectors_.insert(vectors_.end(), vector, vector + dim_);
-    sq_norms_.push_back(norm);
-    ids_.push_back(id);
-    payloads_.push_back(std::move(payload));
+  auto it = where_.find(id);
+  if (it != where_.end()) {
+    if (it->second.segment == kGrowing) {  // overwrite in place
+      const uint32_t row = it->second.row;
+      std::memcpy(&growing_.vectors[size_t{row} * dim_], vector, dim_ * sizeof(float));
+      growing_.sq_norms[row] = norm;
+      growing_.payloads[row] = std::move(payload);
+      return false;
+    }
+    RemoveLocked(it->second);  // tombstone in its sealed segment; the new version goes to growing
+  }
+  const uint32_t row = static_cast<uint32_t>(growing_.rows());
+  growing_.vectors.insert(growing_.vectors.end(), vector, vector + dim_);
+  growing_.sq_norms.push_back(norm);
+  growing_.ids.push_back(id);
+  growing_.payloads.push_back(std::move(payload));
+  where_[id] = {kGrowing, row};
+  if (growing_.rows() < segment_max_points_) return false;
+  SealLocked();
+  return wants_index_;
+}
+
+void Collection::SealLocked() {
+  auto seg = std::make_shared<Segment>(std::move(growing_));
+  growing_ = Segment{};
+  seg->deleted.assign((seg->rows() + 63) / 64, 0);
+  seg->live = seg->rows();
+  const int32_t index = static_cast<int32_t>(sealed_.size());
+  for (uint32_t r = 0; r < seg->rows(); ++r) where_[seg->ids[r]] = {index, r};
+  sealed_.push_back(std::move(seg));
+}
+
+void Collection::RemoveLocked(const Location& loc) {
+  if (loc.segment != kGrowing) {
+    Segment& seg = *sealed_[static_cast<size_t>(loc.segment)];
+    seg.deleted[loc.row / 64] |= uint64_t{1} << (loc.row % 64);
+    --seg.live;
     return;
   }
-  const uint32_t row = it->second;
-  std::memcpy(&vectors_[size_t{row} * dim_], vector, dim_ * sizeof(float));
-  sq_norms_[row] = norm;
-  payloads_[row] = std::move(payload);
+  // Growing: move the last row into the hole so rows stay dense.
+  const uint32_t row = loc.row;
+  const uint32_t last = static_cast<uint32_t>(growing_.rows() - 1);
+  if (row != last) {
+    std::memcpy(&growing_.vectors[size_t{row} * dim_], &growing_.vectors[size_t{last} * dim_], dim_ * sizeof(float));
+    growing_.sq_norms[row] = growing_.sq_norms[last];
+    growing_.ids[row] = growing_.ids[last];
+    growing_.payloads[row] = std::move(growing_.payloads[last]);
+    where_[growing_.ids[row]] = {kGrowing, row};
+  }
+  growing_.vectors.resize(size_t{last} * dim_);
+  growing_.sq_norms.pop_back();
+  growing_.ids.pop_back();
+  growing_.payloads.pop_back();
 }
 
 bool Collection::Remove(uint64_t id) {
   std::unique_lock lock(mu_);
-  auto it = row_of_.find(id);
-  if (it == row_of_.end()) return false;
-  const uint32_t row = it->second;
-  const uint32_t last = static_cast<uint32_t>(ids_.size() - 1);
-  row_of_.erase(it);
-  if (row != last) {
-    std::memcpy(&vectors_[size_t{row} * dim_], &vectors_[size_t{last} * dim_], dim_ * sizeof(float));
-    sq_norms_[row] = sq_norms_[last];
-    ids_[row] = ids_[last];
-    payloads_[row] = std::move(payloads_[last]);
-    row_of_[ids_[row]] = row;
-  }
-  vectors_.resize(size_t{last} * dim_);
-  sq_norms_.pop_back();
-  ids_.pop_back();
-  payloads_.pop_back();
+  auto it = where_.find(id);
+  if (it == where_.end()) return false;
+  const Location loc = it->second;
+  where_.erase(it);
+  RemoveLocked(loc);
   return true;
 }
 
-Status Collection::Search(const kernels::Resources& res, const float* queries, size_t nq, size_t k, bool with_payload,
-                          bool with_vector, std::vector<std::vector<Hit>>* out) const {
+Status Collection::SearchSegmentLocked(const kernels::Resources& res, const Segment& seg, bool sealed,
+                                       const float* queries, size_t nq, size_t k, uint32_t nprobe, int64_t* rows,
+                                       float* scores) const {
+  if (seg.rows() == 0) {
+    std::fill(rows, rows + nq * k, -1);
+    return Status::Ok();
+  }
+  const uint64_t* deleted = sealed ? seg.deleted.data() : nullptr;
+  if (sealed && seg.index != nullptr) {
+    return seg.index->Search(res, queries, nq, k, nprobe != 0 ? nprobe : default_nprobe_, deleted, rows, scores);
+  }
+  kernels::BaseView base{seg.vectors.data(), seg.sq_norms.data(), seg.rows(), dim_, deleted};
+  return kernels::FlatSearch(res, base, queries, nq, {metric_, k}, rows, scores);
+}
+
+Status Collection::Search(const kernels::Resources& res, const float* queries, size_t nq, size_t k,
+                          const SearchOptions& options, std::vector<std::vector<Hit>>* out) const {
   std::shared_lock lock(mu_);
-  const size_t n = ids_.size();
-  const size_t kk = std::min(k, n);
   out->assign(nq, {});
+  const size_t kk = std::min(k, where_.size());
   if (kk == 0) return Status::Ok();
-  std::vector<int64_t> rows(nq * kk);
-  std::vector<float> scores(nq * kk);
-  kernels::BaseView base{vectors_.data(), sq_norms_.data(), n, dim_};
-  QUIVER_RETURN_IF_ERROR(
-      kernels::FlatSearch(res, base, queries, nq, {metric_, kk}, rows.data(), scores.data()));
+  // Every segment's best kk per query; the growing segment goes last.
+  std::vector<const Segment*> segs;
+  for (const auto& s : sealed_) {
+    if (s->live > 0) segs.push_back(s.get());
+  }
+  const size_t nsealed = segs.size();
+  if (growing_.rows() > 0) segs.push_back(&growing_);
+  std::vector<int64_t> rows(segs.size() * nq * kk);
+  std::vector<float> scores(rows.size());
+  for (size_t s = 0; s < segs.size(); ++s) {
+    QUIVER_RETURN_IF_ERROR(SearchSegmentLocked(res, *segs[s], s < nsealed, queries, nq, kk, options.nprobe,
+                                               rows.data() + s * nq * kk, scores.data() + s * nq * kk));
+  }
+  const bool smaller_better = metric_ == kernels::Metric::kL2;
+  struct Candidate {
+    float score;
+    uint32_t seg;
+    int64_t row;
+  };
+  std::vector<Candidate> cand;
   for (size_t q = 0; q < nq; ++q) {
-    auto& hits = (*out)[q];
-    hits.reserve(kk);
-    for (size_t i = 0; i < kk; ++i) {
-      const int64_t row = rows[q * kk + i];
-      if (row < 0) break;
-      Hit h;
-      h.id = ids_[static_cast<size_t>(row)];
-      h.score = scores[q * kk + i];
-      if (with_payload) h.payload = payloads_[static_cast<size_t>(row)];
-      if (with_vector) {
-        const float* v = &vectors_[static_cast<size_t>(row) * dim_];
-        h.vector.assign(v, v + dim_);
+    cand.clear();
+    for (size_t s = 0; s < segs.size(); ++s) {
+      for (size_t i = 0; i < kk; ++i) {
+        const size_t at = (s * nq + q) * kk + i;
+        if (rows[at] >= 0) cand.push_back({scores[at], static_cast<uint32_t>(s), rows[at]});
       }
+    }
+    const size_t take = std::min(kk, cand.size());
+    std::partial_sort(cand.begin(), cand.begin() + static_cast<ptrdiff_t>(take), cand.end(),
+                      [&](const Candidate& a, const Candidate& b) {
+                        if (a.score != b.score) return smaller_better ? a.score < b.score : a.score > b.score;
+                        return a.seg != b.seg ? a.seg < b.seg : a.row < b.row;
+                      });
+    auto& hits = (*out)[q];
+    hits.reserve(take);
+    for (size_t i = 0; i < take; ++i) {
+      const Segment& seg = *segs[cand[i].seg];
+      const size_t row = static_cast<size_t>(cand[i].row);
+      Hit h;
+      h.id = seg.ids[row];
+      h.score = cand[i].score;
+      if (options.with_payload) h.payload = seg.payloads[row];
+      if (options.with_vector) h.vector.assign(&seg.vectors[row * dim_], &seg.vectors[row * dim_] + dim_);
       hits.push_back(std::move(h));
     }
   }
@@ -119,18 +204,43 @@ std::vector<StoredPoint> Collection::Get(std::span<const uint64_t> ids, bool wit
   std::shared_lock lock(mu_);
   std::vector<StoredPoint> out;
   for (uint64_t id : ids) {
-    auto it = row_of_.find(id);
-    if (it == row_of_.end()) continue;
+    auto it = where_.find(id);
+    if (it == where_.end()) continue;
+    const Segment& seg = it->second.segment == kGrowing ? growing_ : *sealed_[static_cast<size_t>(it->second.segment)];
+    const size_t row = it->second.row;
     StoredPoint p;
     p.id = id;
-    if (with_payload) p.payload = payloads_[it->second];
-    if (with_vector) {
-      const float* v = &vectors_[size_t{it->second} * dim_];
-      p.vector.assign(v, v + dim_);
-    }
+    if (with_payload) p.payload = seg.payloads[row];
+    if (with_vector) p.vector.assign(&seg.vectors[row * dim_], &seg.vectors[row * dim_] + dim_);
     out.push_back(std::move(p));
   }
   return out;
+}
+
+Result<bool> Collection::BuildOneIndex(const kernels::Resources& res) {
+  std::shared_ptr<Segment> job;
+  {
+    std::unique_lock lock(mu_);
+    if (!wants_index_) return false;
+    for (const auto& s : sealed_) {
+      if (!s->build_started) {
+        s->build_started = true;  // one attempt: a failed build leaves the segment searched exactly
+        job = s;
+        break;
+      }
+    }
+  }
+  if (job == nullptr) return false;
+  // Sealed vectors never change, so the build reads them without the lock.
+  kernels::IvfFlatBuildParams params;
+  const uint32_t nlist = info_.config().index().ivf_flat().nlist();
+  params.nlist = nlist != 0 ? nlist
+                            : static_cast<uint32_t>(std::clamp<double>(4.0 * std::sqrt(double(job->rows())), 1, 4096));
+  QUIVER_ASSIGN_OR_RETURN(auto index,
+                          kernels::IvfFlatIndex::Build(res, metric_, job->vectors.data(), job->rows(), dim_, params));
+  std::unique_lock lock(mu_);
+  job->index = std::move(index);
+  return true;
 }
 
 }  // namespace quiver::engine

@@ -1,17 +1,22 @@
-// One collection's points in memory, searched exactly (FLAT).
+// One collection's points in memory, in segments.
 //
-// Vectors are stored row-major with their squared norms, so a search is one
-// kernels::FlatSearch call. Deletes swap the last row into the hole, so rows
-// stay dense and no tombstones are needed for FLAT (segments with tombstone
-// bitsets arrive with the approximate indexes).
+// New points go to the growing segment, searched exactly. When it holds
+// segment_max_points it is sealed: its rows never move again, deletes and
+// overwrites become tombstones (a bitset applied inside the scan, so k live
+// results still come back), and for an IVF_FLAT collection a background job
+// (Engine's index builder) builds the segment's index from its immutable
+// vectors and installs it. Until then the sealed segment is searched exactly,
+// so results are never worse while a build runs. A search asks every segment
+// for its best k and merges them.
 //
-// Thread safety: any number of concurrent readers; writes (from Apply) take an
-// exclusive lock for the duration of one mutation, ahead of newly arriving
-// readers (engine/rw_lock.h), so searches cannot starve writes.
+// Thread safety: any number of concurrent readers; writes (from Apply) and
+// index installs take an exclusive lock for one short mutation, ahead of newly
+// arriving readers (engine/rw_lock.h), so searches cannot starve writes.
+// Index builds run outside the lock.
 #pragma once
 
 #include <cstdint>
-#include <shared_mutex>
+#include <memory>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -20,6 +25,7 @@
 #include "common/status.h"
 #include "engine/rw_lock.h"
 #include "kernels/flat_search.h"
+#include "kernels/ivf_flat.h"
 #include "quiver/v1/collections.pb.h"
 
 namespace quiver::engine {
@@ -37,6 +43,13 @@ struct StoredPoint {
   std::vector<float> vector;
 };
 
+struct SearchOptions {
+  /// IVF_FLAT lists probed per sealed segment; 0 = the collection's default.
+  uint32_t nprobe = 0;
+  bool with_payload = false;
+  bool with_vector = false;
+};
+
 class Collection {
  public:
   /// `info.created_at_index` is the collection's unique id.
@@ -46,35 +59,65 @@ class Collection {
   uint64_t id() const { return info_.created_at_index(); }
   uint32_t dimension() const { return info_.config().dimension(); }
   kernels::Metric metric() const { return metric_; }
-  /// The collection's description with the current point count.
+  /// The collection's description with current counts.
   quiver::v1::CollectionInfo Info() const;
   size_t Count() const;
 
   /// Inserts or overwrites one point. `vector` has dimension() floats.
-  void Upsert(uint64_t id, const float* vector, std::string payload);
+  /// Returns true if this sealed the growing segment (an index build is due).
+  bool Upsert(uint64_t id, const float* vector, std::string payload);
   /// Returns false if the id was absent.
   bool Remove(uint64_t id);
   void Reserve(size_t extra_points);
 
   /// `queries` holds nq * dimension() floats. out->size() becomes nq; each list
-  /// holds min(k, Count()) hits, best first.
-  Status Search(const kernels::Resources& res, const float* queries, size_t nq, size_t k, bool with_payload,
-                bool with_vector, std::vector<std::vector<Hit>>* out) const;
+  /// holds up to k hits (fewer only if fewer live points), best first.
+  Status Search(const kernels::Resources& res, const float* queries, size_t nq, size_t k,
+                const SearchOptions& options, std::vector<std::vector<Hit>>* out) const;
 
   /// Points for `ids` in order; absent ids are skipped.
   std::vector<StoredPoint> Get(std::span<const uint64_t> ids, bool with_payload, bool with_vector) const;
 
+  /// Builds the index of one sealed segment that needs one, outside the lock,
+  /// and installs it. Returns false if no segment needs a build.
+  /// Called by the engine's builder thread only.
+  Result<bool> BuildOneIndex(const kernels::Resources& res);
+
  private:
+  struct Segment {
+    std::vector<float> vectors;  // rows x dim
+    std::vector<float> sq_norms;
+    std::vector<uint64_t> ids;
+    std::vector<std::string> payloads;
+    std::vector<uint64_t> deleted;  // sealed segments only; bit per row
+    size_t live = 0;
+    std::shared_ptr<const kernels::IvfFlatIndex> index;  // IVF_FLAT, once built
+    bool build_started = false;
+    size_t rows() const { return ids.size(); }
+  };
+  // Where a point lives: segment -1 is the growing one.
+  struct Location {
+    int32_t segment;
+    uint32_t row;
+  };
+  static constexpr int32_t kGrowing = -1;
+
+  void RemoveLocked(const Location& loc);
+  void SealLocked();
+  Status SearchSegmentLocked(const kernels::Resources& res, const Segment& seg, bool sealed, const float* queries,
+                             size_t nq, size_t k, uint32_t nprobe, int64_t* rows, float* scores) const;
+
   quiver::v1::CollectionInfo info_;
   kernels::Metric metric_;
   size_t dim_;
+  size_t segment_max_points_;
+  bool wants_index_;
+  uint32_t default_nprobe_;
 
   mutable WriterPreferringRwLock mu_;
-  std::vector<float> vectors_;   // rows x dim
-  std::vector<float> sq_norms_;  // per row
-  std::vector<uint64_t> ids_;    // per row
-  std::vector<std::string> payloads_;
-  std::unordered_map<uint64_t, uint32_t> row_of_;
+  Segment growing_;
+  std::vector<std::shared_ptr<Segment>> sealed_;
+  std::unordered_map<uint64_t, Location> where_;
 };
 
 /// kernels::Metric for a (validated) proto metric.

@@ -11,9 +11,9 @@ namespace quiver::engine {
 
 using quiver::internal::v1::Command;
 
-Result<std::unique_ptr<Engine>> Engine::Open(storage::Db* db, const EngineOptions& /*options*/,
+Result<std::unique_ptr<Engine>> Engine::Open(storage::Db* db, const EngineOptions& options,
                                              const std::atomic<bool>* stop) {
-  std::unique_ptr<Engine> engine(new Engine(db));
+  std::unique_ptr<Engine> engine(new Engine(db, options));
   QUIVER_ASSIGN_OR_RETURN(uint64_t applied, engine->store_.AppliedIndex());
   engine->applied_index_.store(applied);
   QUIVER_ASSIGN_OR_RETURN(auto stored, engine->store_.LoadCollections());
@@ -38,7 +38,71 @@ Result<std::unique_ptr<Engine>> Engine::Open(storage::Db* db, const EngineOption
     QUIVER_RETURN_IF_ERROR(st);
     engine->collections_[info.config().name()] = std::move(coll);
   }
+  // Segments sealed while loading get their indexes in the background; the
+  // node serves meanwhile, searching them exactly.
+  engine->builder_ = std::thread([e = engine.get()] { e->BuilderLoop(); });
+  engine->RequestIndexBuild();
   return engine;
+}
+
+Engine::~Engine() { StopBackgroundWork(); }
+
+void Engine::StopBackgroundWork() {
+  {
+    std::lock_guard lock(build_mu_);
+    stop_builder_ = true;
+  }
+  build_cv_.notify_all();
+  if (builder_.joinable()) builder_.join();
+}
+
+void Engine::RequestIndexBuild() {
+  {
+    std::lock_guard lock(build_mu_);
+    build_requested_ = true;
+    builder_idle_ = false;
+  }
+  build_cv_.notify_all();
+}
+
+bool Engine::WaitForIndexBuilds(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(build_mu_);
+  return build_cv_.wait_for(lock, timeout, [&] { return builder_idle_ || stop_builder_; }) && builder_idle_;
+}
+
+void Engine::BuilderLoop() {
+  kernels::Resources res;
+  res.num_threads = options_.build_threads;
+  for (;;) {
+    {
+      std::unique_lock lock(build_mu_);
+      build_cv_.wait(lock, [&] { return stop_builder_ || build_requested_; });
+      if (stop_builder_) return;
+      build_requested_ = false;
+    }
+    // One build at a time, checking for shutdown between builds.
+    bool built = true;
+    while (built) {
+      built = false;
+      for (const auto& coll : ListMutable()) {
+        {
+          std::lock_guard lock(build_mu_);
+          if (stop_builder_) return;
+        }
+        Result<bool> r = coll->BuildOneIndex(res);
+        if (!r.ok()) {
+          ++failed_builds_;
+        } else if (*r) {
+          built = true;
+        }
+      }
+    }
+    std::lock_guard lock(build_mu_);
+    if (!build_requested_) {
+      builder_idle_ = true;
+      build_cv_.notify_all();
+    }
+  }
 }
 
 Result<uint64_t> Engine::Checkpoint() {
@@ -59,6 +123,13 @@ Result<std::shared_ptr<const Collection>> Engine::Find(const std::string& name) 
   auto c = FindMutable(name);
   if (c == nullptr) return Status::NotFound("collection '" + name + "' does not exist");
   return std::shared_ptr<const Collection>(std::move(c));
+}
+
+std::vector<std::shared_ptr<Collection>> Engine::ListMutable() const {
+  std::shared_lock lock(mu_);
+  std::vector<std::shared_ptr<Collection>> out;
+  for (const auto& [name, c] : collections_) out.push_back(c);
+  return out;
 }
 
 std::vector<std::shared_ptr<const Collection>> Engine::List() const {
@@ -152,13 +223,15 @@ Status Engine::ApplyCommand(uint64_t index, const Command& cmd, storage::StateSt
       }
       std::vector<float> vec(dim);
       coll->Reserve(n);
+      bool sealed = false;
       for (size_t i = 0; i < n; ++i) {
         const uint64_t id = DecodeFixed64LE(up.ids().data() + i * 8);
         std::memcpy(vec.data(), up.vectors().data() + i * dim * sizeof(float), dim * sizeof(float));
         std::string payload = up.payloads_size() != 0 ? up.payloads(static_cast<int>(i)) : std::string();
         batch->PutPoint(coll->id(), id, vec, payload);
-        coll->Upsert(id, vec.data(), std::move(payload));
+        sealed = coll->Upsert(id, vec.data(), std::move(payload)) || sealed;
       }
+      if (sealed) RequestIndexBuild();
       return Status::Ok();
     }
     case Command::kDeletePoints: {

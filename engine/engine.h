@@ -12,10 +12,13 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <shared_mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/status.h"
@@ -30,7 +33,10 @@ class Command;
 
 namespace quiver::engine {
 
-struct EngineOptions {};
+struct EngineOptions {
+  /// CPU threads an index build may use; 0 = all cores. Default: 0.
+  int build_threads = 0;
+};
 
 class Engine final : public storage::StateMachine {
  public:
@@ -38,6 +44,18 @@ class Engine final : public storage::StateMachine {
   /// Returns CANCELLED if `stop` becomes true while loading (shutdown at start).
   static Result<std::unique_ptr<Engine>> Open(storage::Db* db, const EngineOptions& options,
                                               const std::atomic<bool>* stop);
+  ~Engine() override;
+
+  /// Stops the background index builder (waits for a build in progress).
+  /// Idempotent; searches keep working, on the indexes built so far.
+  void StopBackgroundWork();
+
+  /// Waits until every sealed segment that needs an index has one (or its
+  /// build failed), at most `timeout`. True if that state was reached.
+  bool WaitForIndexBuilds(std::chrono::milliseconds timeout);
+
+  /// Index builds that failed (their segments stay searched exactly).
+  uint64_t failed_index_builds() const { return failed_builds_.load(); }
 
   Status Apply(std::span<const storage::LogEntry> entries, std::vector<Status>* outcomes) override;
   uint64_t AppliedIndex() const override { return applied_index_.load(std::memory_order_acquire); }
@@ -51,16 +69,29 @@ class Engine final : public storage::StateMachine {
   uint64_t TotalPoints() const;
 
  private:
-  Engine(storage::Db* db) : store_(db) {}
+  explicit Engine(storage::Db* db, const EngineOptions& options) : options_(options), store_(db) {}
+  void BuilderLoop();
+  void RequestIndexBuild();
   // Applies one command to memory and `batch`; the returned status is the
   // client's answer. Deterministic.
   Status ApplyCommand(uint64_t index, const quiver::internal::v1::Command& cmd, storage::StateStore::Batch* batch);
   std::shared_ptr<Collection> FindMutable(const std::string& name) const;
+  std::vector<std::shared_ptr<Collection>> ListMutable() const;
 
+  EngineOptions options_;
   storage::StateStore store_;
   std::atomic<uint64_t> applied_index_{0};
   mutable std::shared_mutex mu_;  // guards collections_ (the map, not the collections)
   std::map<std::string, std::shared_ptr<Collection>> collections_;
+
+  // Background index builder: woken when a segment is sealed.
+  std::mutex build_mu_;
+  std::condition_variable build_cv_;
+  bool build_requested_ = false;
+  bool builder_idle_ = true;
+  bool stop_builder_ = false;
+  std::atomic<uint64_t> failed_builds_{0};
+  std::thread builder_;
 };
 
 }  // namespace quiver::engine

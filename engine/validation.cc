@@ -65,11 +65,25 @@ Status ValidateCollectionConfig(const quiver::v1::CollectionConfig& config) {
     default:
       return Status::InvalidArgument("config.metric has unknown value " + std::to_string(config.metric()));
   }
+  const uint32_t seg = config.segment_max_points();
+  if (seg != 0 && (seg < kMinSegmentPoints || seg > kMaxSegmentPoints)) {
+    return Status::InvalidArgument("config.segment_max_points is " + std::to_string(seg) + ", must be 0 or in " +
+                                   std::to_string(kMinSegmentPoints) + ".." + std::to_string(kMaxSegmentPoints));
+  }
   switch (config.index().type()) {
     case quiver::v1::INDEX_TYPE_UNSPECIFIED:
     case quiver::v1::FLAT:
       return Status::Ok();
     case quiver::v1::IVF_FLAT:
+      if (config.index().ivf_flat().nlist() > kMaxNlist) {
+        return Status::InvalidArgument("config.index.ivf_flat.nlist is " +
+                                       std::to_string(config.index().ivf_flat().nlist()) + ", at most " +
+                                       std::to_string(kMaxNlist));
+      }
+      if (config.index().ivf_flat().nprobe() > kMaxNlist) {
+        return Status::InvalidArgument("config.index.ivf_flat.nprobe is above " + std::to_string(kMaxNlist));
+      }
+      return Status::Ok();
     case quiver::v1::IVF_PQ:
     case quiver::v1::GRAPH:
       return Status::Unimplemented("config.index.type " + quiver::v1::IndexType_Name(config.index().type()) +

@@ -67,12 +67,16 @@ Status ValidateIds(const google::protobuf::RepeatedField<uint64_t>& ids, const S
 }
 
 Status SearchInto(const ApiContext& ctx, const engine::Collection& coll, const std::vector<float>& queries, size_t nq,
-                  uint32_t k, bool with_payload, bool with_vector,
+                  uint32_t k, bool with_payload, bool with_vector, const quiver::v1::SearchParams& params,
                   const std::function<quiver::v1::SearchResponse*(size_t)>& out) {
   std::vector<std::vector<engine::Hit>> hits;
   kernels::Resources res;
   res.num_threads = static_cast<int>(ctx.config->search_threads);
-  QUIVER_RETURN_IF_ERROR(coll.Search(res, queries.data(), nq, k, with_payload, with_vector, &hits));
+  engine::SearchOptions options;
+  options.nprobe = params.nprobe();
+  options.with_payload = with_payload;
+  options.with_vector = with_vector;
+  QUIVER_RETURN_IF_ERROR(coll.Search(res, queries.data(), nq, k, options, &hits));
   for (size_t q = 0; q < nq; ++q) {
     quiver::v1::SearchResponse* resp = out(q);
     resp->mutable_hits()->Reserve(static_cast<int>(hits[q].size()));
@@ -226,7 +230,8 @@ Status SearchOne(const ApiContext& ctx, const quiver::v1::SearchRequest& req, qu
   QUIVER_RETURN_IF_ERROR(engine::ValidateVector(req.vector().data(), static_cast<size_t>(req.vector_size()),
                                                 coll->dimension(), "vector"));
   std::vector<float> q(req.vector().begin(), req.vector().end());
-  return SearchInto(ctx, *coll, q, 1, req.k(), req.with_payload(), req.with_vector(), [&](size_t) { return resp; });
+  return SearchInto(ctx, *coll, q, 1, req.k(), req.with_payload(), req.with_vector(), req.params(),
+                    [&](size_t) { return resp; });
 }
 
 Status SearchMany(const ApiContext& ctx, const quiver::v1::SearchBatchRequest& req,
@@ -250,7 +255,7 @@ Status SearchMany(const ApiContext& ctx, const quiver::v1::SearchBatchRequest& r
   }
   for (int i = 0; i < nq; ++i) resp->add_results();
   return SearchInto(ctx, *coll, queries, static_cast<size_t>(nq), req.k(), req.with_payload(), req.with_vector(),
-                    [&](size_t q) { return resp->mutable_results(static_cast<int>(q)); });
+                    req.params(), [&](size_t q) { return resp->mutable_results(static_cast<int>(q)); });
 }
 
 }  // namespace

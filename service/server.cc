@@ -180,6 +180,7 @@ void Server::Shutdown() {
     s.grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(config_.shutdown_drain_ms));
   }
   if (s.replicator) s.replicator->Stop();  // finishes writes already queued
+  if (s.engine) s.engine->StopBackgroundWork();  // waits for an index build in progress
   if (s.db) {
     Status st = s.db->Flush();
     if (!st.ok()) spdlog::warn("flush at shutdown: {}", st.ToString());

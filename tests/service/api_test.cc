@@ -192,7 +192,24 @@ TEST_F(ApiTest, BadCollectionRequests) {
   ExpectError(CreateCollection("d1", 4097), grpc::StatusCode::INVALID_ARGUMENT, "config.dimension");
   ExpectError(CreateCollection("m", 4, METRIC_UNSPECIFIED), grpc::StatusCode::INVALID_ARGUMENT, "config.metric");
   ExpectError(CreateCollection("m", 4, static_cast<Metric>(9)), grpc::StatusCode::INVALID_ARGUMENT, "config.metric");
-  ExpectError(CreateCollection("i", 4, L2, IVF_FLAT), grpc::StatusCode::UNIMPLEMENTED, "IVF_FLAT");
+  ExpectError(CreateCollection("i", 4, L2, IVF_PQ), grpc::StatusCode::UNIMPLEMENTED, "IVF_PQ");
+  {
+    CreateCollectionRequest req;
+    req.mutable_config()->set_name("seg");
+    req.mutable_config()->set_dimension(4);
+    req.mutable_config()->set_metric(L2);
+    req.mutable_config()->set_segment_max_points(10);
+    CreateCollectionResponse resp;
+    grpc::ClientContext ctx;
+    ExpectError(server_.collections->Create(&ctx, req, &resp), grpc::StatusCode::INVALID_ARGUMENT,
+                "config.segment_max_points");
+    req.mutable_config()->set_segment_max_points(0);
+    req.mutable_config()->mutable_index()->set_type(IVF_FLAT);
+    req.mutable_config()->mutable_index()->mutable_ivf_flat()->set_nlist(1 << 20);
+    grpc::ClientContext ctx2;
+    ExpectError(server_.collections->Create(&ctx2, req, &resp), grpc::StatusCode::INVALID_ARGUMENT,
+                "config.index.ivf_flat.nlist");
+  }
   ExpectError(CreateCollection("i", 4, L2, GRAPH), grpc::StatusCode::UNIMPLEMENTED, "GRAPH");
   ExpectError(CreateCollection("i", 4, L2, static_cast<IndexType>(42)), grpc::StatusCode::INVALID_ARGUMENT,
               "config.index.type");

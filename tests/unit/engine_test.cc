@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <map>
 #include <thread>
 
 #include "common/encoding.h"
@@ -136,7 +137,7 @@ TEST_F(EngineTest, SearchFindsExactNeighbours) {
   auto c = *engine_->Find("a");
   std::vector<float> q = {20.0f, 20.01f};
   std::vector<std::vector<Hit>> hits;
-  ASSERT_TRUE(c->Search({}, q.data(), 1, 5, true, true, &hits).ok());
+  ASSERT_TRUE(c->Search({}, q.data(), 1, 5, {.with_payload = true, .with_vector = true}, &hits).ok());
   ASSERT_EQ(hits[0].size(), 3u);
   EXPECT_EQ(hits[0][0].id, 20u);
   EXPECT_NEAR(hits[0][0].score, 0.0f, 1e-6);
@@ -156,7 +157,7 @@ TEST_F(EngineTest, ConcurrentSearchesWhileWritesApply) {
     while (!done.load()) {
       auto c = engine_->Find("a");
       ASSERT_TRUE(c.ok());
-      ASSERT_TRUE((*c)->Search(res, q.data(), 1, 5, true, false, &hits).ok());
+      ASSERT_TRUE((*c)->Search(res, q.data(), 1, 5, {.with_payload = true}, &hits).ok());
       for (const auto& h : hits[0]) ASSERT_LT(h.id, 1000u);
       ++searches;
     }
@@ -182,6 +183,174 @@ TEST_F(EngineTest, OpenStopsWhenAskedDuringLoad) {
   std::atomic<bool> stop{true};
   auto e = Engine::Open(db_.get(), {}, &stop);
   EXPECT_EQ(e.status().code(), StatusCode::kCancelled);
+}
+
+// ---- segments ----
+
+Command CreateSegmented(const std::string& name, uint32_t dim, quiver::v1::Metric metric, quiver::v1::IndexType type,
+                        uint32_t segment_points, uint32_t nlist) {
+  Command c = Create(name, dim, metric);
+  auto* cfg = c.mutable_create_collection()->mutable_config();
+  cfg->set_segment_max_points(segment_points);
+  cfg->mutable_index()->set_type(type);
+  cfg->mutable_index()->mutable_ivf_flat()->set_nlist(nlist);
+  return c;
+}
+
+Command UpsertVectors(const std::string& name, uint32_t dim, const std::vector<uint64_t>& ids,
+                      const std::vector<float>& vectors) {
+  Command c;
+  auto* up = c.mutable_upsert_points();
+  up->set_collection(name);
+  up->set_dimension(dim);
+  for (uint64_t id : ids) PutFixed64LE(up->mutable_ids(), id);
+  up->set_vectors(std::string(reinterpret_cast<const char*>(vectors.data()), vectors.size() * sizeof(float)));
+  return c;
+}
+
+// Checks a collection's search against the float64 reference over `live`
+// (id -> vector): every hit's score equals its true score, and the scores per
+// rank equal the reference's (so ids can differ only on exact ties).
+void ExpectMatchesReference(const Collection& c, kernels::Metric metric, const std::map<uint64_t, std::vector<float>>& live,
+                            const std::vector<float>& queries, size_t nq, size_t dim, size_t k, uint32_t nprobe) {
+  std::vector<float> base;
+  std::vector<uint64_t> ids;
+  for (const auto& [id, v] : live) {
+    ids.push_back(id);
+    base.insert(base.end(), v.begin(), v.end());
+  }
+  auto ref = quiver::testing::ReferenceSearch(metric, base.data(), ids.size(), queries.data(), nq, dim);
+  std::vector<std::vector<Hit>> hits;
+  ASSERT_TRUE(c.Search({}, queries.data(), nq, k, {.nprobe = nprobe}, &hits).ok());
+  for (size_t q = 0; q < nq; ++q) {
+    ASSERT_EQ(hits[q].size(), std::min(k, ids.size())) << "query " << q;
+    std::map<uint64_t, double> truth;
+    for (const auto& h : ref[q]) truth[ids[size_t(h.row)]] = h.score;
+    for (size_t r = 0; r < hits[q].size(); ++r) {
+      ASSERT_TRUE(truth.count(hits[q][r].id)) << "deleted or unknown id " << hits[q][r].id;
+      EXPECT_NEAR(hits[q][r].score, truth[hits[q][r].id], quiver::testing::ScoreTolerance(truth[hits[q][r].id], 2.0 * dim));
+      EXPECT_NEAR(hits[q][r].score, ref[q][r].score, quiver::testing::ScoreTolerance(ref[q][r].score, 2.0 * dim))
+          << "query " << q << " rank " << r;
+    }
+  }
+}
+
+class SegmentTest : public EngineTest, public ::testing::WithParamInterface<quiver::v1::IndexType> {};
+
+TEST_P(SegmentTest, SealsIndexesAndStaysExactAcrossOverwritesDeletesAndRestart) {
+  const uint32_t dim = 8, nlist = 8;
+  const size_t k = 10, nq = 20;
+  Apply({Entry(1, CreateSegmented("s", dim, quiver::v1::L2, GetParam(), 256, nlist))});
+  std::map<uint64_t, std::vector<float>> live;
+  uint64_t index = 2;
+  auto put = [&](std::vector<uint64_t> ids, uint64_t seed) {
+    auto v = quiver::testing::RandomVectors(ids.size(), dim, seed);
+    for (size_t i = 0; i < ids.size(); ++i) live[ids[i]].assign(v.begin() + long(i * dim), v.begin() + long((i + 1) * dim));
+    auto out = Apply({Entry(index++, UpsertVectors("s", dim, ids, v))});
+    ASSERT_TRUE(out[0].ok()) << out[0].ToString();
+  };
+  for (uint64_t b = 0; b < 10; ++b) {  // 1,000 points: three sealed segments and a growing one
+    std::vector<uint64_t> ids(100);
+    for (uint64_t i = 0; i < 100; ++i) ids[i] = b * 100 + i;
+    put(ids, 100 + b);
+  }
+  // Overwrite points that now live in sealed segments, and delete others.
+  put({3, 150, 400, 999}, 7);
+  std::vector<uint64_t> gone = {5, 6, 260, 600, 998};
+  Apply({Entry(index++, DeletePoints("s", gone))});
+  for (uint64_t id : gone) live.erase(id);
+
+  ASSERT_TRUE(engine_->WaitForIndexBuilds(std::chrono::seconds(60)));
+  auto c = *engine_->Find("s");
+  auto info = c->Info();
+  EXPECT_EQ(info.points_count(), live.size());
+  EXPECT_EQ(info.sealed_segments(), 3u);
+  EXPECT_EQ(info.indexed_segments(), GetParam() == quiver::v1::IVF_FLAT ? 3u : 0u);
+  auto queries = quiver::testing::RandomVectors(nq, dim, 55);
+  // nprobe = nlist makes IVF exact, so both index types must match the reference.
+  ExpectMatchesReference(*c, kernels::Metric::kL2, live, queries, nq, dim, k, nlist);
+  // Querying with stored vectors: the point itself comes first, deleted ones never.
+  for (uint64_t id : {3, 150, 400, 7, 700}) {
+    std::vector<std::vector<Hit>> hits;
+    ASSERT_TRUE(c->Search({}, live[id].data(), 1, 3, {.nprobe = 2}, &hits).ok());
+    EXPECT_EQ(hits[0][0].id, id);
+  }
+
+  Reopen();
+  ASSERT_TRUE(engine_->WaitForIndexBuilds(std::chrono::seconds(60)));
+  auto reopened = *engine_->Find("s");
+  EXPECT_EQ(reopened->Count(), live.size());
+  ExpectMatchesReference(*reopened, kernels::Metric::kL2, live, queries, nq, dim, k, nlist);
+}
+
+INSTANTIATE_TEST_SUITE_P(IndexTypes, SegmentTest, ::testing::Values(quiver::v1::FLAT, quiver::v1::IVF_FLAT),
+                         [](const auto& info) { return quiver::v1::IndexType_Name(info.param); });
+
+TEST_F(EngineTest, IvfFlatRecallAcrossSegmentsAtDefaultNprobe) {
+  const uint32_t dim = 16;
+  const size_t n = 4000, nq = 50, k = 10;
+  Apply({Entry(1, CreateSegmented("ivf", dim, quiver::v1::COSINE, quiver::v1::IVF_FLAT, 1000, 32))});
+  auto base = quiver::testing::ClusteredVectors(n + nq, dim, 8, 3, /*unit=*/true);
+  std::vector<uint64_t> ids(n);
+  for (uint64_t i = 0; i < n; ++i) ids[i] = i;
+  Apply({Entry(2, UpsertVectors("ivf", dim, ids, std::vector<float>(base.begin(), base.begin() + long(n * dim))))});
+  ASSERT_TRUE(engine_->WaitForIndexBuilds(std::chrono::seconds(60)));
+  std::vector<float> queries(base.begin() + long(n * dim), base.end());
+  auto c = *engine_->Find("ivf");
+  EXPECT_EQ(c->Info().indexed_segments(), 4u);
+  std::vector<float> norms(n);
+  kernels::SquaredNorms(base.data(), n, dim, norms.data());
+  std::vector<int64_t> truth(nq * k);
+  std::vector<float> ts(nq * k);
+  ASSERT_TRUE(kernels::FlatSearch({}, {base.data(), norms.data(), n, dim}, queries.data(), nq,
+                                  {kernels::Metric::kCosine, k}, truth.data(), ts.data()).ok());
+  std::vector<std::vector<Hit>> hits;
+  ASSERT_TRUE(c->Search({}, queries.data(), nq, k, {.nprobe = 8}, &hits).ok());
+  size_t found = 0;
+  for (size_t q = 0; q < nq; ++q) {
+    for (const auto& h : hits[q]) {
+      for (size_t j = 0; j < k; ++j) found += truth[q * k + j] == int64_t(h.id);
+    }
+  }
+  const double recall = double(found) / double(nq * k);
+  std::printf("IVF_FLAT over 4 segments, nprobe 8 of 32: recall@10 = %.3f\n", recall);
+  EXPECT_GE(recall, 0.9);
+}
+
+// Searches, writes that tombstone sealed rows, and background index builds
+// all at once (run under ThreadSanitizer by `make test`).
+TEST_F(EngineTest, SearchesDuringWritesAndIndexBuilds) {
+  const uint32_t dim = 8;
+  Apply({Entry(1, CreateSegmented("c", dim, quiver::v1::IP, quiver::v1::IVF_FLAT, 64, 4))});
+  std::atomic<bool> done{false};
+  std::atomic<size_t> searches{0};
+  std::thread reader([&] {
+    auto q = quiver::testing::RandomVectors(1, dim, 1);
+    std::vector<std::vector<Hit>> hits;
+    kernels::Resources res;
+    res.num_threads = 1;
+    while (!done.load()) {
+      auto c = engine_->Find("c");
+      ASSERT_TRUE(c.ok());
+      ASSERT_TRUE((*c)->Search(res, q.data(), 1, 5, {.nprobe = 2, .with_payload = true}, &hits).ok());
+      for (const auto& h : hits[0]) ASSERT_LT(h.id, 400u);
+      (void)(*c)->Info();
+      ++searches;
+    }
+  });
+  while (searches.load() == 0) std::this_thread::yield();
+  uint64_t index = 2;
+  for (uint64_t i = 0; i < 40; ++i) {
+    std::vector<uint64_t> ids;
+    for (uint64_t j = 0; j < 20; ++j) ids.push_back((i * 20 + j) % 400);  // wraps: overwrites sealed rows
+    Apply({Entry(index++, UpsertVectors("c", dim, ids, quiver::testing::RandomVectors(ids.size(), dim, i)))});
+    Apply({Entry(index++, DeletePoints("c", {(i * 7) % 400}))});
+  }
+  ASSERT_TRUE(engine_->WaitForIndexBuilds(std::chrono::seconds(60)));
+  done = true;
+  reader.join();
+  EXPECT_GT((*engine_->Find("c"))->Info().sealed_segments(), 3u);
+  EXPECT_EQ(engine_->failed_index_builds(), 0u);
 }
 
 TEST(Validation, NamesTheField) {
