@@ -67,7 +67,8 @@ void PrintInfo(const quiver::v1::CollectionInfo& c, bool json) {
               << "}";
   } else {
     std::cout << c.config().name() << "\tdim=" << c.config().dimension() << "\tmetric=" << MetricName(c.config().metric())
-              << "\tindex=" << quiver::v1::IndexType_Name(c.config().index().type()) << "\tpoints=" << c.points_count();
+              << "\tindex=" << quiver::v1::IndexType_Name(c.config().index().type()) << "\tpoints=" << c.points_count()
+              << "\tsegments=" << c.sealed_segments() << "+1 (indexed " << c.indexed_segments() << ")";
   }
 }
 
@@ -112,7 +113,11 @@ int main(int argc, char** argv) {
   create->add_option("name", name, "collection name")->required();
   create->add_option("--dim", dim, "vector dimension (1..4096)")->required();
   create->add_option("--metric", metric, "l2, ip or cosine")->capture_default_str();
-  create->add_option("--index", index, "flat (ivf_flat, ivf_pq, graph: not served yet)")->capture_default_str();
+  create->add_option("--index", index, "flat or ivf_flat (ivf_pq, graph: not served yet)")->capture_default_str();
+  uint32_t nlist = 0, default_nprobe = 0, segment_points = 0;
+  create->add_option("--nlist", nlist, "ivf_flat: lists per sealed segment (0 = 4*sqrt(segment points))");
+  create->add_option("--nprobe", default_nprobe, "ivf_flat: default lists probed per search (0 = 32)");
+  create->add_option("--segment-points", segment_points, "points per segment before sealing (0 = 100000)");
   auto* list = colls->add_subcommand("list", "list collections");
   auto* describe = colls->add_subcommand("describe", "show one collection");
   describe->add_option("name", name, "collection name")->required();
@@ -137,6 +142,8 @@ int main(int argc, char** argv) {
   search->add_flag("--all", all_rows, "search every row of the file (SearchBatch)");
   search->add_flag("--with-payload", with_payload, "return payloads");
   search->add_flag("--with-vector", with_vector, "return vectors");
+  uint32_t nprobe = 0;
+  search->add_option("--nprobe", nprobe, "ivf_flat: lists probed per sealed segment (0 = collection default)");
 
   auto* count = app.add_subcommand("count", "count the points of a collection");
   count->add_option("collection", name, "collection name")->required();
@@ -170,6 +177,9 @@ int main(int argc, char** argv) {
       return 2;
     }
     req.mutable_config()->mutable_index()->set_type(t);
+    req.mutable_config()->mutable_index()->mutable_ivf_flat()->set_nlist(nlist);
+    req.mutable_config()->mutable_index()->mutable_ivf_flat()->set_nprobe(default_nprobe);
+    req.mutable_config()->set_segment_max_points(segment_points);
     quiver::v1::CreateCollectionResponse resp;
     grpc::ClientContext ctx;
     SetDeadline(&ctx, opt);
@@ -255,6 +265,7 @@ int main(int argc, char** argv) {
     req.set_k(static_cast<uint32_t>(k));
     req.set_with_payload(with_payload);
     req.set_with_vector(with_vector);
+    req.mutable_params()->set_nprobe(nprobe);
     for (size_t r = all_rows ? 0 : row; r < (all_rows ? m->rows : row + 1); ++r) {
       req.add_queries()->mutable_values()->Add(m->row(r), m->row(r) + m->cols);
     }

@@ -74,6 +74,17 @@ TEST(Quiverctl, EveryCommandAgainstARealServer) {
   r = Ctl(addr + "search docs " + dir.path() + "/v.npy --row 50");
   EXPECT_EQ(r.code, 2) << r.out;
 
+  // An IVF_FLAT collection with small segments, searched with --nprobe.
+  r = Ctl(addr + "collections create ivf --dim 8 --index ivf_flat --nlist 4 --segment-points 64");
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = Ctl(addr + "upsert ivf " + dir.path() + "/v.npy");
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = Ctl(addr + "--json search ivf " + dir.path() + "/v.npy --k 1 --row 7 --nprobe 4");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("[[{\"id\":7,\"score\":0"), std::string::npos) << r.out;
+  r = Ctl(addr + "collections delete ivf");
+  EXPECT_EQ(r.code, 0) << r.out;
+
   r = Ctl(addr + "collections delete docs");
   EXPECT_EQ(r.code, 0) << r.out;
   r = Ctl(addr + "--json collections list");
