@@ -36,8 +36,13 @@ quiver::v1::CollectionInfo Collection::Info() const {
   out.set_points_count(where_.size());
   out.set_sealed_segments(static_cast<uint32_t>(sealed_.size()));
   uint32_t indexed = 0;
-  for (const auto& s : sealed_) indexed += s->index != nullptr;
+  uint64_t tombstones = 0;
+  for (const auto& s : sealed_) {
+    indexed += s->index != nullptr;
+    tombstones += s->rows() - s->live;
+  }
   out.set_indexed_segments(indexed);
+  out.set_tombstones(tombstones);
   return out;
 }
 
@@ -83,7 +88,7 @@ bool Collection::Upsert(uint64_t id, const float* vector, std::string payload) {
   where_[id] = {kGrowing, row};
   if (growing_.rows() < segment_max_points_) return false;
   SealLocked();
-  return wants_index_;
+  return true;
 }
 
 void Collection::SealLocked() {
@@ -217,13 +222,24 @@ std::vector<StoredPoint> Collection::Get(std::span<const uint64_t> ids, bool wit
   return out;
 }
 
+Result<std::shared_ptr<const kernels::IvfFlatIndex>> Collection::BuildIndex(const kernels::Resources& res,
+                                                                              const Segment& seg) const {
+  kernels::IvfFlatBuildParams params;
+  const uint32_t nlist = info_.config().index().ivf_flat().nlist();
+  params.nlist = nlist != 0 ? nlist
+                            : static_cast<uint32_t>(std::clamp<double>(4.0 * std::sqrt(double(seg.rows())), 1, 4096));
+  QUIVER_ASSIGN_OR_RETURN(auto index,
+                          kernels::IvfFlatIndex::Build(res, metric_, seg.vectors.data(), seg.rows(), dim_, params));
+  return std::shared_ptr<const kernels::IvfFlatIndex>(std::move(index));
+}
+
 Result<bool> Collection::BuildOneIndex(const kernels::Resources& res) {
   std::shared_ptr<Segment> job;
   {
     std::unique_lock lock(mu_);
     if (!wants_index_) return false;
     for (const auto& s : sealed_) {
-      if (!s->build_started) {
+      if (!s->build_started && s->live > 0) {
         s->build_started = true;  // one attempt: a failed build leaves the segment searched exactly
         job = s;
         break;
@@ -232,14 +248,68 @@ Result<bool> Collection::BuildOneIndex(const kernels::Resources& res) {
   }
   if (job == nullptr) return false;
   // Sealed vectors never change, so the build reads them without the lock.
-  kernels::IvfFlatBuildParams params;
-  const uint32_t nlist = info_.config().index().ivf_flat().nlist();
-  params.nlist = nlist != 0 ? nlist
-                            : static_cast<uint32_t>(std::clamp<double>(4.0 * std::sqrt(double(job->rows())), 1, 4096));
-  QUIVER_ASSIGN_OR_RETURN(auto index,
-                          kernels::IvfFlatIndex::Build(res, metric_, job->vectors.data(), job->rows(), dim_, params));
+  QUIVER_ASSIGN_OR_RETURN(auto index, BuildIndex(res, *job));
   std::unique_lock lock(mu_);
-  job->index = std::move(index);
+  job->index = std::move(index);  // if compaction replaced `job` meanwhile, this is dropped with it
+  return true;
+}
+
+Result<bool> Collection::CompactOne(const kernels::Resources& res, double deleted_fraction) {
+  size_t slot = 0;
+  auto fresh = std::make_shared<Segment>();
+  std::vector<uint32_t> old_rows;  // fresh row -> row in the old segment
+  {
+    std::unique_lock lock(mu_);
+    std::shared_ptr<Segment> old;
+    for (size_t i = 0; i < sealed_.size(); ++i) {
+      const Segment& s = *sealed_[i];
+      const size_t dead = s.rows() - s.live;
+      if (!s.compacting && dead > 0 && double(dead) >= deleted_fraction * double(s.rows())) {
+        old = sealed_[i];
+        slot = i;
+        break;
+      }
+    }
+    if (old == nullptr) return false;
+    old->compacting = true;
+    // A consistent copy of the live rows, taken under the lock.
+    fresh->vectors.reserve(old->live * dim_);
+    for (uint32_t r = 0; r < old->rows(); ++r) {
+      if ((old->deleted[r / 64] >> (r % 64)) & 1u) continue;
+      fresh->vectors.insert(fresh->vectors.end(), &old->vectors[size_t{r} * dim_], &old->vectors[size_t{r} * dim_] + dim_);
+      fresh->sq_norms.push_back(old->sq_norms[r]);
+      fresh->ids.push_back(old->ids[r]);
+      fresh->payloads.push_back(old->payloads[r]);
+      old_rows.push_back(r);
+    }
+  }
+  std::shared_ptr<const kernels::IvfFlatIndex> index;
+  Status build_status;
+  if (wants_index_ && fresh->rows() > 0) {
+    auto built = BuildIndex(res, *fresh);  // outside the lock: fresh is private until swapped in
+    if (built.ok()) {
+      index = std::move(built).value();
+    } else {
+      build_status = built.status();  // still swap in: searched exactly, like a failed build
+    }
+  }
+  std::unique_lock lock(mu_);
+  fresh->index = std::move(index);
+  fresh->build_started = true;
+  fresh->deleted.assign((fresh->rows() + 63) / 64, 0);
+  fresh->live = fresh->rows();
+  const int32_t seg = static_cast<int32_t>(slot);
+  for (uint32_t r = 0; r < fresh->rows(); ++r) {
+    auto it = where_.find(fresh->ids[r]);
+    if (it != where_.end() && it->second.segment == seg && it->second.row == old_rows[r]) {
+      it->second.row = r;  // still this version of the point: it moves to its new row
+    } else {
+      fresh->deleted[r / 64] |= uint64_t{1} << (r % 64);  // deleted or overwritten during the rewrite
+      --fresh->live;
+    }
+  }
+  sealed_[slot] = std::move(fresh);
+  if (!build_status.ok()) return build_status;
   return true;
 }
 

@@ -7,7 +7,8 @@
 // (Engine's index builder) builds the segment's index from its immutable
 // vectors and installs it. Until then the sealed segment is searched exactly,
 // so results are never worse while a build runs. A search asks every segment
-// for its best k and merges them.
+// for its best k and merges them. Compaction rewrites a sealed segment whose
+// tombstones pass a threshold, in place in the segment list.
 //
 // Thread safety: any number of concurrent readers; writes (from Apply) and
 // index installs take an exclusive lock for one short mutation, ahead of newly
@@ -64,7 +65,7 @@ class Collection {
   size_t Count() const;
 
   /// Inserts or overwrites one point. `vector` has dimension() floats.
-  /// Returns true if this sealed the growing segment (an index build is due).
+  /// Returns true if this sealed the growing segment.
   bool Upsert(uint64_t id, const float* vector, std::string payload);
   /// Returns false if the id was absent.
   bool Remove(uint64_t id);
@@ -80,8 +81,15 @@ class Collection {
 
   /// Builds the index of one sealed segment that needs one, outside the lock,
   /// and installs it. Returns false if no segment needs a build.
-  /// Called by the engine's builder thread only.
+  /// Called by the engine's background thread only.
   Result<bool> BuildOneIndex(const kernels::Resources& res);
+
+  /// Rewrites one sealed segment whose tombstones reach `deleted_fraction` of
+  /// its rows: copies the live rows (under the lock), builds the new segment's
+  /// index outside it, then swaps it in, tombstoning any row deleted or
+  /// overwritten meanwhile. Returns false if no segment qualifies.
+  /// Called by the engine's background thread only.
+  Result<bool> CompactOne(const kernels::Resources& res, double deleted_fraction);
 
  private:
   struct Segment {
@@ -93,6 +101,7 @@ class Collection {
     size_t live = 0;
     std::shared_ptr<const kernels::IvfFlatIndex> index;  // IVF_FLAT, once built
     bool build_started = false;
+    bool compacting = false;
     size_t rows() const { return ids.size(); }
   };
   // Where a point lives: segment -1 is the growing one.
@@ -102,6 +111,8 @@ class Collection {
   };
   static constexpr int32_t kGrowing = -1;
 
+  Result<std::shared_ptr<const kernels::IvfFlatIndex>> BuildIndex(const kernels::Resources& res,
+                                                                    const Segment& seg) const;
   void RemoveLocked(const Location& loc);
   void SealLocked();
   Status SearchSegmentLocked(const kernels::Resources& res, const Segment& seg, bool sealed, const float* queries,

@@ -40,8 +40,8 @@ Result<std::unique_ptr<Engine>> Engine::Open(storage::Db* db, const EngineOption
   }
   // Segments sealed while loading get their indexes in the background; the
   // node serves meanwhile, searching them exactly.
-  engine->builder_ = std::thread([e = engine.get()] { e->BuilderLoop(); });
-  engine->RequestIndexBuild();
+  engine->builder_ = std::thread([e = engine.get()] { e->BackgroundLoop(); });
+  engine->RequestBackgroundWork();
   return engine;
 }
 
@@ -56,7 +56,7 @@ void Engine::StopBackgroundWork() {
   if (builder_.joinable()) builder_.join();
 }
 
-void Engine::RequestIndexBuild() {
+void Engine::RequestBackgroundWork() {
   {
     std::lock_guard lock(build_mu_);
     build_requested_ = true;
@@ -65,12 +65,12 @@ void Engine::RequestIndexBuild() {
   build_cv_.notify_all();
 }
 
-bool Engine::WaitForIndexBuilds(std::chrono::milliseconds timeout) {
+bool Engine::WaitForBackgroundWork(std::chrono::milliseconds timeout) {
   std::unique_lock lock(build_mu_);
   return build_cv_.wait_for(lock, timeout, [&] { return builder_idle_ || stop_builder_; }) && builder_idle_;
 }
 
-void Engine::BuilderLoop() {
+void Engine::BackgroundLoop() {
   kernels::Resources res;
   res.num_threads = options_.build_threads;
   for (;;) {
@@ -89,11 +89,12 @@ void Engine::BuilderLoop() {
           std::lock_guard lock(build_mu_);
           if (stop_builder_) return;
         }
-        Result<bool> r = coll->BuildOneIndex(res);
-        if (!r.ok()) {
-          ++failed_builds_;
-        } else if (*r) {
-          built = true;
+        for (Result<bool> r : {coll->BuildOneIndex(res), coll->CompactOne(res, options_.compact_deleted_fraction)}) {
+          if (!r.ok()) {
+            ++failed_builds_;
+          } else if (*r) {
+            built = true;
+          }
         }
       }
     }
@@ -223,15 +224,15 @@ Status Engine::ApplyCommand(uint64_t index, const Command& cmd, storage::StateSt
       }
       std::vector<float> vec(dim);
       coll->Reserve(n);
-      bool sealed = false;
       for (size_t i = 0; i < n; ++i) {
         const uint64_t id = DecodeFixed64LE(up.ids().data() + i * 8);
         std::memcpy(vec.data(), up.vectors().data() + i * dim * sizeof(float), dim * sizeof(float));
         std::string payload = up.payloads_size() != 0 ? up.payloads(static_cast<int>(i)) : std::string();
         batch->PutPoint(coll->id(), id, vec, payload);
-        sealed = coll->Upsert(id, vec.data(), std::move(payload)) || sealed;
+        coll->Upsert(id, vec.data(), std::move(payload));
       }
-      if (sealed) RequestIndexBuild();
+      // A seal needs an index build; overwrites of sealed rows add tombstones.
+      RequestBackgroundWork();
       return Status::Ok();
     }
     case Command::kDeletePoints: {
@@ -245,6 +246,7 @@ Status Engine::ApplyCommand(uint64_t index, const Command& cmd, storage::StateSt
         const uint64_t id = DecodeFixed64LE(del.ids().data() + i * 8);
         if (coll->Remove(id)) batch->DeletePoint(coll->id(), id);
       }
+      RequestBackgroundWork();  // tombstones may make a segment due for compaction
       return Status::Ok();
     }
     case Command::OP_NOT_SET:

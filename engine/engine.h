@@ -36,6 +36,9 @@ namespace quiver::engine {
 struct EngineOptions {
   /// CPU threads an index build may use; 0 = all cores. Default: 0.
   int build_threads = 0;
+  /// A sealed segment is compacted once this fraction of its rows are
+  /// tombstones. Default: 0.3.
+  double compact_deleted_fraction = 0.3;
 };
 
 class Engine final : public storage::StateMachine {
@@ -46,13 +49,13 @@ class Engine final : public storage::StateMachine {
                                               const std::atomic<bool>* stop);
   ~Engine() override;
 
-  /// Stops the background index builder (waits for a build in progress).
-  /// Idempotent; searches keep working, on the indexes built so far.
+  /// Stops the background thread (index builds and compaction; waits for the
+  /// one in progress). Idempotent; searches keep working.
   void StopBackgroundWork();
 
-  /// Waits until every sealed segment that needs an index has one (or its
-  /// build failed), at most `timeout`. True if that state was reached.
-  bool WaitForIndexBuilds(std::chrono::milliseconds timeout);
+  /// Waits until no index build or compaction is due, at most `timeout`.
+  /// True if that state was reached.
+  bool WaitForBackgroundWork(std::chrono::milliseconds timeout);
 
   /// Index builds that failed (their segments stay searched exactly).
   uint64_t failed_index_builds() const { return failed_builds_.load(); }
@@ -70,8 +73,8 @@ class Engine final : public storage::StateMachine {
 
  private:
   explicit Engine(storage::Db* db, const EngineOptions& options) : options_(options), store_(db) {}
-  void BuilderLoop();
-  void RequestIndexBuild();
+  void BackgroundLoop();
+  void RequestBackgroundWork();
   // Applies one command to memory and `batch`; the returned status is the
   // client's answer. Deterministic.
   Status ApplyCommand(uint64_t index, const quiver::internal::v1::Command& cmd, storage::StateStore::Batch* batch);
@@ -84,7 +87,8 @@ class Engine final : public storage::StateMachine {
   mutable std::shared_mutex mu_;  // guards collections_ (the map, not the collections)
   std::map<std::string, std::shared_ptr<Collection>> collections_;
 
-  // Background index builder: woken when a segment is sealed.
+  // Background thread (index builds, compaction): woken when a segment is
+  // sealed or a sealed row is tombstoned.
   std::mutex build_mu_;
   std::condition_variable build_cv_;
   bool build_requested_ = false;

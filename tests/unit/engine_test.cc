@@ -260,7 +260,7 @@ TEST_P(SegmentTest, SealsIndexesAndStaysExactAcrossOverwritesDeletesAndRestart) 
   Apply({Entry(index++, DeletePoints("s", gone))});
   for (uint64_t id : gone) live.erase(id);
 
-  ASSERT_TRUE(engine_->WaitForIndexBuilds(std::chrono::seconds(60)));
+  ASSERT_TRUE(engine_->WaitForBackgroundWork(std::chrono::seconds(60)));
   auto c = *engine_->Find("s");
   auto info = c->Info();
   EXPECT_EQ(info.points_count(), live.size());
@@ -277,7 +277,7 @@ TEST_P(SegmentTest, SealsIndexesAndStaysExactAcrossOverwritesDeletesAndRestart) 
   }
 
   Reopen();
-  ASSERT_TRUE(engine_->WaitForIndexBuilds(std::chrono::seconds(60)));
+  ASSERT_TRUE(engine_->WaitForBackgroundWork(std::chrono::seconds(60)));
   auto reopened = *engine_->Find("s");
   EXPECT_EQ(reopened->Count(), live.size());
   ExpectMatchesReference(*reopened, kernels::Metric::kL2, live, queries, nq, dim, k, nlist);
@@ -294,7 +294,7 @@ TEST_F(EngineTest, IvfFlatRecallAcrossSegmentsAtDefaultNprobe) {
   std::vector<uint64_t> ids(n);
   for (uint64_t i = 0; i < n; ++i) ids[i] = i;
   Apply({Entry(2, UpsertVectors("ivf", dim, ids, std::vector<float>(base.begin(), base.begin() + long(n * dim))))});
-  ASSERT_TRUE(engine_->WaitForIndexBuilds(std::chrono::seconds(60)));
+  ASSERT_TRUE(engine_->WaitForBackgroundWork(std::chrono::seconds(60)));
   std::vector<float> queries(base.begin() + long(n * dim), base.end());
   auto c = *engine_->Find("ivf");
   EXPECT_EQ(c->Info().indexed_segments(), 4u);
@@ -315,6 +315,39 @@ TEST_F(EngineTest, IvfFlatRecallAcrossSegmentsAtDefaultNprobe) {
   const double recall = double(found) / double(nq * k);
   std::printf("IVF_FLAT over 4 segments, nprobe 8 of 32: recall@10 = %.3f\n", recall);
   EXPECT_GE(recall, 0.9);
+}
+
+TEST_F(EngineTest, CompactionDropsTombstonesAndKeepsResultsExact) {
+  const uint32_t dim = 6, nlist = 4;
+  Apply({Entry(1, CreateSegmented("c", dim, quiver::v1::L2, quiver::v1::IVF_FLAT, 128, nlist))});
+  std::map<uint64_t, std::vector<float>> live;
+  std::vector<uint64_t> ids(600);
+  for (uint64_t i = 0; i < 600; ++i) ids[i] = i;
+  auto v = quiver::testing::RandomVectors(600, dim, 4);
+  for (uint64_t i = 0; i < 600; ++i) live[i].assign(v.begin() + long(i * dim), v.begin() + long((i + 1) * dim));
+  Apply({Entry(2, UpsertVectors("c", dim, ids, v))});
+  std::vector<uint64_t> gone;
+  for (uint64_t i = 0; i < 512; i += 2) gone.push_back(i);  // half of every sealed segment
+  Apply({Entry(3, DeletePoints("c", gone))});
+  for (uint64_t id : gone) live.erase(id);
+  ASSERT_TRUE(engine_->WaitForBackgroundWork(std::chrono::seconds(60)));
+  auto c = *engine_->Find("c");
+  auto info = c->Info();
+  EXPECT_EQ(info.tombstones(), 0u) << "every sealed segment was past the 30% threshold";
+  EXPECT_EQ(info.sealed_segments(), 4u);
+  EXPECT_EQ(info.indexed_segments(), 4u) << "compacted segments carry a rebuilt index";
+  EXPECT_EQ(info.points_count(), live.size());
+  auto queries = quiver::testing::RandomVectors(15, dim, 9);
+  ExpectMatchesReference(*c, kernels::Metric::kL2, live, queries, 15, dim, 10, nlist);
+  // Points moved rows: Get and overwrite must still find them.
+  std::vector<uint64_t> probe = {1, 3, 511};
+  auto pts = c->Get(probe, false, true);
+  ASSERT_EQ(pts.size(), 3u);
+  EXPECT_EQ(pts[2].vector, live[511]);
+  Apply({Entry(4, UpsertVectors("c", dim, {3}, std::vector<float>(dim, 0.5f)))});
+  live[3].assign(dim, 0.5f);
+  ExpectMatchesReference(*c, kernels::Metric::kL2, live, queries, 15, dim, 10, nlist);
+  EXPECT_EQ(c->Count(), live.size());
 }
 
 // Searches, writes that tombstone sealed rows, and background index builds
@@ -346,10 +379,14 @@ TEST_F(EngineTest, SearchesDuringWritesAndIndexBuilds) {
     Apply({Entry(index++, UpsertVectors("c", dim, ids, quiver::testing::RandomVectors(ids.size(), dim, i)))});
     Apply({Entry(index++, DeletePoints("c", {(i * 7) % 400}))});
   }
-  ASSERT_TRUE(engine_->WaitForIndexBuilds(std::chrono::seconds(60)));
+  ASSERT_TRUE(engine_->WaitForBackgroundWork(std::chrono::seconds(60)));
   done = true;
   reader.join();
-  EXPECT_GT((*engine_->Find("c"))->Info().sealed_segments(), 3u);
+  const auto info = (*engine_->Find("c"))->Info();
+  EXPECT_GT(info.sealed_segments(), 3u);
+  // 800 upserts over 400 ids: half were overwrites of sealed rows. Compaction
+  // ran concurrently and keeps every segment under its 30% threshold.
+  EXPECT_LT(info.tombstones(), 0.3 * 64 * info.sealed_segments());
   EXPECT_EQ(engine_->failed_index_builds(), 0u);
 }
 
