@@ -6,6 +6,7 @@
 #include <mutex>
 #include <shared_mutex>
 
+#include "engine/filter.h"
 #include "engine/validation.h"
 
 namespace quiver::engine {
@@ -134,18 +135,17 @@ bool Collection::Remove(uint64_t id) {
   return true;
 }
 
-Status Collection::SearchSegmentLocked(const kernels::Resources& res, const Segment& seg, bool sealed,
-                                       const float* queries, size_t nq, size_t k, uint32_t nprobe, int64_t* rows,
-                                       float* scores) const {
+Status Collection::SearchSegmentLocked(const kernels::Resources& res, const Segment& seg, const uint64_t* excluded,
+                                       bool use_index, const float* queries, size_t nq, size_t k, uint32_t nprobe,
+                                       int64_t* rows, float* scores) const {
   if (seg.rows() == 0) {
     std::fill(rows, rows + nq * k, -1);
     return Status::Ok();
   }
-  const uint64_t* deleted = sealed ? seg.deleted.data() : nullptr;
-  if (sealed && seg.index != nullptr) {
-    return seg.index->Search(res, queries, nq, k, nprobe != 0 ? nprobe : default_nprobe_, deleted, rows, scores);
+  if (use_index) {
+    return seg.index->Search(res, queries, nq, k, nprobe != 0 ? nprobe : default_nprobe_, excluded, rows, scores);
   }
-  kernels::BaseView base{seg.vectors.data(), seg.sq_norms.data(), seg.rows(), dim_, deleted};
+  kernels::BaseView base{seg.vectors.data(), seg.sq_norms.data(), seg.rows(), dim_, excluded};
   return kernels::FlatSearch(res, base, queries, nq, {metric_, k}, rows, scores);
 }
 
@@ -164,8 +164,39 @@ Status Collection::Search(const kernels::Resources& res, const float* queries, s
   if (growing_.rows() > 0) segs.push_back(&growing_);
   std::vector<int64_t> rows(segs.size() * nq * kk);
   std::vector<float> scores(rows.size());
+  quiver::v1::Payload payload;
+  std::vector<uint64_t> excluded;
   for (size_t s = 0; s < segs.size(); ++s) {
-    QUIVER_RETURN_IF_ERROR(SearchSegmentLocked(res, *segs[s], s < nsealed, queries, nq, kk, options.nprobe,
+    const Segment& seg = *segs[s];
+    const bool sealed = s < nsealed;
+    const uint64_t* skip = sealed ? seg.deleted.data() : nullptr;
+    bool use_index = sealed && seg.index != nullptr;
+    if (options.filter != nullptr) {
+      // The filter becomes a bitset of excluded rows, evaluated once for all queries.
+      excluded.assign((seg.rows() + 63) / 64, 0);
+      size_t allowed = 0;
+      for (size_t r = 0; r < seg.rows(); ++r) {
+        bool pass = !(sealed && ((seg.deleted[r / 64] >> (r % 64)) & 1u));
+        if (pass) {
+          payload.Clear();
+          if (!seg.payloads[r].empty() && !payload.ParseFromString(seg.payloads[r])) payload.Clear();
+          pass = FilterMatches(*options.filter, payload);
+        }
+        if (pass) {
+          ++allowed;
+        } else {
+          excluded[r / 64] |= uint64_t{1} << (r % 64);
+        }
+      }
+      int64_t* seg_rows = rows.data() + s * nq * kk;
+      if (allowed == 0) {
+        std::fill(seg_rows, seg_rows + nq * kk, -1);
+        continue;
+      }
+      skip = excluded.data();
+      use_index = use_index && double(allowed) > kExactFilterFraction * double(seg.rows());
+    }
+    QUIVER_RETURN_IF_ERROR(SearchSegmentLocked(res, seg, skip, use_index, queries, nq, kk, options.nprobe,
                                                rows.data() + s * nq * kk, scores.data() + s * nq * kk));
   }
   const bool smaller_better = metric_ == kernels::Metric::kL2;

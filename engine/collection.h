@@ -28,6 +28,7 @@
 #include "kernels/flat_search.h"
 #include "kernels/ivf_flat.h"
 #include "quiver/v1/collections.pb.h"
+#include "quiver/v1/points.pb.h"
 
 namespace quiver::engine {
 
@@ -49,7 +50,15 @@ struct SearchOptions {
   uint32_t nprobe = 0;
   bool with_payload = false;
   bool with_vector = false;
+  /// Only points whose payload matches are returned; null = all. Must be
+  /// valid (engine/filter.h) and outlive the call.
+  const quiver::v1::Filter* filter = nullptr;
 };
+
+/// A sealed segment whose rows pass a filter at most this fraction is searched
+/// exactly rather than through its index: an index probe over few matching
+/// rows would return fewer than k of them.
+inline constexpr double kExactFilterFraction = 0.2;
 
 class Collection {
  public:
@@ -115,8 +124,10 @@ class Collection {
                                                                     const Segment& seg) const;
   void RemoveLocked(const Location& loc);
   void SealLocked();
-  Status SearchSegmentLocked(const kernels::Resources& res, const Segment& seg, bool sealed, const float* queries,
-                             size_t nq, size_t k, uint32_t nprobe, int64_t* rows, float* scores) const;
+  // `excluded`: rows to skip (tombstones, filtered out); null = none.
+  Status SearchSegmentLocked(const kernels::Resources& res, const Segment& seg, const uint64_t* excluded,
+                             bool use_index, const float* queries, size_t nq, size_t k, uint32_t nprobe,
+                             int64_t* rows, float* scores) const;
 
   quiver::v1::CollectionInfo info_;
   kernels::Metric metric_;

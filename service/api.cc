@@ -4,6 +4,7 @@
 #include <unordered_set>
 
 #include "common/encoding.h"
+#include "engine/filter.h"
 #include "engine/validation.h"
 #include "quiver/internal/v1/wal.pb.h"
 #include "service/grpc_status.h"
@@ -68,7 +69,7 @@ Status ValidateIds(const google::protobuf::RepeatedField<uint64_t>& ids, const S
 
 Status SearchInto(const ApiContext& ctx, const engine::Collection& coll, const std::vector<float>& queries, size_t nq,
                   uint32_t k, bool with_payload, bool with_vector, const quiver::v1::SearchParams& params,
-                  const std::function<quiver::v1::SearchResponse*(size_t)>& out) {
+                  const quiver::v1::Filter* filter, const std::function<quiver::v1::SearchResponse*(size_t)>& out) {
   std::vector<std::vector<engine::Hit>> hits;
   kernels::Resources res;
   res.num_threads = static_cast<int>(ctx.config->search_threads);
@@ -76,6 +77,7 @@ Status SearchInto(const ApiContext& ctx, const engine::Collection& coll, const s
   options.nprobe = params.nprobe();
   options.with_payload = with_payload;
   options.with_vector = with_vector;
+  options.filter = filter;
   QUIVER_RETURN_IF_ERROR(coll.Search(res, queries.data(), nq, k, options, &hits));
   for (size_t q = 0; q < nq; ++q) {
     quiver::v1::SearchResponse* resp = out(q);
@@ -229,9 +231,10 @@ Status SearchOne(const ApiContext& ctx, const quiver::v1::SearchRequest& req, qu
   QUIVER_RETURN_IF_ERROR(ValidateK(req.k(), *ctx.config));
   QUIVER_RETURN_IF_ERROR(engine::ValidateVector(req.vector().data(), static_cast<size_t>(req.vector_size()),
                                                 coll->dimension(), "vector"));
+  if (req.has_filter()) QUIVER_RETURN_IF_ERROR(engine::ValidateFilter(req.filter()));
   std::vector<float> q(req.vector().begin(), req.vector().end());
   return SearchInto(ctx, *coll, q, 1, req.k(), req.with_payload(), req.with_vector(), req.params(),
-                    [&](size_t) { return resp; });
+                    req.has_filter() ? &req.filter() : nullptr, [&](size_t) { return resp; });
 }
 
 Status SearchMany(const ApiContext& ctx, const quiver::v1::SearchBatchRequest& req,
@@ -253,9 +256,11 @@ Status SearchMany(const ApiContext& ctx, const quiver::v1::SearchBatchRequest& r
                                                   "queries[" + std::to_string(i) + "].values"));
     queries.insert(queries.end(), v.begin(), v.end());
   }
+  if (req.has_filter()) QUIVER_RETURN_IF_ERROR(engine::ValidateFilter(req.filter()));
   for (int i = 0; i < nq; ++i) resp->add_results();
   return SearchInto(ctx, *coll, queries, static_cast<size_t>(nq), req.k(), req.with_payload(), req.with_vector(),
-                    req.params(), [&](size_t q) { return resp->mutable_results(static_cast<int>(q)); });
+                    req.params(), req.has_filter() ? &req.filter() : nullptr,
+                    [&](size_t q) { return resp->mutable_results(static_cast<int>(q)); });
 }
 
 }  // namespace

@@ -161,6 +161,16 @@ TEST_F(ApiTest, UpsertGetSearchDelete) {
   EXPECT_EQ(gresp.points(0).payload().at("n").int_value(), 5);
   EXPECT_EQ(gresp.points(0).vector_size(), 0) << "vector not asked for";
 
+  {  // Filtered: only the point tagged t5 qualifies, however far it is.
+    SearchRequest f = sreq;
+    f.mutable_filter()->mutable_match()->set_key("tag");
+    f.mutable_filter()->mutable_match()->mutable_value()->set_string_value("t5");
+    SearchResponse fr;
+    grpc::ClientContext fctx;
+    ASSERT_TRUE(server_.points->Search(&fctx, f, &fr).ok());
+    ASSERT_EQ(fr.hits_size(), 1);
+    EXPECT_EQ(fr.hits(0).id(), 5u);
+  }
   SearchBatchRequest b;
   b.set_collection("c");
   b.set_k(20);
@@ -317,6 +327,10 @@ TEST_F(ApiTest, BadSearches) {
   ExpectError(search([](SearchRequest* r) { r->set_vector(1, std::numeric_limits<float>::infinity()); }),
               grpc::StatusCode::INVALID_ARGUMENT, "vector[1]");
   ExpectError(search([](SearchRequest* r) { r->set_collection("zz"); }), grpc::StatusCode::NOT_FOUND, "zz");
+  ExpectError(search([](SearchRequest* r) { r->mutable_filter(); }), grpc::StatusCode::INVALID_ARGUMENT,
+              "filter has no condition");
+  ExpectError(search([](SearchRequest* r) { r->mutable_filter()->mutable_not_()->mutable_range()->set_key("x"); }),
+              grpc::StatusCode::INVALID_ARGUMENT, "filter.not.range has no bound");
 
   auto batch = [&](std::function<void(SearchBatchRequest*)> edit) {
     SearchBatchRequest r;
