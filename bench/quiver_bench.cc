@@ -257,7 +257,65 @@ double RecallAtK(const std::vector<int64_t>& got, const std::vector<int64_t>& tr
   return double(hit) / double(nq * k);
 }
 
-int RunIvf(size_t n, size_t nq, size_t dim, size_t k, size_t nlist, size_t clusters, int threads, int repeats) {
+// Serves `base` from a one-segment IVF_FLAT collection of a local quiverd and
+// times SearchBatch calls of `batch` queries; returns seconds per pass over all
+// queries (median of `repeats`) for each nprobe.
+std::vector<double> GrpcIvfTimes(const std::vector<float>& base, const std::vector<float>& queries, size_t n,
+                                 size_t nq, size_t dim, size_t k, size_t nlist, int threads, int repeats,
+                                 size_t batch, const std::vector<size_t>& nprobes) {
+  LocalServer server("/tmp/quiver-bench-ivf", static_cast<uint32_t>(threads));
+  auto coll = quiver::v1::Collections::NewStub(server.channel);
+  auto points = quiver::v1::Points::NewStub(server.channel);
+  quiver::v1::CreateCollectionRequest create;
+  create.mutable_config()->set_name("ivf");
+  create.mutable_config()->set_dimension(static_cast<uint32_t>(dim));
+  create.mutable_config()->set_metric(quiver::v1::L2);
+  create.mutable_config()->set_segment_max_points(static_cast<uint32_t>(n));  // one sealed segment
+  create.mutable_config()->mutable_index()->set_type(quiver::v1::IVF_FLAT);
+  create.mutable_config()->mutable_index()->mutable_ivf_flat()->set_nlist(static_cast<uint32_t>(nlist));
+  quiver::v1::CreateCollectionResponse cresp;
+  grpc::ClientContext cctx;
+  if (!coll->Create(&cctx, create, &cresp).ok()) return {};
+  for (size_t lo = 0; lo < n; lo += 5000) {
+    auto req = MakeUpsert("ivf", base.data() + lo * dim, lo, std::min<size_t>(5000, n - lo), dim);
+    quiver::v1::UpsertResponse resp;
+    grpc::ClientContext ctx;
+    if (!points->Upsert(&ctx, req, &resp).ok()) return {};
+  }
+  for (int i = 0; i < 6000; ++i) {  // wait for the background index build
+    quiver::v1::GetCollectionRequest g;
+    g.set_name("ivf");
+    quiver::v1::GetCollectionResponse gr;
+    grpc::ClientContext ctx;
+    if (coll->Get(&ctx, g, &gr).ok() && gr.collection().indexed_segments() == 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::vector<double> out;
+  for (size_t nprobe : nprobes) {
+    std::vector<double> times;
+    for (int r = 0; r < repeats + 1; ++r) {
+      const auto t0 = Clock::now();
+      for (size_t lo = 0; lo < nq; lo += batch) {
+        quiver::v1::SearchBatchRequest req;
+        req.set_collection("ivf");
+        req.set_k(static_cast<uint32_t>(k));
+        req.mutable_params()->set_nprobe(static_cast<uint32_t>(nprobe));
+        for (size_t i = lo; i < std::min(nq, lo + batch); ++i) {
+          req.add_queries()->mutable_values()->Add(queries.data() + i * dim, queries.data() + (i + 1) * dim);
+        }
+        quiver::v1::SearchBatchResponse resp;
+        grpc::ClientContext ctx;
+        if (!points->SearchBatch(&ctx, req, &resp).ok()) return {};
+      }
+      if (r > 0) times.push_back(Seconds(t0));
+    }
+    out.push_back(Median(times));
+  }
+  return out;
+}
+
+int RunIvf(size_t n, size_t nq, size_t dim, size_t k, size_t nlist, size_t clusters, int threads, int repeats,
+           bool with_grpc) {
   // Base and queries from one mixture: the queries are the last nq draws.
   auto all = quiver::GaussianMixture(n + nq, dim, clusters, 42);
   std::vector<float> base(all.begin(), all.begin() + long(n * dim));
@@ -307,13 +365,25 @@ int RunIvf(size_t n, size_t nq, size_t dim, size_t k, size_t nlist, size_t clust
   std::filesystem::create_directories("bench/results");
   std::ofstream csv("bench/results/ivf.csv");
   csv << "method,nprobe,recall_at_k,qps\n";
-  std::printf("%8s %14s %12s %14s %12s %8s\n", "nprobe", "quiver recall", "quiver QPS", "faiss recall", "faiss QPS",
-              "ratio");
+  std::vector<size_t> nprobes;
+  for (size_t p : {1, 2, 4, 8, 16, 32, 64, 128}) {
+    if (p <= nlist) nprobes.push_back(p);
+  }
+  std::vector<double> grpc_times;
+  if (with_grpc) {
+    grpc_times = GrpcIvfTimes(base, queries, n, nq, dim, k, nlist, threads, repeats, 100, nprobes);
+    if (grpc_times.empty()) {
+      std::fprintf(stderr, "gRPC measurement failed\n");
+      return 1;
+    }
+  }
+  std::printf("%8s %14s %12s %14s %12s %8s %12s %10s\n", "nprobe", "quiver recall", "quiver QPS", "faiss recall",
+              "faiss QPS", "ratio", "gRPC QPS", "gRPC/in");
   std::vector<int64_t> rows(nq * k), frows(nq * k);
   std::vector<float> scores(nq * k), fscores(nq * k);
   double q_at = 0, f_at = 0;
-  for (size_t nprobe : {1, 2, 4, 8, 16, 32, 64, 128}) {
-    if (nprobe > nlist) break;
+  for (size_t pi = 0; pi < nprobes.size(); ++pi) {
+    const size_t nprobe = nprobes[pi];
     std::vector<double> tq, tf;
     for (int r = 0; r < repeats + 1; ++r) {
       auto s0 = Clock::now();
@@ -330,7 +400,9 @@ int RunIvf(size_t n, size_t nq, size_t dim, size_t k, size_t nlist, size_t clust
     }
     const double rq = RecallAtK(rows, truth, nq, k), rf = RecallAtK(frows, truth, nq, k);
     const double qq = nq / Median(tq), qf = nq / Median(tf);
-    std::printf("%8zu %14.4f %12.0f %14.4f %12.0f %8.2f\n", nprobe, rq, qq, rf, qf, qq / qf);
+    const double qg = with_grpc ? nq / grpc_times[pi] : 0;
+    std::printf("%8zu %14.4f %12.0f %14.4f %12.0f %8.2f %12.0f %10.2f\n", nprobe, rq, qq, rf, qf, qq / qf, qg,
+                with_grpc ? qg / qq : 0.0);
     csv << "quiver," << nprobe << "," << rq << "," << qq << "\nfaiss_debian," << nprobe << "," << rf << "," << qf
         << "\n";
     if (q_at == 0 && rq >= 0.95) q_at = qq;
@@ -401,6 +473,8 @@ int main(int argc, char** argv) {
   ivf->add_option("--clusters", clusters, "Gaussian mixture components")->capture_default_str();
   ivf->add_option("--threads", threads, "threads for every method")->capture_default_str();
   ivf->add_option("--repeats", repeats, "timed rounds (median reported)")->capture_default_str();
+  bool ivf_grpc = false;
+  ivf->add_flag("--grpc", ivf_grpc, "also time SearchBatch calls of 100 queries through a local quiverd");
   size_t clients = 4, batch = 1000, total = 400000;
   auto* upsert = app.add_subcommand("upsert", "durable Upsert throughput through gRPC");
   upsert->add_option("--clients", clients, "concurrent clients")->capture_default_str();
@@ -409,6 +483,6 @@ int main(int argc, char** argv) {
   upsert->add_option("--total", total, "vectors in all")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (flat->parsed()) return RunFlat(n, nq, dim, k, threads, repeats, !no_grpc);
-  if (ivf->parsed()) return RunIvf(n, nq, dim, k, nlist, clusters, threads, repeats);
+  if (ivf->parsed()) return RunIvf(n, nq, dim, k, nlist, clusters, threads, repeats, ivf_grpc);
   return RunUpsert(clients, batch, dim, total);
 }
