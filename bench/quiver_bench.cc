@@ -1,6 +1,7 @@
 // quiver-bench: Quiver measured against FAISS in the same run, on the same data.
 //
 //   quiver-bench flat   --n 100000 --nq 1000 --dim 128 --k 10 --threads 2 --repeats 5
+//   quiver-bench ivf    --n 200000 --nlist 1024 [--grpc] [--hdf5 sift-128-euclidean.hdf5]
 //   quiver-bench upsert --clients 4 --batch 1000 --dim 128 --total 400000
 //
 // `flat` times SearchBatch three ways — Quiver in-process, Quiver through
@@ -27,6 +28,7 @@
 #include <random>
 #include <thread>
 
+#include "bench/datasets.h"
 #include "common/synthetic_data.h"
 #include "common/vector_file.h"
 #include "kernels/blas.h"
@@ -315,11 +317,36 @@ std::vector<double> GrpcIvfTimes(const std::vector<float>& base, const std::vect
 }
 
 int RunIvf(size_t n, size_t nq, size_t dim, size_t k, size_t nlist, size_t clusters, int threads, int repeats,
-           bool with_grpc) {
-  // Base and queries from one mixture: the queries are the last nq draws.
-  auto all = quiver::GaussianMixture(n + nq, dim, clusters, 42);
-  std::vector<float> base(all.begin(), all.begin() + long(n * dim));
-  std::vector<float> queries(all.begin() + long(n * dim), all.end());
+           bool with_grpc, const std::string& hdf5) {
+  std::vector<float> base, queries;
+  std::vector<int64_t> file_truth;  // from the file's "neighbors", when it has k of them
+  if (!hdf5.empty()) {
+    auto d = quiver::bench::ReadAnnBenchmarksHdf5(hdf5);
+    if (!d.ok()) {
+      std::fprintf(stderr, "%s\n", d.status().ToString().c_str());
+      return 2;
+    }
+    if (!d->distance.empty() && d->distance != "euclidean") {
+      std::fprintf(stderr, "%s: distance '%s' not supported by this benchmark yet (euclidean only)\n", hdf5.c_str(),
+                   d->distance.c_str());
+      return 2;
+    }
+    n = d->train.rows;
+    dim = d->train.cols;
+    nq = std::min(nq, d->test.rows);
+    base = std::move(d->train.data);
+    queries.assign(d->test.data.begin(), d->test.data.begin() + long(nq * dim));
+    if (d->neighbors.cols >= k) {
+      for (size_t i = 0; i < nq; ++i) {
+        for (size_t j = 0; j < k; ++j) file_truth.push_back(d->neighbors.data[i * d->neighbors.cols + j]);
+      }
+    }
+  } else {
+    // Base and queries from one mixture: the queries are the last nq draws.
+    auto all = quiver::GaussianMixture(n + nq, dim, clusters, 42);
+    base.assign(all.begin(), all.begin() + long(n * dim));
+    queries.assign(all.begin() + long(n * dim), all.end());
+  }
   {
     quiver::FloatMatrix b{n, dim, base}, q{nq, dim, queries};
     std::filesystem::create_directories("bench/results");
@@ -337,8 +364,12 @@ int RunIvf(size_t n, size_t nq, size_t dim, size_t k, size_t nlist, size_t clust
   quiver::kernels::SquaredNorms(base.data(), n, dim, norms.data());
   std::vector<int64_t> truth(nq * k);
   std::vector<float> tscores(nq * k);
-  (void)quiver::kernels::FlatSearch(res, {base.data(), norms.data(), n, dim}, queries.data(), nq,
-                                    {quiver::kernels::Metric::kL2, k}, truth.data(), tscores.data());
+  if (!file_truth.empty()) {
+    truth = file_truth;
+  } else {
+    (void)quiver::kernels::FlatSearch(res, {base.data(), norms.data(), n, dim}, queries.data(), nq,
+                                      {quiver::kernels::Metric::kL2, k}, truth.data(), tscores.data());
+  }
 
   quiver::kernels::IvfFlatBuildParams params;
   params.nlist = static_cast<uint32_t>(nlist);
@@ -474,6 +505,9 @@ int main(int argc, char** argv) {
   ivf->add_option("--threads", threads, "threads for every method")->capture_default_str();
   ivf->add_option("--repeats", repeats, "timed rounds (median reported)")->capture_default_str();
   bool ivf_grpc = false;
+  std::string hdf5;
+  ivf->add_option("--hdf5", hdf5, "ann-benchmarks HDF5 file (train/test/neighbors) instead of synthetic data")
+      ->check(CLI::ExistingFile);
   ivf->add_flag("--grpc", ivf_grpc, "also time SearchBatch calls of 100 queries through a local quiverd");
   size_t clients = 4, batch = 1000, total = 400000;
   auto* upsert = app.add_subcommand("upsert", "durable Upsert throughput through gRPC");
@@ -483,6 +517,6 @@ int main(int argc, char** argv) {
   upsert->add_option("--total", total, "vectors in all")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (flat->parsed()) return RunFlat(n, nq, dim, k, threads, repeats, !no_grpc);
-  if (ivf->parsed()) return RunIvf(n, nq, dim, k, nlist, clusters, threads, repeats, ivf_grpc);
+  if (ivf->parsed()) return RunIvf(n, nq, dim, k, nlist, clusters, threads, repeats, ivf_grpc, hdf5);
   return RunUpsert(clients, batch, dim, total);
 }

@@ -12,7 +12,7 @@ APT_PACKAGES=(
   libhwy-dev
   libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libfaiss-dev libhnswlib-dev
+  libfaiss-dev libhnswlib-dev libhdf5-dev
 )
 
 missing=()
