@@ -66,20 +66,23 @@ void Collection::Reserve(size_t extra) {
   where_.reserve(where_.size() + extra);
 }
 
-bool Collection::Upsert(uint64_t id, const float* vector, std::string payload) {
+Collection::WriteEffect Collection::Upsert(uint64_t id, const float* vector, std::string payload) {
   float norm = 0;
   kernels::SquaredNorms(vector, 1, dim_, &norm);
+  WriteEffect effect;
   std::unique_lock lock(mu_);
   auto it = where_.find(id);
   if (it != where_.end()) {
+    effect.found = true;
     if (it->second.segment == kGrowing) {  // overwrite in place
       const uint32_t row = it->second.row;
       std::memcpy(&growing_.vectors[size_t{row} * dim_], vector, dim_ * sizeof(float));
       growing_.sq_norms[row] = norm;
       growing_.payloads[row] = std::move(payload);
-      return false;
+      return effect;
     }
     RemoveLocked(it->second);  // tombstone in its sealed segment; the new version goes to growing
+    effect.tombstoned = true;
   }
   const uint32_t row = static_cast<uint32_t>(growing_.rows());
   growing_.vectors.insert(growing_.vectors.end(), vector, vector + dim_);
@@ -87,9 +90,11 @@ bool Collection::Upsert(uint64_t id, const float* vector, std::string payload) {
   growing_.ids.push_back(id);
   growing_.payloads.push_back(std::move(payload));
   where_[id] = {kGrowing, row};
-  if (growing_.rows() < segment_max_points_) return false;
-  SealLocked();
-  return true;
+  if (growing_.rows() >= segment_max_points_) {
+    SealLocked();
+    effect.sealed = true;
+  }
+  return effect;
 }
 
 void Collection::SealLocked() {
@@ -125,14 +130,17 @@ void Collection::RemoveLocked(const Location& loc) {
   growing_.payloads.pop_back();
 }
 
-bool Collection::Remove(uint64_t id) {
+Collection::WriteEffect Collection::Remove(uint64_t id) {
+  WriteEffect effect;
   std::unique_lock lock(mu_);
   auto it = where_.find(id);
-  if (it == where_.end()) return false;
+  if (it == where_.end()) return effect;
   const Location loc = it->second;
   where_.erase(it);
   RemoveLocked(loc);
-  return true;
+  effect.found = true;
+  effect.tombstoned = loc.segment != kGrowing;
+  return effect;
 }
 
 Status Collection::SearchSegmentLocked(const kernels::Resources& res, const Segment& seg, const uint64_t* excluded,

@@ -73,11 +73,18 @@ class Collection {
   quiver::v1::CollectionInfo Info() const;
   size_t Count() const;
 
+  /// What a write did that may give the background thread work.
+  struct WriteEffect {
+    bool found = false;       // the id existed before
+    bool sealed = false;      // the growing segment was sealed (an index build is due)
+    bool tombstoned = false;  // a sealed row was tombstoned (compaction may be due)
+    bool needs_background() const { return sealed || tombstoned; }
+  };
+
   /// Inserts or overwrites one point. `vector` has dimension() floats.
-  /// Returns true if this sealed the growing segment.
-  bool Upsert(uint64_t id, const float* vector, std::string payload);
-  /// Returns false if the id was absent.
-  bool Remove(uint64_t id);
+  WriteEffect Upsert(uint64_t id, const float* vector, std::string payload);
+  /// Deletes one point; `found` is false if the id was absent.
+  WriteEffect Remove(uint64_t id);
   void Reserve(size_t extra_points);
 
   /// `queries` holds nq * dimension() floats. out->size() becomes nq; each list

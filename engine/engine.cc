@@ -224,15 +224,16 @@ Status Engine::ApplyCommand(uint64_t index, const Command& cmd, storage::StateSt
       }
       std::vector<float> vec(dim);
       coll->Reserve(n);
+      bool background = false;
       for (size_t i = 0; i < n; ++i) {
         const uint64_t id = DecodeFixed64LE(up.ids().data() + i * 8);
         std::memcpy(vec.data(), up.vectors().data() + i * dim * sizeof(float), dim * sizeof(float));
         std::string payload = up.payloads_size() != 0 ? up.payloads(static_cast<int>(i)) : std::string();
         batch->PutPoint(coll->id(), id, vec, payload);
-        coll->Upsert(id, vec.data(), std::move(payload));
+        background = coll->Upsert(id, vec.data(), std::move(payload)).needs_background() || background;
       }
-      // A seal needs an index build; overwrites of sealed rows add tombstones.
-      RequestBackgroundWork();
+      // A seal needs an index build; overwrites of sealed rows may make a segment due for compaction.
+      if (background) RequestBackgroundWork();
       return Status::Ok();
     }
     case Command::kDeletePoints: {
@@ -242,11 +243,14 @@ Status Engine::ApplyCommand(uint64_t index, const Command& cmd, storage::StateSt
         return Status::NotFound("collection '" + del.collection() + "' does not exist");
       }
       if (del.ids().size() % 8 != 0) return Status::InvalidArgument("ids are not a whole number of uint64");
+      bool background = false;
       for (size_t i = 0; i < del.ids().size() / 8; ++i) {
         const uint64_t id = DecodeFixed64LE(del.ids().data() + i * 8);
-        if (coll->Remove(id)) batch->DeletePoint(coll->id(), id);
+        const Collection::WriteEffect effect = coll->Remove(id);
+        if (effect.found) batch->DeletePoint(coll->id(), id);
+        background = effect.needs_background() || background;
       }
-      RequestBackgroundWork();  // tombstones may make a segment due for compaction
+      if (background) RequestBackgroundWork();  // tombstones may make a segment due for compaction
       return Status::Ok();
     }
     case Command::OP_NOT_SET:
