@@ -136,6 +136,9 @@ Status Server::Start() {
   const auto load_start = std::chrono::steady_clock::now();
   QUIVER_ASSIGN_OR_RETURN(s.engine, engine::Engine::Open(s.db.get(), {}, &stop_));
   s.replicator = std::make_unique<replication::LocalReplicator>(s.log.get(), s.engine.get());
+  if (s.log->LastIndex() > s.engine->AppliedIndex()) {
+    spdlog::info("replaying log entries {}..{}", s.engine->AppliedIndex() + 1, s.log->LastIndex());
+  }
   QUIVER_RETURN_IF_ERROR(s.replicator->Start(&stop_));
   spdlog::info("recovered {} collection(s), {} points, applied index {} ({} log entries replayed) in {:.2f}s",
                s.engine->List().size(), s.engine->TotalPoints(), s.engine->AppliedIndex(),

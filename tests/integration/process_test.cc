@@ -264,7 +264,12 @@ TEST(Process, SigtermDuringLogReplayExitsZeroQuickly) {
   WriteUnappliedLog(data, 150, 2000, 32);  // 300k vectors to replay
   QuiverdProcess q(data, dir.path());
   q.Start(/*wait_ready=*/false);
-  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  // SIGTERM once the replay has begun (the node says so), not after a guess.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (q.Log().find("replaying log entries") == std::string::npos) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "replay never started; log:\n" << q.Log();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   q.Kill(SIGTERM);
   auto code = q.WaitExit(std::chrono::seconds(10));
   ASSERT_TRUE(code.has_value()) << "quiverd did not exit within 10 s of SIGTERM during replay; log:\n" << q.Log();
