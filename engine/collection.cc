@@ -1,11 +1,13 @@
 #include "engine/collection.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <mutex>
 #include <shared_mutex>
 
+#include "common/encoding.h"
 #include "engine/filter.h"
 #include "engine/validation.h"
 
@@ -102,6 +104,7 @@ void Collection::SealLocked() {
   growing_ = Segment{};
   seg->deleted.assign((seg->rows() + 63) / 64, 0);
   seg->live = seg->rows();
+  seg->number = next_segment_number_++;
   const int32_t index = static_cast<int32_t>(sealed_.size());
   for (uint32_t r = 0; r < seg->rows(); ++r) where_[seg->ids[r]] = {index, r};
   sealed_.push_back(std::move(seg));
@@ -311,7 +314,12 @@ Result<bool> Collection::CompactOne(const kernels::Resources& res, double delete
     }
     if (old == nullptr) return false;
     old->compacting = true;
-    // A consistent copy of the live rows, taken under the lock.
+  }
+  {
+    // Sealed rows never change, only their tombstones, so a shared lock gives
+    // a consistent copy; rows deleted after it are caught at the swap below.
+    std::shared_lock lock(mu_);
+    const std::shared_ptr<Segment>& old = sealed_[slot];
     fresh->vectors.reserve(old->live * dim_);
     for (uint32_t r = 0; r < old->rows(); ++r) {
       if ((old->deleted[r / 64] >> (r % 64)) & 1u) continue;
@@ -337,6 +345,8 @@ Result<bool> Collection::CompactOne(const kernels::Resources& res, double delete
   fresh->build_started = true;
   fresh->deleted.assign((fresh->rows() + 63) / 64, 0);
   fresh->live = fresh->rows();
+  fresh->number = next_segment_number_++;
+  if (sealed_[slot]->persisted) retired_files_.push_back(sealed_[slot]->number);
   const int32_t seg = static_cast<int32_t>(slot);
   for (uint32_t r = 0; r < fresh->rows(); ++r) {
     auto it = where_.find(fresh->ids[r]);
@@ -350,6 +360,123 @@ Result<bool> Collection::CompactOne(const kernels::Resources& res, double delete
   sealed_[slot] = std::move(fresh);
   if (!build_status.ok()) return build_status;
   return true;
+}
+
+// ---- segment files ----
+//
+// Content (after storage's file header), little-endian:
+//   [version u32 = 1][metric u32][dim u64][rows u64][index bytes u64]
+//   ids: rows x u64 | vectors: rows x dim f32 | the IVF_FLAT index bytes
+namespace {
+constexpr uint32_t kSegmentContentVersion = 1;
+constexpr size_t kSegmentHeaderBytes = 4 + 4 + 8 + 8 + 8;
+static_assert(std::endian::native == std::endian::little, "segment files store raw little-endian arrays");
+
+std::string_view Bytes(const auto& vec) {
+  return {reinterpret_cast<const char*>(vec.data()), vec.size() * sizeof(vec[0])};
+}
+}  // namespace
+
+Result<bool> Collection::PersistOne(storage::SegmentStore* store) {
+  std::shared_ptr<Segment> job;
+  std::vector<uint64_t> retired;
+  {
+    std::unique_lock lock(mu_);
+    retired.swap(retired_files_);
+    for (const auto& s : sealed_) {
+      if (s->index != nullptr && !s->persist_started) {
+        s->persist_started = true;  // one attempt; a failure is rebuilt after the next restart
+        job = s;
+        break;
+      }
+    }
+  }
+  for (uint64_t number : retired) QUIVER_RETURN_IF_ERROR(store->Remove(id(), number));
+  if (job == nullptr) return !retired.empty();
+  // The segment's rows and index never change once sealed: encode without the lock.
+  const std::string index_bytes = job->index->Serialize();
+  std::string header;
+  PutFixed32LE(&header, kSegmentContentVersion);
+  PutFixed32LE(&header, static_cast<uint32_t>(metric_));
+  PutFixed64LE(&header, dim_);
+  PutFixed64LE(&header, job->rows());
+  PutFixed64LE(&header, index_bytes.size());
+  const std::string_view parts[] = {header, Bytes(job->ids), Bytes(job->vectors), index_bytes};
+  QUIVER_RETURN_IF_ERROR(store->Save(id(), job->number, parts));
+  std::unique_lock lock(mu_);
+  job->persisted = true;
+  // Replaced by compaction while being written: its file is already stale.
+  if (std::find(sealed_.begin(), sealed_.end(), job) == sealed_.end()) retired_files_.push_back(job->number);
+  return true;
+}
+
+Status Collection::AdoptSegment(uint64_t number, std::string_view content, const std::string& what) {
+  auto bad = [&](const std::string& why) { return Status::Corruption("segment file " + what + " " + why); };
+  if (content.size() < kSegmentHeaderBytes) return bad("is too short");
+  const char* p = content.data();
+  if (DecodeFixed32LE(p) != kSegmentContentVersion) return bad("has an unknown content version");
+  if (DecodeFixed32LE(p + 4) != static_cast<uint32_t>(metric_) || DecodeFixed64LE(p + 8) != dim_) {
+    return bad("was written for another metric or dimension");
+  }
+  const uint64_t rows = DecodeFixed64LE(p + 16);
+  const uint64_t index_bytes = DecodeFixed64LE(p + 24);
+  const uint64_t body = content.size() - kSegmentHeaderBytes;
+  // Checked before multiplying or allocating: each row takes 8 + 4 * dim bytes.
+  if (rows > body / (8 + 4 * dim_) || index_bytes > body ||
+      rows * (8 + 4 * dim_) + index_bytes != body || rows == 0 || rows > UINT32_MAX) {
+    return bad("has sizes that disagree with its length");
+  }
+  auto seg = std::make_shared<Segment>();
+  p += kSegmentHeaderBytes;
+  seg->ids.resize(rows);
+  std::memcpy(seg->ids.data(), p, rows * 8);
+  p += rows * 8;
+  seg->vectors.resize(rows * dim_);
+  std::memcpy(seg->vectors.data(), p, rows * dim_ * 4);
+  p += rows * dim_ * 4;
+  QUIVER_ASSIGN_OR_RETURN(auto index, kernels::IvfFlatIndex::Deserialize(std::string_view(p, index_bytes), what));
+  if (index->size() != rows || index->dim() != dim_ || index->metric() != metric_) {
+    return bad("holds an index of another size, dimension or metric");
+  }
+  seg->index = std::move(index);
+  seg->sq_norms.resize(rows);
+  kernels::SquaredNorms(seg->vectors.data(), rows, dim_, seg->sq_norms.data());
+  seg->payloads.resize(rows);
+  seg->deleted.assign((rows + 63) / 64, ~uint64_t{0});  // all tombstones until LoadPoint revives them
+  seg->live = 0;
+  seg->number = number;
+  seg->build_started = seg->persist_started = seg->persisted = true;
+  std::unique_lock lock(mu_);
+  const int32_t slot = static_cast<int32_t>(sealed_.size());
+  for (uint32_t r = 0; r < rows; ++r) adopted_rows_[seg->ids[r]] = {slot, r};  // newer segments win
+  next_segment_number_ = std::max(next_segment_number_, number + 1);
+  sealed_.push_back(std::move(seg));
+  return Status::Ok();
+}
+
+void Collection::LoadPoint(uint64_t id, const float* vector, std::string payload) {
+  {
+    std::unique_lock lock(mu_);
+    auto it = adopted_rows_.find(id);
+    if (it != adopted_rows_.end()) {
+      const Location loc = it->second;
+      adopted_rows_.erase(it);
+      Segment& seg = *sealed_[static_cast<size_t>(loc.segment)];
+      if (std::memcmp(&seg.vectors[size_t{loc.row} * dim_], vector, dim_ * sizeof(float)) == 0) {
+        seg.deleted[loc.row / 64] &= ~(uint64_t{1} << (loc.row % 64));
+        ++seg.live;
+        seg.payloads[loc.row] = std::move(payload);
+        where_[id] = loc;
+        return;
+      }
+    }
+  }
+  Upsert(id, vector, std::move(payload));
+}
+
+void Collection::FinishLoad() {
+  std::unique_lock lock(mu_);
+  adopted_rows_ = {};
 }
 
 }  // namespace quiver::engine

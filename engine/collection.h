@@ -10,6 +10,15 @@
 // for its best k and merges them. Compaction rewrites a sealed segment whose
 // tombstones pass a threshold, in place in the segment list.
 //
+// Persistence: an indexed sealed segment is written to a segment file
+// (storage/segment_store.h) by the background thread. At restart the engine
+// adopts each file with all rows tombstoned, then streams the stored points:
+// a point whose vector equals its adopted row revives that row; any other
+// point goes to the growing segment. So the files are only a cache of the
+// index — RocksDB's points stay the truth, and a stale or corrupt file costs a
+// rebuild, never a wrong answer. FLAT collections write no files: their
+// sealed segments have nothing to rebuild.
+//
 // Thread safety: any number of concurrent readers; writes (from Apply) and
 // index installs take an exclusive lock for one short mutation, ahead of newly
 // arriving readers (engine/rw_lock.h), so searches cannot starve writes.
@@ -29,6 +38,7 @@
 #include "kernels/ivf_flat.h"
 #include "quiver/v1/collections.pb.h"
 #include "quiver/v1/points.pb.h"
+#include "storage/segment_store.h"
 
 namespace quiver::engine {
 
@@ -107,6 +117,23 @@ class Collection {
   /// Called by the engine's background thread only.
   Result<bool> CompactOne(const kernels::Resources& res, double deleted_fraction);
 
+  /// Writes one indexed sealed segment that has no file yet to `store`, and
+  /// deletes the files of segments that compaction replaced. Returns false if
+  /// there was nothing to do. Called by the engine's background thread only.
+  Result<bool> PersistOne(storage::SegmentStore* store);
+
+  // ---- loading at start (before the collection is shared) ----
+  /// Adopts a sealed segment from its file content with every row
+  /// tombstoned; LoadPoint revives them. Segments are adopted in ascending
+  /// number. DATA_LOSS naming `what` if the content does not decode or does
+  /// not fit this collection (dimension, metric, sizes, index).
+  Status AdoptSegment(uint64_t segment, std::string_view content, const std::string& what);
+  /// Each stored point once: revives the adopted row holding exactly this
+  /// vector (the newest segment's, if several), or else upserts the point.
+  void LoadPoint(uint64_t id, const float* vector, std::string payload);
+  /// Ends the load; unrevived adopted rows stay tombstones for compaction.
+  void FinishLoad();
+
  private:
   struct Segment {
     std::vector<float> vectors;  // rows x dim
@@ -118,6 +145,9 @@ class Collection {
     std::shared_ptr<const kernels::IvfFlatIndex> index;  // IVF_FLAT, once built
     bool build_started = false;
     bool compacting = false;
+    uint64_t number = 0;          // sealed segments: names its file
+    bool persist_started = false;
+    bool persisted = false;       // its file is written and listed
     size_t rows() const { return ids.size(); }
   };
   // Where a point lives: segment -1 is the growing one.
@@ -147,6 +177,9 @@ class Collection {
   Segment growing_;
   std::vector<std::shared_ptr<Segment>> sealed_;
   std::unordered_map<uint64_t, Location> where_;
+  uint64_t next_segment_number_ = 1;
+  std::vector<uint64_t> retired_files_;  // segment numbers whose files compaction made stale
+  std::unordered_map<uint64_t, Location> adopted_rows_;  // during load: id -> newest adopted row
 };
 
 /// kernels::Metric for a (validated) proto metric.

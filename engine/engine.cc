@@ -1,6 +1,10 @@
 #include "engine/engine.h"
 
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
 #include <mutex>
+#include <set>
 #include <unordered_set>
 
 #include "common/encoding.h"
@@ -17,6 +21,14 @@ Result<std::unique_ptr<Engine>> Engine::Open(storage::Db* db, const EngineOption
   QUIVER_ASSIGN_OR_RETURN(uint64_t applied, engine->store_.AppliedIndex());
   engine->applied_index_.store(applied);
   QUIVER_ASSIGN_OR_RETURN(auto stored, engine->store_.LoadCollections());
+  QUIVER_RETURN_IF_ERROR(engine->segments_.RemoveUnlisted());
+  QUIVER_ASSIGN_OR_RETURN(const auto segment_refs, engine->segments_.List());
+  std::set<uint64_t> known;
+  for (const auto& sc : stored) known.insert(sc.id);
+  for (const auto& ref : segment_refs) {
+    // Files of a collection deleted just before a crash.
+    if (known.count(ref.collection_id) == 0) QUIVER_RETURN_IF_ERROR(engine->segments_.Remove(ref.collection_id, ref.segment));
+  }
   for (const auto& sc : stored) {
     quiver::v1::CollectionInfo info;
     const std::string key = "collection/" + std::to_string(sc.id);
@@ -26,16 +38,22 @@ Result<std::unique_ptr<Engine>> Engine::Open(storage::Db* db, const EngineOption
     Status valid = ValidateCollectionConfig(info.config());
     if (!valid.ok()) return Status::Corruption("collection record " + key + " is invalid: " + valid.message());
     auto coll = std::make_shared<Collection>(info);
+    std::vector<storage::SegmentRef> refs;
+    for (const auto& ref : segment_refs) {
+      if (ref.collection_id == sc.id) refs.push_back(ref);
+    }
+    QUIVER_RETURN_IF_ERROR(engine->LoadSegmentFiles(coll.get(), refs, stop));
     size_t visited = 0;
     Status st = engine->store_.ForEachPoint(
         sc.id, info.config().dimension(), [&](uint64_t id, const float* vec, std::string_view payload) -> Status {
           if ((++visited & 0xfff) == 0 && stop != nullptr && stop->load()) {
             return Status::Cancelled("shutdown requested while loading collection " + info.config().name());
           }
-          coll->Upsert(id, vec, std::string(payload));
+          coll->LoadPoint(id, vec, std::string(payload));
           return Status::Ok();
         });
     QUIVER_RETURN_IF_ERROR(st);
+    coll->FinishLoad();
     engine->collections_[info.config().name()] = std::move(coll);
   }
   // Segments sealed while loading get their indexes in the background; the
@@ -43,6 +61,46 @@ Result<std::unique_ptr<Engine>> Engine::Open(storage::Db* db, const EngineOption
   engine->builder_ = std::thread([e = engine.get()] { e->BackgroundLoop(); });
   engine->RequestBackgroundWork();
   return engine;
+}
+
+Status Engine::LoadSegmentFiles(Collection* coll, const std::vector<storage::SegmentRef>& refs,
+                                const std::atomic<bool>* stop) {
+  for (const auto& ref : refs) {
+    if (stop != nullptr && stop->load()) {
+      return Status::Cancelled("shutdown requested while loading collection " + coll->config().name());
+    }
+    const std::string path = segments_.PathOf(ref.collection_id, ref.segment);
+    auto content = segments_.Read(ref);
+    Status st = content.ok() ? coll->AdoptSegment(ref.segment, *content, path) : content.status();
+    if (st.ok()) {
+      ++segments_loaded_;
+      continue;
+    }
+    // The points are in the vectors column family: rebuilding is always possible.
+    spdlog::warn("collection '{}': segment file {} is unusable ({}); rebuilding its index from the stored vectors",
+                 coll->config().name(), path, st.ToString());
+    ++segment_files_discarded_;
+    QUIVER_RETURN_IF_ERROR(segments_.Remove(ref.collection_id, ref.segment));
+  }
+  return Status::Ok();
+}
+
+void Engine::RemoveDroppedSegmentFiles() {
+  std::vector<uint64_t> dropped;
+  {
+    std::lock_guard lock(build_mu_);
+    dropped.swap(dropped_collections_);
+  }
+  if (dropped.empty()) return;
+  auto refs = segments_.List();
+  if (!refs.ok()) {
+    ++failed_builds_;
+    return;
+  }
+  for (const auto& ref : *refs) {
+    if (std::find(dropped.begin(), dropped.end(), ref.collection_id) == dropped.end()) continue;
+    if (!segments_.Remove(ref.collection_id, ref.segment).ok()) ++failed_builds_;  // removed at the next start
+  }
 }
 
 Engine::~Engine() { StopBackgroundWork(); }
@@ -89,14 +147,19 @@ void Engine::BackgroundLoop() {
           std::lock_guard lock(build_mu_);
           if (stop_builder_) return;
         }
-        for (Result<bool> r : {coll->BuildOneIndex(res), coll->CompactOne(res, options_.compact_deleted_fraction)}) {
+        for (Result<bool> r : {coll->BuildOneIndex(res), coll->CompactOne(res, options_.compact_deleted_fraction),
+                               coll->PersistOne(&segments_)}) {
           if (!r.ok()) {
             ++failed_builds_;
+            spdlog::warn("collection '{}': background work failed: {}", coll->config().name(), r.status().ToString());
           } else if (*r) {
             built = true;
           }
         }
       }
+      // After the pass: a pass that began before a collection was dropped may
+      // still have written one of its files.
+      RemoveDroppedSegmentFiles();
     }
     std::lock_guard lock(build_mu_);
     if (!build_requested_) {
@@ -206,7 +269,14 @@ Status Engine::ApplyCommand(uint64_t index, const Command& cmd, storage::StateSt
         return Status::NotFound("collection '" + cmd.delete_collection().name() + "' does not exist");
       }
       batch->DeleteCollection(it->second->id());
+      const uint64_t dropped = it->second->id();
       collections_.erase(it);
+      lock.unlock();
+      {
+        std::lock_guard build_lock(build_mu_);
+        dropped_collections_.push_back(dropped);
+      }
+      RequestBackgroundWork();
       return Status::Ok();
     }
     case Command::kUpsertPoints: {

@@ -57,8 +57,13 @@ class Engine final : public storage::StateMachine {
   /// True if that state was reached.
   bool WaitForBackgroundWork(std::chrono::milliseconds timeout);
 
-  /// Index builds that failed (their segments stay searched exactly).
+  /// Index builds, compactions or segment file writes that failed (their
+  /// segments stay searched exactly, or are rebuilt after a restart).
   uint64_t failed_index_builds() const { return failed_builds_.load(); }
+  /// Sealed segments whose files were loaded at Open, and files found unusable
+  /// there (missing, corrupt, stale), whose points were re-indexed instead.
+  uint64_t segments_loaded() const { return segments_loaded_; }
+  uint64_t segment_files_discarded() const { return segment_files_discarded_; }
 
   Status Apply(std::span<const storage::LogEntry> entries, std::vector<Status>* outcomes) override;
   uint64_t AppliedIndex() const override { return applied_index_.load(std::memory_order_acquire); }
@@ -72,7 +77,12 @@ class Engine final : public storage::StateMachine {
   uint64_t TotalPoints() const;
 
  private:
-  explicit Engine(storage::Db* db, const EngineOptions& options) : options_(options), store_(db) {}
+  explicit Engine(storage::Db* db, const EngineOptions& options) : options_(options), store_(db), segments_(db) {}
+  // Adopts the listed segment files of `coll` (Open only); unusable ones are
+  // logged, unlisted and deleted, and their points re-indexed.
+  Status LoadSegmentFiles(Collection* coll, const std::vector<storage::SegmentRef>& refs, const std::atomic<bool>* stop);
+  // Unlists and deletes the segment files of dropped collections.
+  void RemoveDroppedSegmentFiles();
   void BackgroundLoop();
   void RequestBackgroundWork();
   // Applies one command to memory and `batch`; the returned status is the
@@ -83,6 +93,9 @@ class Engine final : public storage::StateMachine {
 
   EngineOptions options_;
   storage::StateStore store_;
+  storage::SegmentStore segments_;
+  uint64_t segments_loaded_ = 0;
+  uint64_t segment_files_discarded_ = 0;
   std::atomic<uint64_t> applied_index_{0};
   mutable std::shared_mutex mu_;  // guards collections_ (the map, not the collections)
   std::map<std::string, std::shared_ptr<Collection>> collections_;
@@ -94,6 +107,7 @@ class Engine final : public storage::StateMachine {
   bool build_requested_ = false;
   bool builder_idle_ = true;
   bool stop_builder_ = false;
+  std::vector<uint64_t> dropped_collections_;  // ids whose segment files are still to be removed
   std::atomic<uint64_t> failed_builds_{0};
   std::thread builder_;
 };

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <thread>
 
@@ -276,11 +278,36 @@ TEST_P(SegmentTest, SealsIndexesAndStaysExactAcrossOverwritesDeletesAndRestart) 
     EXPECT_EQ(hits[0][0].id, id);
   }
 
+  std::vector<std::vector<Hit>> before;
+  ASSERT_TRUE(c->Search({}, queries.data(), nq, k, {.nprobe = 2}, &before).ok());
+
   Reopen();
-  ASSERT_TRUE(engine_->WaitForBackgroundWork(std::chrono::seconds(60)));
+  const bool ivf = GetParam() == quiver::v1::IVF_FLAT;
+  // Indexed segments come back from their files, not from a rebuild.
+  EXPECT_EQ(engine_->segments_loaded(), ivf ? 3u : 0u);
+  EXPECT_EQ(engine_->segment_files_discarded(), 0u);
   auto reopened = *engine_->Find("s");
+  EXPECT_EQ(reopened->Info().indexed_segments(), ivf ? 3u : 0u) << "before any background work";
   EXPECT_EQ(reopened->Count(), live.size());
+  // The same approximate answers as before the restart, id for id.
+  std::vector<std::vector<Hit>> after;
+  ASSERT_TRUE(reopened->Search({}, queries.data(), nq, k, {.nprobe = 2}, &after).ok());
+  for (size_t q = 0; q < nq; ++q) {
+    ASSERT_EQ(after[q].size(), before[q].size());
+    for (size_t r = 0; r < after[q].size(); ++r) {
+      EXPECT_EQ(after[q][r].id, before[q][r].id) << "query " << q << " rank " << r;
+      EXPECT_EQ(after[q][r].score, before[q][r].score);
+    }
+  }
+  ASSERT_TRUE(engine_->WaitForBackgroundWork(std::chrono::seconds(60)));
   ExpectMatchesReference(*reopened, kernels::Metric::kL2, live, queries, nq, dim, k, nlist);
+  // Overwrites and deletes after the restart still tombstone adopted rows.
+  put({151, 152}, 8);
+  Apply({Entry(index++, DeletePoints("s", {153, 154}))});
+  live.erase(153);
+  live.erase(154);
+  ExpectMatchesReference(*reopened, kernels::Metric::kL2, live, queries, nq, dim, k, nlist);
+  EXPECT_EQ(reopened->Count(), live.size());
 }
 
 INSTANTIATE_TEST_SUITE_P(IndexTypes, SegmentTest, ::testing::Values(quiver::v1::FLAT, quiver::v1::IVF_FLAT),
@@ -348,6 +375,102 @@ TEST_F(EngineTest, CompactionDropsTombstonesAndKeepsResultsExact) {
   live[3].assign(dim, 0.5f);
   ExpectMatchesReference(*c, kernels::Metric::kL2, live, queries, 15, dim, 10, nlist);
   EXPECT_EQ(c->Count(), live.size());
+}
+
+// ---- segment files ----
+
+size_t ListedSegmentFiles(storage::Db* db) {
+  storage::SegmentStore store(db);
+  auto refs = store.List();
+  EXPECT_TRUE(refs.ok());
+  return refs.ok() ? refs->size() : 0;
+}
+
+enum class Damage { kFlipByte, kTruncate, kDelete, kSwapWithAnother };
+
+class SegmentFileDamageTest : public EngineTest, public ::testing::WithParamInterface<Damage> {};
+
+// A damaged segment file is found at start, named in the log, and its points
+// are re-indexed from the stored vectors: the answers stay exact.
+TEST_P(SegmentFileDamageTest, IsDetectedAndRebuilt) {
+  const uint32_t dim = 8, nlist = 4;
+  Apply({Entry(1, CreateSegmented("d", dim, quiver::v1::COSINE, quiver::v1::IVF_FLAT, 200, nlist))});
+  std::map<uint64_t, std::vector<float>> live;
+  std::vector<uint64_t> ids(700);
+  for (uint64_t i = 0; i < ids.size(); ++i) ids[i] = i;
+  auto v = quiver::testing::RandomVectors(ids.size(), dim, 21);
+  for (uint64_t i = 0; i < ids.size(); ++i) live[i].assign(v.begin() + long(i * dim), v.begin() + long((i + 1) * dim));
+  Apply({Entry(2, UpsertVectors("d", dim, ids, v))});
+  ASSERT_TRUE(engine_->WaitForBackgroundWork(std::chrono::seconds(60)));
+  ASSERT_EQ(ListedSegmentFiles(db_.get()), 3u);
+
+  const uint64_t coll_id = (*engine_->Find("d"))->id();
+  storage::SegmentStore store(db_.get());
+  const std::string victim = store.PathOf(coll_id, 2);
+  std::string bytes;
+  {
+    std::ifstream in(victim, std::ios::binary);
+    ASSERT_TRUE(in.good()) << victim;
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  switch (GetParam()) {
+    case Damage::kFlipByte: bytes[bytes.size() / 2] ^= 0x10; break;
+    case Damage::kTruncate: bytes.resize(bytes.size() - 100); break;
+    case Damage::kDelete: bytes.clear(); break;
+    case Damage::kSwapWithAnother: {  // a whole, valid file, but segment 1's
+      std::ifstream in(store.PathOf(coll_id, 1), std::ios::binary);
+      bytes.assign(std::istreambuf_iterator<char>(in), {});
+      break;
+    }
+  }
+  if (GetParam() == Damage::kDelete) {
+    std::filesystem::remove(victim);
+  } else {
+    std::ofstream(victim, std::ios::binary | std::ios::trunc) << bytes;
+  }
+
+  Reopen();
+  EXPECT_EQ(engine_->segments_loaded(), 2u);
+  EXPECT_EQ(engine_->segment_files_discarded(), 1u);
+  auto c = *engine_->Find("d");
+  EXPECT_EQ(c->Count(), live.size());
+  auto queries = quiver::testing::RandomVectors(10, dim, 22);
+  ExpectMatchesReference(*c, kernels::Metric::kCosine, live, queries, 10, dim, 10, nlist);
+  ASSERT_TRUE(engine_->WaitForBackgroundWork(std::chrono::seconds(60)));
+  EXPECT_EQ(c->Info().indexed_segments(), c->Info().sealed_segments()) << "the lost index was rebuilt";
+  EXPECT_EQ(ListedSegmentFiles(db_.get()), c->Info().sealed_segments()) << "and written again";
+  ExpectMatchesReference(*c, kernels::Metric::kCosine, live, queries, 10, dim, 10, nlist);
+  Reopen();
+  EXPECT_EQ(engine_->segment_files_discarded(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Damages, SegmentFileDamageTest,
+                         ::testing::Values(Damage::kFlipByte, Damage::kTruncate, Damage::kDelete, Damage::kSwapWithAnother));
+
+TEST_F(EngineTest, SegmentFilesFollowCompactionAndCollectionDeletes) {
+  const uint32_t dim = 4;
+  Apply({Entry(1, CreateSegmented("f", dim, quiver::v1::L2, quiver::v1::IVF_FLAT, 100, 2))});
+  std::vector<uint64_t> ids(350);
+  for (uint64_t i = 0; i < ids.size(); ++i) ids[i] = i;
+  Apply({Entry(2, UpsertVectors("f", dim, ids, quiver::testing::RandomVectors(ids.size(), dim, 3)))});
+  ASSERT_TRUE(engine_->WaitForBackgroundWork(std::chrono::seconds(60)));
+  EXPECT_EQ(ListedSegmentFiles(db_.get()), 3u);
+  std::vector<uint64_t> gone;
+  for (uint64_t i = 0; i < 100; i += 2) gone.push_back(i);  // half of the first segment: compacted
+  Apply({Entry(3, DeletePoints("f", gone))});
+  ASSERT_TRUE(engine_->WaitForBackgroundWork(std::chrono::seconds(60)));
+  EXPECT_EQ(ListedSegmentFiles(db_.get()), 3u) << "the compacted segment's file replaced the old one";
+  Reopen();
+  EXPECT_EQ(engine_->segments_loaded(), 3u);
+  EXPECT_EQ((*engine_->Find("f"))->Info().tombstones(), 0u);
+  EXPECT_EQ((*engine_->Find("f"))->Count(), 300u);
+
+  Command drop;
+  drop.mutable_delete_collection()->set_name("f");
+  Apply({Entry(4, drop)});
+  ASSERT_TRUE(engine_->WaitForBackgroundWork(std::chrono::seconds(60)));
+  EXPECT_EQ(ListedSegmentFiles(db_.get()), 0u);
+  EXPECT_TRUE(std::filesystem::is_empty(dir_.path() + "/segments"));
 }
 
 // Searches, writes that tombstone sealed rows, and background index builds
