@@ -3,6 +3,7 @@
 //   quiver-bench flat   --n 100000 --nq 1000 --dim 128 --k 10 --threads 2 --repeats 5
 //   quiver-bench ivf    --n 200000 --nlist 1024 [--grpc] [--hdf5 sift-128-euclidean.hdf5]
 //   quiver-bench upsert --clients 4 --batch 1000 --dim 128 --total 400000
+//   quiver-bench restart --n 1000000 --dim 128
 //
 // `flat` times SearchBatch three ways — Quiver in-process, Quiver through
 // gRPC (a quiverd Server in this process, queries over loopback), and FAISS
@@ -11,7 +12,9 @@
 // multi-threaded BLAS and its own OpenMP. It also writes the data as .fvecs so
 // bench/faiss_pypi_flat.py can time the optimised PyPI FAISS on it.
 // `upsert` measures durable Upsert throughput: every acknowledged batch is
-// fsynced in the log before the reply.
+// fsynced in the log before the reply. `restart` fills an IVF_FLAT collection
+// through gRPC, waits for every sealed segment's index, stops the server and
+// times a restart until it serves again, checking the answers are unchanged.
 #include <cblas.h>
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexIVFFlat.h>
@@ -61,9 +64,11 @@ std::vector<float> RandomData(size_t n, size_t dim, uint64_t seed) {
 // A quiverd Server in this process on ephemeral ports, for the gRPC numbers.
 class LocalServer {
  public:
-  explicit LocalServer(const std::string& dir, uint32_t threads) {
-    std::filesystem::remove_all(dir);
+  // `keep_data`: restart on what an earlier server in `dir` left.
+  explicit LocalServer(const std::string& dir, uint32_t threads, bool keep_data = false) {
+    if (!keep_data) std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
+    std::filesystem::remove(dir + "/ready.json");
     quiver::service::ServerConfig cfg;
     cfg.listen = "127.0.0.1:0";
     cfg.admin_listen = "127.0.0.1:0";
@@ -477,6 +482,86 @@ int RunUpsert(size_t clients, size_t batch, size_t dim, size_t total) {
   return failed.load() == 0 ? 0 : 1;
 }
 
+quiver::v1::CollectionInfo DescribeCollection(grpc::Channel* ch, const std::string& name) {
+  auto stub = quiver::v1::Collections::NewStub(std::shared_ptr<grpc::Channel>(ch, [](grpc::Channel*) {}));
+  quiver::v1::GetCollectionRequest req;
+  req.set_name(name);
+  quiver::v1::GetCollectionResponse resp;
+  grpc::ClientContext ctx;
+  if (!stub->Get(&ctx, req, &resp).ok()) return {};
+  return resp.collection();
+}
+
+std::vector<uint64_t> SearchIds(grpc::Channel* ch, const std::string& name, const std::vector<float>& queries,
+                                size_t nq, size_t dim, size_t k) {
+  auto stub = quiver::v1::Points::NewStub(std::shared_ptr<grpc::Channel>(ch, [](grpc::Channel*) {}));
+  quiver::v1::SearchBatchRequest req;
+  req.set_collection(name);
+  req.set_k(static_cast<uint32_t>(k));
+  for (size_t i = 0; i < nq; ++i) {
+    req.add_queries()->mutable_values()->Add(queries.data() + i * dim, queries.data() + (i + 1) * dim);
+  }
+  quiver::v1::SearchBatchResponse resp;
+  grpc::ClientContext ctx;
+  std::vector<uint64_t> ids;
+  if (!stub->SearchBatch(&ctx, req, &resp).ok()) return ids;
+  for (const auto& r : resp.results()) {
+    for (const auto& h : r.hits()) ids.push_back(h.id());
+  }
+  return ids;
+}
+
+int RunRestart(size_t n, size_t nq, size_t dim, size_t k, size_t clusters, int threads) {
+  const std::string dir = "/tmp/quiver-bench-restart";
+  auto all = quiver::GaussianMixture(n + nq, dim, clusters, 42);
+  std::vector<float> queries(all.begin() + long(n * dim), all.end());
+  std::vector<uint64_t> before;
+  quiver::v1::CollectionInfo info;
+  {
+    LocalServer server(dir, static_cast<uint32_t>(threads));
+    auto coll = quiver::v1::Collections::NewStub(server.channel);
+    quiver::v1::CreateCollectionRequest create;
+    create.mutable_config()->set_name("restart");
+    create.mutable_config()->set_dimension(static_cast<uint32_t>(dim));
+    create.mutable_config()->set_metric(quiver::v1::L2);
+    create.mutable_config()->mutable_index()->set_type(quiver::v1::IVF_FLAT);
+    quiver::v1::CreateCollectionResponse cresp;
+    grpc::ClientContext cctx;
+    if (!coll->Create(&cctx, create, &cresp).ok()) return 1;
+    auto points = quiver::v1::Points::NewStub(server.channel);
+    auto t0 = Clock::now();
+    for (size_t lo = 0; lo < n; lo += 5000) {
+      auto req = MakeUpsert("restart", all.data() + lo * dim, lo, std::min<size_t>(5000, n - lo), dim);
+      quiver::v1::UpsertResponse resp;
+      grpc::ClientContext ctx;
+      if (!points->Upsert(&ctx, req, &resp).ok()) return 1;
+    }
+    std::printf("restart: upserted %zu x %zu-d in %.1f s; waiting for the index builds\n", n, dim, Seconds(t0));
+    for (;;) {
+      info = DescribeCollection(server.channel.get(), "restart");
+      if (info.sealed_segments() > 0 && info.indexed_segments() == info.sealed_segments()) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    std::printf("restart: %u sealed segments indexed after %.1f s\n", info.sealed_segments(), Seconds(t0));
+    before = SearchIds(server.channel.get(), "restart", queries, nq, dim, k);
+  }  // a clean stop, as SIGTERM does
+  const auto t0 = Clock::now();
+  LocalServer server(dir, static_cast<uint32_t>(threads), /*keep_data=*/true);
+  const double serving = Seconds(t0);  // the ready file is written once the log is replayed and gRPC listens
+  const auto again = DescribeCollection(server.channel.get(), "restart");
+  const auto after = SearchIds(server.channel.get(), "restart", queries, nq, dim, k);
+  size_t same = 0;
+  for (size_t i = 0; i < std::min(before.size(), after.size()); ++i) same += before[i] == after[i];
+  std::printf("restart: serving again after %.2f s with %u of %u segments indexed; %zu of %zu result ids unchanged\n",
+              serving, again.indexed_segments(), again.sealed_segments(), same, before.size());
+  std::filesystem::create_directories("bench/results");
+  std::ofstream("bench/results/restart.csv")
+      << "points,dim,sealed_segments,indexed_after_restart,restart_seconds,result_ids_unchanged,result_ids\n"
+      << n << "," << dim << "," << again.sealed_segments() << "," << again.indexed_segments() << "," << serving << ","
+      << same << "," << before.size() << "\n";
+  return again.indexed_segments() == info.indexed_segments() && same == before.size() ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -515,7 +600,14 @@ int main(int argc, char** argv) {
   upsert->add_option("--batch", batch, "points per Upsert")->capture_default_str();
   upsert->add_option("--dim", dim, "dimension")->capture_default_str();
   upsert->add_option("--total", total, "vectors in all")->capture_default_str();
+  auto* restart = app.add_subcommand("restart", "time until a restarted quiverd serves an IVF_FLAT collection again");
+  restart->add_option("--n", n, "vectors")->capture_default_str();
+  restart->add_option("--nq", nq, "queries compared before and after")->capture_default_str();
+  restart->add_option("--dim", dim, "dimension")->capture_default_str();
+  restart->add_option("--clusters", clusters, "Gaussian mixture components")->capture_default_str();
+  restart->add_option("--threads", threads, "search threads")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (restart->parsed()) return RunRestart(n, nq, dim, k, clusters, threads);
   if (flat->parsed()) return RunFlat(n, nq, dim, k, threads, repeats, !no_grpc);
   if (ivf->parsed()) return RunIvf(n, nq, dim, k, nlist, clusters, threads, repeats, ivf_grpc, hdf5);
   return RunUpsert(clients, batch, dim, total);

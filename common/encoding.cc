@@ -1,6 +1,6 @@
 #include "common/encoding.h"
 
-#include <zlib.h>
+#include <libdeflate.h>
 
 #include <cstring>
 
@@ -42,17 +42,10 @@ uint64_t DecodeFixed64LE(const char* src) { uint64_t v; std::memcpy(&v, src, 8);
 uint32_t Checksum(std::string_view data) { return ChecksumExtend(0, data); }
 
 uint32_t ChecksumExtend(uint32_t initial, std::string_view data) {
-  uLong crc = initial;
-  // zlib takes uInt lengths; feed large inputs in pieces.
-  const char* p = data.data();
-  size_t left = data.size();
-  while (left > 0) {
-    const uInt n = static_cast<uInt>(left > (1u << 30) ? (1u << 30) : left);
-    crc = crc32(crc, reinterpret_cast<const Bytef*>(p), n);
-    p += n;
-    left -= n;
-  }
-  return static_cast<uint32_t>(crc);
+  // libdeflate's CRC-32 is zlib's function (same polynomial and values) with
+  // carry-less-multiply folding: several times faster on the segment files
+  // and vector records read at every start.
+  return libdeflate_crc32(initial, data.data(), data.size());
 }
 
 std::string EscapeKey(std::string_view key) {

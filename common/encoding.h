@@ -1,7 +1,8 @@
 // Byte-level helpers for on-disk records.
 //
 // Keys are big-endian so RocksDB's bytewise order is numeric order. Record
-// values carry a checksum (zlib's CRC-32) so every read can be validated.
+// values carry a checksum (the CRC-32 of zlib and gzip, computed by
+// libdeflate) so every read can be validated.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +22,7 @@ void PutFixed64LE(std::string* dst, uint64_t v);
 uint32_t DecodeFixed32LE(const char* src);
 uint64_t DecodeFixed64LE(const char* src);
 
-/// CRC-32 (zlib polynomial) of `data`.
+/// CRC-32 (zlib polynomial and values) of `data`.
 uint32_t Checksum(std::string_view data);
 /// Continues a checksum: ChecksumExtend(Checksum(a), b) == Checksum(a + b).
 uint32_t ChecksumExtend(uint32_t crc, std::string_view data);

@@ -448,7 +448,12 @@ Status Collection::AdoptSegment(uint64_t number, std::string_view content, const
   seg->build_started = seg->persist_started = seg->persisted = true;
   std::unique_lock lock(mu_);
   const int32_t slot = static_cast<int32_t>(sealed_.size());
-  for (uint32_t r = 0; r < rows; ++r) adopted_rows_[seg->ids[r]] = {slot, r};  // newer segments win
+  for (uint32_t r = 0; r < rows; ++r) {
+    // An id in several files (overwritten, then sealed again; or a compaction
+    // cut short by a crash): the newest file's row is the candidate.
+    auto [it, fresh] = adopted_rows_.try_emplace(seg->ids[r], Location{slot, r});
+    if (!fresh && sealed_[static_cast<size_t>(it->second.segment)]->number < number) it->second = {slot, r};
+  }
   next_segment_number_ = std::max(next_segment_number_, number + 1);
   sealed_.push_back(std::move(seg));
   return Status::Ok();

@@ -124,9 +124,9 @@ class Collection {
 
   // ---- loading at start (before the collection is shared) ----
   /// Adopts a sealed segment from its file content with every row
-  /// tombstoned; LoadPoint revives them. Segments are adopted in ascending
-  /// number. DATA_LOSS naming `what` if the content does not decode or does
-  /// not fit this collection (dimension, metric, sizes, index).
+  /// tombstoned; LoadPoint revives them. Thread-safe, any order (files load
+  /// in parallel). DATA_LOSS naming `what` if the content does not decode or
+  /// does not fit this collection (dimension, metric, sizes, index).
   Status AdoptSegment(uint64_t segment, std::string_view content, const std::string& what);
   /// Each stored point once: revives the adopted row holding exactly this
   /// vector (the newest segment's, if several), or else upserts the point.

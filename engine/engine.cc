@@ -42,7 +42,9 @@ Result<std::unique_ptr<Engine>> Engine::Open(storage::Db* db, const EngineOption
     for (const auto& ref : segment_refs) {
       if (ref.collection_id == sc.id) refs.push_back(ref);
     }
+    const auto t0 = std::chrono::steady_clock::now();
     QUIVER_RETURN_IF_ERROR(engine->LoadSegmentFiles(coll.get(), refs, stop));
+    const auto t1 = std::chrono::steady_clock::now();
     size_t visited = 0;
     Status st = engine->store_.ForEachPoint(
         sc.id, info.config().dimension(), [&](uint64_t id, const float* vec, std::string_view payload) -> Status {
@@ -54,6 +56,9 @@ Result<std::unique_ptr<Engine>> Engine::Open(storage::Db* db, const EngineOption
         });
     QUIVER_RETURN_IF_ERROR(st);
     coll->FinishLoad();
+    using Seconds = std::chrono::duration<double>;
+    spdlog::info("collection '{}': {} segment file(s) in {:.2f}s, {} points in {:.2f}s", info.config().name(),
+                 refs.size(), Seconds(t1 - t0).count(), visited, Seconds(std::chrono::steady_clock::now() - t1).count());
     engine->collections_[info.config().name()] = std::move(coll);
   }
   // Segments sealed while loading get their indexes in the background; the
@@ -65,24 +70,42 @@ Result<std::unique_ptr<Engine>> Engine::Open(storage::Db* db, const EngineOption
 
 Status Engine::LoadSegmentFiles(Collection* coll, const std::vector<storage::SegmentRef>& refs,
                                 const std::atomic<bool>* stop) {
-  for (const auto& ref : refs) {
-    if (stop != nullptr && stop->load()) {
-      return Status::Cancelled("shutdown requested while loading collection " + coll->config().name());
+  // Reading, checksumming and decoding a file is independent of the others:
+  // one loader per core.
+  std::atomic<size_t> next{0};
+  std::mutex mu;
+  Status first_error;
+  auto load = [&] {
+    for (size_t i = next++; i < refs.size(); i = next++) {
+      if (stop != nullptr && stop->load()) {
+        std::lock_guard lock(mu);
+        first_error = Status::Cancelled("shutdown requested while loading collection " + coll->config().name());
+        return;
+      }
+      const storage::SegmentRef& ref = refs[i];
+      const std::string path = segments_.PathOf(ref.collection_id, ref.segment);
+      auto content = segments_.Read(ref);
+      Status st = content.ok() ? coll->AdoptSegment(ref.segment, content->bytes(), path) : content.status();
+      if (st.ok()) {
+        std::lock_guard lock(mu);
+        ++segments_loaded_;
+        continue;
+      }
+      // The points are in the vectors column family: rebuilding is always possible.
+      spdlog::warn("collection '{}': segment file {} is unusable ({}); rebuilding its index from the stored vectors",
+                   coll->config().name(), path, st.ToString());
+      Status removed = segments_.Remove(ref.collection_id, ref.segment);
+      std::lock_guard lock(mu);
+      ++segment_files_discarded_;
+      if (!removed.ok() && first_error.ok()) first_error = removed;
     }
-    const std::string path = segments_.PathOf(ref.collection_id, ref.segment);
-    auto content = segments_.Read(ref);
-    Status st = content.ok() ? coll->AdoptSegment(ref.segment, *content, path) : content.status();
-    if (st.ok()) {
-      ++segments_loaded_;
-      continue;
-    }
-    // The points are in the vectors column family: rebuilding is always possible.
-    spdlog::warn("collection '{}': segment file {} is unusable ({}); rebuilding its index from the stored vectors",
-                 coll->config().name(), path, st.ToString());
-    ++segment_files_discarded_;
-    QUIVER_RETURN_IF_ERROR(segments_.Remove(ref.collection_id, ref.segment));
-  }
-  return Status::Ok();
+  };
+  const size_t workers = std::min<size_t>(refs.size(), std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> pool;
+  for (size_t w = 1; w < workers; ++w) pool.emplace_back(load);
+  load();
+  for (auto& t : pool) t.join();
+  return first_error;
 }
 
 void Engine::RemoveDroppedSegmentFiles() {

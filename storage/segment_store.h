@@ -13,11 +13,12 @@
 // Example:
 //   SegmentStore store(db);
 //   store.Save(coll_id, seq, {header, ids, vectors});
-//   for (auto& ref : *store.List()) auto bytes = store.Read(ref);  // DATA_LOSS naming the file if bad
+//   for (auto& ref : *store.List()) auto content = store.Read(ref);  // DATA_LOSS naming the file if bad
 #pragma once
 
 #include <cstdint>
 #include <span>
+#include <cstddef>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,6 +27,22 @@
 #include "storage/db.h"
 
 namespace quiver::storage {
+
+/// A segment file mapped read-only: its content without a copy.
+class SegmentContent {
+ public:
+  SegmentContent() = default;
+  SegmentContent(SegmentContent&& other) noexcept;
+  SegmentContent& operator=(SegmentContent&& other) noexcept;
+  ~SegmentContent();
+  std::string_view bytes() const { return content_; }
+
+ private:
+  friend class SegmentStore;
+  void* map_ = nullptr;
+  size_t map_bytes_ = 0;
+  std::string_view content_;
+};
 
 struct SegmentRef {
   uint64_t collection_id = 0;
@@ -46,8 +63,9 @@ class SegmentStore {
 
   /// The content of a listed segment after checking the file's size against
   /// the list, and its magic, version, ids and checksum. DATA_LOSS naming the
-  /// file on any mismatch; NOT_FOUND if the file is missing.
-  Result<std::string> Read(const SegmentRef& ref) const;
+  /// file on any mismatch; NOT_FOUND if the file is missing. The file is
+  /// mapped, not copied: loading a large segment touches its bytes once.
+  Result<SegmentContent> Read(const SegmentRef& ref) const;
 
   /// Unlists the segment, then deletes its file. Absent is fine.
   Status Remove(uint64_t collection_id, uint64_t segment);

@@ -45,6 +45,8 @@ TEST(Records, VectorHeaderPlusFloatsEqualsEncodedVector) {
   joined.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
   EXPECT_EQ(joined, EncodeVector(v));
   EXPECT_EQ(ChecksumExtend(Checksum("abc"), "def"), Checksum("abcdef"));
+  EXPECT_EQ(Checksum("123456789"), 0xCBF43926u) << "the standard CRC-32 check value (zlib, gzip, PNG)";
+  EXPECT_EQ(Checksum(""), 0u);
 }
 
 TEST(Records, VectorDimensionChecked) {
