@@ -29,7 +29,8 @@ Collection::Collection(quiver::v1::CollectionInfo info)
                                                                    : kDefaultSegmentPoints),
       wants_index_(info_.config().index().type() == quiver::v1::IVF_FLAT),
       default_nprobe_(info_.config().index().ivf_flat().nprobe() != 0 ? info_.config().index().ivf_flat().nprobe()
-                                                                      : 32) {
+                                                                      : 32),
+      payload_fields_(info_.config().indexed_payload_fields().begin(), info_.config().indexed_payload_fields().end()) {
   info_.clear_points_count();
 }
 
@@ -175,7 +176,6 @@ Status Collection::Search(const kernels::Resources& res, const float* queries, s
   if (growing_.rows() > 0) segs.push_back(&growing_);
   std::vector<int64_t> rows(segs.size() * nq * kk);
   std::vector<float> scores(rows.size());
-  quiver::v1::Payload payload;
   std::vector<uint64_t> excluded;
   for (size_t s = 0; s < segs.size(); ++s) {
     const Segment& seg = *segs[s];
@@ -183,21 +183,19 @@ Status Collection::Search(const kernels::Resources& res, const float* queries, s
     const uint64_t* skip = sealed ? seg.deleted.data() : nullptr;
     bool use_index = sealed && seg.index != nullptr;
     if (options.filter != nullptr) {
-      // The filter becomes a bitset of excluded rows, evaluated once for all queries.
-      excluded.assign((seg.rows() + 63) / 64, 0);
+      // The filter becomes a bitset of excluded rows, evaluated once for all
+      // queries, from the payload index where the segment has one.
+      const size_t words = (seg.rows() + 63) / 64;
+      std::vector<uint64_t> live(words, ~uint64_t{0});
+      if (seg.rows() % 64 != 0) live[words - 1] = (uint64_t{1} << (seg.rows() % 64)) - 1;
+      if (sealed) {
+        for (size_t w = 0; w < words; ++w) live[w] &= ~seg.deleted[w];
+      }
+      excluded = EvaluateFilter(*options.filter, seg.payload_index.get(), seg.payloads, std::move(live));
       size_t allowed = 0;
-      for (size_t r = 0; r < seg.rows(); ++r) {
-        bool pass = !(sealed && ((seg.deleted[r / 64] >> (r % 64)) & 1u));
-        if (pass) {
-          payload.Clear();
-          if (!seg.payloads[r].empty() && !payload.ParseFromString(seg.payloads[r])) payload.Clear();
-          pass = FilterMatches(*options.filter, payload);
-        }
-        if (pass) {
-          ++allowed;
-        } else {
-          excluded[r / 64] |= uint64_t{1} << (r % 64);
-        }
+      for (uint64_t& w : excluded) {
+        allowed += static_cast<size_t>(std::popcount(w));
+        w = ~w;
       }
       int64_t* seg_rows = rows.data() + s * nq * kk;
       if (allowed == 0) {
@@ -277,22 +275,40 @@ Result<std::shared_ptr<const kernels::IvfFlatIndex>> Collection::BuildIndex(cons
 
 Result<bool> Collection::BuildOneIndex(const kernels::Resources& res) {
   std::shared_ptr<Segment> job;
+  bool want_ivf = false, want_payload = false;
   {
     std::unique_lock lock(mu_);
-    if (!wants_index_) return false;
     for (const auto& s : sealed_) {
-      if (!s->build_started && s->live > 0) {
-        s->build_started = true;  // one attempt: a failed build leaves the segment searched exactly
+      want_ivf = wants_index_ && !s->build_started && s->live > 0;
+      want_payload = !payload_fields_.empty() && !s->payload_index_started && s->live > 0;
+      if (want_ivf || want_payload) {
+        // One attempt each: a failed build leaves the segment searched exactly.
+        s->build_started = s->build_started || want_ivf;
+        s->payload_index_started = s->payload_index_started || want_payload;
         job = s;
         break;
       }
     }
   }
   if (job == nullptr) return false;
-  // Sealed vectors never change, so the build reads them without the lock.
-  QUIVER_ASSIGN_OR_RETURN(auto index, BuildIndex(res, *job));
+  // Sealed rows never change, so the builds read them without the lock.
+  std::shared_ptr<const PayloadIndex> payload_index;
+  if (want_payload) payload_index = std::make_shared<const PayloadIndex>(PayloadIndex::Build(job->payloads, payload_fields_));
+  std::shared_ptr<const kernels::IvfFlatIndex> index;
+  Status status;
+  if (want_ivf) {
+    auto built = BuildIndex(res, *job);
+    if (built.ok()) {
+      index = std::move(built).value();
+    } else {
+      status = built.status();
+    }
+  }
   std::unique_lock lock(mu_);
-  job->index = std::move(index);  // if compaction replaced `job` meanwhile, this is dropped with it
+  // If compaction replaced `job` meanwhile, these are dropped with it.
+  if (payload_index != nullptr) job->payload_index = std::move(payload_index);
+  if (index != nullptr) job->index = std::move(index);
+  if (!status.ok()) return status;
   return true;
 }
 
@@ -332,6 +348,10 @@ Result<bool> Collection::CompactOne(const kernels::Resources& res, double delete
   }
   std::shared_ptr<const kernels::IvfFlatIndex> index;
   Status build_status;
+  if (!payload_fields_.empty() && fresh->rows() > 0) {
+    fresh->payload_index = std::make_shared<const PayloadIndex>(PayloadIndex::Build(fresh->payloads, payload_fields_));
+  }
+  fresh->payload_index_started = true;
   if (wants_index_ && fresh->rows() > 0) {
     auto built = BuildIndex(res, *fresh);  // outside the lock: fresh is private until swapped in
     if (built.ok()) {

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "engine/payload_index.h"
 #include "engine/rw_lock.h"
 #include "kernels/flat_search.h"
 #include "kernels/ivf_flat.h"
@@ -105,9 +106,9 @@ class Collection {
   /// Points for `ids` in order; absent ids are skipped.
   std::vector<StoredPoint> Get(std::span<const uint64_t> ids, bool with_payload, bool with_vector) const;
 
-  /// Builds the index of one sealed segment that needs one, outside the lock,
-  /// and installs it. Returns false if no segment needs a build.
-  /// Called by the engine's background thread only.
+  /// Builds the indexes (IVF_FLAT, payload) of one sealed segment that lacks
+  /// them, outside the lock, and installs them. Returns false if no segment
+  /// needs a build. Called by the engine's background thread only.
   Result<bool> BuildOneIndex(const kernels::Resources& res);
 
   /// Rewrites one sealed segment whose tombstones reach `deleted_fraction` of
@@ -143,7 +144,9 @@ class Collection {
     std::vector<uint64_t> deleted;  // sealed segments only; bit per row
     size_t live = 0;
     std::shared_ptr<const kernels::IvfFlatIndex> index;  // IVF_FLAT, once built
+    std::shared_ptr<const PayloadIndex> payload_index;  // declared payload fields, once built
     bool build_started = false;
+    bool payload_index_started = false;
     bool compacting = false;
     uint64_t number = 0;          // sealed segments: names its file
     bool persist_started = false;
@@ -172,6 +175,7 @@ class Collection {
   size_t segment_max_points_;
   bool wants_index_;
   uint32_t default_nprobe_;
+  std::vector<std::string> payload_fields_;  // indexed in sealed segments
 
   mutable WriterPreferringRwLock mu_;
   Segment growing_;

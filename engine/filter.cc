@@ -1,6 +1,9 @@
 #include "engine/filter.h"
 
+#include <algorithm>
 #include <cmath>
+
+#include "engine/payload_index.h"
 
 namespace quiver::engine {
 namespace {
@@ -128,6 +131,95 @@ bool FilterMatches(const quiver::v1::Filter& f, const quiver::v1::Payload& paylo
       break;
   }
   return false;
+}
+
+namespace {
+
+using Bits = std::vector<uint64_t>;
+
+bool UsesIndex(const quiver::v1::Filter& f, const PayloadIndex& index) {
+  switch (f.kind_case()) {
+    case quiver::v1::Filter::kMatch: return index.Covers(f.match().key());
+    case quiver::v1::Filter::kRange: return index.Covers(f.range().key());
+    case quiver::v1::Filter::kIn: return index.Covers(f.in().key());
+    case quiver::v1::Filter::kAnd:
+    case quiver::v1::Filter::kOr: {
+      const auto& list = f.kind_case() == quiver::v1::Filter::kAnd ? f.and_() : f.or_();
+      return std::any_of(list.filters().begin(), list.filters().end(),
+                         [&](const auto& sub) { return UsesIndex(sub, index); });
+    }
+    case quiver::v1::Filter::kNot: return UsesIndex(f.not_(), index);
+    case quiver::v1::Filter::KIND_NOT_SET: break;
+  }
+  return false;
+}
+
+bool Empty(const Bits& b) {
+  return std::all_of(b.begin(), b.end(), [](uint64_t w) { return w == 0; });
+}
+
+Bits Evaluate(const quiver::v1::Filter& f, const PayloadIndex* index, const std::vector<std::string>& payloads,
+              Bits cand) {
+  if (index == nullptr || !UsesIndex(f, *index)) {
+    // No index helps below here: one parse per candidate row for the subtree.
+    quiver::v1::Payload payload;
+    for (size_t w = 0; w < cand.size(); ++w) {
+      for (uint64_t word = cand[w]; word != 0; word &= word - 1) {
+        const size_t row = w * 64 + static_cast<size_t>(__builtin_ctzll(word));
+        payload.Clear();
+        if (!payloads[row].empty() && !payload.ParseFromString(payloads[row])) payload.Clear();
+        if (!FilterMatches(f, payload)) cand[w] &= ~(uint64_t{1} << (row % 64));
+      }
+    }
+    return cand;
+  }
+  switch (f.kind_case()) {
+    case quiver::v1::Filter::kMatch:
+    case quiver::v1::Filter::kRange:
+    case quiver::v1::Filter::kIn: {
+      Bits hit(cand.size(), 0);
+      if (f.has_match()) index->SetEqual(f.match().key(), f.match().value(), hit.data());
+      if (f.has_range()) index->SetInRange(f.range(), hit.data());
+      if (f.has_in()) {
+        for (const auto& v : f.in().values()) index->SetEqual(f.in().key(), v, hit.data());
+      }
+      for (size_t w = 0; w < cand.size(); ++w) cand[w] &= hit[w];
+      return cand;
+    }
+    case quiver::v1::Filter::kAnd: {
+      // Indexed conditions first: each narrows the rows the next one checks.
+      std::vector<const quiver::v1::Filter*> order;
+      for (const auto& sub : f.and_().filters()) order.push_back(&sub);
+      std::stable_partition(order.begin(), order.end(), [&](const auto* sub) { return UsesIndex(*sub, *index); });
+      for (const auto* sub : order) {
+        if (Empty(cand)) break;
+        cand = Evaluate(*sub, index, payloads, std::move(cand));
+      }
+      return cand;
+    }
+    case quiver::v1::Filter::kOr: {
+      Bits any(cand.size(), 0);
+      for (const auto& sub : f.or_().filters()) {
+        const Bits part = Evaluate(sub, index, payloads, cand);
+        for (size_t w = 0; w < cand.size(); ++w) any[w] |= part[w];
+      }
+      return any;
+    }
+    case quiver::v1::Filter::kNot: {
+      const Bits inner = Evaluate(f.not_(), index, payloads, cand);
+      for (size_t w = 0; w < cand.size(); ++w) cand[w] &= ~inner[w];
+      return cand;
+    }
+    case quiver::v1::Filter::KIND_NOT_SET: break;
+  }
+  return Bits(cand.size(), 0);
+}
+
+}  // namespace
+
+std::vector<uint64_t> EvaluateFilter(const quiver::v1::Filter& filter, const PayloadIndex* index,
+                                     const std::vector<std::string>& payloads, std::vector<uint64_t> candidates) {
+  return Evaluate(filter, index, payloads, std::move(candidates));
 }
 
 }  // namespace quiver::engine

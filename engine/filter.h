@@ -7,7 +7,9 @@
 // selective filters do not cost recall (engine/collection.cc).
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "quiver/v1/points.pb.h"
@@ -24,5 +26,16 @@ Status ValidateFilter(const quiver::v1::Filter& filter, const std::string& field
 
 /// True if `payload` satisfies `filter` (which must be valid).
 bool FilterMatches(const quiver::v1::Filter& filter, const quiver::v1::Payload& payload);
+
+class PayloadIndex;
+
+/// The rows of a segment that satisfy `filter` (valid), among `candidates`
+/// (bit r of word r / 64; no bits past the last row). Conditions on fields
+/// `index` covers (null: none) come from the index; a subtree without such
+/// conditions parses `payloads[row]` only for the rows still in question, and
+/// an AND evaluates its indexed conditions first, so a selective indexed
+/// condition spares the payloads of the rows it rejects.
+std::vector<uint64_t> EvaluateFilter(const quiver::v1::Filter& filter, const PayloadIndex* index,
+                                     const std::vector<std::string>& payloads, std::vector<uint64_t> candidates);
 
 }  // namespace quiver::engine

@@ -70,6 +70,21 @@ Status ValidateCollectionConfig(const quiver::v1::CollectionConfig& config) {
     return Status::InvalidArgument("config.segment_max_points is " + std::to_string(seg) + ", must be 0 or in " +
                                    std::to_string(kMinSegmentPoints) + ".." + std::to_string(kMaxSegmentPoints));
   }
+  if (config.indexed_payload_fields_size() > kMaxIndexedPayloadFields) {
+    return Status::InvalidArgument("config.indexed_payload_fields has " +
+                                   std::to_string(config.indexed_payload_fields_size()) + " entries, at most " +
+                                   std::to_string(kMaxIndexedPayloadFields));
+  }
+  for (int i = 0; i < config.indexed_payload_fields_size(); ++i) {
+    const std::string& key = config.indexed_payload_fields(i);
+    const std::string where = "config.indexed_payload_fields[" + std::to_string(i) + "]";
+    if (key.empty() || key.size() > kMaxPayloadKeyBytes) {
+      return Status::InvalidArgument(where + " must be 1.." + std::to_string(kMaxPayloadKeyBytes) + " bytes");
+    }
+    for (int j = 0; j < i; ++j) {
+      if (config.indexed_payload_fields(j) == key) return Status::InvalidArgument(where + " repeats '" + key + "'");
+    }
+  }
   switch (config.index().type()) {
     case quiver::v1::INDEX_TYPE_UNSPECIFIED:
     case quiver::v1::FLAT:
@@ -109,7 +124,7 @@ Status ValidateVector(const float* values, size_t count, uint32_t dimension, std
 Status ValidatePayload(const google::protobuf::Map<std::string, quiver::v1::Value>& payload, std::string_view field) {
   for (const auto& [key, value] : payload) {
     if (key.empty()) return Status::InvalidArgument(Str(field) + " has an empty key");
-    if (key.size() > 256) return Status::InvalidArgument(Str(field) + " key '" + key.substr(0, 32) + "...' is too long");
+    if (key.size() > kMaxPayloadKeyBytes) return Status::InvalidArgument(Str(field) + " key '" + key.substr(0, 32) + "...' is too long");
     QUIVER_RETURN_IF_ERROR(ValidateScalar(value, Str(field) + "['" + key + "']", true));
   }
   return Status::Ok();

@@ -20,12 +20,14 @@ inline constexpr uint32_t kMinSegmentPoints = 64;
 inline constexpr uint32_t kMaxSegmentPoints = 10'000'000;
 inline constexpr uint32_t kDefaultSegmentPoints = 100'000;
 inline constexpr uint32_t kMaxNlist = 65536;
+inline constexpr int kMaxIndexedPayloadFields = 32;
+inline constexpr size_t kMaxPayloadKeyBytes = 256;
 
 /// 1..64 characters of [A-Za-z0-9_-], starting with a letter or digit.
 Status ValidateCollectionName(std::string_view name, std::string_view field = "name");
 
-/// Name, dimension 1..4096, metric set, segment size, index type known and its
-/// parameters in range; index types not served yet (IVF_PQ, GRAPH) are
+/// Name, dimension 1..4096, metric set, segment size, indexed payload fields,
+/// index type known and its parameters in range; index types not served yet (IVF_PQ, GRAPH) are
 /// UNIMPLEMENTED. An unspecified index type means FLAT.
 Status ValidateCollectionConfig(const quiver::v1::CollectionConfig& config);
 

@@ -64,11 +64,19 @@ void PrintInfo(const quiver::v1::CollectionInfo& c, bool json) {
     std::cout << "{\"name\":\"" << JsonEscape(c.config().name()) << "\",\"dimension\":" << c.config().dimension()
               << ",\"metric\":\"" << MetricName(c.config().metric()) << "\",\"index\":\""
               << quiver::v1::IndexType_Name(c.config().index().type()) << "\",\"points\":" << c.points_count()
-              << "}";
+              << ",\"sealed_segments\":" << c.sealed_segments() << ",\"indexed_segments\":" << c.indexed_segments()
+              << ",\"tombstones\":" << c.tombstones() << ",\"indexed_payload_fields\":[";
+    for (int i = 0; i < c.config().indexed_payload_fields_size(); ++i) {
+      std::cout << (i ? "," : "") << "\"" << JsonEscape(c.config().indexed_payload_fields(i)) << "\"";
+    }
+    std::cout << "]}";
   } else {
     std::cout << c.config().name() << "\tdim=" << c.config().dimension() << "\tmetric=" << MetricName(c.config().metric())
               << "\tindex=" << quiver::v1::IndexType_Name(c.config().index().type()) << "\tpoints=" << c.points_count()
               << "\tsegments=" << c.sealed_segments() << "+1 (indexed " << c.indexed_segments() << ")";
+    for (int i = 0; i < c.config().indexed_payload_fields_size(); ++i) {
+      std::cout << (i ? "," : "\tindexed_fields=") << c.config().indexed_payload_fields(i);
+    }
   }
 }
 
@@ -118,6 +126,8 @@ int main(int argc, char** argv) {
   create->add_option("--nlist", nlist, "ivf_flat: lists per sealed segment (0 = 4*sqrt(segment points))");
   create->add_option("--nprobe", default_nprobe, "ivf_flat: default lists probed per search (0 = 32)");
   create->add_option("--segment-points", segment_points, "points per segment before sealing (0 = 100000)");
+  std::vector<std::string> index_fields;
+  create->add_option("--index-field", index_fields, "payload field to index for filters (repeatable)");
   auto* list = colls->add_subcommand("list", "list collections");
   auto* describe = colls->add_subcommand("describe", "show one collection");
   describe->add_option("name", name, "collection name")->required();
@@ -180,6 +190,7 @@ int main(int argc, char** argv) {
     req.mutable_config()->mutable_index()->mutable_ivf_flat()->set_nlist(nlist);
     req.mutable_config()->mutable_index()->mutable_ivf_flat()->set_nprobe(default_nprobe);
     req.mutable_config()->set_segment_max_points(segment_points);
+    for (const auto& f : index_fields) req.mutable_config()->add_indexed_payload_fields(f);
     quiver::v1::CreateCollectionResponse resp;
     grpc::ClientContext ctx;
     SetDeadline(&ctx, opt);

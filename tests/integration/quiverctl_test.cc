@@ -50,7 +50,9 @@ TEST(Quiverctl, EveryCommandAgainstARealServer) {
   r = Ctl(addr + "--json count docs");
   EXPECT_EQ(r.out, "{\"count\":100}\n");
   r = Ctl(addr + "--json collections list");
-  EXPECT_EQ(r.out, "[{\"name\":\"docs\",\"dimension\":8,\"metric\":\"COSINE\",\"index\":\"FLAT\",\"points\":100}]\n");
+  EXPECT_EQ(r.out,
+            "[{\"name\":\"docs\",\"dimension\":8,\"metric\":\"COSINE\",\"index\":\"FLAT\",\"points\":100,"
+            "\"sealed_segments\":0,\"indexed_segments\":0,\"tombstones\":0,\"indexed_payload_fields\":[]}]\n");
   r = Ctl(addr + "collections describe docs");
   EXPECT_NE(r.out.find("points=100"), std::string::npos) << r.out;
   // Row 5 as the query: ids 5 and 1005 hold the same vector, cosine 1.
@@ -75,8 +77,14 @@ TEST(Quiverctl, EveryCommandAgainstARealServer) {
   EXPECT_EQ(r.code, 2) << r.out;
 
   // An IVF_FLAT collection with small segments, searched with --nprobe.
-  r = Ctl(addr + "collections create ivf --dim 8 --index ivf_flat --nlist 4 --segment-points 64");
+  r = Ctl(addr + "collections create ivf --dim 8 --index ivf_flat --nlist 4 --segment-points 64 --index-field tag "
+                 "--index-field n");
   ASSERT_EQ(r.code, 0) << r.out;
+  r = Ctl(addr + "--json collections describe ivf");
+  EXPECT_NE(r.out.find("\"indexed_payload_fields\":[\"tag\",\"n\"]"), std::string::npos) << r.out;
+  r = Ctl(addr + "collections create bad --dim 8 --index-field tag --index-field tag");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("config.indexed_payload_fields[1] repeats 'tag'"), std::string::npos) << r.out;
   r = Ctl(addr + "upsert ivf " + dir.path() + "/v.npy");
   ASSERT_EQ(r.code, 0) << r.out;
   r = Ctl(addr + "--json search ivf " + dir.path() + "/v.npy --k 1 --row 7 --nprobe 4");

@@ -4,11 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <random>
 #include <set>
 
 #include "common/encoding.h"
 #include "engine/engine.h"
 #include "engine/filter.h"
+#include "engine/payload_index.h"
 #include "quiver/internal/v1/wal.pb.h"
 #include "test_util.h"
 
@@ -117,7 +119,9 @@ TEST(ValidateFilter, NamesTheField) {
   EXPECT_TRUE(ValidateFilter(MatchInt("i", 1)).ok());
 }
 
-class FilteredSearchTest : public ::testing::Test {
+// Parameter: the payload fields the collection indexes (none, some, all), so
+// every filter runs through the parse path, the index, and a mix of both.
+class FilteredSearchTest : public ::testing::TestWithParam<std::vector<std::string>> {
  protected:
   static constexpr uint32_t kDim = 8;
   static constexpr size_t kN = 4000;
@@ -134,6 +138,7 @@ class FilteredSearchTest : public ::testing::Test {
     cfg->mutable_index()->set_type(quiver::v1::IVF_FLAT);
     cfg->mutable_index()->mutable_ivf_flat()->set_nlist(16);
     cfg->mutable_index()->mutable_ivf_flat()->set_nprobe(2);  // sparse probing: filters must not rely on it
+    for (const auto& field : GetParam()) cfg->add_indexed_payload_fields(field);
     base_ = quiver::testing::ClusteredVectors(kN, kDim, 10, 17);
     quiver::internal::v1::Command up;
     auto* u = up.mutable_upsert_points();
@@ -193,26 +198,26 @@ class FilteredSearchTest : public ::testing::Test {
   std::vector<float> base_;
 };
 
-TEST_F(FilteredSearchTest, KeepsNone) {
+TEST_P(FilteredSearchTest, KeepsNone) {
   size_t m = 0;
   EXPECT_EQ(FilteredRecall(Match("tag", "nope"), &m), 1.0);
   EXPECT_EQ(m, 0u);
 }
 
-TEST_F(FilteredSearchTest, KeepsOne) {
+TEST_P(FilteredSearchTest, KeepsOne) {
   size_t m = 0;
   EXPECT_EQ(FilteredRecall(MatchInt("i", 1234), &m), 1.0);
   EXPECT_EQ(m, 1u);
 }
 
-TEST_F(FilteredSearchTest, KeepsATenthOfAPercent) {
+TEST_P(FilteredSearchTest, KeepsATenthOfAPercent) {
   size_t m = 0;
   const Filter f = Range("i", 100, 104);  // 4 of 4,000 points
   EXPECT_EQ(FilteredRecall(f, &m), 1.0) << "selective filters are searched exactly";
   EXPECT_EQ(m, 4u);
 }
 
-TEST_F(FilteredSearchTest, KeepsHalf) {
+TEST_P(FilteredSearchTest, KeepsHalf) {
   size_t m = 0;
   const double recall = FilteredRecall(MatchBool("even", true), &m);
   EXPECT_EQ(m, kN / 2);
@@ -220,7 +225,7 @@ TEST_F(FilteredSearchTest, KeepsHalf) {
   EXPECT_GE(recall, 0.9);
 }
 
-TEST_F(FilteredSearchTest, CompositeFilterAcrossListsAndNegation) {
+TEST_P(FilteredSearchTest, CompositeFilterAcrossListsAndNegation) {
   size_t m = 0;
   Filter f;
   *f.mutable_and_()->add_filters() = Match("tags", "a1");
@@ -230,6 +235,117 @@ TEST_F(FilteredSearchTest, CompositeFilterAcrossListsAndNegation) {
   const double recall = FilteredRecall(f, &m);
   EXPECT_GT(m, 1000u);
   EXPECT_GE(recall, 0.9);
+}
+
+TEST_P(FilteredSearchTest, OrOfRangeAndMembership) {
+  size_t m = 0;
+  Filter f;
+  *f.mutable_or_()->add_filters() = Range("x", 10.0, 10.5);  // i in 40..41
+  Filter in;
+  in.mutable_in()->set_key("tags");
+  in.mutable_in()->add_values()->set_string_value("b4");
+  in.mutable_in()->add_values()->set_int_value(4);  // no coercion: matches nothing
+  Filter both;
+  *both.mutable_and_()->add_filters() = in;
+  *both.mutable_and_()->add_filters() = MatchInt("i", 3999);
+  *f.mutable_or_()->add_filters() = both;
+  EXPECT_EQ(FilteredRecall(f, &m), 1.0);
+  EXPECT_EQ(m, 3u);
+}
+
+INSTANTIATE_TEST_SUITE_P(IndexedFields, FilteredSearchTest,
+                         ::testing::Values(std::vector<std::string>{},
+                                           std::vector<std::string>{"i", "tags"},
+                                           std::vector<std::string>{"i", "x", "even", "tag", "tags"}),
+                         [](const auto& info) {
+                           return info.param.empty() ? std::string("none")
+                                                     : info.param.size() == 2 ? std::string("some") : std::string("all");
+                         });
+
+// ---- payload index against FilterMatches on random data ----
+
+quiver::v1::Value RandomScalar(std::mt19937_64& rng) {
+  quiver::v1::Value v;
+  switch (rng() % 4) {
+    case 0: v.set_string_value("s" + std::to_string(rng() % 6)); break;
+    case 1: v.set_int_value(int64_t(rng() % 7) - 3); break;
+    case 2: v.set_double_value(double(int64_t(rng() % 13) - 6) / 2.0); break;  // hits int values too
+    default: v.set_bool_value(rng() % 2 == 0); break;
+  }
+  return v;
+}
+
+quiver::v1::Value RandomMatchable(std::mt19937_64& rng) {
+  for (;;) {
+    auto v = RandomScalar(rng);
+    if (v.kind_case() != quiver::v1::Value::kDoubleValue) return v;
+  }
+}
+
+Filter RandomFilter(std::mt19937_64& rng, int depth) {
+  const std::string key = "k" + std::to_string(rng() % 4);
+  Filter f;
+  switch (depth > 3 ? rng() % 3 : rng() % 6) {
+    case 0:
+      f.mutable_match()->set_key(key);
+      *f.mutable_match()->mutable_value() = RandomMatchable(rng);
+      break;
+    case 1: {
+      auto* r = f.mutable_range();
+      r->set_key(key);
+      const double a = double(int64_t(rng() % 9) - 4) / 2.0;
+      if (rng() % 2) r->set_gte(a); else r->set_gt(a);
+      if (rng() % 2) r->set_lte(a + double(rng() % 4)); else r->set_lt(a + double(rng() % 4));
+      break;
+    }
+    case 2:
+      f.mutable_in()->set_key(key);
+      for (int i = 0, n = int(rng() % 4); i < n; ++i) *f.mutable_in()->add_values() = RandomMatchable(rng);
+      break;
+    case 3:
+    case 4: {
+      auto* list = rng() % 2 ? f.mutable_and_() : f.mutable_or_();
+      for (int i = 0, n = int(rng() % 4); i < n; ++i) *list->add_filters() = RandomFilter(rng, depth + 1);
+      break;
+    }
+    default: *f.mutable_not_() = RandomFilter(rng, depth + 1); break;
+  }
+  return f;
+}
+
+TEST(PayloadIndex, AgreesWithFilterMatchesOnRandomPayloadsAndFilters) {
+  std::mt19937_64 rng(2024);
+  const size_t rows = 300;
+  std::vector<std::string> payloads(rows);
+  std::vector<Payload> parsed(rows);
+  for (size_t r = 0; r < rows; ++r) {
+    if (r % 17 == 0) continue;  // no payload at all
+    for (int k = 0; k < 4; ++k) {
+      if (rng() % 3 == 0) continue;  // field absent
+      auto& v = (*parsed[r].mutable_fields())["k" + std::to_string(k)];
+      if (rng() % 4 == 0) {
+        for (int i = 0, n = int(rng() % 4); i < n; ++i) *v.mutable_list_value()->add_values() = RandomScalar(rng);
+      } else {
+        v = RandomScalar(rng);
+      }
+    }
+    payloads[r] = parsed[r].SerializeAsString();
+  }
+  // k3 stays unindexed: mixed trees take both paths.
+  const PayloadIndex index = PayloadIndex::Build(payloads, {"k0", "k1", "k2"});
+  std::vector<uint64_t> all((rows + 63) / 64, ~uint64_t{0});
+  all.back() = (uint64_t{1} << (rows % 64)) - 1;
+  for (int trial = 0; trial < 2000; ++trial) {
+    const Filter f = RandomFilter(rng, 0);
+    ASSERT_TRUE(ValidateFilter(f).ok()) << f.DebugString();
+    std::vector<uint64_t> cand = all;
+    for (size_t r = 0; r < rows; r += 5) cand[r / 64] &= ~(uint64_t{1} << (r % 64));  // some rows not candidates
+    const auto got = EvaluateFilter(f, &index, payloads, cand);
+    for (size_t r = 0; r < rows; ++r) {
+      const bool want = ((cand[r / 64] >> (r % 64)) & 1u) && FilterMatches(f, parsed[r]);
+      ASSERT_EQ(bool((got[r / 64] >> (r % 64)) & 1u), want) << "row " << r << " filter " << f.ShortDebugString();
+    }
+  }
 }
 
 }  // namespace
