@@ -12,7 +12,7 @@ CMAKE_GEN  := -G Ninja
 # CUDA architectures for the cuda/ layer (A100, H100).
 CUDA_ARCHS ?= 80;90
 
-.PHONY: all deps build run test test-main test-asan test-tsan bench clean
+.PHONY: all deps build run test test-main test-asan test-tsan bench bench-ann clean
 
 all: build
 
@@ -51,6 +51,10 @@ test-tsan: deps
 bench: build
 	$(BUILD)/bench/quiver-bench flat --help >/dev/null
 	scripts/bench-flat.sh
+
+# IVF_FLAT against FAISS (Debian and PyPI) and hnswlib, with a recall-vs-QPS plot.
+bench-ann: build
+	scripts/bench-ann.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)

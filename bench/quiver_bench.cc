@@ -4,6 +4,7 @@
 //   quiver-bench ivf    --n 200000 --nlist 1024 [--grpc] [--hdf5 sift-128-euclidean.hdf5]
 //   quiver-bench upsert --clients 4 --batch 1000 --dim 128 --total 400000
 //   quiver-bench restart --n 1000000 --dim 128
+//   quiver-bench gen    --n 100000 --dim 384 --metric cosine --out DIR
 //
 // `flat` times SearchBatch three ways — Quiver in-process, Quiver through
 // gRPC (a quiverd Server in this process, queries over loopback), and FAISS
@@ -17,7 +18,9 @@
 // times a restart until it serves again, checking the answers are unchanged.
 #include <cblas.h>
 #include <faiss/IndexFlat.h>
+#include <faiss/IndexHNSW.h>
 #include <faiss/IndexIVFFlat.h>
+#include <sys/resource.h>
 #include <grpcpp/grpcpp.h>
 #include <omp.h>
 
@@ -32,6 +35,7 @@
 #include <thread>
 
 #include "bench/datasets.h"
+#include "bench/hnswlib_baseline.h"
 #include "common/synthetic_data.h"
 #include "common/vector_file.h"
 #include "kernels/blas.h"
@@ -269,7 +273,7 @@ double RecallAtK(const std::vector<int64_t>& got, const std::vector<int64_t>& tr
 // queries (median of `repeats`) for each nprobe.
 std::vector<double> GrpcIvfTimes(const std::vector<float>& base, const std::vector<float>& queries, size_t n,
                                  size_t nq, size_t dim, size_t k, size_t nlist, int threads, int repeats,
-                                 size_t batch, const std::vector<size_t>& nprobes) {
+                                 size_t batch, size_t clients, const std::vector<size_t>& nprobes) {
   LocalServer server("/tmp/quiver-bench-ivf", static_cast<uint32_t>(threads));
   auto coll = quiver::v1::Collections::NewStub(server.channel);
   auto points = quiver::v1::Points::NewStub(server.channel);
@@ -297,23 +301,36 @@ std::vector<double> GrpcIvfTimes(const std::vector<float>& base, const std::vect
     if (coll->Get(&ctx, g, &gr).ok() && gr.collection().indexed_segments() == 1) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  // Each client has its own connection and sends its batches one after the
+  // other, as separate pipeline workers would.
+  std::vector<std::unique_ptr<quiver::v1::Points::Stub>> stubs;
+  for (size_t c = 0; c < clients; ++c) stubs.push_back(quiver::v1::Points::NewStub(server.NewChannel(int(c) + 1)));
   std::vector<double> out;
   for (size_t nprobe : nprobes) {
     std::vector<double> times;
     for (int r = 0; r < repeats + 1; ++r) {
+      std::atomic<size_t> next{0};
+      std::atomic<bool> failed{false};
       const auto t0 = Clock::now();
-      for (size_t lo = 0; lo < nq; lo += batch) {
-        quiver::v1::SearchBatchRequest req;
-        req.set_collection("ivf");
-        req.set_k(static_cast<uint32_t>(k));
-        req.mutable_params()->set_nprobe(static_cast<uint32_t>(nprobe));
-        for (size_t i = lo; i < std::min(nq, lo + batch); ++i) {
-          req.add_queries()->mutable_values()->Add(queries.data() + i * dim, queries.data() + (i + 1) * dim);
-        }
-        quiver::v1::SearchBatchResponse resp;
-        grpc::ClientContext ctx;
-        if (!points->SearchBatch(&ctx, req, &resp).ok()) return {};
+      std::vector<std::thread> workers;
+      for (size_t c = 0; c < clients; ++c) {
+        workers.emplace_back([&, c] {
+          for (size_t lo = next.fetch_add(batch); lo < nq; lo = next.fetch_add(batch)) {
+            quiver::v1::SearchBatchRequest req;
+            req.set_collection("ivf");
+            req.set_k(static_cast<uint32_t>(k));
+            req.mutable_params()->set_nprobe(static_cast<uint32_t>(nprobe));
+            for (size_t i = lo; i < std::min(nq, lo + batch); ++i) {
+              req.add_queries()->mutable_values()->Add(queries.data() + i * dim, queries.data() + (i + 1) * dim);
+            }
+            quiver::v1::SearchBatchResponse resp;
+            grpc::ClientContext ctx;
+            if (!stubs[c]->SearchBatch(&ctx, req, &resp).ok()) failed = true;
+          }
+        });
       }
+      for (auto& w : workers) w.join();
+      if (failed) return {};
       if (r > 0) times.push_back(Seconds(t0));
     }
     out.push_back(Median(times));
@@ -321,8 +338,111 @@ std::vector<double> GrpcIvfTimes(const std::vector<float>& base, const std::vect
   return out;
 }
 
+// One point of a method's parameter sweep.
+struct SweepPoint {
+  std::string method, param;
+  double recall = 0, qps = 0, p50_ms = 0, p95_ms = 0, p99_ms = 0;
+};
+struct MethodBuild {
+  std::string method;
+  double seconds = 0;
+  double memory_mib = 0;  // index bytes (Quiver), else resident-memory growth during the build
+};
+
+size_t ResidentBytes() {
+  std::ifstream f("/proc/self/statm");
+  size_t pages = 0, resident = 0;
+  f >> pages >> resident;
+  return resident * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+double PeakResidentMib() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_maxrss) / 1024.0;
+}
+
+// QPS over all queries in one call (median of `repeats` after a warm-up) and
+// single-query latency percentiles over the first 200 queries.
+template <typename SearchFn>
+SweepPoint Measure(const std::string& method, const std::string& param, SearchFn search,
+                   const std::vector<float>& queries, size_t nq, size_t dim, size_t k, int repeats,
+                   const std::vector<int64_t>& truth) {
+  std::vector<int64_t> rows(nq * k);
+  std::vector<double> times;
+  for (int r = 0; r < repeats + 1; ++r) {
+    const auto t0 = Clock::now();
+    search(queries.data(), nq, rows.data());
+    if (r > 0) times.push_back(Seconds(t0));
+  }
+  SweepPoint p{method, param};
+  p.recall = RecallAtK(rows, truth, nq, k);
+  p.qps = double(nq) / Median(times);
+  std::vector<double> lat;
+  for (size_t q = 0; q < std::min<size_t>(nq, 200); ++q) {
+    const auto t0 = Clock::now();
+    search(queries.data() + q * dim, 1, rows.data());
+    lat.push_back(Seconds(t0) * 1e3);
+  }
+  std::sort(lat.begin(), lat.end());
+  auto pct = [&](double f) { return lat[std::min(lat.size() - 1, static_cast<size_t>(f * double(lat.size())))]; };
+  p.p50_ms = pct(0.50);
+  p.p95_ms = pct(0.95);
+  p.p99_ms = pct(0.99);
+  std::printf("%-28s %-12s recall %.4f  QPS %9.0f  p50 %.3f ms  p99 %.3f ms\n", method.c_str(), param.c_str(),
+              p.recall, p.qps, p.p50_ms, p.p99_ms);
+  return p;
+}
+
+// Best QPS among a method's points reaching `recall`, 0 if none does.
+double QpsAtRecall(const std::vector<SweepPoint>& points, const std::string& method, double recall) {
+  double best = 0;
+  for (const auto& p : points) {
+    if (p.method == method && p.recall >= recall) best = std::max(best, p.qps);
+  }
+  return best;
+}
+
+void WriteSweep(const std::string& stem, size_t n, size_t dim, size_t k, int threads,
+                const std::vector<MethodBuild>& builds, const std::vector<SweepPoint>& points) {
+  std::filesystem::create_directories("bench/results");
+  std::ofstream csv("bench/results/" + stem + ".csv");
+  csv << "method,param,recall_at_k,qps,p50_ms,p95_ms,p99_ms\n";
+  for (const auto& p : points) {
+    csv << p.method << "," << p.param << "," << p.recall << "," << p.qps << "," << p.p50_ms << "," << p.p95_ms << ","
+        << p.p99_ms << "\n";
+  }
+  std::ofstream md("bench/results/" + stem + ".md");
+  md << "### ANN sweep: n=" << n << ", dim=" << dim << ", k=" << k << ", " << threads << " threads\n\n"
+     << "| method | build s | memory MiB | QPS @ recall 0.90 | @ 0.95 | @ 0.99 | × quiver @ 0.95 |\n"
+     << "|---|---:|---:|---:|---:|---:|---:|\n";
+  std::printf("\n%-28s %8s %10s %10s %10s %10s %14s\n", "method", "build s", "mem MiB", "QPS@.90", "QPS@.95",
+              "QPS@.99", "quiver/method");
+  const double quiver95 = QpsAtRecall(points, "quiver IVF_FLAT", 0.95);
+  std::vector<std::string> methods;
+  for (const auto& p : points) {
+    if (std::find(methods.begin(), methods.end(), p.method) == methods.end()) methods.push_back(p.method);
+  }
+  for (const auto& m : methods) {
+    double build_s = 0, mem = 0;
+    for (const auto& b : builds) {
+      if (b.method == m) build_s = b.seconds, mem = b.memory_mib;
+    }
+    const double q90 = QpsAtRecall(points, m, 0.90), q95 = QpsAtRecall(points, m, 0.95),
+                 q99 = QpsAtRecall(points, m, 0.99);
+    const double ratio = q95 > 0 ? quiver95 / q95 : 0;
+    md << "| " << m << " | " << build_s << " | " << mem << " | " << long(q90) << " | " << long(q95) << " | "
+       << long(q99) << " | " << ratio << " |\n";
+    std::printf("%-28s %8.2f %10.1f %10.0f %10.0f %10.0f %14.2f\n", m.c_str(), build_s, mem, q90, q95, q99, ratio);
+  }
+  md << "\nPeak resident memory of the whole run: " << long(PeakResidentMib()) << " MiB. Per-point data: " << stem
+     << ".csv (p50/p95/p99 are single-query latencies).\n";
+  std::printf("peak resident memory %.0f MiB; results in bench/results/%s.{csv,md}\n", PeakResidentMib(),
+              stem.c_str());
+}
+
 int RunIvf(size_t n, size_t nq, size_t dim, size_t k, size_t nlist, size_t clusters, int threads, int repeats,
-           bool with_grpc, const std::string& hdf5) {
+           bool with_grpc, size_t grpc_clients, bool with_hnsw, const std::string& hdf5) {
   std::vector<float> base, queries;
   std::vector<int64_t> file_truth;  // from the file's "neighbors", when it has k of them
   if (!hdf5.empty()) {
@@ -398,55 +518,91 @@ int RunIvf(size_t n, size_t nq, size_t dim, size_t k, size_t nlist, size_t clust
   openblas_set_num_threads(1);
   std::printf("build: quiver %.2f s, faiss IndexIVFFlat (Debian) %.2f s\n", quiver_build, faiss_build);
 
-  std::filesystem::create_directories("bench/results");
-  std::ofstream csv("bench/results/ivf.csv");
-  csv << "method,nprobe,recall_at_k,qps\n";
+  // Every method's sweep, written together: bench/results/ann.{csv,md}
+  // (bench/plot_ann.py draws recall against QPS from the CSV).
+  std::vector<SweepPoint> points;
+  std::vector<MethodBuild> builds = {{"quiver IVF_FLAT", quiver_build, (*index)->MemoryBytes() / 1048576.0},
+                                     {"faiss IVFFlat (Debian)", faiss_build,
+                                      double(n * (dim * sizeof(float) + sizeof(int64_t)) + nlist * dim * sizeof(float)) /
+                                          1048576.0}};
   std::vector<size_t> nprobes;
   for (size_t p : {1, 2, 4, 8, 16, 32, 64, 128}) {
     if (p <= nlist) nprobes.push_back(p);
   }
   std::vector<double> grpc_times;
   if (with_grpc) {
-    grpc_times = GrpcIvfTimes(base, queries, n, nq, dim, k, nlist, threads, repeats, 100, nprobes);
+    grpc_times = GrpcIvfTimes(base, queries, n, nq, dim, k, nlist, threads, repeats, 100, grpc_clients, nprobes);
     if (grpc_times.empty()) {
       std::fprintf(stderr, "gRPC measurement failed\n");
       return 1;
     }
   }
-  std::printf("%8s %14s %12s %14s %12s %8s %12s %10s\n", "nprobe", "quiver recall", "quiver QPS", "faiss recall",
-              "faiss QPS", "ratio", "gRPC QPS", "gRPC/in");
-  std::vector<int64_t> rows(nq * k), frows(nq * k);
-  std::vector<float> scores(nq * k), fscores(nq * k);
-  double q_at = 0, f_at = 0;
+  std::vector<int64_t> rows(nq * k);
+  std::vector<float> scores(nq * k);
   for (size_t pi = 0; pi < nprobes.size(); ++pi) {
-    const size_t nprobe = nprobes[pi];
-    std::vector<double> tq, tf;
-    for (int r = 0; r < repeats + 1; ++r) {
-      auto s0 = Clock::now();
-      (void)(*index)->Search(res, queries.data(), nq, k, static_cast<uint32_t>(nprobe), nullptr, rows.data(),
-                             scores.data());
-      if (r > 0) tq.push_back(Seconds(s0));
-      faiss_ivf.nprobe = nprobe;
+    const auto nprobe = static_cast<uint32_t>(nprobes[pi]);
+    auto quiver_search = [&](const float* q, size_t count, int64_t* out) {
+      (void)(*index)->Search(res, q, count, k, nprobe, nullptr, out, scores.data());
+    };
+    faiss_ivf.nprobe = nprobe;
+    auto faiss_search = [&](const float* q, size_t count, int64_t* out) {
       openblas_set_num_threads(threads);
-      s0 = Clock::now();
-      faiss_ivf.search(static_cast<faiss::Index::idx_t>(nq), queries.data(), static_cast<faiss::Index::idx_t>(k),
-                       fscores.data(), frows.data());
-      if (r > 0) tf.push_back(Seconds(s0));
+      faiss_ivf.search(static_cast<faiss::Index::idx_t>(count), q, static_cast<faiss::Index::idx_t>(k), scores.data(), out);
       openblas_set_num_threads(1);
+    };
+    // Interleaved per sweep point, so noise hits both alike.
+    points.push_back(Measure("quiver IVF_FLAT", "nprobe=" + std::to_string(nprobe), quiver_search, queries, nq, dim,
+                             k, repeats, truth));
+    points.push_back(Measure("faiss IVFFlat (Debian)", "nprobe=" + std::to_string(nprobe), faiss_search, queries, nq,
+                             dim, k, repeats, truth));
+    if (with_grpc) {
+      // The same batches of 100 in process: what the gRPC path should approach.
+      auto quiver_batched = [&](const float* q, size_t count, int64_t* out) {
+        for (size_t lo = 0; lo < count; lo += 100) {
+          (void)(*index)->Search(res, q + lo * dim, std::min<size_t>(100, count - lo), k, nprobe, nullptr, out + lo * k,
+                                 scores.data());
+        }
+      };
+      points.push_back(Measure("quiver IVF_FLAT, batches of 100", "nprobe=" + std::to_string(nprobe), quiver_batched,
+                               queries, nq, dim, k, repeats, truth));
+      SweepPoint g = points[points.size() - 3];
+      g.method = "quiver IVF_FLAT via gRPC";
+      g.qps = double(nq) / grpc_times[pi];
+      g.p50_ms = g.p95_ms = g.p99_ms = 0;  // batches of 100: no per-query latency
+      std::printf("%-28s %-12s recall %.4f  QPS %9.0f  (SearchBatch of 100, %zu clients; %.2f of in-process)\n",
+                  g.method.c_str(), g.param.c_str(), g.recall, g.qps, grpc_clients, g.qps / points[points.size() - 3].qps);
+      points.push_back(g);
     }
-    const double rq = RecallAtK(rows, truth, nq, k), rf = RecallAtK(frows, truth, nq, k);
-    const double qq = nq / Median(tq), qf = nq / Median(tf);
-    const double qg = with_grpc ? nq / grpc_times[pi] : 0;
-    std::printf("%8zu %14.4f %12.0f %14.4f %12.0f %8.2f %12.0f %10.2f\n", nprobe, rq, qq, rf, qf, qq / qf, qg,
-                with_grpc ? qg / qq : 0.0);
-    csv << "quiver," << nprobe << "," << rq << "," << qq << "\nfaiss_debian," << nprobe << "," << rf << "," << qf
-        << "\n";
-    if (q_at == 0 && rq >= 0.95) q_at = qq;
-    if (f_at == 0 && rf >= 0.95) f_at = qf;
   }
-  if (q_at > 0 && f_at > 0) {
-    std::printf("QPS at recall@%zu >= 0.95: quiver %.0f, faiss %.0f, ratio %.2f\n", k, q_at, f_at, q_at / f_at);
+  if (with_hnsw) {
+    const size_t m = 32, ef_construction = 200;
+    const std::vector<size_t> efs = {10, 16, 32, 64, 128, 256};
+    auto t0 = Clock::now();
+    size_t rss0 = ResidentBytes();
+    quiver::bench::HnswlibL2 hnsw(base.data(), n, dim, m, ef_construction, threads);
+    builds.push_back({std::string("hnswlib (") + quiver::bench::HnswlibL2::SimdName() + ")", Seconds(t0),
+                      double(ResidentBytes() - std::min(rss0, ResidentBytes())) / 1048576.0});
+    std::printf("build: hnswlib M=%zu efC=%zu %.2f s\n", m, ef_construction, builds.back().seconds);
+    t0 = Clock::now();
+    rss0 = ResidentBytes();
+    faiss::IndexHNSWFlat faiss_hnsw(static_cast<int>(dim), static_cast<int>(m));
+    faiss_hnsw.hnsw.efConstruction = static_cast<int>(ef_construction);
+    faiss_hnsw.add(static_cast<faiss::Index::idx_t>(n), base.data());
+    builds.push_back({"faiss HNSWFlat (Debian)", Seconds(t0), double(ResidentBytes() - std::min(rss0, ResidentBytes())) / 1048576.0});
+    std::printf("build: faiss IndexHNSWFlat M=%zu efC=%zu %.2f s\n", m, ef_construction, builds.back().seconds);
+    for (size_t ef : efs) {
+      auto hnswlib_search = [&](const float* q, size_t count, int64_t* out) { hnsw.Search(q, count, k, ef, threads, out); };
+      faiss_hnsw.hnsw.efSearch = static_cast<int>(std::max(ef, k));
+      auto faiss_search = [&](const float* q, size_t count, int64_t* out) {
+        faiss_hnsw.search(static_cast<faiss::Index::idx_t>(count), q, static_cast<faiss::Index::idx_t>(k), scores.data(), out);
+      };
+      points.push_back(Measure(builds[builds.size() - 2].method, "ef=" + std::to_string(ef), hnswlib_search, queries,
+                               nq, dim, k, repeats, truth));
+      points.push_back(Measure("faiss HNSWFlat (Debian)", "ef=" + std::to_string(ef), faiss_search, queries, nq, dim,
+                               k, repeats, truth));
+    }
   }
+  WriteSweep("ann", n, dim, k, threads, builds, points);
   return 0;
 }
 
@@ -562,6 +718,43 @@ int RunRestart(size_t n, size_t nq, size_t dim, size_t k, size_t clusters, int t
   return again.indexed_segments() == info.indexed_segments() && same == before.size() ? 0 : 1;
 }
 
+// Writes a synthetic dataset and its exact ground truth to `out`:
+// base.fvecs, queries.fvecs (the mixture's last nq draws) and
+// groundtruth.ivecs (k nearest base rows per query under `metric`).
+int RunGen(size_t n, size_t nq, size_t dim, size_t k, size_t clusters, uint64_t seed, const std::string& metric_name,
+           const std::string& out) {
+  quiver::kernels::Metric metric = quiver::kernels::Metric::kL2;
+  if (metric_name == "ip") metric = quiver::kernels::Metric::kInnerProduct;
+  if (metric_name == "cosine") metric = quiver::kernels::Metric::kCosine;
+  const bool unit = metric != quiver::kernels::Metric::kL2;  // unit-norm vectors for IP and cosine
+  auto all = quiver::GaussianMixture(n + nq, dim, clusters, seed, unit);
+  quiver::FloatMatrix base{n, dim, std::vector<float>(all.begin(), all.begin() + long(n * dim))};
+  quiver::FloatMatrix queries{nq, dim, std::vector<float>(all.begin() + long(n * dim), all.end())};
+  std::vector<float> norms(n);
+  quiver::kernels::SquaredNorms(base.data.data(), n, dim, norms.data());
+  std::vector<int64_t> rows(nq * k);
+  std::vector<float> scores(nq * k);
+  auto st = quiver::kernels::FlatSearch({}, {base.data.data(), norms.data(), n, dim}, queries.data.data(), nq,
+                                        {metric, k}, rows.data(), scores.data());
+  if (!st.ok()) {
+    std::fprintf(stderr, "%s\n", st.ToString().c_str());
+    return 1;
+  }
+  quiver::IntMatrix truth{nq, k, std::vector<int32_t>(rows.begin(), rows.end())};
+  std::filesystem::create_directories(out);
+  for (auto s : {quiver::WriteFvecs(out + "/base.fvecs", base), quiver::WriteFvecs(out + "/queries.fvecs", queries),
+                 quiver::WriteIvecs(out + "/groundtruth.ivecs", truth)}) {
+    if (!s.ok()) {
+      std::fprintf(stderr, "%s\n", s.ToString().c_str());
+      return 1;
+    }
+  }
+  std::printf("gen: %zu base and %zu query vectors of dimension %zu (%zu clusters, seed %llu, %s) and their %zu "
+              "exact neighbours in %s\n",
+              n, nq, dim, clusters, static_cast<unsigned long long>(seed), metric_name.c_str(), k, out.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -594,6 +787,11 @@ int main(int argc, char** argv) {
   ivf->add_option("--hdf5", hdf5, "ann-benchmarks HDF5 file (train/test/neighbors) instead of synthetic data")
       ->check(CLI::ExistingFile);
   ivf->add_flag("--grpc", ivf_grpc, "also time SearchBatch calls of 100 queries through a local quiverd");
+  bool ivf_no_hnsw = false;
+  size_t grpc_clients = 2;
+  ivf->add_option("--grpc-clients", grpc_clients, "concurrent gRPC clients, each on its own connection")
+      ->capture_default_str();
+  ivf->add_flag("--no-hnsw", ivf_no_hnsw, "skip the HNSW baselines (hnswlib, FAISS IndexHNSWFlat)");
   size_t clients = 4, batch = 1000, total = 400000;
   auto* upsert = app.add_subcommand("upsert", "durable Upsert throughput through gRPC");
   upsert->add_option("--clients", clients, "concurrent clients")->capture_default_str();
@@ -606,9 +804,23 @@ int main(int argc, char** argv) {
   restart->add_option("--dim", dim, "dimension")->capture_default_str();
   restart->add_option("--clusters", clusters, "Gaussian mixture components")->capture_default_str();
   restart->add_option("--threads", threads, "search threads")->capture_default_str();
+  uint64_t seed = 42;
+  std::string metric_name = "l2", out_dir = "bench/results/gen";
+  auto* gen = app.add_subcommand("gen", "write a Gaussian-mixture dataset (.fvecs) and exact ground truth (.ivecs)");
+  gen->add_option("--n", n, "base vectors")->capture_default_str();
+  gen->add_option("--nq", nq, "queries")->capture_default_str();
+  gen->add_option("--dim", dim, "dimension")->capture_default_str();
+  gen->add_option("--k", k, "neighbours in the ground truth")->capture_default_str();
+  gen->add_option("--clusters", clusters, "mixture components (anisotropic)")->capture_default_str();
+  gen->add_option("--seed", seed, "random seed")->capture_default_str();
+  gen->add_option("--metric", metric_name, "l2, or ip / cosine (unit-norm vectors)")
+      ->check(CLI::IsMember({"l2", "ip", "cosine"}))
+      ->capture_default_str();
+  gen->add_option("--out", out_dir, "output directory")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (gen->parsed()) return RunGen(n, nq, dim, k, clusters, seed, metric_name, out_dir);
   if (restart->parsed()) return RunRestart(n, nq, dim, k, clusters, threads);
   if (flat->parsed()) return RunFlat(n, nq, dim, k, threads, repeats, !no_grpc);
-  if (ivf->parsed()) return RunIvf(n, nq, dim, k, nlist, clusters, threads, repeats, ivf_grpc, hdf5);
+  if (ivf->parsed()) return RunIvf(n, nq, dim, k, nlist, clusters, threads, repeats, ivf_grpc, grpc_clients, !ivf_no_hnsw, hdf5);
   return RunUpsert(clients, batch, dim, total);
 }
