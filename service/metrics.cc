@@ -21,7 +21,7 @@ void Metrics::Record(Rpc rpc, int code, double seconds) {
   sum_micros_[r].fetch_add(static_cast<uint64_t>(seconds * 1e6), std::memory_order_relaxed);
 }
 
-std::string Metrics::Render(uint64_t vectors_stored, uint64_t collections, uint64_t applied_index, bool ready) const {
+std::string Metrics::Render(const NodeGauges& node) const {
   std::ostringstream out;
   out << "# HELP quiver_requests_total RPCs served, by method and gRPC status code.\n"
          "# TYPE quiver_requests_total counter\n";
@@ -55,13 +55,30 @@ std::string Metrics::Render(uint64_t vectors_stored, uint64_t collections, uint6
          "# TYPE quiver_upserted_vectors_total counter\n"
       << "quiver_upserted_vectors_total " << upserted_vectors_.load() << "\n"
       << "# HELP quiver_vectors_stored Live points over all collections.\n# TYPE quiver_vectors_stored gauge\n"
-      << "quiver_vectors_stored " << vectors_stored << "\n"
+      << "quiver_vectors_stored " << node.vectors_stored << "\n"
       << "# HELP quiver_collections Collections on this node.\n# TYPE quiver_collections gauge\n"
-      << "quiver_collections " << collections << "\n"
+      << "quiver_collections " << node.collections << "\n"
       << "# HELP quiver_applied_index Last log index applied.\n# TYPE quiver_applied_index gauge\n"
-      << "quiver_applied_index " << applied_index << "\n"
+      << "quiver_applied_index " << node.applied_index << "\n"
+      << "# HELP quiver_sealed_segments Sealed segments over all collections.\n# TYPE quiver_sealed_segments gauge\n"
+      << "quiver_sealed_segments " << node.sealed_segments << "\n"
+      << "# HELP quiver_indexed_segments Sealed segments whose index is built.\n"
+         "# TYPE quiver_indexed_segments gauge\n"
+      << "quiver_indexed_segments " << node.indexed_segments << "\n"
+      << "# HELP quiver_tombstones Deleted or overwritten rows still held in sealed segments.\n"
+         "# TYPE quiver_tombstones gauge\n"
+      << "quiver_tombstones " << node.tombstones << "\n"
+      << "# HELP quiver_segment_files_loaded_total Segment files adopted at start instead of rebuilt.\n"
+         "# TYPE quiver_segment_files_loaded_total counter\n"
+      << "quiver_segment_files_loaded_total " << node.segment_files_loaded << "\n"
+      << "# HELP quiver_segment_files_discarded_total Segment files found damaged or stale at start (rebuilt).\n"
+         "# TYPE quiver_segment_files_discarded_total counter\n"
+      << "quiver_segment_files_discarded_total " << node.segment_files_discarded << "\n"
+      << "# HELP quiver_background_failures_total Failed index builds, compactions and segment file writes.\n"
+         "# TYPE quiver_background_failures_total counter\n"
+      << "quiver_background_failures_total " << node.background_failures << "\n"
       << "# HELP quiver_ready 1 when the node serves requests.\n# TYPE quiver_ready gauge\n"
-      << "quiver_ready " << (ready ? 1 : 0) << "\n";
+      << "quiver_ready " << (node.ready ? 1 : 0) << "\n";
   return out.str();
 }
 

@@ -14,6 +14,20 @@ enum class Rpc : int {
   kUpsert, kDeletePoints, kGetPoints, kCount, kSearch, kSearchBatch, kNumRpcs
 };
 
+/// Node state sampled at scrape time (zero until the node is ready).
+struct NodeGauges {
+  bool ready = false;
+  uint64_t vectors_stored = 0;
+  uint64_t collections = 0;
+  uint64_t applied_index = 0;
+  uint64_t sealed_segments = 0;
+  uint64_t indexed_segments = 0;
+  uint64_t tombstones = 0;
+  uint64_t segment_files_loaded = 0;     // at start
+  uint64_t segment_files_discarded = 0;  // at start: damaged or stale, rebuilt
+  uint64_t background_failures = 0;      // index builds, compactions, segment file writes
+};
+
 class Metrics {
  public:
   static constexpr std::array<double, 12> kBucketsSeconds = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -22,8 +36,7 @@ class Metrics {
   void Record(Rpc rpc, int grpc_code, double seconds);
   void AddUpsertedVectors(uint64_t n) { upserted_vectors_.fetch_add(n, std::memory_order_relaxed); }
 
-  /// Gauges sampled at scrape time are passed in by the caller.
-  std::string Render(uint64_t vectors_stored, uint64_t collections, uint64_t applied_index, bool ready) const;
+  std::string Render(const NodeGauges& node) const;
 
  private:
   static constexpr int kRpcs = static_cast<int>(Rpc::kNumRpcs);

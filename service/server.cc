@@ -100,11 +100,23 @@ Status Server::Start() {
   });
   s.admin.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     State& st = *state_;
-    const bool up = ready_.load();
-    const uint64_t stored = up ? st.engine->TotalPoints() : 0;
-    const uint64_t colls = up ? st.engine->List().size() : 0;
-    const uint64_t applied = up ? st.engine->AppliedIndex() : 0;
-    res.set_content(st.metrics.Render(stored, colls, applied, up), "text/plain; version=0.0.4");
+    NodeGauges node;
+    node.ready = ready_.load();
+    if (node.ready) {
+      for (const auto& c : st.engine->List()) {
+        const auto info = c->Info();
+        ++node.collections;
+        node.vectors_stored += info.points_count();
+        node.sealed_segments += info.sealed_segments();
+        node.indexed_segments += info.indexed_segments();
+        node.tombstones += info.tombstones();
+      }
+      node.applied_index = st.engine->AppliedIndex();
+      node.segment_files_loaded = st.engine->segments_loaded();
+      node.segment_files_discarded = st.engine->segment_files_discarded();
+      node.background_failures = st.engine->failed_index_builds();
+    }
+    res.set_content(st.metrics.Render(node), "text/plain; version=0.0.4");
   });
   if (admin_addr.second == 0) {
     s.admin_port = s.admin.bind_to_any_port(admin_addr.first);

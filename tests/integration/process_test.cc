@@ -9,6 +9,8 @@
 #include <set>
 #include <thread>
 
+#include <httplib.h>
+
 #include "common/encoding.h"
 #include "process_fixture.h"
 #include "quiver/internal/v1/wal.pb.h"
@@ -90,6 +92,95 @@ TEST(Process, BulkUpsertSearchRestartSearch) {
   ASSERT_TRUE(q.points->Count(&ctx, c, &cr).ok());
   EXPECT_EQ(cr.count(), kN);
   CheckSearch(q, base, kN, kDim, 10);
+}
+
+// An IVF_FLAT collection with several sealed segments: after a restart the
+// indexes come from their files (counted on /metrics), and approximate
+// searches return exactly what they returned before.
+TEST(Process, RestartLoadsSealedSegmentsAndAnswersTheSame) {
+  TempDir dir;
+  QuiverdProcess q(dir.path() + "/data", dir.path());
+  q.Start();
+  constexpr size_t kN = 5000, kDim = 16, kSeg = 1000, kQueries = 20;
+  CreateCollectionRequest create;
+  create.mutable_config()->set_name("ivf");
+  create.mutable_config()->set_dimension(kDim);
+  create.mutable_config()->set_metric(L2);
+  create.mutable_config()->set_segment_max_points(kSeg);
+  create.mutable_config()->mutable_index()->set_type(IVF_FLAT);
+  create.mutable_config()->mutable_index()->mutable_ivf_flat()->set_nlist(16);
+  {
+    CreateCollectionResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(q.collections->Create(&ctx, create, &resp).ok());
+  }
+  auto base = RandomVectors(kN, kDim, 77);
+  UpsertRequest up;
+  up.set_collection("ivf");
+  for (size_t i = 0; i < kN; ++i) {
+    auto* p = up.add_points();
+    p->set_id(i);
+    p->mutable_vector()->Add(base.begin() + long(i * kDim), base.begin() + long((i + 1) * kDim));
+  }
+  {
+    UpsertResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(q.points->Upsert(&ctx, up, &resp).ok());
+  }
+  DeletePointsRequest del;
+  del.set_collection("ivf");
+  for (uint64_t id = 0; id < kN; id += 97) del.add_ids(id);
+  {
+    DeletePointsResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(q.points->Delete(&ctx, del, &resp).ok());
+  }
+  auto describe = [&] {
+    GetCollectionRequest g;
+    g.set_name("ivf");
+    GetCollectionResponse gr;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(q.collections->Get(&ctx, g, &gr).ok());
+    return gr.collection();
+  };
+  for (int i = 0; i < 600 && describe().indexed_segments() < kN / kSeg; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(describe().indexed_segments(), kN / kSeg);
+  auto queries = RandomVectors(kQueries, kDim, 78);
+  SearchBatchRequest search;
+  search.set_collection("ivf");
+  search.set_k(10);
+  search.mutable_params()->set_nprobe(2);
+  for (size_t i = 0; i < kQueries; ++i) {
+    search.add_queries()->mutable_values()->Add(queries.begin() + long(i * kDim), queries.begin() + long((i + 1) * kDim));
+  }
+  auto run = [&] {
+    SearchBatchResponse resp;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(q.points->SearchBatch(&ctx, search, &resp).ok());
+    std::vector<uint64_t> ids;
+    for (const auto& r : resp.results()) {
+      for (const auto& h : r.hits()) ids.push_back(h.id());
+    }
+    return ids;
+  };
+  const auto before = run();
+  ASSERT_EQ(before.size(), kQueries * 10);
+
+  q.Kill(SIGTERM);
+  ASSERT_EQ(q.WaitExit(std::chrono::seconds(10)), std::optional<int>(0)) << q.Log();
+  q.Start();
+  const auto info = describe();
+  EXPECT_EQ(info.indexed_segments(), kN / kSeg) << "indexes loaded, not rebuilt";
+  EXPECT_EQ(info.points_count(), kN - (kN + 96) / 97);
+  EXPECT_EQ(run(), before);
+  httplib::Client admin("127.0.0.1", q.admin_port());
+  auto metrics = admin.Get("/metrics");
+  ASSERT_TRUE(metrics) << "no /metrics";
+  EXPECT_NE(metrics->body.find("quiver_segment_files_loaded_total 5\n"), std::string::npos) << metrics->body;
+  EXPECT_NE(metrics->body.find("quiver_segment_files_discarded_total 0\n"), std::string::npos);
+  EXPECT_NE(q.Log().find("5 segment file(s)"), std::string::npos) << q.Log();
 }
 
 // ---- crash test ----
