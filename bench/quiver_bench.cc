@@ -5,6 +5,7 @@
 //   quiver-bench upsert --clients 4 --batch 1000 --dim 128 --total 400000
 //   quiver-bench restart --n 1000000 --dim 128
 //   quiver-bench gen    --n 100000 --dim 384 --metric cosine --out DIR
+//   quiver-bench filter --n 1000000 --buckets 100
 //
 // `flat` times SearchBatch three ways — Quiver in-process, Quiver through
 // gRPC (a quiverd Server in this process, queries over loopback), and FAISS
@@ -718,6 +719,91 @@ int RunRestart(size_t n, size_t nq, size_t dim, size_t k, size_t clusters, int t
   return again.indexed_segments() == info.indexed_segments() && same == before.size() ? 0 : 1;
 }
 
+// Filtered search through gRPC on an IVF_FLAT collection whose points carry
+// {"bucket": id % buckets, "bucket_copy": same}; only "bucket" is indexed.
+// A filter on one bucket keeps 1/buckets of the points: recall@k against the
+// exact filtered answer, and QPS with the payload index and without it.
+int RunFilter(size_t n, size_t nq, size_t dim, size_t k, size_t clusters, size_t buckets, int threads) {
+  auto all = quiver::GaussianMixture(n + nq, dim, clusters, 42);
+  std::vector<float> queries(all.begin() + long(n * dim), all.end());
+  LocalServer server("/tmp/quiver-bench-filter", static_cast<uint32_t>(threads));
+  auto coll = quiver::v1::Collections::NewStub(server.channel);
+  auto points = quiver::v1::Points::NewStub(server.channel);
+  quiver::v1::CreateCollectionRequest create;
+  create.mutable_config()->set_name("filtered");
+  create.mutable_config()->set_dimension(static_cast<uint32_t>(dim));
+  create.mutable_config()->set_metric(quiver::v1::L2);
+  create.mutable_config()->mutable_index()->set_type(quiver::v1::IVF_FLAT);
+  create.mutable_config()->add_indexed_payload_fields("bucket");
+  quiver::v1::CreateCollectionResponse cresp;
+  grpc::ClientContext cctx;
+  if (!coll->Create(&cctx, create, &cresp).ok()) return 1;
+  const auto t0 = Clock::now();
+  for (size_t lo = 0; lo < n; lo += 5000) {
+    auto req = MakeUpsert("filtered", all.data() + lo * dim, lo, std::min<size_t>(5000, n - lo), dim);
+    for (auto& p : *req.mutable_points()) {
+      (*p.mutable_payload())["bucket"].set_int_value(static_cast<int64_t>(p.id() % buckets));
+      (*p.mutable_payload())["bucket_copy"].set_int_value(static_cast<int64_t>(p.id() % buckets));
+    }
+    quiver::v1::UpsertResponse resp;
+    grpc::ClientContext ctx;
+    if (!points->Upsert(&ctx, req, &resp).ok()) return 1;
+  }
+  for (;;) {
+    const auto info = DescribeCollection(server.channel.get(), "filtered");
+    if (info.sealed_segments() > 0 && info.indexed_segments() == info.sealed_segments()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::printf("filter: %zu points with payloads upserted and indexed in %.1f s\n", n, Seconds(t0));
+  // Exact filtered truth: the points of bucket 7 only.
+  const int64_t bucket = 7;
+  std::vector<float> sub;
+  std::vector<uint64_t> sub_ids;
+  for (size_t i = 0; i < n; ++i) {
+    if (static_cast<int64_t>(i % buckets) != bucket) continue;
+    sub_ids.push_back(i);
+    sub.insert(sub.end(), all.begin() + long(i * dim), all.begin() + long((i + 1) * dim));
+  }
+  std::vector<float> norms(sub_ids.size());
+  quiver::kernels::SquaredNorms(sub.data(), sub_ids.size(), dim, norms.data());
+  std::vector<int64_t> rows(nq * k);
+  std::vector<float> scores(nq * k);
+  (void)quiver::kernels::FlatSearch({}, {sub.data(), norms.data(), sub_ids.size(), dim}, queries.data(), nq,
+                                    {quiver::kernels::Metric::kL2, k}, rows.data(), scores.data());
+  std::vector<int64_t> truth(nq * k);
+  for (size_t i = 0; i < nq * k; ++i) truth[i] = rows[i] >= 0 ? static_cast<int64_t>(sub_ids[size_t(rows[i])]) : -1;
+  std::printf("%-24s %10s %10s\n", "filter on", "recall@k", "QPS");
+  for (const char* field : {"bucket", "bucket_copy"}) {
+    std::vector<double> times;
+    std::vector<int64_t> got;
+    for (int r = 0; r < 4; ++r) {
+      got.clear();
+      const auto s0 = Clock::now();
+      for (size_t lo = 0; lo < nq; lo += 100) {
+        quiver::v1::SearchBatchRequest req;
+        req.set_collection("filtered");
+        req.set_k(static_cast<uint32_t>(k));
+        req.mutable_filter()->mutable_match()->set_key(field);
+        req.mutable_filter()->mutable_match()->mutable_value()->set_int_value(bucket);
+        for (size_t i = lo; i < std::min(nq, lo + 100); ++i) {
+          req.add_queries()->mutable_values()->Add(queries.data() + i * dim, queries.data() + (i + 1) * dim);
+        }
+        quiver::v1::SearchBatchResponse resp;
+        grpc::ClientContext ctx;
+        if (!points->SearchBatch(&ctx, req, &resp).ok()) return 1;
+        for (const auto& res : resp.results()) {
+          for (size_t j = 0; j < k; ++j) got.push_back(j < size_t(res.hits_size()) ? int64_t(res.hits(int(j)).id()) : -1);
+        }
+      }
+      if (r > 0) times.push_back(Seconds(s0));
+    }
+    const double recall = RecallAtK(got, truth, nq, k);
+    std::printf("%-24s %10.4f %10.0f   (%s)\n", field, recall, double(nq) / Median(times),
+                std::string(field) == "bucket" ? "payload index" : "no index: payloads parsed");
+  }
+  return 0;
+}
+
 // Writes a synthetic dataset and its exact ground truth to `out`:
 // base.fvecs, queries.fvecs (the mixture's last nq draws) and
 // groundtruth.ivecs (k nearest base rows per query under `metric`).
@@ -804,6 +890,15 @@ int main(int argc, char** argv) {
   restart->add_option("--dim", dim, "dimension")->capture_default_str();
   restart->add_option("--clusters", clusters, "Gaussian mixture components")->capture_default_str();
   restart->add_option("--threads", threads, "search threads")->capture_default_str();
+  size_t buckets = 100;
+  auto* filter = app.add_subcommand("filter", "filtered search through gRPC: recall and QPS with and without a payload index");
+  filter->add_option("--n", n, "vectors")->capture_default_str();
+  filter->add_option("--nq", nq, "queries")->capture_default_str();
+  filter->add_option("--dim", dim, "dimension")->capture_default_str();
+  filter->add_option("--k", k, "neighbours")->capture_default_str();
+  filter->add_option("--clusters", clusters, "Gaussian mixture components")->capture_default_str();
+  filter->add_option("--buckets", buckets, "a filter keeps 1 / buckets of the points")->capture_default_str();
+  filter->add_option("--threads", threads, "search threads")->capture_default_str();
   uint64_t seed = 42;
   std::string metric_name = "l2", out_dir = "bench/results/gen";
   auto* gen = app.add_subcommand("gen", "write a Gaussian-mixture dataset (.fvecs) and exact ground truth (.ivecs)");
@@ -818,6 +913,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   gen->add_option("--out", out_dir, "output directory")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (filter->parsed()) return RunFilter(n, nq, dim, k, clusters, buckets, threads);
   if (gen->parsed()) return RunGen(n, nq, dim, k, clusters, seed, metric_name, out_dir);
   if (restart->parsed()) return RunRestart(n, nq, dim, k, clusters, threads);
   if (flat->parsed()) return RunFlat(n, nq, dim, k, threads, repeats, !no_grpc);

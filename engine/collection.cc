@@ -161,6 +161,29 @@ Status Collection::SearchSegmentLocked(const kernels::Resources& res, const Segm
   return kernels::FlatSearch(res, base, queries, nq, {metric_, k}, rows, scores);
 }
 
+Status Collection::SearchGatheredLocked(const kernels::Resources& res, const Segment& seg, const uint64_t* excluded,
+                                        size_t allowed, const float* queries, size_t nq, size_t k, int64_t* rows,
+                                        float* scores) const {
+  std::vector<uint32_t> picked;
+  picked.reserve(allowed);
+  std::vector<float> vectors;
+  vectors.reserve(allowed * dim_);
+  std::vector<float> norms;
+  norms.reserve(allowed);
+  for (uint32_t r = 0; r < seg.rows(); ++r) {
+    if ((excluded[r / 64] >> (r % 64)) & 1u) continue;
+    picked.push_back(r);
+    vectors.insert(vectors.end(), &seg.vectors[size_t{r} * dim_], &seg.vectors[size_t{r} * dim_] + dim_);
+    norms.push_back(seg.sq_norms[r]);
+  }
+  kernels::BaseView base{vectors.data(), norms.data(), picked.size(), dim_, nullptr};
+  QUIVER_RETURN_IF_ERROR(kernels::FlatSearch(res, base, queries, nq, {metric_, k}, rows, scores));
+  for (size_t i = 0; i < nq * k; ++i) {
+    if (rows[i] >= 0) rows[i] = picked[static_cast<size_t>(rows[i])];  // back to segment rows
+  }
+  return Status::Ok();
+}
+
 Status Collection::Search(const kernels::Resources& res, const float* queries, size_t nq, size_t k,
                           const SearchOptions& options, std::vector<std::vector<Hit>>* out) const {
   std::shared_lock lock(mu_);
@@ -204,6 +227,12 @@ Status Collection::Search(const kernels::Resources& res, const float* queries, s
       }
       skip = excluded.data();
       use_index = use_index && double(allowed) > kExactFilterFraction * double(seg.rows());
+      if (!use_index && double(allowed) <= kExactFilterFraction * double(seg.rows())) {
+        // Few rows pass: score only those (gathered), not the whole segment.
+        QUIVER_RETURN_IF_ERROR(SearchGatheredLocked(res, seg, excluded.data(), allowed, queries, nq, kk,
+                                                    rows.data() + s * nq * kk, scores.data() + s * nq * kk));
+        continue;
+      }
     }
     QUIVER_RETURN_IF_ERROR(SearchSegmentLocked(res, seg, skip, use_index, queries, nq, kk, options.nprobe,
                                                rows.data() + s * nq * kk, scores.data() + s * nq * kk));

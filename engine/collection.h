@@ -169,6 +169,12 @@ class Collection {
                              bool use_index, const float* queries, size_t nq, size_t k, uint32_t nprobe,
                              int64_t* rows, float* scores) const;
 
+  // Exact search over only the rows not `excluded` (`allowed` of them),
+  // copied together first: a selective filter costs its matches, not the segment.
+  Status SearchGatheredLocked(const kernels::Resources& res, const Segment& seg, const uint64_t* excluded,
+                              size_t allowed, const float* queries, size_t nq, size_t k, int64_t* rows,
+                              float* scores) const;
+
   quiver::v1::CollectionInfo info_;
   kernels::Metric metric_;
   size_t dim_;
