@@ -564,7 +564,7 @@ int RunIvf(size_t n, size_t nq, size_t dim, size_t k, size_t nlist, size_t clust
                                  scores.data());
         }
       };
-      points.push_back(Measure("quiver IVF_FLAT, batches of 100", "nprobe=" + std::to_string(nprobe), quiver_batched,
+      points.push_back(Measure("quiver IVF_FLAT (batches of 100)", "nprobe=" + std::to_string(nprobe), quiver_batched,
                                queries, nq, dim, k, repeats, truth));
       SweepPoint g = points[points.size() - 3];
       g.method = "quiver IVF_FLAT via gRPC";

@@ -1,6 +1,8 @@
 #include "service/api.h"
 
+#include <algorithm>
 #include <chrono>
+#include <thread>
 #include <unordered_set>
 
 #include "common/encoding.h"
@@ -71,8 +73,19 @@ Status SearchInto(const ApiContext& ctx, const engine::Collection& coll, const s
                   uint32_t k, bool with_payload, bool with_vector, const quiver::v1::SearchParams& params,
                   const quiver::v1::Filter* filter, const std::function<quiver::v1::SearchResponse*(size_t)>& out) {
   std::vector<std::vector<engine::Hit>> hits;
+  // Concurrent searches share the cores instead of each starting a full
+  // thread team: N calls in flight get search_threads / N threads each, so
+  // the node never runs more search threads than it has, and a lone call
+  // still gets them all.
+  const int in_flight = ctx.metrics->BeginSearch();
+  struct EndSearch {
+    Metrics* m;
+    ~EndSearch() { m->EndSearch(); }
+  } end_search{ctx.metrics};
+  const int cores = ctx.config->search_threads != 0 ? static_cast<int>(ctx.config->search_threads)
+                                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   kernels::Resources res;
-  res.num_threads = static_cast<int>(ctx.config->search_threads);
+  res.num_threads = std::max(1, cores / in_flight);
   engine::SearchOptions options;
   options.nprobe = params.nprobe();
   options.with_payload = with_payload;

@@ -62,7 +62,7 @@ std::vector<Key> Keys(ServerConfig* c) {
        "how long in-flight requests may finish at shutdown", u32("shutdown_drain_ms", &c->shutdown_drain_ms)},
       {"grpc_max_threads", "QUIVER_GRPC_MAX_THREADS", "--grpc-max-threads",
        "most gRPC request threads (calls beyond wait)", u32("grpc_max_threads", &c->grpc_max_threads)},
-      {"search_threads", "QUIVER_SEARCH_THREADS", "--search-threads", "CPU threads per search (0 = all cores)",
+      {"search_threads", "QUIVER_SEARCH_THREADS", "--search-threads", "CPU threads for searches, shared by concurrent calls (0 = all cores)",
        u32("search_threads", &c->search_threads)},
       {"log_level", "QUIVER_LOG_LEVEL", "--log-level", "trace|debug|info|warn|error", str(&c->log_level)},
       {"log_format", "QUIVER_LOG_FORMAT", "--log-format", "text|json", str(&c->log_format)},

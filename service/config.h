@@ -43,7 +43,8 @@ struct ServerConfig {
   /// one, so load cannot grow threads and memory without bound.
   /// Default: 64. Env: QUIVER_GRPC_MAX_THREADS.
   uint32_t grpc_max_threads = 64;
-  /// CPU threads one search may use; 0 = all cores. Default: 0.
+  /// CPU threads for searches: a lone call uses them all, N concurrent calls
+  /// get 1/N each (at least 1); 0 = all cores. Default: 0.
   /// Env: QUIVER_SEARCH_THREADS.
   uint32_t search_threads = 0;
   /// trace, debug, info, warn, error. Default: info. Env: QUIVER_LOG_LEVEL.

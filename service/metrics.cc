@@ -77,6 +77,9 @@ std::string Metrics::Render(const NodeGauges& node) const {
       << "# HELP quiver_background_failures_total Failed index builds, compactions and segment file writes.\n"
          "# TYPE quiver_background_failures_total counter\n"
       << "quiver_background_failures_total " << node.background_failures << "\n"
+      << "# HELP quiver_searches_in_flight Search and SearchBatch calls running now.\n"
+         "# TYPE quiver_searches_in_flight gauge\n"
+      << "quiver_searches_in_flight " << searches_in_flight_.load(std::memory_order_relaxed) << "\n"
       << "# HELP quiver_ready 1 when the node serves requests.\n# TYPE quiver_ready gauge\n"
       << "quiver_ready " << (node.ready ? 1 : 0) << "\n";
   return out.str();

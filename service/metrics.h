@@ -35,6 +35,9 @@ class Metrics {
 
   void Record(Rpc rpc, int grpc_code, double seconds);
   void AddUpsertedVectors(uint64_t n) { upserted_vectors_.fetch_add(n, std::memory_order_relaxed); }
+  /// Searches running now, this one included (BeginSearch) / after it (EndSearch).
+  int BeginSearch() { return searches_in_flight_.fetch_add(1, std::memory_order_relaxed) + 1; }
+  void EndSearch() { searches_in_flight_.fetch_sub(1, std::memory_order_relaxed); }
 
   std::string Render(const NodeGauges& node) const;
 
@@ -45,6 +48,7 @@ class Metrics {
   std::array<std::array<std::atomic<uint64_t>, kBucketsSeconds.size() + 1>, kRpcs> buckets_{};
   std::array<std::atomic<uint64_t>, kRpcs> sum_micros_{};
   std::atomic<uint64_t> upserted_vectors_{0};
+  std::atomic<int> searches_in_flight_{0};
 };
 
 }  // namespace quiver::service
