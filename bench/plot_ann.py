@@ -29,7 +29,7 @@ def main():
                 series.setdefault(row["method"], []).append((float(row["recall_at_k"]), float(row["qps"])))
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for method, pts in sorted(series.items()):
-        pts.sort()
+        pts.sort(key=lambda p: -p[1])  # sweep order: cheapest setting first
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=method)
     ax.set_yscale("log")
     ax.set_xlabel("recall@10")
