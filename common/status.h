@@ -57,6 +57,8 @@ class [[nodiscard]] Status {
   static Status DeadlineExceeded(std::string m) { return {StatusCode::kDeadlineExceeded, std::move(m)}; }
   static Status ResourceExhausted(std::string m) { return {StatusCode::kResourceExhausted, std::move(m)}; }
   static Status OutOfRange(std::string m) { return {StatusCode::kOutOfRange, std::move(m)}; }
+  static Status Unauthenticated(std::string m) { return {StatusCode::kUnauthenticated, std::move(m)}; }
+  static Status PermissionDenied(std::string m) { return {StatusCode::kPermissionDenied, std::move(m)}; }
   /// A record read from disk failed validation. The message names its location.
   static Status Corruption(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
   static Status IOError(std::string m) { return {StatusCode::kInternal, "I/O error: " + std::move(m)}; }

@@ -9,6 +9,7 @@
 #include "engine/filter.h"
 #include "engine/validation.h"
 #include "quiver/internal/v1/wal.pb.h"
+#include "service/auth.h"
 #include "service/grpc_status.h"
 
 namespace quiver::service {
@@ -283,18 +284,21 @@ Status SearchMany(const ApiContext& ctx, const quiver::v1::SearchBatchRequest& r
 grpc::Status CollectionsApi::Create(grpc::ServerContext* sctx, const quiver::v1::CreateCollectionRequest* req,
                                     quiver::v1::CreateCollectionResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kCreateCollection);
+  if (Status auth = Authorize(*ctx_.config, *sctx, Access::kWrite); !auth.ok()) return scope.Done(auth);
   return scope.Done(CreateCollection(ctx_, sctx, *req, resp));
 }
 
-grpc::Status CollectionsApi::Get(grpc::ServerContext*, const quiver::v1::GetCollectionRequest* req,
+grpc::Status CollectionsApi::Get(grpc::ServerContext* sctx, const quiver::v1::GetCollectionRequest* req,
                                  quiver::v1::GetCollectionResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kGetCollection);
+  if (Status auth = Authorize(*ctx_.config, *sctx, Access::kRead); !auth.ok()) return scope.Done(auth);
   return scope.Done(GetCollection(ctx_, *req, resp));
 }
 
-grpc::Status CollectionsApi::List(grpc::ServerContext*, const quiver::v1::ListCollectionsRequest*,
+grpc::Status CollectionsApi::List(grpc::ServerContext* sctx, const quiver::v1::ListCollectionsRequest*,
                                   quiver::v1::ListCollectionsResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kListCollections);
+  if (Status auth = Authorize(*ctx_.config, *sctx, Access::kRead); !auth.ok()) return scope.Done(auth);
   for (const auto& c : ctx_.engine->List()) *resp->add_collections() = c->Info();
   return scope.Done(Status::Ok());
 }
@@ -302,42 +306,49 @@ grpc::Status CollectionsApi::List(grpc::ServerContext*, const quiver::v1::ListCo
 grpc::Status CollectionsApi::Delete(grpc::ServerContext* sctx, const quiver::v1::DeleteCollectionRequest* req,
                                     quiver::v1::DeleteCollectionResponse*) {
   RpcScope scope(ctx_.metrics, Rpc::kDeleteCollection);
+  if (Status auth = Authorize(*ctx_.config, *sctx, Access::kWrite); !auth.ok()) return scope.Done(auth);
   return scope.Done(DeleteCollection(ctx_, sctx, *req));
 }
 
 grpc::Status PointsApi::Upsert(grpc::ServerContext* sctx, const quiver::v1::UpsertRequest* req,
                                quiver::v1::UpsertResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kUpsert);
+  if (Status auth = Authorize(*ctx_.config, *sctx, Access::kWrite); !auth.ok()) return scope.Done(auth);
   return scope.Done(service::Upsert(ctx_, sctx, *req, resp));
 }
 
 grpc::Status PointsApi::Delete(grpc::ServerContext* sctx, const quiver::v1::DeletePointsRequest* req,
                                quiver::v1::DeletePointsResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kDeletePoints);
+  if (Status auth = Authorize(*ctx_.config, *sctx, Access::kWrite); !auth.ok()) return scope.Done(auth);
   return scope.Done(DeletePoints(ctx_, sctx, *req, resp));
 }
 
-grpc::Status PointsApi::Get(grpc::ServerContext*, const quiver::v1::GetPointsRequest* req,
+grpc::Status PointsApi::Get(grpc::ServerContext* sctx, const quiver::v1::GetPointsRequest* req,
                             quiver::v1::GetPointsResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kGetPoints);
+  if (Status auth = Authorize(*ctx_.config, *sctx, Access::kRead); !auth.ok()) return scope.Done(auth);
   return scope.Done(GetPoints(ctx_, *req, resp));
 }
 
-grpc::Status PointsApi::Count(grpc::ServerContext*, const quiver::v1::CountRequest* req,
+grpc::Status PointsApi::Count(grpc::ServerContext* sctx, const quiver::v1::CountRequest* req,
                               quiver::v1::CountResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kCount);
+  if (Status auth = Authorize(*ctx_.config, *sctx, Access::kRead); !auth.ok()) return scope.Done(auth);
   return scope.Done(CountPoints(ctx_, *req, resp));
 }
 
-grpc::Status PointsApi::Search(grpc::ServerContext*, const quiver::v1::SearchRequest* req,
+grpc::Status PointsApi::Search(grpc::ServerContext* sctx, const quiver::v1::SearchRequest* req,
                                quiver::v1::SearchResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kSearch);
+  if (Status auth = Authorize(*ctx_.config, *sctx, Access::kRead); !auth.ok()) return scope.Done(auth);
   return scope.Done(SearchOne(ctx_, *req, resp));
 }
 
-grpc::Status PointsApi::SearchBatch(grpc::ServerContext*, const quiver::v1::SearchBatchRequest* req,
+grpc::Status PointsApi::SearchBatch(grpc::ServerContext* sctx, const quiver::v1::SearchBatchRequest* req,
                                     quiver::v1::SearchBatchResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kSearchBatch);
+  if (Status auth = Authorize(*ctx_.config, *sctx, Access::kRead); !auth.ok()) return scope.Done(auth);
   return scope.Done(SearchMany(ctx_, *req, resp));
 }
 

@@ -62,12 +62,16 @@ std::vector<Key> Keys(ServerConfig* c) {
        "how long in-flight requests may finish at shutdown", u32("shutdown_drain_ms", &c->shutdown_drain_ms)},
       {"grpc_max_threads", "QUIVER_GRPC_MAX_THREADS", "--grpc-max-threads",
        "most gRPC request threads (calls beyond wait)", u32("grpc_max_threads", &c->grpc_max_threads)},
-      {"search_threads", "QUIVER_SEARCH_THREADS", "--search-threads", "CPU threads for searches, shared by concurrent calls (0 = all cores)",
-       u32("search_threads", &c->search_threads)},
+      {"search_threads", "QUIVER_SEARCH_THREADS", "--search-threads",
+       "CPU threads for searches, shared by concurrent calls (0 = all cores)", u32("search_threads", &c->search_threads)},
       {"log_level", "QUIVER_LOG_LEVEL", "--log-level", "trace|debug|info|warn|error", str(&c->log_level)},
       {"log_format", "QUIVER_LOG_FORMAT", "--log-format", "text|json", str(&c->log_format)},
       {"ready_file", "QUIVER_READY_FILE", "--ready-file", "JSON file with the bound ports, written once serving",
        str(&c->ready_file)},
+      {"api_key", "QUIVER_API_KEY", "--api-key", "read-write API key required on every public RPC (empty: none)",
+       str(&c->api_key)},
+      {"read_only_api_key", "QUIVER_READ_ONLY_API_KEY", "--read-only-api-key", "API key allowing reads only",
+       str(&c->read_only_api_key)},
   };
 }
 
@@ -93,6 +97,12 @@ Status ApplyYaml(const std::string& path, std::vector<Key>& keys) {
 }  // namespace
 
 Status ServerConfig::Validate() const {
+  if (!read_only_api_key.empty() && api_key.empty()) {
+    return Status::InvalidArgument("read_only_api_key is set but api_key is not: writes would be impossible");
+  }
+  if (!api_key.empty() && api_key == read_only_api_key) {
+    return Status::InvalidArgument("api_key and read_only_api_key must differ");
+  }
   if (listen.empty() || listen.find(':') == std::string::npos) {
     return Status::InvalidArgument("listen: '" + listen + "' is not host:port");
   }

@@ -54,6 +54,12 @@ struct ServerConfig {
   /// If set, a JSON file {"grpc_port":..,"admin_port":..,"pid":..} written once
   /// the node serves (used by tests and scripts). Default: "". Env: QUIVER_READY_FILE.
   std::string ready_file;
+  /// Read-write API key required on every public RPC; empty = no
+  /// authentication. Prefer the environment to a flag (flags show in `ps`).
+  /// Env: QUIVER_API_KEY.
+  std::string api_key;
+  /// Key that allows reads only; needs api_key. Env: QUIVER_READ_ONLY_API_KEY.
+  std::string read_only_api_key;
 
   /// Checks ranges and formats; INVALID_ARGUMENT naming the key.
   Status Validate() const;

@@ -25,15 +25,18 @@ using quiver::v1::Points;
 
 struct Options {
   std::string addr = "127.0.0.1:7700";
+  std::string api_key;
   bool json = false;
   double timeout_s = 60;
 };
 
 std::string MetricName(quiver::v1::Metric m) { return quiver::v1::Metric_Name(m); }
 
+// Every call: the deadline, and the API key when one is given.
 void SetDeadline(grpc::ClientContext* ctx, const Options& o) {
   ctx->set_deadline(std::chrono::system_clock::now() +
                     std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000)));
+  if (!o.api_key.empty()) ctx->AddMetadata("authorization", "Bearer " + o.api_key);
 }
 
 int Fail(const grpc::Status& st) {
@@ -110,6 +113,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.add_option("--addr", opt.addr, "quiverd gRPC address")->envname("QUIVER_ADDR")->capture_default_str();
   app.add_flag("--json", opt.json, "print JSON");
+  app.add_option("--api-key", opt.api_key, "API key, if the node requires one (prefer the environment)")
+      ->envname("QUIVER_API_KEY");
   app.add_option("--timeout", opt.timeout_s, "per-call deadline in seconds")->capture_default_str();
 
   auto* colls = app.add_subcommand("collections", "create, list, describe or delete collections");

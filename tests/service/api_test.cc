@@ -411,3 +411,104 @@ TEST(ServerLifecycle, StateSurvivesRestartInProcess) {
 
 }  // namespace
 }  // namespace quiver::service
+
+// ---- API keys ----
+
+namespace quiver::service {
+namespace {
+
+using namespace quiver::v1;  // NOLINT
+
+class ApiKeyTest : public ::testing::Test {
+ protected:
+  static ServerConfig Config() {
+    ServerConfig cfg;
+    cfg.api_key = "rw-secret";
+    cfg.read_only_api_key = "ro-secret";
+    return cfg;
+  }
+  ApiKeyTest() : server_(Config()) {}
+
+  // A context carrying `key` as `style` metadata ("bearer", "api-key" or none).
+  static std::unique_ptr<grpc::ClientContext> Context(const std::string& style, const std::string& key) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    if (style == "bearer") ctx->AddMetadata("authorization", "Bearer " + key);
+    if (style == "api-key") ctx->AddMetadata("api-key", key);
+    return ctx;
+  }
+  grpc::Status Create(const std::string& style, const std::string& key, const std::string& name) {
+    CreateCollectionRequest req;
+    req.mutable_config()->set_name(name);
+    req.mutable_config()->set_dimension(2);
+    req.mutable_config()->set_metric(L2);
+    CreateCollectionResponse resp;
+    return server_.collections->Create(Context(style, key).get(), req, &resp);
+  }
+  grpc::Status List(const std::string& style, const std::string& key, int* count = nullptr) {
+    ListCollectionsRequest req;
+    ListCollectionsResponse resp;
+    auto st = server_.collections->List(Context(style, key).get(), req, &resp);
+    if (count != nullptr) *count = resp.collections_size();
+    return st;
+  }
+  grpc::Status Search(const std::string& style, const std::string& key) {
+    SearchRequest req;
+    req.set_collection("c");
+    req.set_k(1);
+    req.add_vector(0);
+    req.add_vector(0);
+    SearchResponse resp;
+    return server_.points->Search(Context(style, key).get(), req, &resp);
+  }
+
+  quiver::testing::InProcessServer server_;
+};
+
+TEST_F(ApiKeyTest, MissingOrWrongKeyIsUnauthenticatedAndChangesNothing) {
+  for (const auto& [style, key] : std::vector<std::pair<std::string, std::string>>{
+           {"none", ""}, {"bearer", "wrong"}, {"api-key", "wrong"}, {"bearer", "rw-secre"}, {"bearer", ""}}) {
+    auto st = Create(style, key, "c");
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << style << " '" << key << "': " << st.error_message();
+    EXPECT_EQ(List(style, key).error_code(), grpc::StatusCode::UNAUTHENTICATED) << style << " '" << key << "'";
+  }
+  EXPECT_NE(Create("none", "", "c").error_message().find("authorization: Bearer"), std::string::npos);
+  int count = -1;
+  ASSERT_TRUE(List("bearer", "rw-secret", &count).ok());
+  EXPECT_EQ(count, 0) << "refused calls created nothing";
+}
+
+TEST_F(ApiKeyTest, ReadOnlyKeyReadsButCannotWrite) {
+  ASSERT_TRUE(Create("bearer", "rw-secret", "c").ok());
+  auto st = Create("bearer", "ro-secret", "d");
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+  EXPECT_EQ(Create("api-key", "ro-secret", "d").error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  UpsertRequest up;
+  up.set_collection("c");
+  auto* p = up.add_points();
+  p->set_id(1);
+  p->add_vector(1);
+  p->add_vector(2);
+  UpsertResponse up_resp;
+  EXPECT_EQ(server_.points->Upsert(Context("bearer", "ro-secret").get(), up, &up_resp).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  int count = -1;
+  EXPECT_TRUE(List("bearer", "ro-secret", &count).ok());
+  EXPECT_EQ(count, 1) << "the denied create changed nothing";
+  EXPECT_TRUE(Search("api-key", "ro-secret").ok());
+  EXPECT_TRUE(Search("bearer", "rw-secret").ok());
+  EXPECT_EQ(Search("none", "").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  ASSERT_TRUE(server_.points->Upsert(Context("api-key", "rw-secret").get(), up, &up_resp).ok());
+}
+
+TEST(ApiKeyConfig, ReadOnlyKeyNeedsAReadWriteKey) {
+  ServerConfig cfg;
+  cfg.read_only_api_key = "ro";
+  EXPECT_NE(cfg.Validate().message().find("api_key"), std::string::npos);
+  cfg.api_key = "ro";
+  EXPECT_NE(cfg.Validate().message().find("must differ"), std::string::npos);
+  cfg.api_key = "rw";
+  EXPECT_TRUE(cfg.Validate().ok());
+}
+
+}  // namespace
+}  // namespace quiver::service
