@@ -13,7 +13,7 @@ APT_PACKAGES=(
   libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libfaiss-dev libhnswlib-dev libhdf5-dev
-  libdeflate-dev
+  libdeflate-dev openssl
 )
 
 missing=()

@@ -72,6 +72,12 @@ std::vector<Key> Keys(ServerConfig* c) {
        str(&c->api_key)},
       {"read_only_api_key", "QUIVER_READ_ONLY_API_KEY", "--read-only-api-key", "API key allowing reads only",
        str(&c->read_only_api_key)},
+      {"tls_cert_file", "QUIVER_TLS_CERT_FILE", "--tls-cert-file", "PEM server certificate chain (enables TLS)",
+       str(&c->tls_cert_file)},
+      {"tls_key_file", "QUIVER_TLS_KEY_FILE", "--tls-key-file", "PEM private key of the server certificate",
+       str(&c->tls_key_file)},
+      {"tls_client_ca_file", "QUIVER_TLS_CLIENT_CA_FILE", "--tls-client-ca-file",
+       "PEM CA that client certificates must chain to (mutual TLS)", str(&c->tls_client_ca_file)},
   };
 }
 
@@ -102,6 +108,12 @@ Status ServerConfig::Validate() const {
   }
   if (!api_key.empty() && api_key == read_only_api_key) {
     return Status::InvalidArgument("api_key and read_only_api_key must differ");
+  }
+  if (tls_cert_file.empty() != tls_key_file.empty()) {
+    return Status::InvalidArgument("tls_cert_file and tls_key_file must be set together");
+  }
+  if (!tls_client_ca_file.empty() && tls_cert_file.empty()) {
+    return Status::InvalidArgument("tls_client_ca_file needs tls_cert_file and tls_key_file (mutual TLS is TLS)");
   }
   if (listen.empty() || listen.find(':') == std::string::npos) {
     return Status::InvalidArgument("listen: '" + listen + "' is not host:port");

@@ -60,6 +60,14 @@ struct ServerConfig {
   std::string api_key;
   /// Key that allows reads only; needs api_key. Env: QUIVER_READ_ONLY_API_KEY.
   std::string read_only_api_key;
+  /// PEM server certificate (chain) and private key for TLS on the public
+  /// gRPC port; both or neither (plaintext). Env: QUIVER_TLS_CERT_FILE,
+  /// QUIVER_TLS_KEY_FILE.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  /// PEM CA bundle: when set, clients must present a certificate it signed
+  /// (mutual TLS). Needs tls_cert_file. Env: QUIVER_TLS_CLIENT_CA_FILE.
+  std::string tls_client_ca_file;
 
   /// Checks ranges and formats; INVALID_ARGUMENT naming the key.
   Status Validate() const;

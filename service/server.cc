@@ -42,6 +42,32 @@ struct Server::State {
 
 namespace {
 
+Result<std::string> ReadPemFile(const std::string& path, const char* key) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return Status::InvalidArgument(std::string(key) + ": cannot read '" + path + "'");
+  std::string pem((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  if (pem.find("-----BEGIN ") == std::string::npos) {
+    return Status::InvalidArgument(std::string(key) + ": '" + path + "' is not PEM");
+  }
+  return pem;
+}
+
+// Plaintext, TLS, or mutual TLS on the public port, from the config.
+Result<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const ServerConfig& config) {
+  if (config.tls_cert_file.empty()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions opts(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  QUIVER_ASSIGN_OR_RETURN(pair.cert_chain, ReadPemFile(config.tls_cert_file, "tls_cert_file"));
+  QUIVER_ASSIGN_OR_RETURN(pair.private_key, ReadPemFile(config.tls_key_file, "tls_key_file"));
+  opts.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!config.tls_client_ca_file.empty()) {
+    QUIVER_ASSIGN_OR_RETURN(opts.pem_root_certs, ReadPemFile(config.tls_client_ca_file, "tls_client_ca_file"));
+    opts.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(opts);
+}
+
+
 Result<std::pair<std::string, int>> SplitHostPort(const std::string& addr) {
   const auto colon = addr.rfind(':');
   if (colon == std::string::npos) return Status::InvalidArgument("'" + addr + "' is not host:port");
@@ -163,7 +189,8 @@ Status Server::Start() {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &s.grpc_port);
+  QUIVER_ASSIGN_OR_RETURN(auto credentials, ServerCredentials(config_));
+  builder.AddListeningPort(config_.listen, credentials, &s.grpc_port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(config_.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(config_.max_message_bytes));
   grpc::ResourceQuota quota("quiverd");

@@ -57,6 +57,7 @@ class InProcessServer {
     return status_;
   }
   int admin_port() const { return admin_port_; }
+  int grpc_port() const { return grpc_port_; }
 
   std::unique_ptr<quiver::v1::Collections::Stub> collections;
   std::unique_ptr<quiver::v1::Points::Stub> points;

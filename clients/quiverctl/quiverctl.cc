@@ -11,6 +11,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <sstream>
 
@@ -26,6 +27,7 @@ using quiver::v1::Points;
 struct Options {
   std::string addr = "127.0.0.1:7700";
   std::string api_key;
+  std::string tls_ca, tls_cert, tls_key;  // TLS when tls_ca is set; cert+key for mutual TLS
   bool json = false;
   double timeout_s = 60;
 };
@@ -115,6 +117,15 @@ int main(int argc, char** argv) {
   app.add_flag("--json", opt.json, "print JSON");
   app.add_option("--api-key", opt.api_key, "API key, if the node requires one (prefer the environment)")
       ->envname("QUIVER_API_KEY");
+  app.add_option("--tls-ca", opt.tls_ca, "PEM CA to verify quiverd's certificate with (enables TLS)")
+      ->envname("QUIVER_TLS_CA")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-cert", opt.tls_cert, "PEM client certificate, for mutual TLS")
+      ->envname("QUIVER_TLS_CERT")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", opt.tls_key, "PEM key of the client certificate")
+      ->envname("QUIVER_TLS_KEY")
+      ->check(CLI::ExistingFile);
   app.add_option("--timeout", opt.timeout_s, "per-call deadline in seconds")->capture_default_str();
 
   auto* colls = app.add_subcommand("collections", "create, list, describe or delete collections");
@@ -168,7 +179,19 @@ int main(int argc, char** argv) {
   auto channel_args = grpc::ChannelArguments();
   channel_args.SetMaxReceiveMessageSize(256 << 20);
   channel_args.SetMaxSendMessageSize(256 << 20);
-  auto channel = grpc::CreateCustomChannel(opt.addr, grpc::InsecureChannelCredentials(), channel_args);
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (!opt.tls_ca.empty()) {
+    auto slurp = [](const std::string& path) {
+      std::ifstream f(path, std::ios::binary);
+      return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    };
+    grpc::SslCredentialsOptions tls;
+    tls.pem_root_certs = slurp(opt.tls_ca);
+    if (!opt.tls_cert.empty()) tls.pem_cert_chain = slurp(opt.tls_cert);
+    if (!opt.tls_key.empty()) tls.pem_private_key = slurp(opt.tls_key);
+    credentials = grpc::SslCredentials(tls);
+  }
+  auto channel = grpc::CreateCustomChannel(opt.addr, credentials, channel_args);
   auto coll_stub = Collections::NewStub(channel);
   auto points_stub = Points::NewStub(channel);
 

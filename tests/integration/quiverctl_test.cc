@@ -7,6 +7,7 @@
 
 #include "common/vector_file.h"
 #include "process_fixture.h"
+#include "tls_files.h"
 
 namespace quiver::testing {
 namespace {
@@ -97,6 +98,32 @@ TEST(Quiverctl, EveryCommandAgainstARealServer) {
   EXPECT_EQ(r.code, 0) << r.out;
   r = Ctl(addr + "--json collections list");
   EXPECT_EQ(r.out, "[]\n");
+}
+
+TEST(Quiverctl, ApiKeyAndTlsAgainstARealServer) {
+  if (!HaveOpensslTool()) GTEST_SKIP() << "no openssl tool to make certificates";
+  TempDir dir;
+  TlsFiles tls;
+  QuiverdProcess q(dir.path() + "/data", dir.path(),
+                   {"--tls-cert-file", tls.Path("server.pem"), "--tls-key-file", tls.Path("server.key"), "--api-key",
+                    "k-rw", "--read-only-api-key", "k-ro"});
+  q.Start();
+  int grpc_port = 0, admin_port = 0;
+  ASSERT_TRUE(ReadReadyFile(dir.path() + "/ready-1.json", &grpc_port, &admin_port));
+  const std::string addr = "--addr localhost:" + std::to_string(grpc_port) + " --tls-ca " + tls.Path("ca.pem") + " ";
+  CtlResult r = Ctl(addr + "--api-key k-rw collections create c --dim 4");
+  EXPECT_EQ(r.code, 0) << r.out;
+  r = Ctl(addr + "--api-key k-ro --json collections list");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"name\":\"c\""), std::string::npos) << r.out;
+  r = Ctl(addr + "--api-key k-ro collections delete c");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("read-only"), std::string::npos) << r.out;
+  r = Ctl(addr + "collections list");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("requires an API key"), std::string::npos) << r.out;
+  r = Ctl("--addr localhost:" + std::to_string(grpc_port) + " --api-key k-rw --timeout 3 collections list");
+  EXPECT_EQ(r.code, 1) << "plaintext to a TLS port fails: " << r.out;
 }
 
 TEST(Quiverctl, HelpEverywhere) {

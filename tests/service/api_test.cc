@@ -3,9 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <fstream>
 #include <limits>
 
 #include "server_fixture.h"
+#include "tls_files.h"
 
 namespace quiver::service {
 namespace {
@@ -508,6 +511,78 @@ TEST(ApiKeyConfig, ReadOnlyKeyNeedsAReadWriteKey) {
   EXPECT_NE(cfg.Validate().message().find("must differ"), std::string::npos);
   cfg.api_key = "rw";
   EXPECT_TRUE(cfg.Validate().ok());
+}
+
+}  // namespace
+}  // namespace quiver::service
+
+// ---- TLS ----
+
+namespace quiver::service {
+namespace {
+
+// Lists collections over a TLS channel trusting `ca`, presenting the client
+// certificate if `client_cert`.
+grpc::Status ListOverTls(int port, const std::string& ca, const quiver::testing::TlsFiles* client_cert) {
+  grpc::SslCredentialsOptions opts;
+  opts.pem_root_certs = ca;
+  if (client_cert != nullptr) {
+    opts.pem_private_key = client_cert->Read("client.key");
+    opts.pem_cert_chain = client_cert->Read("client.pem");
+  }
+  auto channel = grpc::CreateChannel("localhost:" + std::to_string(port), grpc::SslCredentials(opts));
+  auto stub = Collections::NewStub(channel);
+  ListCollectionsRequest req;
+  ListCollectionsResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  return stub->List(&ctx, req, &resp);
+}
+
+grpc::Status ListInPlaintext(int port) {
+  auto stub = Collections::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  ListCollectionsRequest req;
+  ListCollectionsResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  return stub->List(&ctx, req, &resp);
+}
+
+TEST(Tls, HandshakeWithTheCaSucceedsAndWithoutItFails) {
+  if (!quiver::testing::HaveOpensslTool()) GTEST_SKIP() << "no openssl tool to make certificates";
+  quiver::testing::TlsFiles tls;
+  ServerConfig cfg;
+  cfg.tls_cert_file = tls.Path("server.pem");
+  cfg.tls_key_file = tls.Path("server.key");
+  quiver::testing::InProcessServer server(cfg);
+  EXPECT_TRUE(ListOverTls(server.grpc_port(), tls.Read("ca.pem"), nullptr).ok());
+  EXPECT_EQ(ListOverTls(server.grpc_port(), tls.Read("other.pem"), nullptr).error_code(),
+            grpc::StatusCode::UNAVAILABLE) << "a server certificate from an unknown CA is refused";
+  EXPECT_EQ(ListInPlaintext(server.grpc_port()).error_code(), grpc::StatusCode::UNAVAILABLE)
+      << "plaintext is not served on a TLS port";
+}
+
+TEST(Tls, MutualTlsRequiresAClientCertificate) {
+  if (!quiver::testing::HaveOpensslTool()) GTEST_SKIP() << "no openssl tool to make certificates";
+  quiver::testing::TlsFiles tls;
+  ServerConfig cfg;
+  cfg.tls_cert_file = tls.Path("server.pem");
+  cfg.tls_key_file = tls.Path("server.key");
+  cfg.tls_client_ca_file = tls.Path("ca.pem");
+  quiver::testing::InProcessServer server(cfg);
+  EXPECT_TRUE(ListOverTls(server.grpc_port(), tls.Read("ca.pem"), &tls).ok());
+  EXPECT_EQ(ListOverTls(server.grpc_port(), tls.Read("ca.pem"), nullptr).error_code(), grpc::StatusCode::UNAVAILABLE)
+      << "no client certificate";
+}
+
+TEST(Tls, ConfigNeedsCertificateAndKeyTogether) {
+  ServerConfig cfg;
+  cfg.tls_cert_file = "/x.pem";
+  EXPECT_NE(cfg.Validate().message().find("tls_cert_file and tls_key_file"), std::string::npos);
+  cfg.tls_cert_file.clear();
+  cfg.tls_client_ca_file = "/ca.pem";
+  EXPECT_NE(cfg.Validate().message().find("tls_client_ca_file"), std::string::npos);
 }
 
 }  // namespace
