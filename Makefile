@@ -45,7 +45,7 @@ test-tsan: deps
 	cmake -S . -B $(TSAN_BUILD) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQUIVER_CUDA=OFF \
 	  -DQUIVER_BUILD_BENCH=OFF -DQUIVER_SANITIZE=thread
 	cmake --build $(TSAN_BUILD) -j $(JOBS) --target quiver_unit_tests
-	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 OMP_NUM_THREADS=1 \
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp OMP_NUM_THREADS=1 \
 	  ctest --test-dir $(TSAN_BUILD) --output-on-failure -L concurrency --timeout 900
 
 bench: build
