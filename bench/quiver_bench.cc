@@ -32,6 +32,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <thread>
 
@@ -142,6 +143,60 @@ quiver::v1::UpsertRequest MakeUpsert(const std::string& name, const float* data,
   return req;
 }
 
+quiver::v1::CollectionInfo DescribeCollection(grpc::Channel* ch, const std::string& name) {
+  auto stub = quiver::v1::Collections::NewStub(std::shared_ptr<grpc::Channel>(ch, [](grpc::Channel*) {}));
+  quiver::v1::GetCollectionRequest req;
+  req.set_name(name);
+  quiver::v1::GetCollectionResponse resp;
+  grpc::ClientContext ctx;
+  if (!stub->Get(&ctx, req, &resp).ok()) return {};
+  return resp.collection();
+}
+
+// Creates a collection with `config`; logs the error and returns false if refused.
+bool CreateWithConfig(grpc::Channel* ch, const quiver::v1::CollectionConfig& config) {
+  auto stub = quiver::v1::Collections::NewStub(std::shared_ptr<grpc::Channel>(ch, [](grpc::Channel*) {}));
+  quiver::v1::CreateCollectionRequest req;
+  *req.mutable_config() = config;
+  quiver::v1::CreateCollectionResponse resp;
+  grpc::ClientContext ctx;
+  auto st = stub->Create(&ctx, req, &resp);
+  if (!st.ok()) std::fprintf(stderr, "create %s: %s\n", config.name().c_str(), st.error_message().c_str());
+  return st.ok();
+}
+
+// Upserts rows 0..n-1 of `data` as ids 0..n-1 in batches of 5,000;
+// `decorate` (optional) adds a payload to each point.
+bool UpsertAll(grpc::Channel* ch, const std::string& name, const float* data, size_t n, size_t dim,
+               const std::function<void(quiver::v1::Point*)>& decorate = {}) {
+  auto stub = quiver::v1::Points::NewStub(std::shared_ptr<grpc::Channel>(ch, [](grpc::Channel*) {}));
+  for (size_t lo = 0; lo < n; lo += 5000) {
+    auto req = MakeUpsert(name, data + lo * dim, lo, std::min<size_t>(5000, n - lo), dim);
+    if (decorate) {
+      for (auto& p : *req.mutable_points()) decorate(&p);
+    }
+    quiver::v1::UpsertResponse resp;
+    grpc::ClientContext ctx;
+    auto st = stub->Upsert(&ctx, req, &resp);
+    if (!st.ok()) {
+      std::fprintf(stderr, "upsert %s: %s\n", name.c_str(), st.error_message().c_str());
+      return false;
+    }
+  }
+  return true;
+}
+
+// Polls until every sealed segment of the collection has its index built.
+// Segments are sealed while the upsert applies, so after the upserts have
+// returned the sealed count is final (and may be 0 for a small collection).
+quiver::v1::CollectionInfo WaitForIndexes(grpc::Channel* ch, const std::string& name) {
+  for (;;) {
+    const auto info = DescribeCollection(ch, name);
+    if (info.indexed_segments() == info.sealed_segments()) return info;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
 struct Row {
   std::string method;
   double qps;
@@ -196,12 +251,7 @@ int RunFlat(size_t n, size_t nq, size_t dim, size_t k, int threads, int repeats,
     server = std::make_unique<LocalServer>("/tmp/quiver-bench-flat", static_cast<uint32_t>(threads));
     if (!CreateCollection(server->channel.get(), "flat", static_cast<uint32_t>(dim))) return 1;
     points = quiver::v1::Points::NewStub(server->channel);
-    for (size_t lo = 0; lo < n; lo += 5000) {
-      auto req = MakeUpsert("flat", base.data() + lo * dim, lo, std::min<size_t>(5000, n - lo), dim);
-      quiver::v1::UpsertResponse resp;
-      grpc::ClientContext ctx;
-      if (!points->Upsert(&ctx, req, &resp).ok()) return 1;
-    }
+    if (!UpsertAll(server->channel.get(), "flat", base.data(), n, dim)) return 1;
     batch_req.set_collection("flat");
     batch_req.set_k(static_cast<uint32_t>(k));
     for (size_t i = 0; i < nq; ++i) {
@@ -276,32 +326,17 @@ std::vector<double> GrpcIvfTimes(const std::vector<float>& base, const std::vect
                                  size_t nq, size_t dim, size_t k, size_t nlist, int threads, int repeats,
                                  size_t batch, size_t clients, const std::vector<size_t>& nprobes) {
   LocalServer server("/tmp/quiver-bench-ivf", static_cast<uint32_t>(threads));
-  auto coll = quiver::v1::Collections::NewStub(server.channel);
-  auto points = quiver::v1::Points::NewStub(server.channel);
-  quiver::v1::CreateCollectionRequest create;
-  create.mutable_config()->set_name("ivf");
-  create.mutable_config()->set_dimension(static_cast<uint32_t>(dim));
-  create.mutable_config()->set_metric(quiver::v1::L2);
-  create.mutable_config()->set_segment_max_points(static_cast<uint32_t>(n));  // one sealed segment
-  create.mutable_config()->mutable_index()->set_type(quiver::v1::IVF_FLAT);
-  create.mutable_config()->mutable_index()->mutable_ivf_flat()->set_nlist(static_cast<uint32_t>(nlist));
-  quiver::v1::CreateCollectionResponse cresp;
-  grpc::ClientContext cctx;
-  if (!coll->Create(&cctx, create, &cresp).ok()) return {};
-  for (size_t lo = 0; lo < n; lo += 5000) {
-    auto req = MakeUpsert("ivf", base.data() + lo * dim, lo, std::min<size_t>(5000, n - lo), dim);
-    quiver::v1::UpsertResponse resp;
-    grpc::ClientContext ctx;
-    if (!points->Upsert(&ctx, req, &resp).ok()) return {};
+  quiver::v1::CollectionConfig config;
+  config.set_name("ivf");
+  config.set_dimension(static_cast<uint32_t>(dim));
+  config.set_metric(quiver::v1::L2);
+  config.set_segment_max_points(static_cast<uint32_t>(n));  // one sealed segment
+  config.mutable_index()->set_type(quiver::v1::IVF_FLAT);
+  config.mutable_index()->mutable_ivf_flat()->set_nlist(static_cast<uint32_t>(nlist));
+  if (!CreateWithConfig(server.channel.get(), config) || !UpsertAll(server.channel.get(), "ivf", base.data(), n, dim)) {
+    return {};
   }
-  for (int i = 0; i < 6000; ++i) {  // wait for the background index build
-    quiver::v1::GetCollectionRequest g;
-    g.set_name("ivf");
-    quiver::v1::GetCollectionResponse gr;
-    grpc::ClientContext ctx;
-    if (coll->Get(&ctx, g, &gr).ok() && gr.collection().indexed_segments() == 1) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  WaitForIndexes(server.channel.get(), "ivf");
   // Each client has its own connection and sends its batches one after the
   // other, as separate pipeline workers would.
   std::vector<std::unique_ptr<quiver::v1::Points::Stub>> stubs;
@@ -639,16 +674,6 @@ int RunUpsert(size_t clients, size_t batch, size_t dim, size_t total) {
   return failed.load() == 0 ? 0 : 1;
 }
 
-quiver::v1::CollectionInfo DescribeCollection(grpc::Channel* ch, const std::string& name) {
-  auto stub = quiver::v1::Collections::NewStub(std::shared_ptr<grpc::Channel>(ch, [](grpc::Channel*) {}));
-  quiver::v1::GetCollectionRequest req;
-  req.set_name(name);
-  quiver::v1::GetCollectionResponse resp;
-  grpc::ClientContext ctx;
-  if (!stub->Get(&ctx, req, &resp).ok()) return {};
-  return resp.collection();
-}
-
 std::vector<uint64_t> SearchIds(grpc::Channel* ch, const std::string& name, const std::vector<float>& queries,
                                 size_t nq, size_t dim, size_t k) {
   auto stub = quiver::v1::Points::NewStub(std::shared_ptr<grpc::Channel>(ch, [](grpc::Channel*) {}));
@@ -676,29 +701,16 @@ int RunRestart(size_t n, size_t nq, size_t dim, size_t k, size_t clusters, int t
   quiver::v1::CollectionInfo info;
   {
     LocalServer server(dir, static_cast<uint32_t>(threads));
-    auto coll = quiver::v1::Collections::NewStub(server.channel);
-    quiver::v1::CreateCollectionRequest create;
-    create.mutable_config()->set_name("restart");
-    create.mutable_config()->set_dimension(static_cast<uint32_t>(dim));
-    create.mutable_config()->set_metric(quiver::v1::L2);
-    create.mutable_config()->mutable_index()->set_type(quiver::v1::IVF_FLAT);
-    quiver::v1::CreateCollectionResponse cresp;
-    grpc::ClientContext cctx;
-    if (!coll->Create(&cctx, create, &cresp).ok()) return 1;
-    auto points = quiver::v1::Points::NewStub(server.channel);
+    quiver::v1::CollectionConfig config;
+    config.set_name("restart");
+    config.set_dimension(static_cast<uint32_t>(dim));
+    config.set_metric(quiver::v1::L2);
+    config.mutable_index()->set_type(quiver::v1::IVF_FLAT);
+    if (!CreateWithConfig(server.channel.get(), config)) return 1;
     auto t0 = Clock::now();
-    for (size_t lo = 0; lo < n; lo += 5000) {
-      auto req = MakeUpsert("restart", all.data() + lo * dim, lo, std::min<size_t>(5000, n - lo), dim);
-      quiver::v1::UpsertResponse resp;
-      grpc::ClientContext ctx;
-      if (!points->Upsert(&ctx, req, &resp).ok()) return 1;
-    }
+    if (!UpsertAll(server.channel.get(), "restart", all.data(), n, dim)) return 1;
     std::printf("restart: upserted %zu x %zu-d in %.1f s; waiting for the index builds\n", n, dim, Seconds(t0));
-    for (;;) {
-      info = DescribeCollection(server.channel.get(), "restart");
-      if (info.sealed_segments() > 0 && info.indexed_segments() == info.sealed_segments()) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
+    info = WaitForIndexes(server.channel.get(), "restart");
     std::printf("restart: %u sealed segments indexed after %.1f s\n", info.sealed_segments(), Seconds(t0));
     before = SearchIds(server.channel.get(), "restart", queries, nq, dim, k);
   }  // a clean stop, as SIGTERM does
@@ -727,33 +739,21 @@ int RunFilter(size_t n, size_t nq, size_t dim, size_t k, size_t clusters, size_t
   auto all = quiver::GaussianMixture(n + nq, dim, clusters, 42);
   std::vector<float> queries(all.begin() + long(n * dim), all.end());
   LocalServer server("/tmp/quiver-bench-filter", static_cast<uint32_t>(threads));
-  auto coll = quiver::v1::Collections::NewStub(server.channel);
   auto points = quiver::v1::Points::NewStub(server.channel);
-  quiver::v1::CreateCollectionRequest create;
-  create.mutable_config()->set_name("filtered");
-  create.mutable_config()->set_dimension(static_cast<uint32_t>(dim));
-  create.mutable_config()->set_metric(quiver::v1::L2);
-  create.mutable_config()->mutable_index()->set_type(quiver::v1::IVF_FLAT);
-  create.mutable_config()->add_indexed_payload_fields("bucket");
-  quiver::v1::CreateCollectionResponse cresp;
-  grpc::ClientContext cctx;
-  if (!coll->Create(&cctx, create, &cresp).ok()) return 1;
+  quiver::v1::CollectionConfig config;
+  config.set_name("filtered");
+  config.set_dimension(static_cast<uint32_t>(dim));
+  config.set_metric(quiver::v1::L2);
+  config.mutable_index()->set_type(quiver::v1::IVF_FLAT);
+  config.add_indexed_payload_fields("bucket");
+  if (!CreateWithConfig(server.channel.get(), config)) return 1;
   const auto t0 = Clock::now();
-  for (size_t lo = 0; lo < n; lo += 5000) {
-    auto req = MakeUpsert("filtered", all.data() + lo * dim, lo, std::min<size_t>(5000, n - lo), dim);
-    for (auto& p : *req.mutable_points()) {
-      (*p.mutable_payload())["bucket"].set_int_value(static_cast<int64_t>(p.id() % buckets));
-      (*p.mutable_payload())["bucket_copy"].set_int_value(static_cast<int64_t>(p.id() % buckets));
-    }
-    quiver::v1::UpsertResponse resp;
-    grpc::ClientContext ctx;
-    if (!points->Upsert(&ctx, req, &resp).ok()) return 1;
-  }
-  for (;;) {
-    const auto info = DescribeCollection(server.channel.get(), "filtered");
-    if (info.sealed_segments() > 0 && info.indexed_segments() == info.sealed_segments()) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  const bool filled = UpsertAll(server.channel.get(), "filtered", all.data(), n, dim, [&](quiver::v1::Point* p) {
+    (*p->mutable_payload())["bucket"].set_int_value(static_cast<int64_t>(p->id() % buckets));
+    (*p->mutable_payload())["bucket_copy"].set_int_value(static_cast<int64_t>(p->id() % buckets));
+  });
+  if (!filled) return 1;
+  WaitForIndexes(server.channel.get(), "filtered");
   std::printf("filter: %zu points with payloads upserted and indexed in %.1f s\n", n, Seconds(t0));
   // Exact filtered truth: the points of bucket 7 only.
   const int64_t bucket = 7;

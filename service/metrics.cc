@@ -51,37 +51,27 @@ std::string Metrics::Render(const NodeGauges& node) const {
         << static_cast<double>(sum_micros_[r].load(std::memory_order_relaxed)) / 1e6 << "\n";
     out << "quiver_request_duration_seconds_count{method=\"" << kRpcNames[r] << "\"} " << cumulative << "\n";
   }
-  out << "# HELP quiver_upserted_vectors_total Vectors acknowledged by Upsert.\n"
-         "# TYPE quiver_upserted_vectors_total counter\n"
-      << "quiver_upserted_vectors_total " << upserted_vectors_.load() << "\n"
-      << "# HELP quiver_vectors_stored Live points over all collections.\n# TYPE quiver_vectors_stored gauge\n"
-      << "quiver_vectors_stored " << node.vectors_stored << "\n"
-      << "# HELP quiver_collections Collections on this node.\n# TYPE quiver_collections gauge\n"
-      << "quiver_collections " << node.collections << "\n"
-      << "# HELP quiver_applied_index Last log index applied.\n# TYPE quiver_applied_index gauge\n"
-      << "quiver_applied_index " << node.applied_index << "\n"
-      << "# HELP quiver_sealed_segments Sealed segments over all collections.\n# TYPE quiver_sealed_segments gauge\n"
-      << "quiver_sealed_segments " << node.sealed_segments << "\n"
-      << "# HELP quiver_indexed_segments Sealed segments whose index is built.\n"
-         "# TYPE quiver_indexed_segments gauge\n"
-      << "quiver_indexed_segments " << node.indexed_segments << "\n"
-      << "# HELP quiver_tombstones Deleted or overwritten rows still held in sealed segments.\n"
-         "# TYPE quiver_tombstones gauge\n"
-      << "quiver_tombstones " << node.tombstones << "\n"
-      << "# HELP quiver_segment_files_loaded_total Segment files adopted at start instead of rebuilt.\n"
-         "# TYPE quiver_segment_files_loaded_total counter\n"
-      << "quiver_segment_files_loaded_total " << node.segment_files_loaded << "\n"
-      << "# HELP quiver_segment_files_discarded_total Segment files found damaged or stale at start (rebuilt).\n"
-         "# TYPE quiver_segment_files_discarded_total counter\n"
-      << "quiver_segment_files_discarded_total " << node.segment_files_discarded << "\n"
-      << "# HELP quiver_background_failures_total Failed index builds, compactions and segment file writes.\n"
-         "# TYPE quiver_background_failures_total counter\n"
-      << "quiver_background_failures_total " << node.background_failures << "\n"
-      << "# HELP quiver_searches_in_flight Search and SearchBatch calls running now.\n"
-         "# TYPE quiver_searches_in_flight gauge\n"
-      << "quiver_searches_in_flight " << searches_in_flight_.load(std::memory_order_relaxed) << "\n"
-      << "# HELP quiver_ready 1 when the node serves requests.\n# TYPE quiver_ready gauge\n"
-      << "quiver_ready " << (node.ready ? 1 : 0) << "\n";
+  // One unlabelled sample with its HELP and TYPE lines.
+  auto sample = [&out](const char* name, const char* type, const char* help, auto value) {
+    out << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n" << name << " " << value
+        << "\n";
+  };
+  sample("quiver_upserted_vectors_total", "counter", "Vectors acknowledged by Upsert.", upserted_vectors_.load());
+  sample("quiver_vectors_stored", "gauge", "Live points over all collections.", node.vectors_stored);
+  sample("quiver_collections", "gauge", "Collections on this node.", node.collections);
+  sample("quiver_applied_index", "gauge", "Last log index applied.", node.applied_index);
+  sample("quiver_sealed_segments", "gauge", "Sealed segments over all collections.", node.sealed_segments);
+  sample("quiver_indexed_segments", "gauge", "Sealed segments whose index is built.", node.indexed_segments);
+  sample("quiver_tombstones", "gauge", "Deleted or overwritten rows still held in sealed segments.", node.tombstones);
+  sample("quiver_segment_files_loaded_total", "counter", "Segment files adopted at start instead of rebuilt.",
+         node.segment_files_loaded);
+  sample("quiver_segment_files_discarded_total", "counter",
+         "Segment files found damaged or stale at start (rebuilt).", node.segment_files_discarded);
+  sample("quiver_background_failures_total", "counter",
+         "Failed index builds, compactions and segment file writes.", node.background_failures);
+  sample("quiver_searches_in_flight", "gauge", "Search and SearchBatch calls running now.",
+         searches_in_flight_.load(std::memory_order_relaxed));
+  sample("quiver_ready", "gauge", "1 when the node serves requests.", node.ready ? 1 : 0);
   return out.str();
 }
 
