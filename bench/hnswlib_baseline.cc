@@ -24,24 +24,32 @@ void ParallelFor(size_t n, int threads, F f) {
 
 }  // namespace
 
-struct HnswlibL2::Impl {
-  explicit Impl(size_t dim) : space(dim) {}
-  hnswlib::L2Space space;
+struct Hnswlib::Impl {
+  Impl(size_t dim, bool inner_product) : dim(dim) {
+    if (inner_product) {
+      space = std::make_unique<hnswlib::InnerProductSpace>(dim);
+    } else {
+      space = std::make_unique<hnswlib::L2Space>(dim);
+    }
+  }
+  size_t dim;
+  std::unique_ptr<hnswlib::SpaceInterface<float>> space;
   std::unique_ptr<hnswlib::HierarchicalNSW<float>> index;
 };
 
-HnswlibL2::HnswlibL2(const float* data, size_t n, size_t dim, size_t m, size_t ef_construction, int threads)
-    : impl_(std::make_unique<Impl>(dim)) {
-  impl_->index = std::make_unique<hnswlib::HierarchicalNSW<float>>(&impl_->space, n, m, ef_construction, 100);
+Hnswlib::Hnswlib(const float* data, size_t n, size_t dim, size_t m, size_t ef_construction, int threads,
+                 bool inner_product)
+    : impl_(std::make_unique<Impl>(dim, inner_product)) {
+  impl_->index = std::make_unique<hnswlib::HierarchicalNSW<float>>(impl_->space.get(), n, m, ef_construction, 100);
   impl_->index->addPoint(data, 0);  // the entry point first, as hnswlib's own parallel add does
   ParallelFor(n - 1, std::max(threads, 1), [&](size_t i) { impl_->index->addPoint(data + (i + 1) * dim, i + 1); });
 }
 
-HnswlibL2::~HnswlibL2() = default;
+Hnswlib::~Hnswlib() = default;
 
-void HnswlibL2::Search(const float* queries, size_t nq, size_t k, size_t ef, int threads, int64_t* rows) const {
+void Hnswlib::Search(const float* queries, size_t nq, size_t k, size_t ef, int threads, int64_t* rows) const {
   impl_->index->setEf(std::max(ef, k));
-  const size_t dim = *static_cast<size_t*>(impl_->space.get_dist_func_param());
+  const size_t dim = impl_->dim;
   ParallelFor(nq, std::max(threads, 1), [&](size_t q) {
     auto top = impl_->index->searchKnn(queries + q * dim, k);
     std::fill(rows + q * k, rows + (q + 1) * k, -1);
@@ -52,7 +60,7 @@ void HnswlibL2::Search(const float* queries, size_t nq, size_t k, size_t ef, int
   });
 }
 
-const char* HnswlibL2::SimdName() {
+const char* Hnswlib::SimdName() {
 #if defined(USE_AVX512)
   return "AVX512";
 #elif defined(USE_AVX)

@@ -9,12 +9,13 @@
 
 namespace quiver::bench {
 
-class HnswlibL2 {
+class Hnswlib {
  public:
-  /// Builds an L2 HNSW graph (M, ef_construction) over `n` rows, inserting on
-  /// `threads` threads.
-  HnswlibL2(const float* data, size_t n, size_t dim, size_t m, size_t ef_construction, int threads);
-  ~HnswlibL2();
+  /// Builds an HNSW graph (M, ef_construction) over `n` rows, inserting on
+  /// `threads` threads: L2, or inner product if `inner_product`.
+  Hnswlib(const float* data, size_t n, size_t dim, size_t m, size_t ef_construction, int threads,
+          bool inner_product = false);
+  ~Hnswlib();
   /// k nearest rows per query (best first), searching with `ef` on `threads` threads.
   void Search(const float* queries, size_t nq, size_t k, size_t ef, int threads, int64_t* rows) const;
   /// Which SIMD kernel the headers compiled to ("AVX512", "AVX", "SSE", "scalar").

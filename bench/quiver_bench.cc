@@ -42,6 +42,7 @@
 #include "common/vector_file.h"
 #include "kernels/blas.h"
 #include "kernels/flat_search.h"
+#include "kernels/graph.h"
 #include "kernels/ivf_flat.h"
 #include "kernels/simd.h"
 #include "quiver/v1/collections.grpc.pb.h"
@@ -439,7 +440,8 @@ double QpsAtRecall(const std::vector<SweepPoint>& points, const std::string& met
   return best;
 }
 
-void WriteSweep(const std::string& stem, size_t n, size_t dim, size_t k, int threads,
+// `reference`: the method the last column divides by the others.
+void WriteSweep(const std::string& stem, size_t n, size_t dim, size_t k, int threads, const std::string& reference,
                 const std::vector<MethodBuild>& builds, const std::vector<SweepPoint>& points) {
   std::filesystem::create_directories("bench/results");
   std::ofstream csv("bench/results/" + stem + ".csv");
@@ -450,11 +452,12 @@ void WriteSweep(const std::string& stem, size_t n, size_t dim, size_t k, int thr
   }
   std::ofstream md("bench/results/" + stem + ".md");
   md << "### ANN sweep: n=" << n << ", dim=" << dim << ", k=" << k << ", " << threads << " threads\n\n"
-     << "| method | build s | memory MiB | QPS @ recall 0.90 | @ 0.95 | @ 0.99 | × quiver @ 0.95 |\n"
-     << "|---|---:|---:|---:|---:|---:|---:|\n";
-  std::printf("\n%-28s %8s %10s %10s %10s %10s %14s\n", "method", "build s", "mem MiB", "QPS@.90", "QPS@.95",
-              "QPS@.99", "quiver/method");
-  const double quiver95 = QpsAtRecall(points, "quiver IVF_FLAT", 0.95);
+     << "| method | build s | memory MiB | QPS @ recall 0.90 | @ 0.95 | @ 0.99 | " << reference
+     << " × @ 0.95 | × @ 0.99 |\n"
+     << "|---|---:|---:|---:|---:|---:|---:|---:|\n";
+  std::printf("\n%-28s %8s %10s %10s %10s %10s %10s %10s\n", "method", "build s", "mem MiB", "QPS@.90", "QPS@.95",
+              "QPS@.99", "ref/m@.95", "ref/m@.99");
+  const double ref95 = QpsAtRecall(points, reference, 0.95), ref99 = QpsAtRecall(points, reference, 0.99);
   std::vector<std::string> methods;
   for (const auto& p : points) {
     if (std::find(methods.begin(), methods.end(), p.method) == methods.end()) methods.push_back(p.method);
@@ -466,10 +469,11 @@ void WriteSweep(const std::string& stem, size_t n, size_t dim, size_t k, int thr
     }
     const double q90 = QpsAtRecall(points, m, 0.90), q95 = QpsAtRecall(points, m, 0.95),
                  q99 = QpsAtRecall(points, m, 0.99);
-    const double ratio = q95 > 0 ? quiver95 / q95 : 0;
+    const double ratio95 = q95 > 0 ? ref95 / q95 : 0, ratio99 = q99 > 0 ? ref99 / q99 : 0;
     md << "| " << m << " | " << build_s << " | " << mem << " | " << long(q90) << " | " << long(q95) << " | "
-       << long(q99) << " | " << ratio << " |\n";
-    std::printf("%-28s %8.2f %10.1f %10.0f %10.0f %10.0f %14.2f\n", m.c_str(), build_s, mem, q90, q95, q99, ratio);
+       << long(q99) << " | " << ratio95 << " | " << ratio99 << " |\n";
+    std::printf("%-28s %8.2f %10.1f %10.0f %10.0f %10.0f %10.2f %10.2f\n", m.c_str(), build_s, mem, q90, q95, q99,
+                ratio95, ratio99);
   }
   md << "\nPeak resident memory of the whole run: " << long(PeakResidentMib()) << " MiB. Per-point data: " << stem
      << ".csv (p50/p95/p99 are single-query latencies).\n";
@@ -615,8 +619,8 @@ int RunIvf(size_t n, size_t nq, size_t dim, size_t k, size_t nlist, size_t clust
     const std::vector<size_t> efs = {10, 16, 32, 64, 128, 256};
     auto t0 = Clock::now();
     size_t rss0 = ResidentBytes();
-    quiver::bench::HnswlibL2 hnsw(base.data(), n, dim, m, ef_construction, threads);
-    builds.push_back({std::string("hnswlib (") + quiver::bench::HnswlibL2::SimdName() + ")", Seconds(t0),
+    quiver::bench::Hnswlib hnsw(base.data(), n, dim, m, ef_construction, threads);
+    builds.push_back({std::string("hnswlib (") + quiver::bench::Hnswlib::SimdName() + ")", Seconds(t0),
                       double(ResidentBytes() - std::min(rss0, ResidentBytes())) / 1048576.0});
     std::printf("build: hnswlib M=%zu efC=%zu %.2f s\n", m, ef_construction, builds.back().seconds);
     t0 = Clock::now();
@@ -638,7 +642,72 @@ int RunIvf(size_t n, size_t nq, size_t dim, size_t k, size_t nlist, size_t clust
                                k, repeats, truth));
     }
   }
-  WriteSweep("ann", n, dim, k, threads, builds, points);
+  WriteSweep("ann", n, dim, k, threads, "quiver IVF_FLAT", builds, points);
+  return 0;
+}
+
+// GRAPH against hnswlib (M=32, ef_construction=200, -march=native) on the same
+// data, same threads, sweeps interleaved point by point.
+int RunGraph(size_t n, size_t nq, size_t dim, size_t k, size_t clusters, int threads, int repeats,
+             const std::string& metric_name, uint32_t degree, bool with_hnsw) {
+  using quiver::kernels::Metric;
+  const bool ip = metric_name == "ip";
+  if (!ip && metric_name != "l2") {
+    std::fprintf(stderr, "--metric must be l2 or ip\n");
+    return 2;
+  }
+  const Metric metric = ip ? Metric::kInnerProduct : Metric::kL2;
+  auto all = quiver::GaussianMixture(n + nq, dim, clusters, 42, /*unit=*/ip);
+  std::vector<float> base(all.begin(), all.begin() + long(n * dim)), queries(all.begin() + long(n * dim), all.end());
+  all = {};
+  std::printf("graph: n=%zu nq=%zu dim=%zu k=%zu metric=%s degree=%u threads=%d; SIMD %s\n", n, nq, dim, k,
+              metric_name.c_str(), degree, threads, quiver::kernels::SimdLevelName(quiver::kernels::ActiveSimdLevel()));
+  quiver::kernels::Resources res;
+  res.num_threads = threads;
+  omp_set_num_threads(threads);
+  openblas_set_num_threads(1);
+  std::vector<float> norms(n);
+  quiver::kernels::SquaredNorms(base.data(), n, dim, norms.data());
+  std::vector<int64_t> truth(nq * k);
+  std::vector<float> scores(nq * k);
+  (void)quiver::kernels::FlatSearch(res, {base.data(), norms.data(), n, dim}, queries.data(), nq, {metric, k},
+                                    truth.data(), scores.data());
+
+  auto t0 = Clock::now();
+  auto index = quiver::kernels::GraphIndex::Build(res, metric, base.data(), n, dim, {.degree = degree});
+  const double quiver_build = Seconds(t0);
+  if (!index.ok()) {
+    std::fprintf(stderr, "build: %s\n", index.status().ToString().c_str());
+    return 1;
+  }
+  std::printf("build: quiver GRAPH %.2f s\n", quiver_build);
+  std::vector<MethodBuild> builds = {{"quiver GRAPH", quiver_build, (*index)->MemoryBytes() / 1048576.0}};
+  std::unique_ptr<quiver::bench::Hnswlib> hnsw;
+  const std::string hnsw_name = std::string("hnswlib (") + quiver::bench::Hnswlib::SimdName() + ")";
+  if (with_hnsw) {
+    t0 = Clock::now();
+    const size_t rss0 = ResidentBytes();
+    hnsw = std::make_unique<quiver::bench::Hnswlib>(base.data(), n, dim, 32, 200, threads, ip);
+    builds.push_back({hnsw_name, Seconds(t0), double(ResidentBytes() - std::min(rss0, ResidentBytes())) / 1048576.0});
+    std::printf("build: hnswlib M=32 efC=200 %.2f s (quiver/hnswlib build time %.2f)\n", builds.back().seconds,
+                quiver_build / builds.back().seconds);
+  }
+  const quiver::kernels::BaseView view{base.data(), norms.data(), n, dim, nullptr};
+  const size_t beams[] = {10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384};
+  std::vector<SweepPoint> points;
+  for (size_t beam : beams) {
+    if (beam < k) continue;
+    auto quiver_search = [&](const float* q, size_t count, int64_t* out) {
+      (void)(*index)->Search(res, view, q, count, k, {.itopk = static_cast<uint32_t>(beam)}, out, scores.data());
+    };
+    points.push_back(Measure("quiver GRAPH", "itopk=" + std::to_string(beam), quiver_search, queries, nq, dim, k,
+                             repeats, truth));
+    if (hnsw != nullptr) {
+      auto hnsw_search = [&](const float* q, size_t count, int64_t* out) { hnsw->Search(q, count, k, beam, threads, out); };
+      points.push_back(Measure(hnsw_name, "ef=" + std::to_string(beam), hnsw_search, queries, nq, dim, k, repeats, truth));
+    }
+  }
+  WriteSweep("graph_" + metric_name, n, dim, k, threads, "quiver GRAPH", builds, points);
   return 0;
 }
 
@@ -912,7 +981,26 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"l2", "ip", "cosine"}))
       ->capture_default_str();
   gen->add_option("--out", out_dir, "output directory")->capture_default_str();
+  uint32_t degree = 32;
+  bool graph_no_hnsw = false;
+  std::string graph_metric = "l2";
+  auto* graph = app.add_subcommand("graph", "GRAPH itopk sweep vs hnswlib (M=32, efC=200), recall vs exact");
+  graph->add_option("--n", n, "base vectors")->capture_default_str();
+  graph->add_option("--nq", nq, "queries")->capture_default_str();
+  graph->add_option("--dim", dim, "dimension")->capture_default_str();
+  graph->add_option("--k", k, "neighbours")->capture_default_str();
+  graph->add_option("--clusters", clusters, "Gaussian mixture components")->capture_default_str();
+  graph->add_option("--metric", graph_metric, "l2, or ip (unit-norm vectors)")
+      ->check(CLI::IsMember({"l2", "ip"}))
+      ->capture_default_str();
+  graph->add_option("--degree", degree, "GRAPH out-degree")->capture_default_str();
+  graph->add_option("--threads", threads, "threads for every method")->capture_default_str();
+  graph->add_option("--repeats", repeats, "timed rounds (median reported)")->capture_default_str();
+  graph->add_flag("--no-hnsw", graph_no_hnsw, "skip hnswlib");
   CLI11_PARSE(app, argc, argv);
+  if (graph->parsed()) {
+    return RunGraph(n, nq, dim, k, clusters, threads, repeats, graph_metric, degree, !graph_no_hnsw);
+  }
   if (filter->parsed()) return RunFilter(n, nq, dim, k, clusters, buckets, threads);
   if (gen->parsed()) return RunGen(n, nq, dim, k, clusters, seed, metric_name, out_dir);
   if (restart->parsed()) return RunRestart(n, nq, dim, k, clusters, threads);

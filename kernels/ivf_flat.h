@@ -25,6 +25,7 @@
 
 #include "common/status.h"
 #include "kernels/flat_search.h"
+#include "kernels/vector_index.h"
 
 namespace quiver::kernels {
 
@@ -45,7 +46,7 @@ struct IvfFlatBuildParams {
   Status Validate() const;
 };
 
-class IvfFlatIndex {
+class IvfFlatIndex final : public VectorIndex {
  public:
   struct List {
     /// groups * kIvfGroupSize * dim floats, interleaved as described above.
@@ -66,11 +67,17 @@ class IvfFlatIndex {
   /// slots hold row -1.
   Status Search(const Resources& res, const float* queries, size_t nq, size_t k, uint32_t nprobe,
                 const uint64_t* deleted, int64_t* rows, float* scores) const;
+  /// VectorIndex: the above with params.nprobe and base.deleted (the index
+  /// holds its own copy of the vectors).
+  Status Search(const Resources& res, const BaseView& base, const float* queries, size_t nq, size_t k,
+                const IndexSearchParams& params, int64_t* rows, float* scores) const override {
+    return Search(res, queries, nq, k, params.nprobe, base.deleted, rows, scores);
+  }
 
   /// The index as bytes: magic "QVIVFFL1", format version, metric, sizes,
   /// centroids, lists, and a CRC-32 of all of it. The GPU path loads the same
   /// bytes. Layout in docs/storage.md.
-  std::string Serialize() const;
+  std::string Serialize() const override;
 
   /// Validates everything before trusting it — magic, version, metric,
   /// sizes against the byte count (before allocating), every row id in range
@@ -78,14 +85,15 @@ class IvfFlatIndex {
   /// returns DATA_LOSS naming `what` (e.g. the file) on any mismatch.
   static Result<std::unique_ptr<IvfFlatIndex>> Deserialize(std::string_view bytes, const std::string& what);
 
-  Metric metric() const { return metric_; }
-  size_t dim() const { return dim_; }
-  size_t size() const { return n_; }
+  const char* kind() const override { return "IVF_FLAT"; }
+  Metric metric() const override { return metric_; }
+  size_t dim() const override { return dim_; }
+  size_t size() const override { return n_; }
   size_t nlist() const { return lists_.size(); }
   const std::vector<float>& centroids() const { return centroids_; }
   const List& list(size_t i) const { return lists_[i]; }
   /// Bytes held by centroids and lists (vectors, padding, row ids).
-  size_t MemoryBytes() const;
+  size_t MemoryBytes() const override;
 
  private:
   IvfFlatIndex() = default;

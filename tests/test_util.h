@@ -34,30 +34,31 @@ struct RefHit {
   int64_t row;
 };
 
+/// One row's exact score in float64.
+inline double ReferenceScore(kernels::Metric metric, const float* q, const float* x, size_t dim) {
+  double dot = 0, l2 = 0, qn = 0, xn = 0;
+  for (size_t j = 0; j < dim; ++j) {
+    dot += double(q[j]) * x[j];
+    const double d = double(q[j]) - x[j];
+    l2 += d * d;
+    qn += double(q[j]) * q[j];
+    xn += double(x[j]) * x[j];
+  }
+  switch (metric) {
+    case kernels::Metric::kL2: return l2;
+    case kernels::Metric::kInnerProduct: return dot;
+    case kernels::Metric::kCosine: return (qn > 0 && xn > 0) ? dot / std::sqrt(qn * xn) : 0.0;
+  }
+  return 0;
+}
+
 /// Exact search in float64: every row scored, sorted best first (ties by row).
 inline std::vector<std::vector<RefHit>> ReferenceSearch(kernels::Metric metric, const float* base, size_t n,
                                                         const float* queries, size_t nq, size_t dim) {
   std::vector<std::vector<RefHit>> out(nq);
   for (size_t q = 0; q < nq; ++q) {
-    const float* qv = queries + q * dim;
-    double qn = 0;
-    for (size_t j = 0; j < dim; ++j) qn += double(qv[j]) * qv[j];
     for (size_t r = 0; r < n; ++r) {
-      const float* x = base + r * dim;
-      double dot = 0, l2 = 0, xn = 0;
-      for (size_t j = 0; j < dim; ++j) {
-        dot += double(qv[j]) * x[j];
-        const double d = double(qv[j]) - x[j];
-        l2 += d * d;
-        xn += double(x[j]) * x[j];
-      }
-      double s = 0;
-      switch (metric) {
-        case kernels::Metric::kL2: s = l2; break;
-        case kernels::Metric::kInnerProduct: s = dot; break;
-        case kernels::Metric::kCosine: s = (qn > 0 && xn > 0) ? dot / std::sqrt(qn * xn) : 0.0; break;
-      }
-      out[q].push_back({s, static_cast<int64_t>(r)});
+      out[q].push_back({ReferenceScore(metric, queries + q * dim, base + r * dim, dim), static_cast<int64_t>(r)});
     }
     const bool smaller_better = metric == kernels::Metric::kL2;
     std::sort(out[q].begin(), out[q].end(), [&](const RefHit& a, const RefHit& b) {

@@ -6,8 +6,6 @@
 #include <immintrin.h>
 #pragma GCC diagnostic pop
 
-#include <faiss/Clustering.h>
-#include <faiss/Index.h>
 #include <omp.h>
 
 #include <cmath>
@@ -17,6 +15,8 @@
 #include <stdexcept>
 
 #include "common/encoding.h"
+#include "kernels/cpu/kmeans.h"
+#include "kernels/cpu/serialize.h"
 #include "kernels/cpu/topk.h"
 #include "kernels/ivf_flat.h"
 #include "kernels/simd.h"
@@ -106,57 +106,6 @@ ScanGroupFn ActiveScanGroup(bool l2) {
   return l2 ? ScanGroupScalar<true> : ScanGroupScalar<false>;
 }
 
-std::vector<float> Normalized(const float* v, size_t n, size_t dim) {
-  std::vector<float> out(v, v + n * dim);
-  const DistanceFns& fns = ActiveDistanceFns();
-  for (size_t r = 0; r < n; ++r) {
-    float* x = out.data() + r * dim;
-    const float norm = std::sqrt(fns.dot(x, x, dim));
-    if (norm > 0) {
-      for (size_t j = 0; j < dim; ++j) x[j] /= norm;
-    }
-  }
-  return out;
-}
-
-// FAISS k-means does the centroid updates; the nearest-centroid assignment,
-// which is nearly all of its work, runs on our FLAT kernel through this
-// adapter (Debian's FAISS build would run it on scalar code and one core).
-class FlatKernelIndex final : public faiss::Index {
- public:
-  FlatKernelIndex(size_t dim, Metric metric, const Resources& res)
-      : faiss::Index(static_cast<idx_t>(dim),
-                     metric == Metric::kL2 ? faiss::METRIC_L2 : faiss::METRIC_INNER_PRODUCT),
-        metric_(metric == Metric::kL2 ? Metric::kL2 : Metric::kInnerProduct),
-        res_(res) {}
-
-  void add(idx_t n, const float* x) override {
-    vectors_.insert(vectors_.end(), x, x + n * d);
-    norms_.resize(vectors_.size() / size_t(d));
-    SquaredNorms(vectors_.data(), norms_.size(), size_t(d), norms_.data());
-    ntotal = static_cast<idx_t>(norms_.size());
-  }
-  void reset() override {
-    vectors_.clear();
-    norms_.clear();
-    ntotal = 0;
-  }
-  void search(idx_t n, const float* x, idx_t k, float* distances, idx_t* labels,
-              const faiss::SearchParameters* /*params*/ = nullptr) const override {
-    std::vector<int64_t> rows(size_t(n) * size_t(k));
-    Status st = FlatSearch(res_, {vectors_.data(), norms_.data(), norms_.size(), size_t(d)}, x, size_t(n),
-                           {metric_, size_t(k)}, rows.data(), distances);
-    if (!st.ok()) throw std::runtime_error(st.ToString());  // caught in Build
-    for (size_t i = 0; i < rows.size(); ++i) labels[i] = rows[i];
-  }
-
- private:
-  Metric metric_;
-  Resources res_;
-  std::vector<float> vectors_;
-  std::vector<float> norms_;
-};
-
 }  // namespace
 
 Status IvfFlatBuildParams::Validate() const {
@@ -183,35 +132,14 @@ Result<std::unique_ptr<IvfFlatIndex>> IvfFlatIndex::Build(const Resources& res, 
     data = unit.data();
   }
 
-  // Training sample: a seeded random subset.
   const size_t nlist = std::min<size_t>(params.nlist, n);
-  const size_t sample = std::min<size_t>(n, nlist * size_t{params.train_points_per_list});
-  std::vector<float> train;
-  const float* train_data = data;
-  if (sample < n) {
-    std::vector<size_t> perm(n);
-    std::iota(perm.begin(), perm.end(), 0);
-    std::mt19937_64 rng(params.seed);
-    for (size_t i = 0; i < sample; ++i) std::swap(perm[i], perm[i + rng() % (n - i)]);
-    train.resize(sample * dim);
-    for (size_t i = 0; i < sample; ++i) std::memcpy(&train[i * dim], data + perm[i] * dim, dim * sizeof(float));
-    train_data = train.data();
-  }
-  faiss::ClusteringParameters cp;
-  cp.niter = static_cast<int>(params.kmeans_iterations);
-  cp.seed = static_cast<int>(params.seed & 0x7fffffff);
-  cp.spherical = metric == Metric::kCosine;
-  cp.max_points_per_centroid = static_cast<int>(params.train_points_per_list);
-  cp.min_points_per_centroid = 1;  // small segments are fine: no warning spam
-  cp.verbose = false;
-  faiss::Clustering clustering(static_cast<int>(dim), static_cast<int>(nlist), cp);
-  FlatKernelIndex assign(dim, metric, res);
-  try {
-    clustering.train(static_cast<faiss::Index::idx_t>(sample), train_data, assign);
-  } catch (const std::exception& e) {
-    return Status::Internal(std::string("k-means training failed: ") + e.what());
-  }
-  index->centroids_ = clustering.centroids;
+  KMeansParams km{.clusters = nlist,
+                  .iterations = params.kmeans_iterations,
+                  .points_per_cluster = params.train_points_per_list,
+                  .seed = params.seed,
+                  .spherical = metric == Metric::kCosine};
+  QUIVER_ASSIGN_OR_RETURN(index->centroids_,
+                          TrainKMeans(res, metric == Metric::kL2 ? Metric::kL2 : Metric::kInnerProduct, data, n, dim, km));
   index->centroid_norms_.resize(nlist);
   SquaredNorms(index->centroids_.data(), nlist, dim, index->centroid_norms_.data());
 
@@ -304,47 +232,6 @@ constexpr char kIvfMagic[8] = {'Q', 'V', 'I', 'V', 'F', 'F', 'L', '1'};
 constexpr uint32_t kIvfFormatVersion = 1;
 constexpr size_t kIvfHeaderBytes = 8 + 4 + 4 + 8 * 3;  // magic, version, metric, dim, n, nlist
 
-template <typename T>
-void Put(std::string* out, const T& v) {
-  out->append(reinterpret_cast<const char*>(&v), sizeof v);
-}
-
-template <typename T>
-void PutArray(std::string* out, const std::vector<T>& v) {
-  out->append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
-}
-
-// Bounds-checked reader over the serialized bytes.
-class Reader {
- public:
-  Reader(std::string_view bytes, const std::string& what) : bytes_(bytes), what_(what) {}
-  template <typename T>
-  Status Get(T* v, const char* field) {
-    if (left() < sizeof(T)) return Truncated(field);
-    std::memcpy(v, bytes_.data() + pos_, sizeof(T));
-    pos_ += sizeof(T);
-    return Status::Ok();
-  }
-  template <typename T>
-  Status GetArray(std::vector<T>* v, size_t count, const char* field) {
-    if (count > left() / sizeof(T)) return Truncated(field);  // checked before allocating
-    v->resize(count);
-    std::memcpy(v->data(), bytes_.data() + pos_, count * sizeof(T));
-    pos_ += count * sizeof(T);
-    return Status::Ok();
-  }
-  size_t left() const { return bytes_.size() - pos_; }
-  Status Corrupt(const std::string& why) const {
-    return Status::Corruption("IVF_FLAT index " + what_ + ": " + why + " (at byte " + std::to_string(pos_) + ")");
-  }
-
- private:
-  Status Truncated(const char* field) const { return Corrupt(std::string("truncated in ") + field); }
-  std::string_view bytes_;
-  const std::string& what_;
-  size_t pos_ = 0;
-};
-
 }  // namespace
 
 std::string IvfFlatIndex::Serialize() const {
@@ -366,13 +253,13 @@ std::string IvfFlatIndex::Serialize() const {
 }
 
 Result<std::unique_ptr<IvfFlatIndex>> IvfFlatIndex::Deserialize(std::string_view bytes, const std::string& what) {
-  Reader r(bytes, what);
+  Reader r(bytes, "IVF_FLAT index", what);
   if (bytes.size() < kIvfHeaderBytes + 4) return r.Corrupt("shorter than its header");
   if (std::memcmp(bytes.data(), kIvfMagic, sizeof kIvfMagic) != 0) return r.Corrupt("bad magic");
   uint32_t stored_crc;
   std::memcpy(&stored_crc, bytes.data() + bytes.size() - 4, 4);
   if (Checksum(bytes.substr(0, bytes.size() - 4)) != stored_crc) return r.Corrupt("checksum mismatch");
-  Reader body(bytes.substr(0, bytes.size() - 4), what);
+  Reader body(bytes.substr(0, bytes.size() - 4), "IVF_FLAT index", what);
   char magic[8];
   uint32_t version = 0, metric = 0;
   uint64_t dim = 0, n = 0, nlist = 0;

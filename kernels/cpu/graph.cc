@@ -1,0 +1,910 @@
+// CPU GRAPH index: CAGRA-style build and a best-first beam search over 8-bit
+// codes with exact re-ranking. See kernels/graph.h for the design.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
+
+#include "common/encoding.h"
+#include "kernels/cpu/kmeans.h"
+#include "kernels/cpu/serialize.h"
+#include "kernels/cpu/topk.h"
+#include "kernels/graph.h"
+#include "kernels/simd.h"
+
+namespace quiver::kernels {
+namespace {
+
+// ---- distance from a prepared query to one 8-bit code ----
+// The code of dimension j stands for offset[j] + scale[j] * c[j]. The query
+// is prepared once (PrepareQuery) so that the key, smaller is better, is
+//   L2:    sum_j (a[j] - s[j] * c[j])^2    with a = q - offset, s = scale
+//   IP:   -sum_j a[j] * c[j]               with a = q * scale (s unused)
+// For IP this drops the query's constant sum_j q[j] * offset[j]: ranks only.
+
+template <bool kL2>
+float CodeKeyScalar(const float* a, const float* s, const uint8_t* c, size_t dim) {
+  float acc = 0;
+  for (size_t j = 0; j < dim; ++j) {
+    if constexpr (kL2) {
+      const float t = a[j] - s[j] * float(c[j]);
+      acc += t * t;
+    } else {
+      acc += a[j] * float(c[j]);
+    }
+  }
+  return kL2 ? acc : -acc;
+}
+
+template <bool kL2>
+__attribute__((target("avx2,fma"))) float CodeKeyAvx2(const float* a, const float* s, const uint8_t* c, size_t dim) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  size_t j = 0;
+  for (; j + 16 <= dim; j += 16) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c + j));
+    const __m256 c0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+    const __m256 c1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8)));
+    if constexpr (kL2) {
+      const __m256 t0 = _mm256_fnmadd_ps(_mm256_loadu_ps(s + j), c0, _mm256_loadu_ps(a + j));
+      const __m256 t1 = _mm256_fnmadd_ps(_mm256_loadu_ps(s + j + 8), c1, _mm256_loadu_ps(a + j + 8));
+      acc0 = _mm256_fmadd_ps(t0, t0, acc0);
+      acc1 = _mm256_fmadd_ps(t1, t1, acc1);
+    } else {
+      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), c0, acc0);
+      acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j + 8), c1, acc1);
+    }
+  }
+  for (; j + 8 <= dim; j += 8) {
+    const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + j));
+    const __m256 c0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+    if constexpr (kL2) {
+      const __m256 t0 = _mm256_fnmadd_ps(_mm256_loadu_ps(s + j), c0, _mm256_loadu_ps(a + j));
+      acc0 = _mm256_fmadd_ps(t0, t0, acc0);
+    } else {
+      acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + j), c0, acc0);
+    }
+  }
+  const __m256 acc = _mm256_add_ps(acc0, acc1);
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_add_ss(h, _mm_movehdup_ps(h));
+  float sum = _mm_cvtss_f32(h);
+  for (; j < dim; ++j) {
+    if constexpr (kL2) {
+      const float t = a[j] - s[j] * float(c[j]);
+      sum += t * t;
+    } else {
+      sum += a[j] * float(c[j]);
+    }
+  }
+  return kL2 ? sum : -sum;
+}
+
+using CodeKeyFn = float (*)(const float*, const float*, const uint8_t*, size_t);
+
+CodeKeyFn ActiveCodeKey(bool l2) {
+  // The AVX2 kernel also serves AVX-512 CPUs: the traversal is bound by
+  // memory latency, not by the width of the arithmetic.
+  if (ActiveSimdLevel() != SimdLevel::kScalar) return l2 ? CodeKeyAvx2<true> : CodeKeyAvx2<false>;
+  return l2 ? CodeKeyScalar<true> : CodeKeyScalar<false>;
+}
+
+inline void Prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
+
+// Visited marks per node, one array per thread, reused across queries and
+// indexes: a query bumps the epoch instead of clearing n marks.
+struct VisitedSet {
+  std::vector<uint16_t> marks;
+  uint16_t epoch = 0;
+
+  void Start(size_t n) {
+    if (marks.size() < n) {
+      marks.assign(n, 0);
+      epoch = 0;
+    }
+    if (++epoch == 0) {  // wrapped: clear once every 65,535 queries
+      std::fill(marks.begin(), marks.end(), 0);
+      epoch = 1;
+    }
+  }
+  // True the first time `node` is seen in this query.
+  bool Visit(uint32_t node) {
+    if (marks[node] == epoch) return false;
+    marks[node] = epoch;
+    return true;
+  }
+};
+
+// The beam: the best `capacity` candidates seen so far, sorted by key, each
+// flagged once expanded.
+class Beam {
+ public:
+  explicit Beam(size_t capacity) : capacity_(capacity), keys_(capacity), nodes_(capacity), expanded_(capacity) {}
+
+  // Inserts unless the beam is full of better candidates; returns the slot
+  // or capacity() if refused.
+  size_t Insert(float key, uint32_t node) {
+    if (size_ == capacity_ && key >= keys_[size_ - 1]) return capacity_;
+    size_t pos = static_cast<size_t>(std::upper_bound(keys_.begin(), keys_.begin() + size_, key) - keys_.begin());
+    const size_t moved = (size_ == capacity_ ? size_ - 1 : size_) - pos;
+    std::memmove(&keys_[pos + 1], &keys_[pos], moved * sizeof(float));
+    std::memmove(&nodes_[pos + 1], &nodes_[pos], moved * sizeof(uint32_t));
+    std::memmove(&expanded_[pos + 1], &expanded_[pos], moved);
+    keys_[pos] = key;
+    nodes_[pos] = node;
+    expanded_[pos] = 0;
+    size_ = std::min(size_ + 1, capacity_);
+    return pos;
+  }
+  // Empties the beam and sets its capacity (keeping the allocation).
+  void Reset(size_t capacity) {
+    capacity_ = capacity;
+    size_ = 0;
+    if (keys_.size() < capacity) {
+      keys_.resize(capacity);
+      nodes_.resize(capacity);
+      expanded_.resize(capacity);
+    }
+  }
+  float worst() const { return size_ == capacity_ ? keys_[size_ - 1] : kInf; }
+  size_t size() const { return size_; }
+  size_t capacity() const { return capacity_; }
+  bool expanded(size_t i) const { return expanded_[i] != 0; }
+  float key(size_t i) const { return keys_[i]; }
+  uint32_t node(size_t i) const { return nodes_[i]; }
+  uint32_t Expand(size_t i) {
+    expanded_[i] = 1;
+    return nodes_[i];
+  }
+
+ private:
+  size_t capacity_;
+  size_t size_ = 0;
+  std::vector<float> keys_;
+  std::vector<uint32_t> nodes_;
+  std::vector<uint8_t> expanded_;
+};
+
+constexpr char kGraphMagic[8] = {'Q', 'V', 'G', 'R', 'A', 'P', 'H', '1'};
+constexpr uint32_t kGraphFormatVersion = 1;
+// Upper layers sample 1 in kLayerRatio nodes of the layer below, until a
+// layer has at most kMaxEntryPoints nodes: every search starts by scoring
+// all of those.
+constexpr size_t kMaxEntryPoints = 256;
+constexpr size_t kLayerRatio = 16;
+// Beam width while descending the upper layers.
+constexpr size_t kUpperBeam = 8;
+constexpr size_t kKnnClusterSize = 1024;  // target points per k-means cluster in the kNN build
+
+int ThreadsFor(const Resources& res) { return res.num_threads > 0 ? res.num_threads : omp_get_max_threads(); }
+
+// ---- build steps ----
+
+// The kNN graph: for each node its `knn` nearest other nodes, best first
+// (kNoEdge-padded), found cluster against neighbouring clusters with the
+// FLAT kernel.
+Status BuildKnnGraph(const Resources& res, Metric metric, const float* data, size_t n, size_t dim, size_t knn,
+                     const GraphBuildParams& params, std::vector<uint32_t>* graph) {
+  const size_t clusters = std::max<size_t>(1, (n + kKnnClusterSize / 2) / kKnnClusterSize);
+  KMeansParams km{.clusters = clusters, .iterations = 10, .points_per_cluster = 64, .seed = params.seed};
+  QUIVER_ASSIGN_OR_RETURN(std::vector<float> centroids, TrainKMeans(res, metric, data, n, dim, km));
+  const size_t nc = centroids.size() / dim;
+  std::vector<float> centroid_norms(nc);
+  SquaredNorms(centroids.data(), nc, dim, centroid_norms.data());
+  std::vector<float> norms(n);
+  SquaredNorms(data, n, dim, norms.data());
+
+  // Each node's cluster, and each cluster's nearest clusters (itself first).
+  std::vector<int64_t> cluster_of(n);
+  std::vector<float> cluster_score(n);
+  QUIVER_RETURN_IF_ERROR(FlatSearch(res, {centroids.data(), centroid_norms.data(), nc, dim}, data, n, {metric, 1},
+                                    cluster_of.data(), cluster_score.data()));
+  const size_t probes = std::min<size_t>(params.knn_probes, nc);
+  std::vector<int64_t> near(nc * probes);
+  std::vector<float> near_scores(nc * probes);
+  QUIVER_RETURN_IF_ERROR(FlatSearch(res, {centroids.data(), centroid_norms.data(), nc, dim}, centroids.data(), nc,
+                                    {metric, probes}, near.data(), near_scores.data()));
+
+  // Members of each cluster, contiguous in a permuted copy of the data.
+  std::vector<size_t> start(nc + 1, 0);
+  for (int64_t c : cluster_of) ++start[static_cast<size_t>(c) + 1];
+  std::partial_sum(start.begin(), start.end(), start.begin());
+  std::vector<uint32_t> order(n);
+  {
+    std::vector<size_t> fill(start.begin(), start.end() - 1);
+    for (size_t i = 0; i < n; ++i) order[fill[static_cast<size_t>(cluster_of[i])]++] = static_cast<uint32_t>(i);
+  }
+  std::vector<float> permuted(n * dim);
+  std::vector<float> permuted_norms(n);
+  for (size_t p = 0; p < n; ++p) {
+    std::memcpy(&permuted[p * dim], data + size_t{order[p]} * dim, dim * sizeof(float));
+    permuted_norms[p] = norms[order[p]];
+  }
+
+  const bool larger_better = metric != Metric::kL2;
+  graph->assign(n * knn, kNoEdge);
+  Status failure;
+  const int threads = ThreadsFor(res);
+  const Resources one_thread{.num_threads = 1, .gpu = nullptr};
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> keys, found_scores;
+    std::vector<int64_t> rows, found_rows;
+#pragma omp for schedule(dynamic, 1)
+    for (size_t c = 0; c < nc; ++c) {
+      const size_t m = start[c + 1] - start[c];
+      if (m == 0) continue;
+      keys.assign(m * knn, kInf);
+      rows.assign(m * knn, -1);
+      std::vector<TopK> heaps;
+      heaps.reserve(m);
+      for (size_t i = 0; i < m; ++i) heaps.emplace_back(keys.data() + i * knn, rows.data() + i * knn, knn);
+      for (size_t p = 0; p < probes; ++p) {
+        const int64_t c2 = near[c * probes + p];
+        if (c2 < 0) continue;
+        const size_t b0 = start[static_cast<size_t>(c2)], bn = start[static_cast<size_t>(c2) + 1] - b0;
+        if (bn == 0) continue;
+        const size_t kk = std::min(knn + 1, bn);  // +1: a node finds itself in its own cluster
+        found_rows.resize(m * kk);
+        found_scores.resize(m * kk);
+        Status st = FlatSearch(one_thread, {permuted.data() + b0 * dim, permuted_norms.data() + b0, bn, dim},
+                               permuted.data() + start[c] * dim, m, {metric, kk}, found_rows.data(),
+                               found_scores.data());
+        if (!st.ok()) {
+#pragma omp critical
+          failure = st;
+          continue;
+        }
+        for (size_t i = 0; i < m; ++i) {
+          const size_t self = start[c] + i;
+          for (size_t j = 0; j < kk; ++j) {
+            const int64_t r = found_rows[i * kk + j];
+            if (r < 0 || b0 + static_cast<size_t>(r) == self) continue;
+            const float key = larger_better ? -found_scores[i * kk + j] : found_scores[i * kk + j];
+            heaps[i].Push(key, static_cast<int64_t>(b0) + r);
+          }
+        }
+      }
+      for (size_t i = 0; i < m; ++i) {
+        heaps[i].Finish();
+        uint32_t* out = graph->data() + size_t{order[start[c] + i]} * knn;
+        for (size_t j = 0; j < knn; ++j) {
+          const int64_t r = rows[i * knn + j];
+          out[j] = r < 0 ? kNoEdge : order[static_cast<size_t>(r)];
+        }
+      }
+    }
+  }
+  return failure;
+}
+
+// CAGRA's rank-based pruning: keeps per node the `degree` kNN edges with the
+// fewest detours, ordered by (detours, rank).
+std::vector<uint32_t> PruneByDetours(const Resources& res, const std::vector<uint32_t>& knn_graph, size_t n,
+                                     size_t knn, size_t degree) {
+  std::vector<uint32_t> pruned(n * degree, kNoEdge);
+  size_t table_size = 1;
+  while (table_size < 4 * knn) table_size <<= 1;
+  const int threads = ThreadsFor(res);
+#pragma omp parallel num_threads(threads)
+  {
+    // Open-addressing table: node id -> its rank in the current list.
+    std::vector<uint32_t> table_keys(table_size);
+    std::vector<uint16_t> table_ranks(table_size);
+    std::vector<uint32_t> detours(knn);
+    std::vector<uint32_t> by_detours(knn);
+    const uint32_t mask = static_cast<uint32_t>(table_size - 1);
+    auto slot_of = [&](uint32_t id) { return (id * 2654435761u) & mask; };
+#pragma omp for schedule(dynamic, 256)
+    for (size_t a = 0; a < n; ++a) {
+      const uint32_t* list = knn_graph.data() + a * knn;
+      size_t len = 0;
+      while (len < knn && list[len] != kNoEdge) ++len;
+      std::fill(table_keys.begin(), table_keys.end(), kNoEdge);
+      for (size_t j = 0; j < len; ++j) {
+        uint32_t s = slot_of(list[j]);
+        while (table_keys[s] != kNoEdge) s = (s + 1) & mask;
+        table_keys[s] = list[j];
+        table_ranks[s] = static_cast<uint16_t>(j);
+      }
+      std::fill(detours.begin(), detours.begin() + static_cast<ptrdiff_t>(len), 0);
+      // A->C (rank j) has a detour through B = list[i] if i < j and C is in
+      // B's list at a rank r < j.
+      for (size_t i = 0; i + 1 < len; ++i) {
+        const uint32_t* b_list = knn_graph.data() + size_t{list[i]} * knn;
+        for (size_t r = 0; r + 1 < len; ++r) {
+          const uint32_t c = b_list[r];
+          if (c == kNoEdge) break;
+          uint32_t s = slot_of(c);
+          while (table_keys[s] != kNoEdge && table_keys[s] != c) s = (s + 1) & mask;
+          if (table_keys[s] != c) continue;
+          const size_t j = table_ranks[s];
+          if (j > i && j > r) ++detours[j];
+        }
+      }
+      std::iota(by_detours.begin(), by_detours.begin() + static_cast<ptrdiff_t>(len), 0);
+      std::stable_sort(by_detours.begin(), by_detours.begin() + static_cast<ptrdiff_t>(len),
+                       [&](uint32_t x, uint32_t y) { return detours[x] < detours[y]; });
+      const size_t keep = std::min(len, degree);
+      for (size_t j = 0; j < keep; ++j) pruned[a * degree + j] = list[by_detours[j]];
+    }
+  }
+  return pruned;
+}
+
+// Final lists: the first degree/2 pruned edges, then reverse edges (in the
+// order of the rank they have in the pruned lists), then the remaining pruned
+// edges, without repeats.
+std::vector<uint32_t> MergeReverseEdges(const Resources& res, const std::vector<uint32_t>& pruned, size_t n,
+                                        size_t degree) {
+  std::vector<uint32_t> reverse(n * degree, kNoEdge);
+  std::vector<uint32_t> reverse_count(n, 0);
+  for (size_t rank = 0; rank < degree; ++rank) {  // sequential: deterministic
+    for (size_t a = 0; a < n; ++a) {
+      const uint32_t b = pruned[a * degree + rank];
+      if (b != kNoEdge && reverse_count[b] < degree) reverse[size_t{b} * degree + reverse_count[b]++] = static_cast<uint32_t>(a);
+    }
+  }
+  std::vector<uint32_t> out(n * degree, kNoEdge);
+  const size_t protect = degree / 2;
+  const int threads = ThreadsFor(res);
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (size_t a = 0; a < n; ++a) {
+    uint32_t* dst = out.data() + a * degree;
+    const uint32_t* fwd = pruned.data() + a * degree;
+    const uint32_t* rev = reverse.data() + a * degree;
+    size_t len = 0;
+    auto add = [&](uint32_t v) {
+      if (v == kNoEdge || len == degree) return;
+      for (size_t i = 0; i < len; ++i) {
+        if (dst[i] == v) return;
+      }
+      dst[len++] = v;
+    };
+    for (size_t i = 0; i < protect; ++i) add(fwd[i]);
+    for (size_t i = 0; i < reverse_count[a]; ++i) add(rev[i]);
+    for (size_t i = protect; i < degree; ++i) add(fwd[i]);
+  }
+  return out;
+}
+
+// Marks every node reachable from `from` (breadth first).
+void MarkReachable(const std::vector<uint32_t>& graph, size_t degree, const std::vector<uint32_t>& from,
+                   std::vector<uint8_t>* reached) {
+  std::vector<uint32_t> queue;
+  for (uint32_t e : from) {
+    if (!(*reached)[e]) {
+      (*reached)[e] = 1;
+      queue.push_back(e);
+    }
+  }
+  for (size_t head = 0; head < queue.size(); ++head) {
+    const uint32_t* list = graph.data() + size_t{queue[head]} * degree;
+    for (size_t i = 0; i < degree && list[i] != kNoEdge; ++i) {
+      if (!(*reached)[list[i]]) {
+        (*reached)[list[i]] = 1;
+        queue.push_back(list[i]);
+      }
+    }
+  }
+}
+
+// Makes every node reachable from `entries`: an unreached node gets an
+// in-edge from the nearest reached node of its kNN list, replacing an edge
+// whose target has other in-edges. Replacing can cut another path, so this
+// re-checks; whatever is still unreached after a few rounds goes to
+// `extra_seeds`, which the search starts from as well (normally none).
+void ConnectUnreachable(std::vector<uint32_t>* graph, size_t n, size_t degree, const std::vector<uint32_t>& knn_graph,
+                        size_t knn, const std::vector<uint32_t>& entries, std::vector<uint32_t>* extra_seeds) {
+  for (int round = 0; round < 4; ++round) {
+    std::vector<uint8_t> reached(n, 0);
+    MarkReachable(*graph, degree, entries, &reached);
+    if (std::find(reached.begin(), reached.end(), 0) == reached.end()) return;
+    std::vector<uint32_t> in_degree(n, 0);
+    for (uint32_t v : *graph) {
+      if (v != kNoEdge) ++in_degree[v];
+    }
+    for (size_t u = 0; u < n; ++u) {
+      if (reached[u]) continue;
+      uint32_t from = entries[0];
+      for (size_t i = 0; i < knn; ++i) {
+        const uint32_t v = knn_graph[u * knn + i];
+        if (v == kNoEdge) break;
+        if (reached[v]) {
+          from = v;
+          break;
+        }
+      }
+      uint32_t* list = graph->data() + size_t{from} * degree;
+      size_t slot = degree - 1;
+      for (size_t i = degree; i-- > 0;) {
+        if (list[i] == kNoEdge || in_degree[list[i]] >= 2) {
+          slot = i;
+          break;
+        }
+      }
+      if (slot > 0 && list[slot] == kNoEdge) {  // keep the list's edges contiguous
+        while (slot > 0 && list[slot - 1] == kNoEdge) --slot;
+      }
+      if (list[slot] != kNoEdge) --in_degree[list[slot]];
+      list[slot] = static_cast<uint32_t>(u);
+      ++in_degree[u];
+      MarkReachable(*graph, degree, {static_cast<uint32_t>(u)}, &reached);
+    }
+  }
+  std::vector<uint8_t> reached(n, 0);
+  MarkReachable(*graph, degree, entries, &reached);
+  for (size_t u = 0; u < n; ++u) {
+    if (!reached[u]) {
+      extra_seeds->push_back(static_cast<uint32_t>(u));
+      MarkReachable(*graph, degree, {static_cast<uint32_t>(u)}, &reached);
+    }
+  }
+}
+
+// Relative-neighbourhood pruning (HNSW's heuristic): walking a node's kNN
+// list nearest first, keeps C unless a kept B is closer to C than the node
+// is. Edges then point in many directions, into as many other clusters as
+// the list reaches. Used for the upper layers, whose job is to reach the
+// query's region from anywhere; layer 0 keeps CAGRA's rank-based pruning.
+std::vector<uint32_t> PruneByDiversity(const Resources& res, const std::vector<uint32_t>& knn_graph, const float* data,
+                                       size_t n, size_t dim, size_t knn, size_t degree) {
+  std::vector<uint32_t> pruned(n * degree, kNoEdge);
+  const DistanceFns& fns = ActiveDistanceFns();
+  const int threads = ThreadsFor(res);
+#pragma omp parallel for schedule(dynamic, 64) num_threads(threads)
+  for (size_t a = 0; a < n; ++a) {
+    const uint32_t* list = knn_graph.data() + a * knn;
+    uint32_t* out = pruned.data() + a * degree;
+    size_t kept = 0;
+    for (size_t j = 0; j < knn && list[j] != kNoEdge && kept < degree; ++j) {
+      const float* c = data + size_t{list[j]} * dim;
+      const float to_c = fns.l2_sq(data + a * dim, c, dim);
+      bool diverse = true;
+      for (size_t i = 0; i < kept && diverse; ++i) diverse = fns.l2_sq(data + size_t{out[i]} * dim, c, dim) >= to_c;
+      if (diverse) out[kept++] = list[j];
+    }
+  }
+  return pruned;
+}
+
+// One layer's graph over `data` (m rows): kNN graph, pruning (rank-based for
+// layer 0, by diversity above), reverse edges.
+Status BuildLayerGraph(const Resources& res, Metric metric, const float* data, size_t m, size_t dim,
+                       const GraphBuildParams& params, bool upper, std::vector<uint32_t>* graph,
+                       std::vector<uint32_t>* knn_graph, size_t* knn) {
+  const size_t degree = params.degree;
+  *knn = std::max<size_t>(degree, params.intermediate_degree != 0 ? params.intermediate_degree : 2 * degree);
+  // Upper layers are small: a longer list lets diversity pruning reach
+  // more clusters.
+  if (upper) *knn = 8 * degree;
+  QUIVER_RETURN_IF_ERROR(BuildKnnGraph(res, metric, data, m, dim, *knn, params, knn_graph));
+  std::vector<uint32_t> pruned = upper ? PruneByDiversity(res, *knn_graph, data, m, dim, *knn, degree)
+                                       : PruneByDetours(res, *knn_graph, m, *knn, degree);
+  *graph = MergeReverseEdges(res, pruned, m, degree);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status GraphBuildParams::Validate() const {
+  if (degree < 4 || degree > 256) return Status::InvalidArgument("graph degree must be 4..256");
+  if (intermediate_degree != 0 && (intermediate_degree < degree || intermediate_degree > 512)) {
+    return Status::InvalidArgument("graph intermediate_degree must be 0 or degree..512");
+  }
+  if (knn_probes == 0) return Status::InvalidArgument("graph knn_probes must be at least 1");
+  return Status::Ok();
+}
+
+void GraphIndex::Quantize(const float* data) {
+  offset_.assign(dim_, 0.0f);
+  scale_.assign(dim_, 1.0f);
+  std::vector<float> hi(dim_, 0.0f);
+  if (n_ > 0) {
+    std::copy(data, data + dim_, offset_.begin());
+    std::copy(data, data + dim_, hi.begin());
+  }
+  for (size_t r = 1; r < n_; ++r) {
+    const float* x = data + r * dim_;
+    for (size_t j = 0; j < dim_; ++j) {
+      offset_[j] = std::min(offset_[j], x[j]);
+      hi[j] = std::max(hi[j], x[j]);
+    }
+  }
+  for (size_t j = 0; j < dim_; ++j) {
+    const float range = hi[j] - offset_[j];
+    scale_[j] = range > 0 && std::isfinite(range) ? range / 255.0f : 1.0f;
+  }
+  codes_.resize(n_ * dim_);
+  for (size_t r = 0; r < n_; ++r) {
+    const float* x = data + r * dim_;
+    uint8_t* c = codes_.data() + r * dim_;
+    for (size_t j = 0; j < dim_; ++j) {
+      const float v = std::nearbyint((x[j] - offset_[j]) / scale_[j]);
+      c[j] = static_cast<uint8_t>(std::clamp(v, 0.0f, 255.0f));
+    }
+  }
+}
+
+void GraphIndex::GatherEntryCodes() {
+  entry_codes_.resize(entries_.size() * dim_);
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    std::memcpy(&entry_codes_[i * dim_], &codes_[size_t{entries_[i]} * dim_], dim_);
+  }
+}
+
+Result<std::unique_ptr<GraphIndex>> GraphIndex::Build(const Resources& res, Metric metric, const float* vectors,
+                                                     size_t n, size_t dim, const GraphBuildParams& params) {
+  QUIVER_RETURN_IF_ERROR(params.Validate());
+  if (n == 0) return Status::InvalidArgument("cannot build a GRAPH index over no vectors");
+  if (dim == 0) return Status::InvalidArgument("dimension must be at least 1");
+  if (n >= kNoEdge) return Status::InvalidArgument("a GRAPH index holds fewer than 2^32 - 1 vectors");
+  if (res.gpu != nullptr) return Status::Unimplemented("GPU GRAPH build is not built yet");
+  std::unique_ptr<GraphIndex> index(new GraphIndex());
+  index->metric_ = metric;
+  index->dim_ = dim;
+  index->n_ = n;
+  index->degree_ = params.degree;
+
+  std::vector<float> unit;
+  const float* data = vectors;
+  if (metric == Metric::kCosine) {
+    unit = Normalized(vectors, n, dim);
+    data = unit.data();
+  }
+  const Metric knn_metric = metric == Metric::kL2 ? Metric::kL2 : Metric::kInnerProduct;
+  const size_t degree = params.degree;
+  // Layer 0 over every row, then sparser layers over random samples: a
+  // search descends them to start layer 0 near the query. Without them a
+  // walk that starts in the wrong cluster of strongly clustered data can
+  // find no edge out of it (a kNN graph links only nearby points).
+  std::vector<std::vector<uint32_t>> knn_graphs(1);
+  std::vector<size_t> knns(1);
+  index->layers_.resize(1);
+  QUIVER_RETURN_IF_ERROR(
+      BuildLayerGraph(res, knn_metric, data, n, dim, params, /*upper=*/false, &index->layers_[0].graph, &knn_graphs[0], &knns[0]));
+  std::mt19937_64 rng(params.seed);
+  for (size_t below = n; below > kMaxEntryPoints;) {
+    const size_t m = std::max<size_t>(1, below / kLayerRatio);
+    std::vector<uint32_t> pick(below);
+    std::iota(pick.begin(), pick.end(), 0);
+    for (size_t i = 0; i < m; ++i) std::swap(pick[i], pick[i + rng() % (below - i)]);
+    pick.resize(m);
+    std::sort(pick.begin(), pick.end());
+    Layer layer;
+    const Layer& lower = index->layers_.back();
+    layer.down = pick;
+    layer.rows.resize(m);
+    for (size_t i = 0; i < m; ++i) layer.rows[i] = lower.rows.empty() ? pick[i] : lower.rows[pick[i]];
+    std::vector<float> sample(m * dim);
+    for (size_t i = 0; i < m; ++i) std::memcpy(&sample[i * dim], data + size_t{layer.rows[i]} * dim, dim * sizeof(float));
+    knn_graphs.emplace_back();
+    knns.push_back(0);
+    QUIVER_RETURN_IF_ERROR(
+        BuildLayerGraph(res, knn_metric, sample.data(), m, dim, params, /*upper=*/true, &layer.graph, &knn_graphs.back(), &knns.back()));
+    index->layers_.push_back(std::move(layer));
+    below = m;
+  }
+  // Long links: a node that also lives in the layer above gives its last
+  // degree/4 slots to its edges there, which span more of the space. They
+  // let the layer's own search leave a cluster that the descent entered by
+  // mistake (a kNN graph alone has no edge out of a well-separated cluster).
+  const size_t long_links = degree / 4;
+  std::vector<uint32_t> merged;
+  for (size_t l = 0; l + 1 < index->layers_.size(); ++l) {
+    Layer& layer = index->layers_[l];
+    const Layer& above = index->layers_[l + 1];
+    for (size_t i = 0; i < above.down.size(); ++i) {
+      uint32_t* list = layer.graph.data() + size_t{above.down[i]} * degree;
+      const uint32_t* up = above.graph.data() + i * degree;
+      size_t len = 0;
+      while (len < degree && list[len] != kNoEdge) ++len;
+      const size_t own = std::min(len, degree - long_links);
+      merged.assign(list, list + own);
+      auto add = [&](uint32_t v) {
+        if (merged.size() < degree && std::find(merged.begin(), merged.end(), v) == merged.end()) merged.push_back(v);
+      };
+      for (size_t j = 0; j < degree && up[j] != kNoEdge; ++j) add(above.down[up[j]]);
+      for (size_t j = own; j < len; ++j) add(list[j]);
+      std::copy(merged.begin(), merged.end(), list);
+      std::fill(list + merged.size(), list + degree, kNoEdge);
+    }
+  }
+  // Each layer reachable from the nodes that the layer above hands down.
+  for (size_t l = 0; l + 1 < index->layers_.size(); ++l) {
+    Layer& layer = index->layers_[l];
+    const size_t size = l == 0 ? n : layer.rows.size();
+    ConnectUnreachable(&layer.graph, size, degree, knn_graphs[l], knns[l], index->layers_[l + 1].down,
+                       &layer.extra_seeds);
+  }
+  const Layer& top = index->layers_.back();
+  index->entries_.resize(top.rows.empty() ? n : top.rows.size());
+  for (size_t i = 0; i < index->entries_.size(); ++i) {
+    index->entries_[i] = top.rows.empty() ? static_cast<uint32_t>(i) : top.rows[i];
+  }
+  index->Quantize(data);
+  index->GatherEntryCodes();
+  return index;
+}
+
+Status GraphIndex::Search(const Resources& res, const BaseView& base, const float* queries, size_t nq, size_t k,
+                          const IndexSearchParams& params, int64_t* rows, float* scores) const {
+  if (k == 0) return Status::InvalidArgument("k must be at least 1");
+  if (params.itopk == 0) return Status::InvalidArgument("itopk must be at least 1");
+  if (params.search_width == 0) return Status::InvalidArgument("search_width must be at least 1");
+  if (base.rows != n_ || base.dim != dim_ || base.vectors == nullptr ||
+      (metric_ != Metric::kInnerProduct && base.sq_norms == nullptr)) {
+    return Status::InvalidArgument("GRAPH search needs the index's own vectors (and norms for L2 and cosine)");
+  }
+  if (nq == 0) return Status::Ok();
+  if (res.gpu != nullptr) return Status::Unimplemented("GPU GRAPH search is not built yet");
+
+  const bool l2 = metric_ == Metric::kL2;
+  const CodeKeyFn code_key = ActiveCodeKey(l2);
+  const DistanceFns& fns = ActiveDistanceFns();
+  const size_t beam_size = std::max<size_t>(params.itopk, k);
+  // Candidates re-ranked exactly: enough to absorb the 8-bit rounding.
+  const size_t rerank = std::min(beam_size, 4 * k);
+  const size_t width = params.search_width;
+  const size_t top = layers_.size() - 1;
+  const int threads = res.num_threads > 0 ? res.num_threads : omp_get_max_threads();
+#pragma omp parallel num_threads(static_cast<int>(std::min<size_t>(threads, nq)))
+  {
+    thread_local VisitedSet visited;
+    std::vector<float> a(dim_), unit(dim_);
+    std::vector<float> kept_keys(rerank);
+    std::vector<int64_t> kept_rows(rerank);
+    std::vector<uint32_t> batch(width * degree_);
+    std::vector<std::pair<float, int64_t>> exact;
+    Beam beam(beam_size), upper(kUpperBeam), next_upper(kUpperBeam);
+#pragma omp for schedule(dynamic, 1)
+    for (size_t qi = 0; qi < nq; ++qi) {
+      const float* raw = queries + qi * dim_;
+      const float* q = raw;
+      float inv_norm = 1.0f;
+      if (metric_ == Metric::kCosine) {
+        const float norm = std::sqrt(fns.dot(raw, raw, dim_));
+        inv_norm = norm > 0 ? 1.0f / norm : 0.0f;
+        for (size_t j = 0; j < dim_; ++j) unit[j] = raw[j] * inv_norm;
+        q = unit.data();
+      }
+      for (size_t j = 0; j < dim_; ++j) a[j] = l2 ? q[j] - offset_[j] : q[j] * scale_[j];
+      auto key_of_row = [&](uint32_t row) { return code_key(a.data(), scale_.data(), codes_.data() + size_t{row} * dim_, dim_); };
+
+      // Best-first search of one layer from the nodes in `beam`; every newly
+      // scored node (layer index, row, key) goes to `scored`.
+      auto search_layer = [&](const Layer& layer, Beam& beam, auto&& scored) {
+        size_t cursor = 0;  // every beam slot before it is expanded
+        for (;;) {
+          size_t m = 0, picked = 0;
+          while (cursor < beam.size() && picked < width) {
+            if (!beam.expanded(cursor)) {
+              const uint32_t* list = layer.graph.data() + size_t{beam.Expand(cursor)} * degree_;
+              ++picked;
+              for (size_t i = 0; i < degree_ && list[i] != kNoEdge; ++i) {
+                const uint32_t row = layer.rows.empty() ? list[i] : layer.rows[list[i]];
+                if (visited.Visit(row)) {
+                  batch[m++] = list[i];
+                  Prefetch(codes_.data() + size_t{row} * dim_);
+                }
+              }
+            }
+            ++cursor;
+          }
+          if (picked == 0) return;
+          size_t first_insert = beam.capacity();
+          for (size_t i = 0; i < m; ++i) {
+            const uint32_t row = layer.rows.empty() ? batch[i] : layer.rows[batch[i]];
+            const float key = key_of_row(row);
+            if (key < beam.worst()) first_insert = std::min(first_insert, beam.Insert(key, batch[i]));
+            scored(row, key);
+          }
+          cursor = std::min(cursor, first_insert);
+        }
+      };
+      auto seed_extra = [&](const Layer& layer, Beam& beam, auto&& scored) {
+        for (uint32_t node : layer.extra_seeds) {
+          const uint32_t row = layer.rows.empty() ? node : layer.rows[node];
+          if (!visited.Visit(row)) continue;
+          const float key = key_of_row(row);
+          if (key < beam.worst()) beam.Insert(key, node);
+          scored(row, key);
+        }
+      };
+
+      beam.Reset(beam_size);
+      TopK kept(kept_keys.data(), kept_rows.data(), rerank);  // best returnable rows seen
+      auto keep = [&](uint32_t row, float key) {
+        if (key <= kept.threshold() && !IsDeleted(base.deleted, row)) kept.Push(key, row);
+      };
+      auto ignore = [](uint32_t, float) {};
+      // Score every node of the top layer, then descend.
+      visited.Start(n_);
+      Beam& first = top == 0 ? beam : upper;
+      first.Reset(top == 0 ? beam_size : kUpperBeam);
+      for (size_t e = 0; e < entries_.size(); ++e) {
+        visited.Visit(entries_[e]);
+        const float key = code_key(a.data(), scale_.data(), entry_codes_.data() + e * dim_, dim_);
+        if (key < first.worst()) first.Insert(key, static_cast<uint32_t>(e));
+        if (top == 0) keep(entries_[e], key);
+      }
+      for (size_t l = top; l > 0; --l) {
+        search_layer(layers_[l], upper, ignore);
+        // Hand the beam down: the same nodes, by their index in layer l - 1.
+        visited.Start(n_);
+        const Layer& lower = layers_[l - 1];
+        Beam& into = l == 1 ? beam : next_upper;
+        into.Reset(l == 1 ? beam_size : kUpperBeam);
+        for (size_t i = 0; i < upper.size(); ++i) {
+          const uint32_t node = layers_[l].down[upper.node(i)];
+          const uint32_t row = lower.rows.empty() ? node : lower.rows[node];
+          visited.Visit(row);
+          into.Insert(upper.key(i), node);
+          if (l == 1) keep(row, upper.key(i));
+        }
+        if (l == 1) {
+          seed_extra(lower, into, keep);
+        } else {
+          seed_extra(lower, into, ignore);
+          std::swap(upper, next_upper);
+        }
+      }
+      search_layer(layers_[0], beam, keep);
+      kept.Finish();
+      // Exact re-ranking, scored as FlatSearch scores.
+      exact.clear();
+      for (size_t i = 0; i < rerank && kept_rows[i] >= 0; ++i) {
+        const float* x = base.vectors + static_cast<size_t>(kept_rows[i]) * dim_;
+        float key = kInf;
+        switch (metric_) {
+          case Metric::kL2: key = fns.l2_sq(raw, x, dim_); break;
+          case Metric::kInnerProduct: key = -fns.dot(raw, x, dim_); break;
+          case Metric::kCosine: {
+            const float nx = base.sq_norms[kept_rows[i]];
+            key = nx > 0 ? -fns.dot(raw, x, dim_) * inv_norm / std::sqrt(nx) : -0.0f;
+            break;
+          }
+        }
+        exact.emplace_back(key, kept_rows[i]);
+      }
+      std::sort(exact.begin(), exact.end());
+      for (size_t j = 0; j < k; ++j) {
+        const bool have = j < exact.size();
+        rows[qi * k + j] = have ? exact[j].second : -1;
+        scores[qi * k + j] = have ? (l2 ? exact[j].first : -exact[j].first) : (l2 ? kInf : -kInf);
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+std::string GraphIndex::Serialize() const {
+  std::string out(kGraphMagic, sizeof kGraphMagic);
+  Put(&out, kGraphFormatVersion);
+  Put(&out, static_cast<uint32_t>(metric_));
+  Put(&out, static_cast<uint64_t>(dim_));
+  Put(&out, static_cast<uint64_t>(n_));
+  Put(&out, static_cast<uint64_t>(degree_));
+  Put(&out, static_cast<uint64_t>(layers_.size()));
+  PutArray(&out, offset_);
+  PutArray(&out, scale_);
+  for (const Layer& layer : layers_) {
+    Put(&out, static_cast<uint64_t>(layer.size(n_)));
+    Put(&out, static_cast<uint64_t>(layer.extra_seeds.size()));
+    PutArray(&out, layer.rows);
+    PutArray(&out, layer.down);
+    PutArray(&out, layer.graph);
+    PutArray(&out, layer.extra_seeds);
+  }
+  PutArray(&out, codes_);
+  Put(&out, Checksum(out));
+  return out;
+}
+
+Result<std::unique_ptr<GraphIndex>> GraphIndex::Deserialize(std::string_view bytes, const std::string& what) {
+  Reader r(bytes, "GRAPH index", what);
+  constexpr size_t kHeaderBytes = 8 + 4 + 4 + 8 * 4;
+  if (bytes.size() < kHeaderBytes + 4) return r.Corrupt("shorter than its header");
+  if (std::memcmp(bytes.data(), kGraphMagic, sizeof kGraphMagic) != 0) return r.Corrupt("bad magic");
+  uint32_t stored_crc;
+  std::memcpy(&stored_crc, bytes.data() + bytes.size() - 4, 4);
+  if (Checksum(bytes.substr(0, bytes.size() - 4)) != stored_crc) return r.Corrupt("checksum mismatch");
+  Reader body(bytes.substr(0, bytes.size() - 4), "GRAPH index", what);
+  char magic[8];
+  uint32_t version = 0, metric = 0;
+  uint64_t dim = 0, n = 0, degree = 0, layer_count = 0;
+  for (char& c : magic) QUIVER_RETURN_IF_ERROR(body.Get(&c, "magic"));
+  QUIVER_RETURN_IF_ERROR(body.Get(&version, "version"));
+  if (version != kGraphFormatVersion) return body.Corrupt("unknown format version " + std::to_string(version));
+  QUIVER_RETURN_IF_ERROR(body.Get(&metric, "metric"));
+  if (metric > static_cast<uint32_t>(Metric::kCosine)) return body.Corrupt("unknown metric " + std::to_string(metric));
+  QUIVER_RETURN_IF_ERROR(body.Get(&dim, "dim"));
+  QUIVER_RETURN_IF_ERROR(body.Get(&n, "n"));
+  QUIVER_RETURN_IF_ERROR(body.Get(&degree, "degree"));
+  QUIVER_RETURN_IF_ERROR(body.Get(&layer_count, "layer count"));
+  if (dim == 0 || dim > (1u << 16)) return body.Corrupt("dimension " + std::to_string(dim) + " out of range");
+  if (degree < 1 || degree > 1024) return body.Corrupt("degree " + std::to_string(degree) + " out of range");
+  if (n == 0 || n >= kNoEdge) return body.Corrupt("size " + std::to_string(n) + " out of range");
+  if (layer_count == 0 || layer_count > 16) return body.Corrupt("layer count " + std::to_string(layer_count) + " out of range");
+  std::unique_ptr<GraphIndex> index(new GraphIndex());
+  index->metric_ = static_cast<Metric>(metric);
+  index->dim_ = dim;
+  index->n_ = n;
+  index->degree_ = static_cast<uint32_t>(degree);
+  QUIVER_RETURN_IF_ERROR(body.GetArray(&index->offset_, dim, "offsets"));
+  QUIVER_RETURN_IF_ERROR(body.GetArray(&index->scale_, dim, "scales"));
+  for (size_t j = 0; j < dim; ++j) {
+    if (!std::isfinite(index->offset_[j]) || !(index->scale_[j] > 0) || !std::isfinite(index->scale_[j])) {
+      return body.Corrupt("quantiser of dimension " + std::to_string(j) + " is not finite and positive");
+    }
+  }
+  index->layers_.resize(layer_count);
+  for (size_t l = 0; l < layer_count; ++l) {
+    Layer& layer = index->layers_[l];
+    const std::string name = "layer " + std::to_string(l);
+    uint64_t size = 0, extra = 0;
+    QUIVER_RETURN_IF_ERROR(body.Get(&size, "layer size"));
+    QUIVER_RETURN_IF_ERROR(body.Get(&extra, "layer seed count"));
+    const uint64_t below = l == 0 ? 0 : index->layers_[l - 1].size(n);
+    if (l == 0 ? size != n : (size == 0 || size > below)) return body.Corrupt(name + " has size " + std::to_string(size));
+    if (extra > size) return body.Corrupt(name + " has more extra seeds than nodes");
+    if (l > 0) {
+      QUIVER_RETURN_IF_ERROR(body.GetArray(&layer.rows, size, "layer rows"));
+      QUIVER_RETURN_IF_ERROR(body.GetArray(&layer.down, size, "layer links down"));
+      const Layer& lower = index->layers_[l - 1];
+      for (size_t i = 0; i < size; ++i) {
+        const uint32_t d = layer.down[i];
+        if (d >= below || layer.rows[i] != (lower.rows.empty() ? d : lower.rows[d])) {
+          return body.Corrupt(name + " node " + std::to_string(i) + " does not match the layer below");
+        }
+      }
+    }
+    if (size > body.left() / (degree * 4)) return body.Corrupt(name + " is larger than the file");
+    QUIVER_RETURN_IF_ERROR(body.GetArray(&layer.graph, size * degree, "neighbours"));
+    QUIVER_RETURN_IF_ERROR(body.GetArray(&layer.extra_seeds, extra, "extra seeds"));
+    for (uint32_t e : layer.extra_seeds) {
+      if (e >= size) return body.Corrupt(name + " has an extra seed out of range");
+    }
+    for (size_t a = 0; a < size; ++a) {
+      const uint32_t* list = layer.graph.data() + a * degree;
+      bool padding = false;
+      for (size_t i = 0; i < degree; ++i) {
+        if (list[i] == kNoEdge) {
+          padding = true;
+          continue;
+        }
+        if (padding || list[i] >= size || list[i] == a) {
+          return body.Corrupt(name + " node " + std::to_string(a) + " has an invalid edge to " + std::to_string(list[i]));
+        }
+      }
+    }
+  }
+  if (n > body.left() / dim || body.left() != n * dim) return body.Corrupt("codes disagree with the byte count");
+  QUIVER_RETURN_IF_ERROR(body.GetArray(&index->codes_, n * dim, "codes"));
+  const Layer& top = index->layers_.back();
+  index->entries_.resize(top.size(n));
+  for (size_t i = 0; i < index->entries_.size(); ++i) {
+    index->entries_[i] = top.rows.empty() ? static_cast<uint32_t>(i) : top.rows[i];
+  }
+  index->GatherEntryCodes();
+  return index;
+}
+
+size_t GraphIndex::MemoryBytes() const {
+  size_t bytes = codes_.size() + entry_codes_.size() + (entries_.size() + offset_.size() + scale_.size()) * 4;
+  for (const Layer& layer : layers_) {
+    bytes += (layer.rows.size() + layer.down.size() + layer.graph.size() + layer.extra_seeds.size()) * 4;
+  }
+  return bytes;
+}
+
+}  // namespace quiver::kernels
