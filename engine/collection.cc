@@ -10,6 +10,8 @@
 #include "common/encoding.h"
 #include "engine/filter.h"
 #include "engine/validation.h"
+#include "kernels/graph.h"
+#include "kernels/ivf_flat.h"
 
 namespace quiver::engine {
 
@@ -27,9 +29,11 @@ Collection::Collection(quiver::v1::CollectionInfo info)
       dim_(info_.config().dimension()),
       segment_max_points_(info_.config().segment_max_points() != 0 ? info_.config().segment_max_points()
                                                                    : kDefaultSegmentPoints),
-      wants_index_(info_.config().index().type() == quiver::v1::IVF_FLAT),
+      index_type_(info_.config().index().type()),
+      wants_index_(index_type_ == quiver::v1::IVF_FLAT || index_type_ == quiver::v1::GRAPH),
       default_nprobe_(info_.config().index().ivf_flat().nprobe() != 0 ? info_.config().index().ivf_flat().nprobe()
                                                                       : 32),
+      default_itopk_(info_.config().index().graph().itopk() != 0 ? info_.config().index().graph().itopk() : 64),
       payload_fields_(info_.config().indexed_payload_fields().begin(), info_.config().indexed_payload_fields().end()) {
   info_.clear_points_count();
 }
@@ -40,13 +44,18 @@ quiver::v1::CollectionInfo Collection::Info() const {
   out.set_points_count(where_.size());
   out.set_sealed_segments(static_cast<uint32_t>(sealed_.size()));
   uint32_t indexed = 0;
-  uint64_t tombstones = 0;
+  uint64_t tombstones = 0, index_bytes = 0, indexed_rows = 0;
   for (const auto& s : sealed_) {
-    indexed += s->index != nullptr;
     tombstones += s->rows() - s->live;
+    if (s->index == nullptr) continue;
+    ++indexed;
+    index_bytes += s->index->MemoryBytes();
+    indexed_rows += s->rows();
   }
   out.set_indexed_segments(indexed);
   out.set_tombstones(tombstones);
+  out.set_index_bytes(index_bytes);
+  out.set_index_bytes_per_vector(indexed_rows > 0 ? double(index_bytes) / double(indexed_rows) : 0.0);
   return out;
 }
 
@@ -148,16 +157,23 @@ Collection::WriteEffect Collection::Remove(uint64_t id) {
 }
 
 Status Collection::SearchSegmentLocked(const kernels::Resources& res, const Segment& seg, const uint64_t* excluded,
-                                       bool use_index, const float* queries, size_t nq, size_t k, uint32_t nprobe,
-                                       int64_t* rows, float* scores) const {
+                                       bool use_index, double kept_fraction, const float* queries, size_t nq,
+                                       size_t k, const SearchOptions& options, int64_t* rows, float* scores) const {
   if (seg.rows() == 0) {
     std::fill(rows, rows + nq * k, -1);
     return Status::Ok();
   }
-  if (use_index) {
-    return seg.index->Search(res, queries, nq, k, nprobe != 0 ? nprobe : default_nprobe_, excluded, rows, scores);
-  }
   kernels::BaseView base{seg.vectors.data(), seg.sq_norms.data(), seg.rows(), dim_, excluded};
+  if (use_index) {
+    kernels::IndexSearchParams params;
+    params.nprobe = options.nprobe != 0 ? options.nprobe : default_nprobe_;
+    // A filter that keeps a fraction f of the rows leaves f of the beam
+    // returnable: widen the beam by 1/f so as many candidates remain.
+    const double itopk = double(options.itopk != 0 ? options.itopk : default_itopk_) / std::max(kept_fraction, 1e-3);
+    params.itopk = static_cast<uint32_t>(std::min<double>(std::ceil(itopk), kMaxItopk));
+    params.search_width = options.search_width != 0 ? options.search_width : 1;
+    return seg.index->Search(res, base, queries, nq, k, params, rows, scores);
+  }
   return kernels::FlatSearch(res, base, queries, nq, {metric_, k}, rows, scores);
 }
 
@@ -205,6 +221,7 @@ Status Collection::Search(const kernels::Resources& res, const float* queries, s
     const bool sealed = s < nsealed;
     const uint64_t* skip = sealed ? seg.deleted.data() : nullptr;
     bool use_index = sealed && seg.index != nullptr;
+    double kept_fraction = 1.0;
     if (options.filter != nullptr) {
       // The filter becomes a bitset of excluded rows, evaluated once for all
       // queries, from the payload index where the segment has one.
@@ -226,6 +243,7 @@ Status Collection::Search(const kernels::Resources& res, const float* queries, s
         continue;
       }
       skip = excluded.data();
+      kept_fraction = double(allowed) / double(seg.rows());
       use_index = use_index && double(allowed) > kExactFilterFraction * double(seg.rows());
       if (!use_index && double(allowed) <= kExactFilterFraction * double(seg.rows())) {
         // Few rows pass: score only those (gathered), not the whole segment.
@@ -234,7 +252,7 @@ Status Collection::Search(const kernels::Resources& res, const float* queries, s
         continue;
       }
     }
-    QUIVER_RETURN_IF_ERROR(SearchSegmentLocked(res, seg, skip, use_index, queries, nq, kk, options.nprobe,
+    QUIVER_RETURN_IF_ERROR(SearchSegmentLocked(res, seg, skip, use_index, kept_fraction, queries, nq, kk, options,
                                                rows.data() + s * nq * kk, scores.data() + s * nq * kk));
   }
   const bool smaller_better = metric_ == kernels::Metric::kL2;
@@ -291,15 +309,22 @@ std::vector<StoredPoint> Collection::Get(std::span<const uint64_t> ids, bool wit
   return out;
 }
 
-Result<std::shared_ptr<const kernels::IvfFlatIndex>> Collection::BuildIndex(const kernels::Resources& res,
-                                                                              const Segment& seg) const {
+Result<std::shared_ptr<const kernels::VectorIndex>> Collection::BuildIndex(const kernels::Resources& res,
+                                                                             const Segment& seg) const {
+  if (index_type_ == quiver::v1::GRAPH) {
+    kernels::GraphBuildParams params;
+    if (info_.config().index().graph().degree() != 0) params.degree = info_.config().index().graph().degree();
+    QUIVER_ASSIGN_OR_RETURN(auto index,
+                            kernels::GraphIndex::Build(res, metric_, seg.vectors.data(), seg.rows(), dim_, params));
+    return std::shared_ptr<const kernels::VectorIndex>(std::move(index));
+  }
   kernels::IvfFlatBuildParams params;
   const uint32_t nlist = info_.config().index().ivf_flat().nlist();
   params.nlist = nlist != 0 ? nlist
                             : static_cast<uint32_t>(std::clamp<double>(4.0 * std::sqrt(double(seg.rows())), 1, 4096));
   QUIVER_ASSIGN_OR_RETURN(auto index,
                           kernels::IvfFlatIndex::Build(res, metric_, seg.vectors.data(), seg.rows(), dim_, params));
-  return std::shared_ptr<const kernels::IvfFlatIndex>(std::move(index));
+  return std::shared_ptr<const kernels::VectorIndex>(std::move(index));
 }
 
 Result<bool> Collection::BuildOneIndex(const kernels::Resources& res) {
@@ -323,7 +348,7 @@ Result<bool> Collection::BuildOneIndex(const kernels::Resources& res) {
   // Sealed rows never change, so the builds read them without the lock.
   std::shared_ptr<const PayloadIndex> payload_index;
   if (want_payload) payload_index = std::make_shared<const PayloadIndex>(PayloadIndex::Build(job->payloads, payload_fields_));
-  std::shared_ptr<const kernels::IvfFlatIndex> index;
+  std::shared_ptr<const kernels::VectorIndex> index;
   Status status;
   if (want_ivf) {
     auto built = BuildIndex(res, *job);
@@ -375,7 +400,7 @@ Result<bool> Collection::CompactOne(const kernels::Resources& res, double delete
       old_rows.push_back(r);
     }
   }
-  std::shared_ptr<const kernels::IvfFlatIndex> index;
+  std::shared_ptr<const kernels::VectorIndex> index;
   Status build_status;
   if (!payload_fields_.empty() && fresh->rows() > 0) {
     fresh->payload_index = std::make_shared<const PayloadIndex>(PayloadIndex::Build(fresh->payloads, payload_fields_));
@@ -415,7 +440,8 @@ Result<bool> Collection::CompactOne(const kernels::Resources& res, double delete
 //
 // Content (after storage's file header), little-endian:
 //   [version u32 = 1][metric u32][dim u64][rows u64][index bytes u64]
-//   ids: rows x u64 | vectors: rows x dim f32 | the IVF_FLAT index bytes
+//   ids: rows x u64 | vectors: rows x dim f32 | the index bytes (IVF_FLAT or
+//   GRAPH, told apart by their own magic)
 namespace {
 constexpr uint32_t kSegmentContentVersion = 1;
 constexpr size_t kSegmentHeaderBytes = 4 + 4 + 8 + 8 + 8;
@@ -483,9 +509,10 @@ Status Collection::AdoptSegment(uint64_t number, std::string_view content, const
   seg->vectors.resize(rows * dim_);
   std::memcpy(seg->vectors.data(), p, rows * dim_ * 4);
   p += rows * dim_ * 4;
-  QUIVER_ASSIGN_OR_RETURN(auto index, kernels::IvfFlatIndex::Deserialize(std::string_view(p, index_bytes), what));
-  if (index->size() != rows || index->dim() != dim_ || index->metric() != metric_) {
-    return bad("holds an index of another size, dimension or metric");
+  QUIVER_ASSIGN_OR_RETURN(auto index, kernels::DeserializeIndex(std::string_view(p, index_bytes), what));
+  if (index->size() != rows || index->dim() != dim_ || index->metric() != metric_ ||
+      index->kind() != quiver::v1::IndexType_Name(index_type_)) {
+    return bad("holds an index of another kind, size, dimension or metric");
   }
   seg->index = std::move(index);
   seg->sq_norms.resize(rows);

@@ -3,7 +3,7 @@
 // New points go to the growing segment, searched exactly. When it holds
 // segment_max_points it is sealed: its rows never move again, deletes and
 // overwrites become tombstones (a bitset applied inside the scan, so k live
-// results still come back), and for an IVF_FLAT collection a background job
+// results still come back), and for an IVF_FLAT or GRAPH collection a background job
 // (Engine's index builder) builds the segment's index from its immutable
 // vectors and installs it. Until then the sealed segment is searched exactly,
 // so results are never worse while a build runs. A search asks every segment
@@ -36,7 +36,7 @@
 #include "engine/payload_index.h"
 #include "engine/rw_lock.h"
 #include "kernels/flat_search.h"
-#include "kernels/ivf_flat.h"
+#include "kernels/vector_index.h"
 #include "quiver/v1/collections.pb.h"
 #include "quiver/v1/points.pb.h"
 #include "storage/segment_store.h"
@@ -59,6 +59,10 @@ struct StoredPoint {
 struct SearchOptions {
   /// IVF_FLAT lists probed per sealed segment; 0 = the collection's default.
   uint32_t nprobe = 0;
+  /// GRAPH search beam; 0 = the collection's default.
+  uint32_t itopk = 0;
+  /// GRAPH nodes expanded per step; 0 = 1.
+  uint32_t search_width = 0;
   bool with_payload = false;
   bool with_vector = false;
   /// Only points whose payload matches are returned; null = all. Must be
@@ -106,7 +110,7 @@ class Collection {
   /// Points for `ids` in order; absent ids are skipped.
   std::vector<StoredPoint> Get(std::span<const uint64_t> ids, bool with_payload, bool with_vector) const;
 
-  /// Builds the indexes (IVF_FLAT, payload) of one sealed segment that lacks
+  /// Builds the indexes (IVF_FLAT or GRAPH, payload) of one sealed segment that lacks
   /// them, outside the lock, and installs them. Returns false if no segment
   /// needs a build. Called by the engine's background thread only.
   Result<bool> BuildOneIndex(const kernels::Resources& res);
@@ -143,7 +147,7 @@ class Collection {
     std::vector<std::string> payloads;
     std::vector<uint64_t> deleted;  // sealed segments only; bit per row
     size_t live = 0;
-    std::shared_ptr<const kernels::IvfFlatIndex> index;  // IVF_FLAT, once built
+    std::shared_ptr<const kernels::VectorIndex> index;  // IVF_FLAT or GRAPH, once built
     std::shared_ptr<const PayloadIndex> payload_index;  // declared payload fields, once built
     bool build_started = false;
     bool payload_index_started = false;
@@ -160,14 +164,15 @@ class Collection {
   };
   static constexpr int32_t kGrowing = -1;
 
-  Result<std::shared_ptr<const kernels::IvfFlatIndex>> BuildIndex(const kernels::Resources& res,
-                                                                    const Segment& seg) const;
+  Result<std::shared_ptr<const kernels::VectorIndex>> BuildIndex(const kernels::Resources& res,
+                                                                   const Segment& seg) const;
   void RemoveLocked(const Location& loc);
   void SealLocked();
   // `excluded`: rows to skip (tombstones, filtered out); null = none.
+  // `kept_fraction`: the share of rows a filter keeps (1 without one).
   Status SearchSegmentLocked(const kernels::Resources& res, const Segment& seg, const uint64_t* excluded,
-                             bool use_index, const float* queries, size_t nq, size_t k, uint32_t nprobe,
-                             int64_t* rows, float* scores) const;
+                             bool use_index, double kept_fraction, const float* queries, size_t nq, size_t k,
+                             const SearchOptions& options, int64_t* rows, float* scores) const;
 
   // Exact search over only the rows not `excluded` (`allowed` of them),
   // copied together first: a selective filter costs its matches, not the segment.
@@ -179,8 +184,10 @@ class Collection {
   kernels::Metric metric_;
   size_t dim_;
   size_t segment_max_points_;
+  quiver::v1::IndexType index_type_;  // FLAT, IVF_FLAT or GRAPH
   bool wants_index_;
   uint32_t default_nprobe_;
+  uint32_t default_itopk_;
   std::vector<std::string> payload_fields_;  // indexed in sealed segments
 
   mutable WriterPreferringRwLock mu_;

@@ -99,13 +99,35 @@ Status ValidateCollectionConfig(const quiver::v1::CollectionConfig& config) {
         return Status::InvalidArgument("config.index.ivf_flat.nprobe is above " + std::to_string(kMaxNlist));
       }
       return Status::Ok();
+    case quiver::v1::GRAPH: {
+      const uint32_t degree = config.index().graph().degree();
+      if (degree != 0 && (degree < kMinGraphDegree || degree > kMaxGraphDegree)) {
+        return Status::InvalidArgument("config.index.graph.degree is " + std::to_string(degree) + ", must be 0 or " +
+                                       std::to_string(kMinGraphDegree) + ".." + std::to_string(kMaxGraphDegree));
+      }
+      if (config.index().graph().itopk() > kMaxItopk) {
+        return Status::InvalidArgument("config.index.graph.itopk is above " + std::to_string(kMaxItopk));
+      }
+      return Status::Ok();
+    }
     case quiver::v1::IVF_PQ:
-    case quiver::v1::GRAPH:
       return Status::Unimplemented("config.index.type " + quiver::v1::IndexType_Name(config.index().type()) +
                                    " is not served yet; use FLAT");
     default:
       return Status::InvalidArgument("config.index.type has unknown value " + std::to_string(config.index().type()));
   }
+}
+
+Status ValidateSearchParams(const quiver::v1::SearchParams& params) {
+  if (params.itopk() > kMaxItopk) {
+    return Status::InvalidArgument("params.itopk is " + std::to_string(params.itopk()) + ", at most " +
+                                   std::to_string(kMaxItopk));
+  }
+  if (params.search_width() > kMaxSearchWidth) {
+    return Status::InvalidArgument("params.search_width is " + std::to_string(params.search_width()) + ", at most " +
+                                   std::to_string(kMaxSearchWidth));
+  }
+  return Status::Ok();
 }
 
 Status ValidateVector(const float* values, size_t count, uint32_t dimension, std::string_view field) {

@@ -20,6 +20,10 @@ inline constexpr uint32_t kMinSegmentPoints = 64;
 inline constexpr uint32_t kMaxSegmentPoints = 10'000'000;
 inline constexpr uint32_t kDefaultSegmentPoints = 100'000;
 inline constexpr uint32_t kMaxNlist = 65536;
+inline constexpr uint32_t kMinGraphDegree = 4;
+inline constexpr uint32_t kMaxGraphDegree = 256;
+inline constexpr uint32_t kMaxItopk = 4096;
+inline constexpr uint32_t kMaxSearchWidth = 64;
 inline constexpr int kMaxIndexedPayloadFields = 32;
 inline constexpr size_t kMaxPayloadKeyBytes = 256;
 
@@ -30,6 +34,9 @@ Status ValidateCollectionName(std::string_view name, std::string_view field = "n
 /// index type known and its parameters in range; index types not served yet (IVF_PQ, GRAPH) are
 /// UNIMPLEMENTED. An unspecified index type means FLAT.
 Status ValidateCollectionConfig(const quiver::v1::CollectionConfig& config);
+
+/// Per-request search settings within their bounds (0 = default).
+Status ValidateSearchParams(const quiver::v1::SearchParams& params);
 
 /// Every float finite and the count equal to `dimension`.
 Status ValidateVector(const float* values, size_t count, uint32_t dimension, std::string_view field);

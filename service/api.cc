@@ -73,6 +73,7 @@ Status ValidateIds(const google::protobuf::RepeatedField<uint64_t>& ids, const S
 Status SearchInto(const ApiContext& ctx, const engine::Collection& coll, const std::vector<float>& queries, size_t nq,
                   uint32_t k, bool with_payload, bool with_vector, const quiver::v1::SearchParams& params,
                   const quiver::v1::Filter* filter, const std::function<quiver::v1::SearchResponse*(size_t)>& out) {
+  QUIVER_RETURN_IF_ERROR(engine::ValidateSearchParams(params));
   std::vector<std::vector<engine::Hit>> hits;
   // Concurrent searches share the cores instead of each starting a full
   // thread team: N calls in flight get search_threads / N threads each, so
@@ -89,6 +90,8 @@ Status SearchInto(const ApiContext& ctx, const engine::Collection& coll, const s
   res.num_threads = std::max(1, cores / in_flight);
   engine::SearchOptions options;
   options.nprobe = params.nprobe();
+  options.itopk = params.itopk();
+  options.search_width = params.search_width();
   options.with_payload = with_payload;
   options.with_vector = with_vector;
   options.filter = filter;

@@ -70,7 +70,8 @@ void PrintInfo(const quiver::v1::CollectionInfo& c, bool json) {
               << ",\"metric\":\"" << MetricName(c.config().metric()) << "\",\"index\":\""
               << quiver::v1::IndexType_Name(c.config().index().type()) << "\",\"points\":" << c.points_count()
               << ",\"sealed_segments\":" << c.sealed_segments() << ",\"indexed_segments\":" << c.indexed_segments()
-              << ",\"tombstones\":" << c.tombstones() << ",\"indexed_payload_fields\":[";
+              << ",\"tombstones\":" << c.tombstones() << ",\"index_bytes\":" << c.index_bytes()
+              << ",\"index_bytes_per_vector\":" << c.index_bytes_per_vector() << ",\"indexed_payload_fields\":[";
     for (int i = 0; i < c.config().indexed_payload_fields_size(); ++i) {
       std::cout << (i ? "," : "") << "\"" << JsonEscape(c.config().indexed_payload_fields(i)) << "\"";
     }
@@ -78,7 +79,8 @@ void PrintInfo(const quiver::v1::CollectionInfo& c, bool json) {
   } else {
     std::cout << c.config().name() << "\tdim=" << c.config().dimension() << "\tmetric=" << MetricName(c.config().metric())
               << "\tindex=" << quiver::v1::IndexType_Name(c.config().index().type()) << "\tpoints=" << c.points_count()
-              << "\tsegments=" << c.sealed_segments() << "+1 (indexed " << c.indexed_segments() << ")";
+              << "\tsegments=" << c.sealed_segments() << "+1 (indexed " << c.indexed_segments() << ")"
+              << "\tindex_bytes_per_vector=" << c.index_bytes_per_vector();
     for (int i = 0; i < c.config().indexed_payload_fields_size(); ++i) {
       std::cout << (i ? "," : "\tindexed_fields=") << c.config().indexed_payload_fields(i);
     }
@@ -137,10 +139,12 @@ int main(int argc, char** argv) {
   create->add_option("name", name, "collection name")->required();
   create->add_option("--dim", dim, "vector dimension (1..4096)")->required();
   create->add_option("--metric", metric, "l2, ip or cosine")->capture_default_str();
-  create->add_option("--index", index, "flat or ivf_flat (ivf_pq, graph: not served yet)")->capture_default_str();
-  uint32_t nlist = 0, default_nprobe = 0, segment_points = 0;
+  create->add_option("--index", index, "flat, ivf_flat or graph (ivf_pq: not served yet)")->capture_default_str();
+  uint32_t nlist = 0, default_nprobe = 0, segment_points = 0, degree = 0, default_itopk = 0;
   create->add_option("--nlist", nlist, "ivf_flat: lists per sealed segment (0 = 4*sqrt(segment points))");
   create->add_option("--nprobe", default_nprobe, "ivf_flat: default lists probed per search (0 = 32)");
+  create->add_option("--degree", degree, "graph: out-degree per node (0 = 32)");
+  create->add_option("--itopk", default_itopk, "graph: default search beam (0 = 64)");
   create->add_option("--segment-points", segment_points, "points per segment before sealing (0 = 100000)");
   std::vector<std::string> index_fields;
   create->add_option("--index-field", index_fields, "payload field to index for filters (repeatable)");
@@ -168,8 +172,10 @@ int main(int argc, char** argv) {
   search->add_flag("--all", all_rows, "search every row of the file (SearchBatch)");
   search->add_flag("--with-payload", with_payload, "return payloads");
   search->add_flag("--with-vector", with_vector, "return vectors");
-  uint32_t nprobe = 0;
+  uint32_t nprobe = 0, itopk = 0, search_width = 0;
   search->add_option("--nprobe", nprobe, "ivf_flat: lists probed per sealed segment (0 = collection default)");
+  search->add_option("--itopk", itopk, "graph: search beam (0 = collection default)");
+  search->add_option("--search-width", search_width, "graph: nodes expanded per step (0 = 1)");
 
   auto* count = app.add_subcommand("count", "count the points of a collection");
   count->add_option("collection", name, "collection name")->required();
@@ -217,6 +223,8 @@ int main(int argc, char** argv) {
     req.mutable_config()->mutable_index()->set_type(t);
     req.mutable_config()->mutable_index()->mutable_ivf_flat()->set_nlist(nlist);
     req.mutable_config()->mutable_index()->mutable_ivf_flat()->set_nprobe(default_nprobe);
+    req.mutable_config()->mutable_index()->mutable_graph()->set_degree(degree);
+    req.mutable_config()->mutable_index()->mutable_graph()->set_itopk(default_itopk);
     req.mutable_config()->set_segment_max_points(segment_points);
     for (const auto& f : index_fields) req.mutable_config()->add_indexed_payload_fields(f);
     quiver::v1::CreateCollectionResponse resp;
@@ -305,6 +313,8 @@ int main(int argc, char** argv) {
     req.set_with_payload(with_payload);
     req.set_with_vector(with_vector);
     req.mutable_params()->set_nprobe(nprobe);
+    req.mutable_params()->set_itopk(itopk);
+    req.mutable_params()->set_search_width(search_width);
     for (size_t r = all_rows ? 0 : row; r < (all_rows ? m->rows : row + 1); ++r) {
       req.add_queries()->mutable_values()->Add(m->row(r), m->row(r) + m->cols);
     }

@@ -6,8 +6,10 @@
 #include <cstdlib>
 #include <fstream>
 #include <limits>
+#include <thread>
 
 #include "server_fixture.h"
+#include "test_util.h"
 #include "tls_files.h"
 
 namespace quiver::service {
@@ -223,7 +225,18 @@ TEST_F(ApiTest, BadCollectionRequests) {
     ExpectError(server_.collections->Create(&ctx2, req, &resp), grpc::StatusCode::INVALID_ARGUMENT,
                 "config.index.ivf_flat.nlist");
   }
-  ExpectError(CreateCollection("i", 4, L2, GRAPH), grpc::StatusCode::UNIMPLEMENTED, "GRAPH");
+  {
+    CreateCollectionRequest req;
+    req.mutable_config()->set_name("g");
+    req.mutable_config()->set_dimension(4);
+    req.mutable_config()->set_metric(L2);
+    req.mutable_config()->mutable_index()->set_type(GRAPH);
+    req.mutable_config()->mutable_index()->mutable_graph()->set_degree(2);
+    CreateCollectionResponse resp;
+    grpc::ClientContext ctx;
+    ExpectError(server_.collections->Create(&ctx, req, &resp), grpc::StatusCode::INVALID_ARGUMENT,
+                "config.index.graph.degree");
+  }
   ExpectError(CreateCollection("i", 4, L2, static_cast<IndexType>(42)), grpc::StatusCode::INVALID_ARGUMENT,
               "config.index.type");
   ExpectError(CreateCollection("taken", 4), grpc::StatusCode::ALREADY_EXISTS, "taken");
@@ -332,6 +345,10 @@ TEST_F(ApiTest, BadSearches) {
   ExpectError(search([](SearchRequest* r) { r->set_collection("zz"); }), grpc::StatusCode::NOT_FOUND, "zz");
   ExpectError(search([](SearchRequest* r) { r->mutable_filter(); }), grpc::StatusCode::INVALID_ARGUMENT,
               "filter has no condition");
+  ExpectError(search([](SearchRequest* r) { r->mutable_params()->set_itopk(5000); }), grpc::StatusCode::INVALID_ARGUMENT,
+              "params.itopk");
+  ExpectError(search([](SearchRequest* r) { r->mutable_params()->set_search_width(65); }),
+              grpc::StatusCode::INVALID_ARGUMENT, "params.search_width");
   ExpectError(search([](SearchRequest* r) { r->mutable_filter()->mutable_not_()->mutable_range()->set_key("x"); }),
               grpc::StatusCode::INVALID_ARGUMENT, "filter.not.range has no bound");
 
@@ -359,6 +376,62 @@ TEST_F(ApiTest, BadSearches) {
               }),
               grpc::StatusCode::INVALID_ARGUMENT, "above the maximum of 50");
   ExpectError(batch([](SearchBatchRequest* r) { r->set_k(0); }), grpc::StatusCode::INVALID_ARGUMENT, "k must be");
+}
+
+// A GRAPH collection through the API: sealed segments get their graphs in
+// the background, Get reports the index memory, and a search with per-request
+// beam settings finds each stored point first.
+TEST_F(ApiTest, GraphCollectionIndexesSealedSegmentsAndFindsItsPoints) {
+  const uint32_t dim = 8;
+  {
+    CreateCollectionRequest req;
+    req.mutable_config()->set_name("g");
+    req.mutable_config()->set_dimension(dim);
+    req.mutable_config()->set_metric(COSINE);
+    req.mutable_config()->set_segment_max_points(100);
+    req.mutable_config()->mutable_index()->set_type(GRAPH);
+    req.mutable_config()->mutable_index()->mutable_graph()->set_degree(8);
+    CreateCollectionResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(server_.collections->Create(&ctx, req, &resp).ok());
+  }
+  const auto vectors = quiver::testing::RandomVectors(450, dim, 31);
+  for (uint64_t b = 0; b < 450; b += 150) {
+    UpsertRequest up;
+    up.set_collection("g");
+    for (uint64_t i = b; i < b + 150; ++i) {
+      *up.add_points() = MakePoint(i, {vectors.begin() + long(i * dim), vectors.begin() + long((i + 1) * dim)});
+    }
+    ASSERT_TRUE(Upsert(up).ok());
+  }
+  GetCollectionResponse info;
+  for (int tries = 0; tries < 600; ++tries) {  // the builds run in the background
+    GetCollectionRequest g;
+    g.set_name("g");
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(server_.collections->Get(&ctx, g, &info).ok());
+    if (info.collection().indexed_segments() == 4) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(info.collection().sealed_segments(), 4u);
+  ASSERT_EQ(info.collection().indexed_segments(), 4u);
+  // 8 edges of 4 bytes and 8 one-byte codes per vector, plus small upper layers.
+  EXPECT_GE(info.collection().index_bytes_per_vector(), 8 * 4 + 8);
+  EXPECT_LT(info.collection().index_bytes_per_vector(), 2 * (8 * 4 + 8) + 16);
+  for (uint64_t id : {0, 123, 399, 449}) {
+    SearchRequest r;
+    r.set_collection("g");
+    r.mutable_vector()->Add(vectors.begin() + long(id * dim), vectors.begin() + long((id + 1) * dim));
+    r.set_k(3);
+    r.mutable_params()->set_itopk(16);
+    r.mutable_params()->set_search_width(2);
+    SearchResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(server_.points->Search(&ctx, r, &resp).ok());
+    ASSERT_EQ(resp.hits_size(), 3);
+    EXPECT_EQ(resp.hits(0).id(), id);
+    EXPECT_NEAR(resp.hits(0).score(), 1.0, 1e-5);
+  }
 }
 
 TEST_F(ApiTest, BadIdRequests) {

@@ -223,7 +223,8 @@ void ExpectMatchesReference(const Collection& c, kernels::Metric metric, const s
   }
   auto ref = quiver::testing::ReferenceSearch(metric, base.data(), ids.size(), queries.data(), nq, dim);
   std::vector<std::vector<Hit>> hits;
-  ASSERT_TRUE(c.Search({}, queries.data(), nq, k, {.nprobe = nprobe}, &hits).ok());
+  // A GRAPH beam as wide as the segments visits every node: exact too.
+  ASSERT_TRUE(c.Search({}, queries.data(), nq, k, {.nprobe = nprobe, .itopk = kMaxItopk}, &hits).ok());
   for (size_t q = 0; q < nq; ++q) {
     ASSERT_EQ(hits[q].size(), std::min(k, ids.size())) << "query " << q;
     std::map<uint64_t, double> truth;
@@ -267,9 +268,11 @@ TEST_P(SegmentTest, SealsIndexesAndStaysExactAcrossOverwritesDeletesAndRestart) 
   auto info = c->Info();
   EXPECT_EQ(info.points_count(), live.size());
   EXPECT_EQ(info.sealed_segments(), 3u);
-  EXPECT_EQ(info.indexed_segments(), GetParam() == quiver::v1::IVF_FLAT ? 3u : 0u);
+  const bool indexed = GetParam() != quiver::v1::FLAT;
+  EXPECT_EQ(info.indexed_segments(), indexed ? 3u : 0u);
   auto queries = quiver::testing::RandomVectors(nq, dim, 55);
-  // nprobe = nlist makes IVF exact, so both index types must match the reference.
+  // nprobe = nlist makes IVF exact (and a wide beam GRAPH), so every index
+  // type must match the reference.
   ExpectMatchesReference(*c, kernels::Metric::kL2, live, queries, nq, dim, k, nlist);
   // Querying with stored vectors: the point itself comes first, deleted ones never.
   for (uint64_t id : {3, 150, 400, 7, 700}) {
@@ -282,12 +285,11 @@ TEST_P(SegmentTest, SealsIndexesAndStaysExactAcrossOverwritesDeletesAndRestart) 
   ASSERT_TRUE(c->Search({}, queries.data(), nq, k, {.nprobe = 2}, &before).ok());
 
   Reopen();
-  const bool ivf = GetParam() == quiver::v1::IVF_FLAT;
   // Indexed segments come back from their files, not from a rebuild.
-  EXPECT_EQ(engine_->segments_loaded(), ivf ? 3u : 0u);
+  EXPECT_EQ(engine_->segments_loaded(), indexed ? 3u : 0u);
   EXPECT_EQ(engine_->segment_files_discarded(), 0u);
   auto reopened = *engine_->Find("s");
-  EXPECT_EQ(reopened->Info().indexed_segments(), ivf ? 3u : 0u) << "before any background work";
+  EXPECT_EQ(reopened->Info().indexed_segments(), indexed ? 3u : 0u) << "before any background work";
   EXPECT_EQ(reopened->Count(), live.size());
   // The same approximate answers as before the restart, id for id.
   std::vector<std::vector<Hit>> after;
@@ -310,7 +312,8 @@ TEST_P(SegmentTest, SealsIndexesAndStaysExactAcrossOverwritesDeletesAndRestart) 
   EXPECT_EQ(reopened->Count(), live.size());
 }
 
-INSTANTIATE_TEST_SUITE_P(IndexTypes, SegmentTest, ::testing::Values(quiver::v1::FLAT, quiver::v1::IVF_FLAT),
+INSTANTIATE_TEST_SUITE_P(IndexTypes, SegmentTest,
+                         ::testing::Values(quiver::v1::FLAT, quiver::v1::IVF_FLAT, quiver::v1::GRAPH),
                          [](const auto& info) { return quiver::v1::IndexType_Name(info.param); });
 
 TEST_F(EngineTest, IvfFlatRecallAcrossSegmentsAtDefaultNprobe) {

@@ -1,6 +1,7 @@
 // Payload filters: semantics, validation, and filtered search against a
 // brute-force filtered reference, for filters that keep 0, 1, 0.1% and 50%
-// of the points, on IVF_FLAT segments probed sparsely.
+// of the points, on IVF_FLAT segments probed sparsely and on GRAPH segments
+// searched with a narrow beam.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -119,9 +120,15 @@ TEST(ValidateFilter, NamesTheField) {
   EXPECT_TRUE(ValidateFilter(MatchInt("i", 1)).ok());
 }
 
-// Parameter: the payload fields the collection indexes (none, some, all), so
-// every filter runs through the parse path, the index, and a mix of both.
-class FilteredSearchTest : public ::testing::TestWithParam<std::vector<std::string>> {
+// Parameter: the index type, and the payload fields the collection indexes
+// (none, some, all), so every filter runs through the parse path, the index,
+// and a mix of both.
+struct FilterCase {
+  quiver::v1::IndexType type;
+  std::vector<std::string> fields;
+};
+
+class FilteredSearchTest : public ::testing::TestWithParam<FilterCase> {
  protected:
   static constexpr uint32_t kDim = 8;
   static constexpr size_t kN = 4000;
@@ -135,10 +142,12 @@ class FilteredSearchTest : public ::testing::TestWithParam<std::vector<std::stri
     cfg->set_dimension(kDim);
     cfg->set_metric(quiver::v1::L2);
     cfg->set_segment_max_points(1000);
-    cfg->mutable_index()->set_type(quiver::v1::IVF_FLAT);
+    cfg->mutable_index()->set_type(GetParam().type);
     cfg->mutable_index()->mutable_ivf_flat()->set_nlist(16);
     cfg->mutable_index()->mutable_ivf_flat()->set_nprobe(2);  // sparse probing: filters must not rely on it
-    for (const auto& field : GetParam()) cfg->add_indexed_payload_fields(field);
+    cfg->mutable_index()->mutable_graph()->set_degree(16);
+    cfg->mutable_index()->mutable_graph()->set_itopk(16);  // a narrow beam, likewise
+    for (const auto& field : GetParam().fields) cfg->add_indexed_payload_fields(field);
     base_ = quiver::testing::ClusteredVectors(kN, kDim, 10, 17);
     quiver::internal::v1::Command up;
     auto* u = up.mutable_upsert_points();
@@ -221,7 +230,7 @@ TEST_P(FilteredSearchTest, KeepsHalf) {
   size_t m = 0;
   const double recall = FilteredRecall(MatchBool("even", true), &m);
   EXPECT_EQ(m, kN / 2);
-  std::printf("filter keeping 50%%, nprobe 2 of 16: recall@10 = %.3f\n", recall);
+  std::printf("filter keeping 50%%, nprobe 2 of 16 / itopk 16: recall@10 = %.3f\n", recall);
   EXPECT_GE(recall, 0.9);
 }
 
@@ -253,13 +262,16 @@ TEST_P(FilteredSearchTest, OrOfRangeAndMembership) {
   EXPECT_EQ(m, 3u);
 }
 
+const std::vector<std::string> kSomeFields = {"i", "tags"};
+const std::vector<std::string> kAllFields = {"i", "x", "even", "tag", "tags"};
 INSTANTIATE_TEST_SUITE_P(IndexedFields, FilteredSearchTest,
-                         ::testing::Values(std::vector<std::string>{},
-                                           std::vector<std::string>{"i", "tags"},
-                                           std::vector<std::string>{"i", "x", "even", "tag", "tags"}),
+                         ::testing::Values(FilterCase{quiver::v1::IVF_FLAT, {}}, FilterCase{quiver::v1::IVF_FLAT, kSomeFields},
+                                           FilterCase{quiver::v1::IVF_FLAT, kAllFields},
+                                           FilterCase{quiver::v1::GRAPH, {}}, FilterCase{quiver::v1::GRAPH, kAllFields}),
                          [](const auto& info) {
-                           return info.param.empty() ? std::string("none")
-                                                     : info.param.size() == 2 ? std::string("some") : std::string("all");
+                           const auto& f = info.param.fields;
+                           return quiver::v1::IndexType_Name(info.param.type) + "_" +
+                                  (f.empty() ? std::string("none") : f.size() == 2 ? std::string("some") : std::string("all"));
                          });
 
 // ---- payload index against FilterMatches on random data ----
