@@ -12,6 +12,7 @@
 #include "engine/validation.h"
 #include "kernels/graph.h"
 #include "kernels/ivf_flat.h"
+#include "kernels/ivf_pq.h"
 
 namespace quiver::engine {
 
@@ -30,10 +31,17 @@ Collection::Collection(quiver::v1::CollectionInfo info)
       segment_max_points_(info_.config().segment_max_points() != 0 ? info_.config().segment_max_points()
                                                                    : kDefaultSegmentPoints),
       index_type_(info_.config().index().type()),
-      wants_index_(index_type_ == quiver::v1::IVF_FLAT || index_type_ == quiver::v1::GRAPH),
-      default_nprobe_(info_.config().index().ivf_flat().nprobe() != 0 ? info_.config().index().ivf_flat().nprobe()
-                                                                      : 32),
+      wants_index_(index_type_ == quiver::v1::IVF_FLAT || index_type_ == quiver::v1::IVF_PQ ||
+                   index_type_ == quiver::v1::GRAPH),
+      default_nprobe_([&] {
+        const uint32_t p = index_type_ == quiver::v1::IVF_PQ ? info_.config().index().ivf_pq().nprobe()
+                                                             : info_.config().index().ivf_flat().nprobe();
+        return p != 0 ? p : 32u;
+      }()),
       default_itopk_(info_.config().index().graph().itopk() != 0 ? info_.config().index().graph().itopk() : 64),
+      default_refine_factor_(info_.config().index().ivf_pq().refine_factor() != 0
+                                 ? info_.config().index().ivf_pq().refine_factor()
+                                 : 4),
       payload_fields_(info_.config().indexed_payload_fields().begin(), info_.config().indexed_payload_fields().end()) {
   info_.clear_points_count();
 }
@@ -172,6 +180,7 @@ Status Collection::SearchSegmentLocked(const kernels::Resources& res, const Segm
     const double itopk = double(options.itopk != 0 ? options.itopk : default_itopk_) / std::max(kept_fraction, 1e-3);
     params.itopk = static_cast<uint32_t>(std::min<double>(std::ceil(itopk), kMaxItopk));
     params.search_width = options.search_width != 0 ? options.search_width : 1;
+    params.refine_factor = options.refine_factor != 0 ? options.refine_factor : default_refine_factor_;
     return seg.index->Search(res, base, queries, nq, k, params, rows, scores);
   }
   return kernels::FlatSearch(res, base, queries, nq, {metric_, k}, rows, scores);
@@ -318,10 +327,23 @@ Result<std::shared_ptr<const kernels::VectorIndex>> Collection::BuildIndex(const
                             kernels::GraphIndex::Build(res, metric_, seg.vectors.data(), seg.rows(), dim_, params));
     return std::shared_ptr<const kernels::VectorIndex>(std::move(index));
   }
+  // IVF: 4 * sqrt(rows) lists unless the collection says.
+  auto nlist_for = [&](uint32_t configured) {
+    return configured != 0 ? configured
+                           : static_cast<uint32_t>(std::clamp<double>(4.0 * std::sqrt(double(seg.rows())), 1, 4096));
+  };
+  if (index_type_ == quiver::v1::IVF_PQ) {
+    const auto& cfg = info_.config().index().ivf_pq();
+    kernels::IvfPqBuildParams params;
+    params.nlist = nlist_for(cfg.nlist());
+    params.pq_dim = cfg.pq_dim();
+    params.pq_bits = cfg.pq_bits() != 0 ? cfg.pq_bits() : 8;
+    QUIVER_ASSIGN_OR_RETURN(auto index,
+                            kernels::IvfPqIndex::Build(res, metric_, seg.vectors.data(), seg.rows(), dim_, params));
+    return std::shared_ptr<const kernels::VectorIndex>(std::move(index));
+  }
   kernels::IvfFlatBuildParams params;
-  const uint32_t nlist = info_.config().index().ivf_flat().nlist();
-  params.nlist = nlist != 0 ? nlist
-                            : static_cast<uint32_t>(std::clamp<double>(4.0 * std::sqrt(double(seg.rows())), 1, 4096));
+  params.nlist = nlist_for(info_.config().index().ivf_flat().nlist());
   QUIVER_ASSIGN_OR_RETURN(auto index,
                           kernels::IvfFlatIndex::Build(res, metric_, seg.vectors.data(), seg.rows(), dim_, params));
   return std::shared_ptr<const kernels::VectorIndex>(std::move(index));
@@ -440,8 +462,8 @@ Result<bool> Collection::CompactOne(const kernels::Resources& res, double delete
 //
 // Content (after storage's file header), little-endian:
 //   [version u32 = 1][metric u32][dim u64][rows u64][index bytes u64]
-//   ids: rows x u64 | vectors: rows x dim f32 | the index bytes (IVF_FLAT or
-//   GRAPH, told apart by their own magic)
+//   ids: rows x u64 | vectors: rows x dim f32 | the index bytes (IVF_FLAT,
+//   IVF_PQ or GRAPH, told apart by their own magic)
 namespace {
 constexpr uint32_t kSegmentContentVersion = 1;
 constexpr size_t kSegmentHeaderBytes = 4 + 4 + 8 + 8 + 8;

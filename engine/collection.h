@@ -3,7 +3,7 @@
 // New points go to the growing segment, searched exactly. When it holds
 // segment_max_points it is sealed: its rows never move again, deletes and
 // overwrites become tombstones (a bitset applied inside the scan, so k live
-// results still come back), and for an IVF_FLAT or GRAPH collection a background job
+// results still come back), and for an IVF_FLAT, IVF_PQ or GRAPH collection a background job
 // (Engine's index builder) builds the segment's index from its immutable
 // vectors and installs it. Until then the sealed segment is searched exactly,
 // so results are never worse while a build runs. A search asks every segment
@@ -57,12 +57,15 @@ struct StoredPoint {
 };
 
 struct SearchOptions {
-  /// IVF_FLAT lists probed per sealed segment; 0 = the collection's default.
+  /// IVF_FLAT / IVF_PQ lists probed per sealed segment; 0 = the collection's default.
   uint32_t nprobe = 0;
   /// GRAPH search beam; 0 = the collection's default.
   uint32_t itopk = 0;
   /// GRAPH nodes expanded per step; 0 = 1.
   uint32_t search_width = 0;
+  /// IVF_PQ: k * refine_factor candidates re-scored exactly; 0 = the
+  /// collection's default.
+  uint32_t refine_factor = 0;
   bool with_payload = false;
   bool with_vector = false;
   /// Only points whose payload matches are returned; null = all. Must be
@@ -110,7 +113,7 @@ class Collection {
   /// Points for `ids` in order; absent ids are skipped.
   std::vector<StoredPoint> Get(std::span<const uint64_t> ids, bool with_payload, bool with_vector) const;
 
-  /// Builds the indexes (IVF_FLAT or GRAPH, payload) of one sealed segment that lacks
+  /// Builds the indexes (IVF_FLAT, IVF_PQ or GRAPH; payload) of one sealed segment that lacks
   /// them, outside the lock, and installs them. Returns false if no segment
   /// needs a build. Called by the engine's background thread only.
   Result<bool> BuildOneIndex(const kernels::Resources& res);
@@ -147,7 +150,7 @@ class Collection {
     std::vector<std::string> payloads;
     std::vector<uint64_t> deleted;  // sealed segments only; bit per row
     size_t live = 0;
-    std::shared_ptr<const kernels::VectorIndex> index;  // IVF_FLAT or GRAPH, once built
+    std::shared_ptr<const kernels::VectorIndex> index;  // IVF_FLAT, IVF_PQ or GRAPH, once built
     std::shared_ptr<const PayloadIndex> payload_index;  // declared payload fields, once built
     bool build_started = false;
     bool payload_index_started = false;
@@ -184,10 +187,11 @@ class Collection {
   kernels::Metric metric_;
   size_t dim_;
   size_t segment_max_points_;
-  quiver::v1::IndexType index_type_;  // FLAT, IVF_FLAT or GRAPH
+  quiver::v1::IndexType index_type_;  // FLAT, IVF_FLAT, IVF_PQ or GRAPH
   bool wants_index_;
   uint32_t default_nprobe_;
   uint32_t default_itopk_;
+  uint32_t default_refine_factor_;
   std::vector<std::string> payload_fields_;  // indexed in sealed segments
 
   mutable WriterPreferringRwLock mu_;

@@ -110,9 +110,25 @@ Status ValidateCollectionConfig(const quiver::v1::CollectionConfig& config) {
       }
       return Status::Ok();
     }
-    case quiver::v1::IVF_PQ:
-      return Status::Unimplemented("config.index.type " + quiver::v1::IndexType_Name(config.index().type()) +
-                                   " is not served yet; use FLAT");
+    case quiver::v1::IVF_PQ: {
+      const auto& pq = config.index().ivf_pq();
+      if (pq.nlist() > kMaxNlist || pq.nprobe() > kMaxNlist) {
+        return Status::InvalidArgument("config.index.ivf_pq.nlist and nprobe must be at most " +
+                                       std::to_string(kMaxNlist));
+      }
+      if (pq.pq_dim() > config.dimension()) {
+        return Status::InvalidArgument("config.index.ivf_pq.pq_dim is " + std::to_string(pq.pq_dim()) +
+                                       ", above the dimension " + std::to_string(config.dimension()));
+      }
+      if (pq.pq_bits() != 0 && pq.pq_bits() != 4 && pq.pq_bits() != 8) {
+        return Status::InvalidArgument("config.index.ivf_pq.pq_bits is " + std::to_string(pq.pq_bits()) +
+                                       ", must be 0, 4 or 8");
+      }
+      if (pq.refine_factor() > kMaxRefineFactor) {
+        return Status::InvalidArgument("config.index.ivf_pq.refine_factor is above " + std::to_string(kMaxRefineFactor));
+      }
+      return Status::Ok();
+    }
     default:
       return Status::InvalidArgument("config.index.type has unknown value " + std::to_string(config.index().type()));
   }
@@ -122,6 +138,10 @@ Status ValidateSearchParams(const quiver::v1::SearchParams& params) {
   if (params.itopk() > kMaxItopk) {
     return Status::InvalidArgument("params.itopk is " + std::to_string(params.itopk()) + ", at most " +
                                    std::to_string(kMaxItopk));
+  }
+  if (params.refine_factor() > kMaxRefineFactor) {
+    return Status::InvalidArgument("params.refine_factor is " + std::to_string(params.refine_factor()) +
+                                   ", at most " + std::to_string(kMaxRefineFactor));
   }
   if (params.search_width() > kMaxSearchWidth) {
     return Status::InvalidArgument("params.search_width is " + std::to_string(params.search_width()) + ", at most " +

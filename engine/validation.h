@@ -24,6 +24,7 @@ inline constexpr uint32_t kMinGraphDegree = 4;
 inline constexpr uint32_t kMaxGraphDegree = 256;
 inline constexpr uint32_t kMaxItopk = 4096;
 inline constexpr uint32_t kMaxSearchWidth = 64;
+inline constexpr uint32_t kMaxRefineFactor = 64;
 inline constexpr int kMaxIndexedPayloadFields = 32;
 inline constexpr size_t kMaxPayloadKeyBytes = 256;
 

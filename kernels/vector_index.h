@@ -3,8 +3,9 @@
 //
 // An index is built from a segment's immutable vectors and answers with row
 // numbers of that segment. It may keep its own copy of the vectors (IVF_FLAT's
-// interleaved lists) or a compressed one (GRAPH's 8-bit codes), re-ranking
-// from the segment's vectors passed in at search time.
+// interleaved lists) or a compressed one (GRAPH's 8-bit codes, IVF_PQ's
+// product codes), re-ranking from the segment's vectors passed in at search
+// time.
 #pragma once
 
 #include <cstddef>
@@ -20,8 +21,11 @@ namespace quiver::kernels {
 
 /// Per-request search settings; each index reads its own.
 struct IndexSearchParams {
-  /// IVF_FLAT: inverted lists probed, >= 1. Default: 32.
+  /// IVF_FLAT, IVF_PQ: inverted lists probed, >= 1. Default: 32.
   uint32_t nprobe = 32;
+  /// IVF_PQ: k * refine_factor candidates (by code) are re-scored exactly
+  /// from the segment's vectors, >= 1. Default: 4.
+  uint32_t refine_factor = 4;
   /// GRAPH: candidates kept during the search (the beam, "itopk" in CAGRA,
   /// "ef" in HNSW); raised to k when smaller. Larger is slower and more
   /// accurate. Default: 64.
@@ -34,7 +38,7 @@ class VectorIndex {
  public:
   virtual ~VectorIndex() = default;
 
-  /// "IVF_FLAT", "GRAPH".
+  /// "IVF_FLAT", "IVF_PQ", "GRAPH": the IndexType name.
   virtual const char* kind() const = 0;
   virtual Metric metric() const = 0;
   virtual size_t dim() const = 0;

@@ -92,6 +92,7 @@ Status SearchInto(const ApiContext& ctx, const engine::Collection& coll, const s
   options.nprobe = params.nprobe();
   options.itopk = params.itopk();
   options.search_width = params.search_width();
+  options.refine_factor = params.refine_factor();
   options.with_payload = with_payload;
   options.with_vector = with_vector;
   options.filter = filter;

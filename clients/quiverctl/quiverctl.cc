@@ -139,10 +139,14 @@ int main(int argc, char** argv) {
   create->add_option("name", name, "collection name")->required();
   create->add_option("--dim", dim, "vector dimension (1..4096)")->required();
   create->add_option("--metric", metric, "l2, ip or cosine")->capture_default_str();
-  create->add_option("--index", index, "flat, ivf_flat or graph (ivf_pq: not served yet)")->capture_default_str();
-  uint32_t nlist = 0, default_nprobe = 0, segment_points = 0, degree = 0, default_itopk = 0;
-  create->add_option("--nlist", nlist, "ivf_flat: lists per sealed segment (0 = 4*sqrt(segment points))");
-  create->add_option("--nprobe", default_nprobe, "ivf_flat: default lists probed per search (0 = 32)");
+  create->add_option("--index", index, "flat, ivf_flat, ivf_pq or graph")->capture_default_str();
+  uint32_t nlist = 0, default_nprobe = 0, segment_points = 0, degree = 0, default_itopk = 0, pq_dim = 0, pq_bits = 0,
+           default_refine = 0;
+  create->add_option("--nlist", nlist, "ivf_flat, ivf_pq: lists per sealed segment (0 = 4*sqrt(segment points))");
+  create->add_option("--nprobe", default_nprobe, "ivf_flat, ivf_pq: default lists probed per search (0 = 32)");
+  create->add_option("--pq-dim", pq_dim, "ivf_pq: sub-quantisers (0 = dimension / 4)");
+  create->add_option("--pq-bits", pq_bits, "ivf_pq: bits per code, 4 or 8 (0 = 8)");
+  create->add_option("--refine-factor", default_refine, "ivf_pq: default k * this re-scored exactly (0 = 4)");
   create->add_option("--degree", degree, "graph: out-degree per node (0 = 32)");
   create->add_option("--itopk", default_itopk, "graph: default search beam (0 = 64)");
   create->add_option("--segment-points", segment_points, "points per segment before sealing (0 = 100000)");
@@ -172,8 +176,9 @@ int main(int argc, char** argv) {
   search->add_flag("--all", all_rows, "search every row of the file (SearchBatch)");
   search->add_flag("--with-payload", with_payload, "return payloads");
   search->add_flag("--with-vector", with_vector, "return vectors");
-  uint32_t nprobe = 0, itopk = 0, search_width = 0;
-  search->add_option("--nprobe", nprobe, "ivf_flat: lists probed per sealed segment (0 = collection default)");
+  uint32_t nprobe = 0, itopk = 0, search_width = 0, refine_factor = 0;
+  search->add_option("--nprobe", nprobe, "ivf_flat, ivf_pq: lists probed per sealed segment (0 = collection default)");
+  search->add_option("--refine-factor", refine_factor, "ivf_pq: k * this re-scored exactly (0 = collection default)");
   search->add_option("--itopk", itopk, "graph: search beam (0 = collection default)");
   search->add_option("--search-width", search_width, "graph: nodes expanded per step (0 = 1)");
 
@@ -223,6 +228,12 @@ int main(int argc, char** argv) {
     req.mutable_config()->mutable_index()->set_type(t);
     req.mutable_config()->mutable_index()->mutable_ivf_flat()->set_nlist(nlist);
     req.mutable_config()->mutable_index()->mutable_ivf_flat()->set_nprobe(default_nprobe);
+    auto* pq = req.mutable_config()->mutable_index()->mutable_ivf_pq();
+    pq->set_nlist(nlist);
+    pq->set_nprobe(default_nprobe);
+    pq->set_pq_dim(pq_dim);
+    pq->set_pq_bits(pq_bits);
+    pq->set_refine_factor(default_refine);
     req.mutable_config()->mutable_index()->mutable_graph()->set_degree(degree);
     req.mutable_config()->mutable_index()->mutable_graph()->set_itopk(default_itopk);
     req.mutable_config()->set_segment_max_points(segment_points);
@@ -315,6 +326,7 @@ int main(int argc, char** argv) {
     req.mutable_params()->set_nprobe(nprobe);
     req.mutable_params()->set_itopk(itopk);
     req.mutable_params()->set_search_width(search_width);
+    req.mutable_params()->set_refine_factor(refine_factor);
     for (size_t r = all_rows ? 0 : row; r < (all_rows ? m->rows : row + 1); ++r) {
       req.add_queries()->mutable_values()->Add(m->row(r), m->row(r) + m->cols);
     }

@@ -16,6 +16,7 @@
 
 #include "common/encoding.h"
 #include "kernels/cpu/kmeans.h"
+#include "kernels/cpu/rerank.h"
 #include "kernels/cpu/serialize.h"
 #include "kernels/cpu/topk.h"
 #include "kernels/graph.h"
@@ -650,7 +651,6 @@ Status GraphIndex::Search(const Resources& res, const BaseView& base, const floa
 
   const bool l2 = metric_ == Metric::kL2;
   const CodeKeyFn code_key = ActiveCodeKey(l2);
-  const DistanceFns& fns = ActiveDistanceFns();
   const size_t beam_size = std::max<size_t>(params.itopk, k);
   // Candidates re-ranked exactly: enough to absorb the 8-bit rounding.
   const size_t rerank = std::min(beam_size, 4 * k);
@@ -670,10 +670,8 @@ Status GraphIndex::Search(const Resources& res, const BaseView& base, const floa
     for (size_t qi = 0; qi < nq; ++qi) {
       const float* raw = queries + qi * dim_;
       const float* q = raw;
-      float inv_norm = 1.0f;
+      const float inv_norm = CosineInvNorm(metric_, raw, dim_);
       if (metric_ == Metric::kCosine) {
-        const float norm = std::sqrt(fns.dot(raw, raw, dim_));
-        inv_norm = norm > 0 ? 1.0f / norm : 0.0f;
         for (size_t j = 0; j < dim_; ++j) unit[j] = raw[j] * inv_norm;
         q = unit.data();
       }
@@ -760,28 +758,7 @@ Status GraphIndex::Search(const Resources& res, const BaseView& base, const floa
       }
       search_layer(layers_[0], beam, keep);
       kept.Finish();
-      // Exact re-ranking, scored as FlatSearch scores.
-      exact.clear();
-      for (size_t i = 0; i < rerank && kept_rows[i] >= 0; ++i) {
-        const float* x = base.vectors + static_cast<size_t>(kept_rows[i]) * dim_;
-        float key = kInf;
-        switch (metric_) {
-          case Metric::kL2: key = fns.l2_sq(raw, x, dim_); break;
-          case Metric::kInnerProduct: key = -fns.dot(raw, x, dim_); break;
-          case Metric::kCosine: {
-            const float nx = base.sq_norms[kept_rows[i]];
-            key = nx > 0 ? -fns.dot(raw, x, dim_) * inv_norm / std::sqrt(nx) : -0.0f;
-            break;
-          }
-        }
-        exact.emplace_back(key, kept_rows[i]);
-      }
-      std::sort(exact.begin(), exact.end());
-      for (size_t j = 0; j < k; ++j) {
-        const bool have = j < exact.size();
-        rows[qi * k + j] = have ? exact[j].second : -1;
-        scores[qi * k + j] = have ? (l2 ? exact[j].first : -exact[j].first) : (l2 ? kInf : -kInf);
-      }
+      RerankExact(metric_, base, raw, inv_norm, kept_rows.data(), rerank, k, rows + qi * k, scores + qi * k, &exact);
     }
   }
   return Status::Ok();

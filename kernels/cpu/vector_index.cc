@@ -4,6 +4,7 @@
 
 #include "kernels/graph.h"
 #include "kernels/ivf_flat.h"
+#include "kernels/ivf_pq.h"
 
 namespace quiver::kernels {
 
@@ -11,6 +12,10 @@ Result<std::unique_ptr<VectorIndex>> DeserializeIndex(std::string_view bytes, co
   // Every format starts with an 8-byte magic naming its kind.
   if (bytes.size() >= 8 && std::memcmp(bytes.data(), "QVIVFFL1", 8) == 0) {
     QUIVER_ASSIGN_OR_RETURN(auto index, IvfFlatIndex::Deserialize(bytes, what));
+    return std::unique_ptr<VectorIndex>(std::move(index));
+  }
+  if (bytes.size() >= 8 && std::memcmp(bytes.data(), "QVIVFPQ1", 8) == 0) {
+    QUIVER_ASSIGN_OR_RETURN(auto index, IvfPqIndex::Deserialize(bytes, what));
     return std::unique_ptr<VectorIndex>(std::move(index));
   }
   if (bytes.size() >= 8 && std::memcmp(bytes.data(), "QVGRAPH1", 8) == 0) {

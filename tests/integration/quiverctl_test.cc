@@ -53,7 +53,8 @@ TEST(Quiverctl, EveryCommandAgainstARealServer) {
   r = Ctl(addr + "--json collections list");
   EXPECT_EQ(r.out,
             "[{\"name\":\"docs\",\"dimension\":8,\"metric\":\"COSINE\",\"index\":\"FLAT\",\"points\":100,"
-            "\"sealed_segments\":0,\"indexed_segments\":0,\"tombstones\":0,\"indexed_payload_fields\":[]}]\n");
+            "\"sealed_segments\":0,\"indexed_segments\":0,\"tombstones\":0,\"index_bytes\":0,"
+            "\"index_bytes_per_vector\":0,\"indexed_payload_fields\":[]}]\n");
   r = Ctl(addr + "collections describe docs");
   EXPECT_NE(r.out.find("points=100"), std::string::npos) << r.out;
   // Row 5 as the query: ids 5 and 1005 hold the same vector, cosine 1.

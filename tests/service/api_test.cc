@@ -207,7 +207,18 @@ TEST_F(ApiTest, BadCollectionRequests) {
   ExpectError(CreateCollection("d1", 4097), grpc::StatusCode::INVALID_ARGUMENT, "config.dimension");
   ExpectError(CreateCollection("m", 4, METRIC_UNSPECIFIED), grpc::StatusCode::INVALID_ARGUMENT, "config.metric");
   ExpectError(CreateCollection("m", 4, static_cast<Metric>(9)), grpc::StatusCode::INVALID_ARGUMENT, "config.metric");
-  ExpectError(CreateCollection("i", 4, L2, IVF_PQ), grpc::StatusCode::UNIMPLEMENTED, "IVF_PQ");
+  {
+    CreateCollectionRequest req;
+    req.mutable_config()->set_name("pq");
+    req.mutable_config()->set_dimension(4);
+    req.mutable_config()->set_metric(L2);
+    req.mutable_config()->mutable_index()->set_type(IVF_PQ);
+    req.mutable_config()->mutable_index()->mutable_ivf_pq()->set_pq_bits(7);
+    CreateCollectionResponse resp;
+    grpc::ClientContext ctx;
+    ExpectError(server_.collections->Create(&ctx, req, &resp), grpc::StatusCode::INVALID_ARGUMENT,
+                "config.index.ivf_pq.pq_bits");
+  }
   {
     CreateCollectionRequest req;
     req.mutable_config()->set_name("seg");
@@ -349,6 +360,8 @@ TEST_F(ApiTest, BadSearches) {
               "params.itopk");
   ExpectError(search([](SearchRequest* r) { r->mutable_params()->set_search_width(65); }),
               grpc::StatusCode::INVALID_ARGUMENT, "params.search_width");
+  ExpectError(search([](SearchRequest* r) { r->mutable_params()->set_refine_factor(65); }),
+              grpc::StatusCode::INVALID_ARGUMENT, "params.refine_factor");
   ExpectError(search([](SearchRequest* r) { r->mutable_filter()->mutable_not_()->mutable_range()->set_key("x"); }),
               grpc::StatusCode::INVALID_ARGUMENT, "filter.not.range has no bound");
 

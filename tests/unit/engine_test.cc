@@ -196,6 +196,7 @@ Command CreateSegmented(const std::string& name, uint32_t dim, quiver::v1::Metri
   cfg->set_segment_max_points(segment_points);
   cfg->mutable_index()->set_type(type);
   cfg->mutable_index()->mutable_ivf_flat()->set_nlist(nlist);
+  cfg->mutable_index()->mutable_ivf_pq()->set_nlist(nlist);
   return c;
 }
 
@@ -223,8 +224,11 @@ void ExpectMatchesReference(const Collection& c, kernels::Metric metric, const s
   }
   auto ref = quiver::testing::ReferenceSearch(metric, base.data(), ids.size(), queries.data(), nq, dim);
   std::vector<std::vector<Hit>> hits;
-  // A GRAPH beam as wide as the segments visits every node: exact too.
-  ASSERT_TRUE(c.Search({}, queries.data(), nq, k, {.nprobe = nprobe, .itopk = kMaxItopk}, &hits).ok());
+  // A GRAPH beam as wide as the segments visits every node, and IVF_PQ
+  // re-scoring k * 64 candidates covers them: exact too.
+  ASSERT_TRUE(
+      c.Search({}, queries.data(), nq, k, {.nprobe = nprobe, .itopk = kMaxItopk, .refine_factor = kMaxRefineFactor}, &hits)
+          .ok());
   for (size_t q = 0; q < nq; ++q) {
     ASSERT_EQ(hits[q].size(), std::min(k, ids.size())) << "query " << q;
     std::map<uint64_t, double> truth;
@@ -313,7 +317,7 @@ TEST_P(SegmentTest, SealsIndexesAndStaysExactAcrossOverwritesDeletesAndRestart) 
 }
 
 INSTANTIATE_TEST_SUITE_P(IndexTypes, SegmentTest,
-                         ::testing::Values(quiver::v1::FLAT, quiver::v1::IVF_FLAT, quiver::v1::GRAPH),
+                         ::testing::Values(quiver::v1::FLAT, quiver::v1::IVF_FLAT, quiver::v1::IVF_PQ, quiver::v1::GRAPH),
                          [](const auto& info) { return quiver::v1::IndexType_Name(info.param); });
 
 TEST_F(EngineTest, IvfFlatRecallAcrossSegmentsAtDefaultNprobe) {
@@ -527,7 +531,20 @@ TEST(Validation, NamesTheField) {
   cfg.set_dimension(4096);
   EXPECT_TRUE(ValidateCollectionConfig(cfg).ok());
   cfg.mutable_index()->set_type(quiver::v1::GRAPH);
-  EXPECT_EQ(ValidateCollectionConfig(cfg).code(), StatusCode::kUnimplemented);
+  EXPECT_TRUE(ValidateCollectionConfig(cfg).ok());
+  cfg.mutable_index()->mutable_graph()->set_degree(3);
+  st = ValidateCollectionConfig(cfg);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("config.index.graph.degree"), std::string::npos) << st.message();
+  cfg.mutable_index()->set_type(quiver::v1::IVF_PQ);
+  EXPECT_TRUE(ValidateCollectionConfig(cfg).ok());
+  cfg.mutable_index()->mutable_ivf_pq()->set_pq_bits(6);
+  st = ValidateCollectionConfig(cfg);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("config.index.ivf_pq.pq_bits"), std::string::npos) << st.message();
+  cfg.mutable_index()->mutable_ivf_pq()->set_pq_bits(4);
+  cfg.mutable_index()->mutable_ivf_pq()->set_pq_dim(4097);
+  EXPECT_EQ(ValidateCollectionConfig(cfg).code(), StatusCode::kInvalidArgument);
   cfg.mutable_index()->set_type(static_cast<quiver::v1::IndexType>(77));
   EXPECT_EQ(ValidateCollectionConfig(cfg).code(), StatusCode::kInvalidArgument);
   for (const char* bad : {"", "-x", "a b", "a/b", "ü"}) {

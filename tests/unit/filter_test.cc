@@ -1,7 +1,7 @@
 // Payload filters: semantics, validation, and filtered search against a
 // brute-force filtered reference, for filters that keep 0, 1, 0.1% and 50%
-// of the points, on IVF_FLAT segments probed sparsely and on GRAPH segments
-// searched with a narrow beam.
+// of the points, on IVF_FLAT and IVF_PQ segments probed sparsely and on
+// GRAPH segments searched with a narrow beam.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -145,6 +145,9 @@ class FilteredSearchTest : public ::testing::TestWithParam<FilterCase> {
     cfg->mutable_index()->set_type(GetParam().type);
     cfg->mutable_index()->mutable_ivf_flat()->set_nlist(16);
     cfg->mutable_index()->mutable_ivf_flat()->set_nprobe(2);  // sparse probing: filters must not rely on it
+    cfg->mutable_index()->mutable_ivf_pq()->set_nlist(16);
+    cfg->mutable_index()->mutable_ivf_pq()->set_nprobe(2);
+    cfg->mutable_index()->mutable_ivf_pq()->set_pq_dim(4);
     cfg->mutable_index()->mutable_graph()->set_degree(16);
     cfg->mutable_index()->mutable_graph()->set_itopk(16);  // a narrow beam, likewise
     for (const auto& field : GetParam().fields) cfg->add_indexed_payload_fields(field);
@@ -267,6 +270,7 @@ const std::vector<std::string> kAllFields = {"i", "x", "even", "tag", "tags"};
 INSTANTIATE_TEST_SUITE_P(IndexedFields, FilteredSearchTest,
                          ::testing::Values(FilterCase{quiver::v1::IVF_FLAT, {}}, FilterCase{quiver::v1::IVF_FLAT, kSomeFields},
                                            FilterCase{quiver::v1::IVF_FLAT, kAllFields},
+                                           FilterCase{quiver::v1::IVF_PQ, kAllFields},
                                            FilterCase{quiver::v1::GRAPH, {}}, FilterCase{quiver::v1::GRAPH, kAllFields}),
                          [](const auto& info) {
                            const auto& f = info.param.fields;

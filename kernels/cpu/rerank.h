@@ -1,0 +1,56 @@
+// Exact re-ranking of approximate candidates (internal header), scoring
+// exactly as FlatSearch does, so results of every index merge with FLAT's.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "kernels/cpu/topk.h"
+#include "kernels/flat_search.h"
+#include "kernels/simd.h"
+
+namespace quiver::kernels {
+
+/// 1/|q| for cosine (0 for a zero query); 1 otherwise.
+inline float CosineInvNorm(Metric metric, const float* q, size_t dim) {
+  if (metric != Metric::kCosine) return 1.0f;
+  const float norm = std::sqrt(ActiveDistanceFns().dot(q, q, dim));
+  return norm > 0 ? 1.0f / norm : 0.0f;
+}
+
+/// Scores `count` candidate rows of `base` (row -1 ends the list) against the
+/// raw query and writes the best k, best first, to rows/scores (row -1 and
+/// -/+inf past the candidates). Ties go to the lower row.
+inline void RerankExact(Metric metric, const BaseView& base, const float* query, float inv_norm, const int64_t* cand,
+                        size_t count, size_t k, int64_t* rows, float* scores,
+                        std::vector<std::pair<float, int64_t>>* scratch) {
+  const DistanceFns& fns = ActiveDistanceFns();
+  scratch->clear();
+  for (size_t i = 0; i < count && cand[i] >= 0; ++i) {
+    const float* x = base.vectors + static_cast<size_t>(cand[i]) * base.dim;
+    float key = kInf;
+    switch (metric) {
+      case Metric::kL2: key = fns.l2_sq(query, x, base.dim); break;
+      case Metric::kInnerProduct: key = -fns.dot(query, x, base.dim); break;
+      case Metric::kCosine: {
+        const float nx = base.sq_norms[cand[i]];
+        key = nx > 0 ? -fns.dot(query, x, base.dim) * inv_norm / std::sqrt(nx) : -0.0f;
+        break;
+      }
+    }
+    scratch->emplace_back(key, cand[i]);
+  }
+  std::sort(scratch->begin(), scratch->end());
+  const bool l2 = metric == Metric::kL2;
+  for (size_t j = 0; j < k; ++j) {
+    const bool have = j < scratch->size();
+    rows[j] = have ? (*scratch)[j].second : -1;
+    scores[j] = have ? (l2 ? (*scratch)[j].first : -(*scratch)[j].first) : (l2 ? kInf : -kInf);
+  }
+}
+
+}  // namespace quiver::kernels
