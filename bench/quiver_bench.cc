@@ -44,6 +44,7 @@
 #include "kernels/flat_search.h"
 #include "kernels/graph.h"
 #include "kernels/ivf_flat.h"
+#include "kernels/ivf_pq.h"
 #include "kernels/simd.h"
 #include "quiver/v1/collections.grpc.pb.h"
 #include "quiver/v1/points.grpc.pb.h"
@@ -711,6 +712,62 @@ int RunGraph(size_t n, size_t nq, size_t dim, size_t k, size_t clusters, int thr
   return 0;
 }
 
+// IVF_PQ against IVF_FLAT (same nlist, same data, same run): recall with
+// exact re-ranking, QPS, and index memory per vector.
+int RunPq(size_t n, size_t nq, size_t dim, size_t k, size_t nlist, size_t clusters, int threads, int repeats,
+          const std::string& metric_name, uint32_t pq_dim, uint32_t pq_bits, uint32_t refine) {
+  using quiver::kernels::Metric;
+  const bool ip = metric_name == "ip";
+  const Metric metric = ip ? Metric::kInnerProduct : Metric::kL2;
+  auto all = quiver::GaussianMixture(n + nq, dim, clusters, 42, /*unit=*/ip);
+  std::vector<float> base(all.begin(), all.begin() + long(n * dim)), queries(all.begin() + long(n * dim), all.end());
+  all = {};
+  std::printf("pq: n=%zu nq=%zu dim=%zu k=%zu metric=%s nlist=%zu pq_dim=%u pq_bits=%u refine=%u threads=%d\n", n, nq,
+              dim, k, metric_name.c_str(), nlist, pq_dim, pq_bits, refine, threads);
+  quiver::kernels::Resources res;
+  res.num_threads = threads;
+  omp_set_num_threads(threads);
+  openblas_set_num_threads(1);
+  std::vector<float> norms(n);
+  quiver::kernels::SquaredNorms(base.data(), n, dim, norms.data());
+  std::vector<int64_t> truth(nq * k);
+  std::vector<float> scores(nq * k);
+  (void)quiver::kernels::FlatSearch(res, {base.data(), norms.data(), n, dim}, queries.data(), nq, {metric, k},
+                                    truth.data(), scores.data());
+  auto t0 = Clock::now();
+  auto pq = quiver::kernels::IvfPqIndex::Build(res, metric, base.data(), n, dim,
+                                               {.nlist = static_cast<uint32_t>(nlist), .pq_dim = pq_dim, .pq_bits = pq_bits});
+  const double pq_build = Seconds(t0);
+  t0 = Clock::now();
+  auto flat = quiver::kernels::IvfFlatIndex::Build(res, metric, base.data(), n, dim, {.nlist = static_cast<uint32_t>(nlist)});
+  const double flat_build = Seconds(t0);
+  if (!pq.ok() || !flat.ok()) {
+    std::fprintf(stderr, "build: %s %s\n", pq.status().ToString().c_str(), flat.status().ToString().c_str());
+    return 1;
+  }
+  const double pq_bytes = double((*pq)->MemoryBytes()) / double(n), flat_bytes = double((*flat)->MemoryBytes()) / double(n);
+  std::printf("build: IVF_PQ %.2f s, IVF_FLAT %.2f s; index bytes per vector: IVF_PQ %.1f, IVF_FLAT %.1f (%.3f)\n",
+              pq_build, flat_build, pq_bytes, flat_bytes, pq_bytes / flat_bytes);
+  std::vector<MethodBuild> builds = {{"quiver IVF_PQ", pq_build, (*pq)->MemoryBytes() / 1048576.0},
+                                     {"quiver IVF_FLAT", flat_build, (*flat)->MemoryBytes() / 1048576.0}};
+  const quiver::kernels::BaseView view{base.data(), norms.data(), n, dim, nullptr};
+  std::vector<SweepPoint> points;
+  for (size_t p : {1, 2, 4, 8, 16, 32, 64, 128}) {
+    if (p > nlist) break;
+    const quiver::kernels::IndexSearchParams params{.nprobe = static_cast<uint32_t>(p), .refine_factor = refine};
+    auto pq_search = [&](const float* q, size_t count, int64_t* out) {
+      (void)(*pq)->Search(res, view, q, count, k, params, out, scores.data());
+    };
+    auto flat_search = [&](const float* q, size_t count, int64_t* out) {
+      (void)(*flat)->Search(res, view, q, count, k, params, out, scores.data());
+    };
+    points.push_back(Measure("quiver IVF_PQ", "nprobe=" + std::to_string(p), pq_search, queries, nq, dim, k, repeats, truth));
+    points.push_back(Measure("quiver IVF_FLAT", "nprobe=" + std::to_string(p), flat_search, queries, nq, dim, k, repeats, truth));
+  }
+  WriteSweep("pq_" + metric_name, n, dim, k, threads, "quiver IVF_PQ", builds, points);
+  return 0;
+}
+
 int RunUpsert(size_t clients, size_t batch, size_t dim, size_t total) {
   LocalServer server("/tmp/quiver-bench-upsert", 0);
   if (!CreateCollection(server.channel.get(), "ingest", static_cast<uint32_t>(dim))) return 1;
@@ -997,7 +1054,27 @@ int main(int argc, char** argv) {
   graph->add_option("--threads", threads, "threads for every method")->capture_default_str();
   graph->add_option("--repeats", repeats, "timed rounds (median reported)")->capture_default_str();
   graph->add_flag("--no-hnsw", graph_no_hnsw, "skip hnswlib");
+  uint32_t pq_dim = 0, pq_bits = 8, refine = 4;
+  std::string pq_metric = "l2";
+  auto* pq = app.add_subcommand("pq", "IVF_PQ vs IVF_FLAT nprobe sweep (same nlist): recall, QPS, memory per vector");
+  pq->add_option("--n", n, "base vectors")->capture_default_str();
+  pq->add_option("--nq", nq, "queries")->capture_default_str();
+  pq->add_option("--dim", dim, "dimension")->capture_default_str();
+  pq->add_option("--k", k, "neighbours")->capture_default_str();
+  pq->add_option("--nlist", nlist, "inverted lists")->capture_default_str();
+  pq->add_option("--clusters", clusters, "Gaussian mixture components")->capture_default_str();
+  pq->add_option("--metric", pq_metric, "l2, or ip (unit-norm vectors)")
+      ->check(CLI::IsMember({"l2", "ip"}))
+      ->capture_default_str();
+  pq->add_option("--pq-dim", pq_dim, "sub-quantisers (0 = dim / 4)")->capture_default_str();
+  pq->add_option("--pq-bits", pq_bits, "bits per code, 4 or 8")->capture_default_str();
+  pq->add_option("--refine-factor", refine, "k * this candidates re-scored exactly")->capture_default_str();
+  pq->add_option("--threads", threads, "threads")->capture_default_str();
+  pq->add_option("--repeats", repeats, "timed rounds (median reported)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (pq->parsed()) {
+    return RunPq(n, nq, dim, k, nlist, clusters, threads, repeats, pq_metric, pq_dim, pq_bits, refine);
+  }
   if (graph->parsed()) {
     return RunGraph(n, nq, dim, k, clusters, threads, repeats, graph_metric, degree, !graph_no_hnsw);
   }

@@ -19,6 +19,7 @@ void Put(std::string* out, const T& v) {
 
 template <typename T>
 void PutArray(std::string* out, const std::vector<T>& v) {
+  if (v.empty()) return;  // data() may be null
   out->append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
 }
 
@@ -41,6 +42,7 @@ class Reader {
   Status GetArray(std::vector<T>* v, size_t count, const char* field) {
     if (count > left() / sizeof(T)) return Truncated(field);
     v->resize(count);
+    if (count == 0) return Status::Ok();  // memcpy must not see an empty vector's null data()
     std::memcpy(v->data(), bytes_.data() + pos_, count * sizeof(T));
     pos_ += count * sizeof(T);
     return Status::Ok();

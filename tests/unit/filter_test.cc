@@ -128,6 +128,10 @@ struct FilterCase {
   std::vector<std::string> fields;
 };
 
+void PrintTo(const FilterCase& c, std::ostream* os) {
+  *os << quiver::v1::IndexType_Name(c.type) << " with " << c.fields.size() << " indexed fields";
+}
+
 class FilteredSearchTest : public ::testing::TestWithParam<FilterCase> {
  protected:
   static constexpr uint32_t kDim = 8;
