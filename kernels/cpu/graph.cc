@@ -195,9 +195,12 @@ int ThreadsFor(const Resources& res) { return res.num_threads > 0 ? res.num_thre
 // FLAT kernel.
 Status BuildKnnGraph(const Resources& res, Metric metric, const float* data, size_t n, size_t dim, size_t knn,
                      const GraphBuildParams& params, std::vector<uint32_t>* graph) {
+  // The clusters only bucket the work, so they are formed by L2 whatever the
+  // metric: inner-product k-means would pile most points into the few
+  // centres of largest norm.
   const size_t clusters = std::max<size_t>(1, (n + kKnnClusterSize / 2) / kKnnClusterSize);
   KMeansParams km{.clusters = clusters, .iterations = 10, .points_per_cluster = 64, .seed = params.seed};
-  QUIVER_ASSIGN_OR_RETURN(std::vector<float> centroids, TrainKMeans(res, metric, data, n, dim, km));
+  QUIVER_ASSIGN_OR_RETURN(std::vector<float> centroids, TrainKMeans(res, Metric::kL2, data, n, dim, km));
   const size_t nc = centroids.size() / dim;
   std::vector<float> centroid_norms(nc);
   SquaredNorms(centroids.data(), nc, dim, centroid_norms.data());
@@ -207,13 +210,13 @@ Status BuildKnnGraph(const Resources& res, Metric metric, const float* data, siz
   // Each node's cluster, and each cluster's nearest clusters (itself first).
   std::vector<int64_t> cluster_of(n);
   std::vector<float> cluster_score(n);
-  QUIVER_RETURN_IF_ERROR(FlatSearch(res, {centroids.data(), centroid_norms.data(), nc, dim}, data, n, {metric, 1},
+  QUIVER_RETURN_IF_ERROR(FlatSearch(res, {centroids.data(), centroid_norms.data(), nc, dim}, data, n, {Metric::kL2, 1},
                                     cluster_of.data(), cluster_score.data()));
   const size_t probes = std::min<size_t>(params.knn_probes, nc);
   std::vector<int64_t> near(nc * probes);
   std::vector<float> near_scores(nc * probes);
   QUIVER_RETURN_IF_ERROR(FlatSearch(res, {centroids.data(), centroid_norms.data(), nc, dim}, centroids.data(), nc,
-                                    {metric, probes}, near.data(), near_scores.data()));
+                                    {Metric::kL2, probes}, near.data(), near_scores.data()));
 
   // Members of each cluster, contiguous in a permuted copy of the data.
   std::vector<size_t> start(nc + 1, 0);
@@ -507,22 +510,22 @@ Status GraphBuildParams::Validate() const {
 }
 
 void GraphIndex::Quantize(const float* data) {
+  // Per dimension, the 255 steps span the 0.1% to 99.9% quantiles of a
+  // sample rather than min to max: a few outliers would otherwise coarsen
+  // every code (rare values beyond clamp to the ends; re-ranking is exact).
   offset_.assign(dim_, 0.0f);
   scale_.assign(dim_, 1.0f);
-  std::vector<float> hi(dim_, 0.0f);
-  if (n_ > 0) {
-    std::copy(data, data + dim_, offset_.begin());
-    std::copy(data, data + dim_, hi.begin());
-  }
-  for (size_t r = 1; r < n_; ++r) {
-    const float* x = data + r * dim_;
-    for (size_t j = 0; j < dim_; ++j) {
-      offset_[j] = std::min(offset_[j], x[j]);
-      hi[j] = std::max(hi[j], x[j]);
-    }
-  }
+  const size_t sample = std::min<size_t>(n_, 65536);
+  std::vector<float> column(sample);
   for (size_t j = 0; j < dim_; ++j) {
-    const float range = hi[j] - offset_[j];
+    for (size_t i = 0; i < sample; ++i) column[i] = data[(i * n_ / sample) * dim_ + j];
+    const size_t lo_at = sample / 1000, hi_at = sample - 1 - sample / 1000;
+    std::nth_element(column.begin(), column.begin() + long(lo_at), column.end());
+    const float lo = column[lo_at];
+    std::nth_element(column.begin(), column.begin() + long(hi_at), column.end());
+    const float hi = column[hi_at];
+    const float range = hi - lo;
+    offset_[j] = std::isfinite(lo) ? lo : 0.0f;
     scale_[j] = range > 0 && std::isfinite(range) ? range / 255.0f : 1.0f;
   }
   codes_.resize(n_ * dim_);
@@ -652,8 +655,9 @@ Status GraphIndex::Search(const Resources& res, const BaseView& base, const floa
   const bool l2 = metric_ == Metric::kL2;
   const CodeKeyFn code_key = ActiveCodeKey(l2);
   const size_t beam_size = std::max<size_t>(params.itopk, k);
-  // Candidates re-ranked exactly: enough to absorb the 8-bit rounding.
-  const size_t rerank = std::min(beam_size, 4 * k);
+  // Candidates re-ranked exactly: enough to absorb the 8-bit rounding. They
+  // come from every node scored, so there can be more of them than the beam.
+  const size_t rerank = 4 * k;
   const size_t width = params.search_width;
   const size_t top = layers_.size() - 1;
   const int threads = res.num_threads > 0 ? res.num_threads : omp_get_max_threads();
@@ -699,6 +703,16 @@ Status GraphIndex::Search(const Resources& res, const BaseView& base, const floa
             ++cursor;
           }
           if (picked == 0) return;
+          // The neighbour list of the next node to expand is a cache miss
+          // that would stall the next step: fetch it while this step scores.
+          for (size_t next = cursor; next < beam.size(); ++next) {
+            if (!beam.expanded(next)) {
+              const uint32_t* list = layer.graph.data() + size_t{beam.node(next)} * degree_;
+              Prefetch(list);
+              Prefetch(reinterpret_cast<const char*>(list) + 64);
+              break;
+            }
+          }
           size_t first_insert = beam.capacity();
           for (size_t i = 0; i < m; ++i) {
             const uint32_t row = layer.rows.empty() ? batch[i] : layer.rows[batch[i]];
