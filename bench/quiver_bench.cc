@@ -1054,7 +1054,7 @@ int main(int argc, char** argv) {
   graph->add_option("--threads", threads, "threads for every method")->capture_default_str();
   graph->add_option("--repeats", repeats, "timed rounds (median reported)")->capture_default_str();
   graph->add_flag("--no-hnsw", graph_no_hnsw, "skip hnswlib");
-  uint32_t pq_dim = 0, pq_bits = 8, refine = 4;
+  uint32_t pq_dim = 0, pq_bits = 8, refine = 8;
   std::string pq_metric = "l2";
   auto* pq = app.add_subcommand("pq", "IVF_PQ vs IVF_FLAT nprobe sweep (same nlist): recall, QPS, memory per vector");
   pq->add_option("--n", n, "base vectors")->capture_default_str();
@@ -1066,7 +1066,7 @@ int main(int argc, char** argv) {
   pq->add_option("--metric", pq_metric, "l2, or ip (unit-norm vectors)")
       ->check(CLI::IsMember({"l2", "ip"}))
       ->capture_default_str();
-  pq->add_option("--pq-dim", pq_dim, "sub-quantisers (0 = dim / 4)")->capture_default_str();
+  pq->add_option("--pq-dim", pq_dim, "sub-quantisers (0 = dim / 2)")->capture_default_str();
   pq->add_option("--pq-bits", pq_bits, "bits per code, 4 or 8")->capture_default_str();
   pq->add_option("--refine-factor", refine, "k * this candidates re-scored exactly")->capture_default_str();
   pq->add_option("--threads", threads, "threads")->capture_default_str();

@@ -41,7 +41,7 @@ Collection::Collection(quiver::v1::CollectionInfo info)
       default_itopk_(info_.config().index().graph().itopk() != 0 ? info_.config().index().graph().itopk() : 64),
       default_refine_factor_(info_.config().index().ivf_pq().refine_factor() != 0
                                  ? info_.config().index().ivf_pq().refine_factor()
-                                 : 4),
+                                 : 8),
       payload_fields_(info_.config().indexed_payload_fields().begin(), info_.config().indexed_payload_fields().end()) {
   info_.clear_points_count();
 }

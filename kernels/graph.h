@@ -63,7 +63,8 @@ struct GraphBuildParams {
   uint32_t intermediate_degree = 0;
   /// kNN build: clusters whose members each cluster is matched against
   /// (itself included), >= 1. More is slower and closer to the exact kNN
-  /// graph. Default: 8.
+  /// graph: on 1M clustered 128-d vectors, 4 instead of 8 built in 0.55x the
+  /// time but recall stopped at 0.983 instead of 0.993. Default: 8.
   uint32_t knn_probes = 8;
   /// Seed of the k-means sample and initialisation. Default: 1234.
   uint64_t seed = 1234;

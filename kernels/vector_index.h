@@ -24,8 +24,8 @@ struct IndexSearchParams {
   /// IVF_FLAT, IVF_PQ: inverted lists probed, >= 1. Default: 32.
   uint32_t nprobe = 32;
   /// IVF_PQ: k * refine_factor candidates (by code) are re-scored exactly
-  /// from the segment's vectors, >= 1. Default: 4.
-  uint32_t refine_factor = 4;
+  /// from the segment's vectors, >= 1. Default: 8.
+  uint32_t refine_factor = 8;
   /// GRAPH: candidates kept during the search (the beam, "itopk" in CAGRA,
   /// "ef" in HNSW); raised to k when smaller. Larger is slower and more
   /// accurate. Default: 64.

@@ -144,9 +144,9 @@ int main(int argc, char** argv) {
            default_refine = 0;
   create->add_option("--nlist", nlist, "ivf_flat, ivf_pq: lists per sealed segment (0 = 4*sqrt(segment points))");
   create->add_option("--nprobe", default_nprobe, "ivf_flat, ivf_pq: default lists probed per search (0 = 32)");
-  create->add_option("--pq-dim", pq_dim, "ivf_pq: sub-quantisers (0 = dimension / 4)");
+  create->add_option("--pq-dim", pq_dim, "ivf_pq: sub-quantisers (0 = dimension / 2)");
   create->add_option("--pq-bits", pq_bits, "ivf_pq: bits per code, 4 or 8 (0 = 8)");
-  create->add_option("--refine-factor", default_refine, "ivf_pq: default k * this re-scored exactly (0 = 4)");
+  create->add_option("--refine-factor", default_refine, "ivf_pq: default k * this re-scored exactly (0 = 8)");
   create->add_option("--degree", degree, "graph: out-degree per node (0 = 32)");
   create->add_option("--itopk", default_itopk, "graph: default search beam (0 = 64)");
   create->add_option("--segment-points", segment_points, "points per segment before sealing (0 = 100000)");

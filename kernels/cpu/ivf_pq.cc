@@ -133,7 +133,7 @@ Result<std::unique_ptr<IvfPqIndex>> IvfPqIndex::Build(const Resources& res, Metr
   index->metric_ = metric;
   index->dim_ = dim;
   index->n_ = n;
-  index->pq_dim_ = params.pq_dim != 0 ? params.pq_dim : static_cast<uint32_t>((dim + 3) / 4);
+  index->pq_dim_ = params.pq_dim != 0 ? params.pq_dim : static_cast<uint32_t>((dim + 1) / 2);
   index->pq_bits_ = params.pq_bits;
   const size_t pq_dim = index->pq_dim_, dsub = index->dsub(), ksub = size_t{1} << params.pq_bits;
 
