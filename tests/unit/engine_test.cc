@@ -482,9 +482,14 @@ TEST_F(EngineTest, SegmentFilesFollowCompactionAndCollectionDeletes) {
 
 // Searches, writes that tombstone sealed rows, and background index builds
 // all at once (run under ThreadSanitizer by `make test`).
-TEST_F(EngineTest, SearchesDuringWritesAndIndexBuilds) {
+// Every approximate index type: searches run while writes seal segments,
+// background builds install indexes and compaction rewrites segments (the
+// TSan job runs this).
+class ConcurrentIndexTest : public EngineTest, public ::testing::WithParamInterface<quiver::v1::IndexType> {};
+
+TEST_P(ConcurrentIndexTest, SearchesDuringWritesAndIndexBuilds) {
   const uint32_t dim = 8;
-  Apply({Entry(1, CreateSegmented("c", dim, quiver::v1::IP, quiver::v1::IVF_FLAT, 64, 4))});
+  Apply({Entry(1, CreateSegmented("c", dim, quiver::v1::IP, GetParam(), 64, 4))});
   std::atomic<bool> done{false};
   std::atomic<size_t> searches{0};
   std::thread reader([&] {
@@ -519,6 +524,10 @@ TEST_F(EngineTest, SearchesDuringWritesAndIndexBuilds) {
   EXPECT_LT(info.tombstones(), 0.3 * 64 * info.sealed_segments());
   EXPECT_EQ(engine_->failed_index_builds(), 0u);
 }
+
+INSTANTIATE_TEST_SUITE_P(IndexTypes, ConcurrentIndexTest,
+                         ::testing::Values(quiver::v1::IVF_FLAT, quiver::v1::IVF_PQ, quiver::v1::GRAPH),
+                         [](const auto& info) { return quiver::v1::IndexType_Name(info.param); });
 
 TEST(Validation, NamesTheField) {
   quiver::v1::CollectionConfig cfg;
