@@ -647,6 +647,31 @@ int RunIvf(size_t n, size_t nq, size_t dim, size_t k, size_t nlist, size_t clust
   return 0;
 }
 
+// A Gaussian-mixture base and query set (unit vectors for IP) with exact
+// ground truth, for the modes that compare kernels in process. Also sets
+// the thread counts of OpenMP (ours) and OpenBLAS (single: we parallelise
+// around it).
+struct SyntheticSet {
+  std::vector<float> base, queries, norms;
+  std::vector<int64_t> truth;
+};
+SyntheticSet MakeSyntheticSet(const quiver::kernels::Resources& res, size_t n, size_t nq, size_t dim, size_t k,
+                              size_t clusters, quiver::kernels::Metric metric) {
+  omp_set_num_threads(res.num_threads);
+  openblas_set_num_threads(1);
+  SyntheticSet set;
+  auto all = quiver::GaussianMixture(n + nq, dim, clusters, 42, /*unit=*/metric != quiver::kernels::Metric::kL2);
+  set.base.assign(all.begin(), all.begin() + long(n * dim));
+  set.queries.assign(all.begin() + long(n * dim), all.end());
+  set.norms.resize(n);
+  quiver::kernels::SquaredNorms(set.base.data(), n, dim, set.norms.data());
+  set.truth.resize(nq * k);
+  std::vector<float> scores(nq * k);
+  (void)quiver::kernels::FlatSearch(res, {set.base.data(), set.norms.data(), n, dim}, set.queries.data(), nq,
+                                    {metric, k}, set.truth.data(), scores.data());
+  return set;
+}
+
 // GRAPH against hnswlib (M=32, ef_construction=200, -march=native) on the same
 // data, same threads, sweeps interleaved point by point.
 int RunGraph(size_t n, size_t nq, size_t dim, size_t k, size_t clusters, int threads, int repeats,
@@ -658,21 +683,13 @@ int RunGraph(size_t n, size_t nq, size_t dim, size_t k, size_t clusters, int thr
     return 2;
   }
   const Metric metric = ip ? Metric::kInnerProduct : Metric::kL2;
-  auto all = quiver::GaussianMixture(n + nq, dim, clusters, 42, /*unit=*/ip);
-  std::vector<float> base(all.begin(), all.begin() + long(n * dim)), queries(all.begin() + long(n * dim), all.end());
-  all = {};
   std::printf("graph: n=%zu nq=%zu dim=%zu k=%zu metric=%s degree=%u threads=%d; SIMD %s\n", n, nq, dim, k,
               metric_name.c_str(), degree, threads, quiver::kernels::SimdLevelName(quiver::kernels::ActiveSimdLevel()));
   quiver::kernels::Resources res;
   res.num_threads = threads;
-  omp_set_num_threads(threads);
-  openblas_set_num_threads(1);
-  std::vector<float> norms(n);
-  quiver::kernels::SquaredNorms(base.data(), n, dim, norms.data());
-  std::vector<int64_t> truth(nq * k);
+  const SyntheticSet set = MakeSyntheticSet(res, n, nq, dim, k, clusters, metric);
+  const auto& [base, queries, norms, truth] = set;
   std::vector<float> scores(nq * k);
-  (void)quiver::kernels::FlatSearch(res, {base.data(), norms.data(), n, dim}, queries.data(), nq, {metric, k},
-                                    truth.data(), scores.data());
 
   auto t0 = Clock::now();
   auto index = quiver::kernels::GraphIndex::Build(res, metric, base.data(), n, dim, {.degree = degree});
@@ -719,21 +736,13 @@ int RunPq(size_t n, size_t nq, size_t dim, size_t k, size_t nlist, size_t cluste
   using quiver::kernels::Metric;
   const bool ip = metric_name == "ip";
   const Metric metric = ip ? Metric::kInnerProduct : Metric::kL2;
-  auto all = quiver::GaussianMixture(n + nq, dim, clusters, 42, /*unit=*/ip);
-  std::vector<float> base(all.begin(), all.begin() + long(n * dim)), queries(all.begin() + long(n * dim), all.end());
-  all = {};
   std::printf("pq: n=%zu nq=%zu dim=%zu k=%zu metric=%s nlist=%zu pq_dim=%u pq_bits=%u refine=%u threads=%d\n", n, nq,
               dim, k, metric_name.c_str(), nlist, pq_dim, pq_bits, refine, threads);
   quiver::kernels::Resources res;
   res.num_threads = threads;
-  omp_set_num_threads(threads);
-  openblas_set_num_threads(1);
-  std::vector<float> norms(n);
-  quiver::kernels::SquaredNorms(base.data(), n, dim, norms.data());
-  std::vector<int64_t> truth(nq * k);
+  const SyntheticSet set = MakeSyntheticSet(res, n, nq, dim, k, clusters, metric);
+  const auto& [base, queries, norms, truth] = set;
   std::vector<float> scores(nq * k);
-  (void)quiver::kernels::FlatSearch(res, {base.data(), norms.data(), n, dim}, queries.data(), nq, {metric, k},
-                                    truth.data(), scores.data());
   auto t0 = Clock::now();
   auto pq = quiver::kernels::IvfPqIndex::Build(res, metric, base.data(), n, dim,
                                                {.nlist = static_cast<uint32_t>(nlist), .pq_dim = pq_dim, .pq_bits = pq_bits});

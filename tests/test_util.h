@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
+#include <set>
 #include <random>
 #include <string>
 #include <vector>
@@ -33,6 +35,41 @@ struct RefHit {
   double score;
   int64_t row;
 };
+
+/// Base vectors with their squared norms, viewed as a kernels::BaseView.
+struct IndexedData {
+  size_t n, dim;
+  std::vector<float> base, norms;
+  kernels::BaseView view(const uint64_t* deleted = nullptr) const {
+    return {base.data(), norms.data(), n, dim, deleted};
+  }
+};
+
+/// The first n rows of `base` (extra rows, e.g. queries drawn with them, are
+/// dropped) and their norms.
+inline IndexedData MakeIndexedData(std::vector<float> base, size_t n, size_t dim) {
+  IndexedData d{n, dim, std::move(base), std::vector<float>(n)};
+  d.base.resize(n * dim);
+  kernels::SquaredNorms(d.base.data(), n, dim, d.norms.data());
+  return d;
+}
+
+/// Recall@k of `rows` (nq x k) against exact FLAT search over d; NaN if the
+/// reference search fails (so any recall floor fails too).
+inline double RecallAgainstFlat(kernels::Metric m, const IndexedData& d, const std::vector<float>& queries, size_t nq,
+                                size_t k, const std::vector<int64_t>& rows) {
+  std::vector<int64_t> truth(nq * k);
+  std::vector<float> scores(nq * k);
+  if (!kernels::FlatSearch({}, d.view(), queries.data(), nq, {m, k}, truth.data(), scores.data()).ok()) {
+    return std::numeric_limits<double>::quiet_NaN();
+  }
+  size_t hit = 0;
+  for (size_t i = 0; i < nq; ++i) {
+    std::set<int64_t> t(truth.begin() + long(i * k), truth.begin() + long((i + 1) * k));
+    for (size_t j = 0; j < k; ++j) hit += t.count(rows[i * k + j]);
+  }
+  return double(hit) / double(nq * k);
+}
 
 /// One row's exact score in float64.
 inline double ReferenceScore(kernels::Metric metric, const float* q, const float* x, size_t dim) {

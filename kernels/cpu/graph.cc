@@ -804,12 +804,9 @@ std::string GraphIndex::Serialize() const {
 Result<std::unique_ptr<GraphIndex>> GraphIndex::Deserialize(std::string_view bytes, const std::string& what) {
   Reader r(bytes, "GRAPH index", what);
   constexpr size_t kHeaderBytes = 8 + 4 + 4 + 8 * 4;
-  if (bytes.size() < kHeaderBytes + 4) return r.Corrupt("shorter than its header");
-  if (std::memcmp(bytes.data(), kGraphMagic, sizeof kGraphMagic) != 0) return r.Corrupt("bad magic");
-  uint32_t stored_crc;
-  std::memcpy(&stored_crc, bytes.data() + bytes.size() - 4, 4);
-  if (Checksum(bytes.substr(0, bytes.size() - 4)) != stored_crc) return r.Corrupt("checksum mismatch");
-  Reader body(bytes.substr(0, bytes.size() - 4), "GRAPH index", what);
+  std::string_view sealed;
+  QUIVER_RETURN_IF_ERROR(CheckEnvelope(bytes, kGraphMagic, kHeaderBytes, r, &sealed));
+  Reader body(sealed, "GRAPH index", what);
   char magic[8];
   uint32_t version = 0, metric = 0;
   uint64_t dim = 0, n = 0, degree = 0, layer_count = 0;

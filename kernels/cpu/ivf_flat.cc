@@ -254,12 +254,9 @@ std::string IvfFlatIndex::Serialize() const {
 
 Result<std::unique_ptr<IvfFlatIndex>> IvfFlatIndex::Deserialize(std::string_view bytes, const std::string& what) {
   Reader r(bytes, "IVF_FLAT index", what);
-  if (bytes.size() < kIvfHeaderBytes + 4) return r.Corrupt("shorter than its header");
-  if (std::memcmp(bytes.data(), kIvfMagic, sizeof kIvfMagic) != 0) return r.Corrupt("bad magic");
-  uint32_t stored_crc;
-  std::memcpy(&stored_crc, bytes.data() + bytes.size() - 4, 4);
-  if (Checksum(bytes.substr(0, bytes.size() - 4)) != stored_crc) return r.Corrupt("checksum mismatch");
-  Reader body(bytes.substr(0, bytes.size() - 4), "IVF_FLAT index", what);
+  std::string_view sealed;
+  QUIVER_RETURN_IF_ERROR(CheckEnvelope(bytes, kIvfMagic, kIvfHeaderBytes, r, &sealed));
+  Reader body(sealed, "IVF_FLAT index", what);
   char magic[8];
   uint32_t version = 0, metric = 0;
   uint64_t dim = 0, n = 0, nlist = 0;
@@ -296,21 +293,10 @@ Result<std::unique_ptr<IvfFlatIndex>> IvfFlatIndex::Deserialize(std::string_view
     list.size = size;
     QUIVER_RETURN_IF_ERROR(body.GetArray(&list.rows, groups * G, "list rows"));
     QUIVER_RETURN_IF_ERROR(body.GetArray(&list.interleaved, groups * G * dim, "list vectors"));
-    for (size_t s = 0; s < list.rows.size(); ++s) {
-      const int64_t row = list.rows[s];
-      if (s >= size) {
-        if (row != -1) return body.Corrupt("list " + std::to_string(l) + " has a row in its padding");
-        continue;
-      }
-      if (row < 0 || static_cast<uint64_t>(row) >= n || seen[static_cast<size_t>(row)]++ != 0) {
-        return body.Corrupt("list " + std::to_string(l) + " holds invalid or repeated row " + std::to_string(row));
-      }
-    }
+    QUIVER_RETURN_IF_ERROR(CheckListRows(list.rows, size, n, l, &seen, body));
   }
   if (body.left() != 0) return body.Corrupt(std::to_string(body.left()) + " unexpected trailing bytes");
-  for (uint64_t r = 0; r < n; ++r) {
-    if (!seen[r]) return body.Corrupt("row " + std::to_string(r) + " is in no list");
-  }
+  QUIVER_RETURN_IF_ERROR(CheckEveryRowListed(seen, body));
   return index;
 }
 

@@ -391,12 +391,9 @@ std::string IvfPqIndex::Serialize() const {
 Result<std::unique_ptr<IvfPqIndex>> IvfPqIndex::Deserialize(std::string_view bytes, const std::string& what) {
   Reader r(bytes, "IVF_PQ index", what);
   constexpr size_t kHeaderBytes = 8 + 4 + 4 + 8 * 3 + 4 + 4;
-  if (bytes.size() < kHeaderBytes + 4) return r.Corrupt("shorter than its header");
-  if (std::memcmp(bytes.data(), kIvfPqMagic, sizeof kIvfPqMagic) != 0) return r.Corrupt("bad magic");
-  uint32_t stored_crc;
-  std::memcpy(&stored_crc, bytes.data() + bytes.size() - 4, 4);
-  if (Checksum(bytes.substr(0, bytes.size() - 4)) != stored_crc) return r.Corrupt("checksum mismatch");
-  Reader body(bytes.substr(0, bytes.size() - 4), "IVF_PQ index", what);
+  std::string_view sealed;
+  QUIVER_RETURN_IF_ERROR(CheckEnvelope(bytes, kIvfPqMagic, kHeaderBytes, r, &sealed));
+  Reader body(sealed, "IVF_PQ index", what);
   char magic[8];
   uint32_t version = 0, metric = 0, pq_dim = 0, pq_bits = 0;
   uint64_t dim = 0, n = 0, nlist = 0;
@@ -450,21 +447,10 @@ Result<std::unique_ptr<IvfPqIndex>> IvfPqIndex::Deserialize(std::string_view byt
     for (float c : list.corrections) {
       if (!std::isfinite(c)) return body.Corrupt("list " + std::to_string(l) + " holds a non-finite correction");
     }
-    for (size_t s = 0; s < list.rows.size(); ++s) {
-      const int64_t row = list.rows[s];
-      if (s >= size) {
-        if (row != -1) return body.Corrupt("list " + std::to_string(l) + " has a row in its padding");
-        continue;
-      }
-      if (row < 0 || static_cast<uint64_t>(row) >= n || seen[static_cast<size_t>(row)]++ != 0) {
-        return body.Corrupt("list " + std::to_string(l) + " holds invalid or repeated row " + std::to_string(row));
-      }
-    }
+    QUIVER_RETURN_IF_ERROR(CheckListRows(list.rows, size, n, l, &seen, body));
   }
   if (body.left() != 0) return body.Corrupt(std::to_string(body.left()) + " unexpected trailing bytes");
-  for (uint64_t row = 0; row < n; ++row) {
-    if (!seen[row]) return body.Corrupt("row " + std::to_string(row) + " is in no list");
-  }
+  QUIVER_RETURN_IF_ERROR(CheckEveryRowListed(seen, body));
   return index;
 }
 

@@ -17,31 +17,9 @@ namespace {
 
 const char* Name(Metric m) { return m == Metric::kL2 ? "L2" : m == Metric::kInnerProduct ? "IP" : "Cos"; }
 
-struct Data {
-  size_t n, dim;
-  std::vector<float> base, norms;
-  BaseView view(const uint64_t* deleted = nullptr) const { return {base.data(), norms.data(), n, dim, deleted}; }
-};
-
-Data MakeData(std::vector<float> base, size_t n, size_t dim) {
-  Data d{n, dim, std::move(base), std::vector<float>(n)};
-  SquaredNorms(d.base.data(), n, dim, d.norms.data());
-  return d;
-}
-
-// Recall@k of `rows` against exact FLAT search.
-double Recall(Metric m, const Data& d, const std::vector<float>& q, size_t nq, size_t k,
-              const std::vector<int64_t>& rows) {
-  std::vector<int64_t> truth(nq * k);
-  std::vector<float> ts(nq * k);
-  EXPECT_TRUE(FlatSearch({}, d.view(), q.data(), nq, {m, k}, truth.data(), ts.data()).ok());
-  size_t hit = 0;
-  for (size_t i = 0; i < nq; ++i) {
-    std::set<int64_t> t(truth.begin() + long(i * k), truth.begin() + long((i + 1) * k));
-    for (size_t j = 0; j < k; ++j) hit += t.count(rows[i * k + j]);
-  }
-  return double(hit) / double(nq * k);
-}
+using Data = quiver::testing::IndexedData;
+using quiver::testing::MakeIndexedData;
+using quiver::testing::RecallAgainstFlat;
 
 // Every layer: edges in range, no self loops, no repeats, padding only at
 // the end, and every node reachable from the nodes the layer above hands
@@ -110,15 +88,16 @@ class GraphTest : public ::testing::TestWithParam<Metric> {};
 TEST_P(GraphTest, RecallFloorOnClusteredData) {
   const Metric m = GetParam();
   const size_t n = 20000, dim = 32, nq = 200, k = 10;
-  const Data d = MakeData(quiver::testing::ClusteredVectors(n + nq, dim, 50, 3, m != Metric::kL2), n, dim);
-  std::vector<float> queries(d.base.begin() + long(n * dim), d.base.end());
+  auto all = quiver::testing::ClusteredVectors(n + nq, dim, 50, 3, m != Metric::kL2);
+  std::vector<float> queries(all.begin() + long(n * dim), all.end());
+  const Data d = MakeIndexedData(std::move(all), n, dim);
   auto index = GraphIndex::Build({}, m, d.base.data(), n, dim, {.degree = 24});
   ASSERT_TRUE(index.ok()) << index.status().ToString();
   ExpectGraphInvariants(**index);
   std::vector<int64_t> rows(nq * k);
   std::vector<float> scores(nq * k);
   ASSERT_TRUE((*index)->Search({}, d.view(), queries.data(), nq, k, {.itopk = 64}, rows.data(), scores.data()).ok());
-  const double recall = Recall(m, d, queries, nq, k, rows);
+  const double recall = RecallAgainstFlat(m, d, queries, nq, k, rows);
   std::printf("%s: recall@10 at itopk 64 = %.4f\n", Name(m), recall);
   EXPECT_GE(recall, 0.95);
   // A wider beam finds at least as much; a beam of k finds less.
@@ -127,8 +106,8 @@ TEST_P(GraphTest, RecallFloorOnClusteredData) {
   std::vector<int64_t> rows_wide(nq * k);
   ASSERT_TRUE(
       (*index)->Search({}, d.view(), queries.data(), nq, k, {.itopk = 64, .search_width = 4}, rows_wide.data(), scores.data()).ok());
-  EXPECT_LE(Recall(m, d, queries, nq, k, rows_small), recall);
-  EXPECT_GE(Recall(m, d, queries, nq, k, rows_wide), 0.95);
+  EXPECT_LE(RecallAgainstFlat(m, d, queries, nq, k, rows_small), recall);
+  EXPECT_GE(RecallAgainstFlat(m, d, queries, nq, k, rows_wide), 0.95);
 }
 
 // Scores come from exact re-ranking: the same numbers FLAT gives those rows,
@@ -136,7 +115,7 @@ TEST_P(GraphTest, RecallFloorOnClusteredData) {
 TEST_P(GraphTest, ScoresAreExactAndSorted) {
   const Metric m = GetParam();
   const size_t n = 3000, dim = 20, nq = 30, k = 8;
-  const Data d = MakeData(quiver::testing::RandomVectors(n, dim, 5), n, dim);
+  const Data d = MakeIndexedData(quiver::testing::RandomVectors(n, dim, 5), n, dim);
   auto queries = quiver::testing::RandomVectors(nq, dim, 6);
   auto index = GraphIndex::Build({}, m, d.base.data(), n, dim, {.degree = 16});
   ASSERT_TRUE(index.ok());
@@ -163,7 +142,7 @@ TEST_P(GraphTest, ScoresAreExactAndSorted) {
 TEST_P(GraphTest, DeletedRowsAreNeverReturnedAndKStillComeBack) {
   const Metric m = GetParam();
   const size_t n = 5000, dim = 16, nq = 30, k = 10;
-  const Data d = MakeData(quiver::testing::RandomVectors(n, dim, 8), n, dim);
+  const Data d = MakeIndexedData(quiver::testing::RandomVectors(n, dim, 8), n, dim);
   auto index = GraphIndex::Build({}, m, d.base.data(), n, dim, {.degree = 16});
   ASSERT_TRUE(index.ok());
   std::vector<uint64_t> deleted((n + 63) / 64, 0);
@@ -187,7 +166,7 @@ INSTANTIATE_TEST_SUITE_P(Metrics, GraphTest, ::testing::Values(Metric::kL2, Metr
 TEST(Graph, TinySegmentsAreSearchedExactly) {
   for (size_t n : {1u, 2u, 7u, 33u, 300u}) {
     const size_t dim = 6, nq = 5, k = 3;
-    const Data d = MakeData(quiver::testing::RandomVectors(n, dim, 40 + n), n, dim);
+    const Data d = MakeIndexedData(quiver::testing::RandomVectors(n, dim, 40 + n), n, dim);
     auto queries = quiver::testing::RandomVectors(nq, dim, 41);
     auto index = GraphIndex::Build({}, Metric::kL2, d.base.data(), n, dim, {.degree = 16});
     ASSERT_TRUE(index.ok()) << n << ": " << index.status().ToString();
@@ -202,7 +181,7 @@ TEST(Graph, TinySegmentsAreSearchedExactly) {
 
 TEST(Graph, LargeSegmentsGetUpperLayers) {
   const size_t n = 20000, dim = 8;
-  const Data d = MakeData(quiver::testing::ClusteredVectors(n, dim, 30, 12), n, dim);
+  const Data d = MakeIndexedData(quiver::testing::ClusteredVectors(n, dim, 30, 12), n, dim);
   auto index = GraphIndex::Build({}, Metric::kL2, d.base.data(), n, dim, {.degree = 16});
   ASSERT_TRUE(index.ok());
   // 20000 -> 1250 -> 78: three layers, the top one small.
@@ -214,7 +193,7 @@ TEST(Graph, LargeSegmentsGetUpperLayers) {
 
 TEST(Graph, SerializationRoundTripsExactly) {
   const size_t n = 5000, dim = 12, nq = 20, k = 5;
-  const Data d = MakeData(quiver::testing::RandomVectors(n, dim, 21), n, dim);
+  const Data d = MakeIndexedData(quiver::testing::RandomVectors(n, dim, 21), n, dim);
   for (Metric m : {Metric::kL2, Metric::kInnerProduct, Metric::kCosine}) {
     auto index = GraphIndex::Build({}, m, d.base.data(), n, dim, {.degree = 12});
     ASSERT_TRUE(index.ok());
@@ -235,7 +214,7 @@ TEST(Graph, SerializationRoundTripsExactly) {
 
 TEST(Graph, CorruptBytesAreDataLossNeverACrash) {
   const size_t n = 600, dim = 4;
-  const Data d = MakeData(quiver::testing::RandomVectors(n, dim, 22), n, dim);
+  const Data d = MakeIndexedData(quiver::testing::RandomVectors(n, dim, 22), n, dim);
   auto index = GraphIndex::Build({}, Metric::kL2, d.base.data(), n, dim, {.degree = 8});
   ASSERT_TRUE(index.ok());
   const std::string good = (*index)->Serialize();
@@ -257,7 +236,7 @@ TEST(Graph, CorruptBytesAreDataLossNeverACrash) {
 // A buggy writer, not bit rot: structure checked behind a valid checksum.
 TEST(Graph, StructuralCorruptionWithValidChecksumIsDataLoss) {
   const size_t n = 600, dim = 4, degree = 8;
-  const Data d = MakeData(quiver::testing::RandomVectors(n, dim, 23), n, dim);
+  const Data d = MakeIndexedData(quiver::testing::RandomVectors(n, dim, 23), n, dim);
   auto index = GraphIndex::Build({}, Metric::kL2, d.base.data(), n, dim, {.degree = degree});
   ASSERT_TRUE(index.ok());
   const std::string good = (*index)->Serialize();
@@ -292,7 +271,7 @@ TEST(Graph, StructuralCorruptionWithValidChecksumIsDataLoss) {
 
 TEST(Graph, BadParametersAreRefused) {
   const size_t n = 100, dim = 4;
-  const Data d = MakeData(quiver::testing::RandomVectors(n, dim, 24), n, dim);
+  const Data d = MakeIndexedData(quiver::testing::RandomVectors(n, dim, 24), n, dim);
   EXPECT_FALSE(GraphIndex::Build({}, Metric::kL2, d.base.data(), n, dim, {.degree = 2}).ok());
   EXPECT_FALSE(GraphIndex::Build({}, Metric::kL2, d.base.data(), n, dim, {.degree = 16, .intermediate_degree = 8}).ok());
   EXPECT_FALSE(GraphIndex::Build({}, Metric::kL2, d.base.data(), 0, dim, {}).ok());

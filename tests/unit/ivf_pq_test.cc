@@ -17,31 +17,9 @@ namespace {
 
 const char* Name(Metric m) { return m == Metric::kL2 ? "L2" : m == Metric::kInnerProduct ? "IP" : "Cos"; }
 
-struct Data {
-  size_t n, dim;
-  std::vector<float> base, norms;
-  BaseView view(const uint64_t* deleted = nullptr) const { return {base.data(), norms.data(), n, dim, deleted}; }
-};
-
-Data MakeData(std::vector<float> base, size_t n, size_t dim) {
-  Data d{n, dim, std::move(base), std::vector<float>(n)};
-  d.base.resize(n * dim);
-  SquaredNorms(d.base.data(), n, dim, d.norms.data());
-  return d;
-}
-
-double Recall(Metric m, const Data& d, const std::vector<float>& q, size_t nq, size_t k,
-              const std::vector<int64_t>& rows) {
-  std::vector<int64_t> truth(nq * k);
-  std::vector<float> ts(nq * k);
-  EXPECT_TRUE(FlatSearch({}, d.view(), q.data(), nq, {m, k}, truth.data(), ts.data()).ok());
-  size_t hit = 0;
-  for (size_t i = 0; i < nq; ++i) {
-    std::set<int64_t> t(truth.begin() + long(i * k), truth.begin() + long((i + 1) * k));
-    for (size_t j = 0; j < k; ++j) hit += t.count(rows[i * k + j]);
-  }
-  return double(hit) / double(nq * k);
-}
+using Data = quiver::testing::IndexedData;
+using quiver::testing::MakeIndexedData;
+using quiver::testing::RecallAgainstFlat;
 
 class IvfPqTest : public ::testing::TestWithParam<Metric> {};
 
@@ -50,21 +28,21 @@ TEST_P(IvfPqTest, RecallFloorWithReranking) {
   const size_t n = 20000, dim = 32, nq = 200, k = 10;
   auto all = quiver::testing::ClusteredVectors(n + nq, dim, 40, 7, m != Metric::kL2);
   std::vector<float> queries(all.begin() + long(n * dim), all.end());
-  const Data d = MakeData(std::move(all), n, dim);
+  const Data d = MakeIndexedData(std::move(all), n, dim);
   auto index = IvfPqIndex::Build({}, m, d.base.data(), n, dim, {.nlist = 64, .pq_dim = 8});
   ASSERT_TRUE(index.ok()) << index.status().ToString();
   std::vector<int64_t> rows(nq * k);
   std::vector<float> scores(nq * k);
   ASSERT_TRUE(
       (*index)->Search({}, d.view(), queries.data(), nq, k, {.nprobe = 16, .refine_factor = 8}, rows.data(), scores.data()).ok());
-  const double recall = Recall(m, d, queries, nq, k, rows);
+  const double recall = RecallAgainstFlat(m, d, queries, nq, k, rows);
   std::printf("%s: IVF_PQ 8x8 bits, nprobe 16 of 64, refine 8: recall@10 = %.4f\n", Name(m), recall);
   EXPECT_GE(recall, 0.9);
   // Without re-ranking beyond k the codes alone decide: lower recall.
   std::vector<int64_t> rows1(nq * k);
   ASSERT_TRUE(
       (*index)->Search({}, d.view(), queries.data(), nq, k, {.nprobe = 16, .refine_factor = 1}, rows1.data(), scores.data()).ok());
-  const double recall1 = Recall(m, d, queries, nq, k, rows1);
+  const double recall1 = RecallAgainstFlat(m, d, queries, nq, k, rows1);
   std::printf("%s: refine 1: recall@10 = %.4f\n", Name(m), recall1);
   EXPECT_LT(recall1, recall);
 }
@@ -72,7 +50,7 @@ TEST_P(IvfPqTest, RecallFloorWithReranking) {
 TEST_P(IvfPqTest, ScoresAreExactAndDeletedRowsNeverReturned) {
   const Metric m = GetParam();
   const size_t n = 4000, dim = 12, nq = 20, k = 10;
-  const Data d = MakeData(quiver::testing::RandomVectors(n, dim, 8), n, dim);
+  const Data d = MakeIndexedData(quiver::testing::RandomVectors(n, dim, 8), n, dim);
   auto index = IvfPqIndex::Build({}, m, d.base.data(), n, dim, {.nlist = 8, .pq_dim = 4, .pq_bits = 4});
   ASSERT_TRUE(index.ok()) << index.status().ToString();
   std::vector<uint64_t> deleted((n + 63) / 64, 0);
@@ -104,7 +82,7 @@ INSTANTIATE_TEST_SUITE_P(Metrics, IvfPqTest, ::testing::Values(Metric::kL2, Metr
 // 8 bits; every row sits in exactly one list.
 TEST(IvfPq, CodesAreNearestCodewordsAndRowsAppearOnce) {
   const size_t n = 1500, dim = 10;
-  const Data d = MakeData(quiver::testing::RandomVectors(n, dim, 9), n, dim);
+  const Data d = MakeIndexedData(quiver::testing::RandomVectors(n, dim, 9), n, dim);
   for (uint32_t bits : {4u, 8u}) {
     auto index = IvfPqIndex::Build({}, Metric::kL2, d.base.data(), n, dim, {.nlist = 6, .pq_dim = 3, .pq_bits = bits});
     ASSERT_TRUE(index.ok()) << index.status().ToString();
@@ -153,7 +131,7 @@ TEST(IvfPq, CodesAreNearestCodewordsAndRowsAppearOnce) {
 
 TEST(IvfPq, UsesAFifthOfIvfFlatMemoryPerVector) {
   const size_t n = 20000, dim = 128;
-  const Data d = MakeData(quiver::testing::ClusteredVectors(n, dim, 20, 4), n, dim);
+  const Data d = MakeIndexedData(quiver::testing::ClusteredVectors(n, dim, 20, 4), n, dim);
   auto pq = IvfPqIndex::Build({}, Metric::kL2, d.base.data(), n, dim, {.nlist = 64, .pq_dim = 32});
   auto flat = IvfFlatIndex::Build({}, Metric::kL2, d.base.data(), n, dim, {.nlist = 64});
   ASSERT_TRUE(pq.ok() && flat.ok());
@@ -164,7 +142,7 @@ TEST(IvfPq, UsesAFifthOfIvfFlatMemoryPerVector) {
 
 TEST(IvfPq, SerializationRoundTripsExactly) {
   const size_t n = 3000, dim = 12, nq = 20, k = 5;
-  const Data d = MakeData(quiver::testing::RandomVectors(n, dim, 21), n, dim);
+  const Data d = MakeIndexedData(quiver::testing::RandomVectors(n, dim, 21), n, dim);
   for (Metric m : {Metric::kL2, Metric::kInnerProduct, Metric::kCosine}) {
     auto index = IvfPqIndex::Build({}, m, d.base.data(), n, dim, {.nlist = 9, .pq_dim = 6});
     ASSERT_TRUE(index.ok());
@@ -184,7 +162,7 @@ TEST(IvfPq, SerializationRoundTripsExactly) {
 
 TEST(IvfPq, CorruptBytesAreDataLossNeverACrash) {
   const size_t n = 400, dim = 8;
-  const Data d = MakeData(quiver::testing::RandomVectors(n, dim, 22), n, dim);
+  const Data d = MakeIndexedData(quiver::testing::RandomVectors(n, dim, 22), n, dim);
   auto index = IvfPqIndex::Build({}, Metric::kL2, d.base.data(), n, dim, {.nlist = 5, .pq_dim = 2, .pq_bits = 4});
   ASSERT_TRUE(index.ok());
   const std::string good = (*index)->Serialize();
@@ -223,7 +201,7 @@ TEST(IvfPq, CorruptBytesAreDataLossNeverACrash) {
 
 TEST(IvfPq, BadParametersAreRefused) {
   const size_t n = 300, dim = 8;
-  const Data d = MakeData(quiver::testing::RandomVectors(n, dim, 24), n, dim);
+  const Data d = MakeIndexedData(quiver::testing::RandomVectors(n, dim, 24), n, dim);
   EXPECT_FALSE(IvfPqIndex::Build({}, Metric::kL2, d.base.data(), n, dim, {.pq_bits = 5}).ok());
   EXPECT_FALSE(IvfPqIndex::Build({}, Metric::kL2, d.base.data(), n, dim, {.pq_dim = 9}).ok());
   EXPECT_FALSE(IvfPqIndex::Build({}, Metric::kL2, d.base.data(), n, dim, {.nlist = 0}).ok());
