@@ -12,7 +12,7 @@ CMAKE_GEN  := -G Ninja
 # CUDA architectures for the cuda/ layer (A100, H100).
 CUDA_ARCHS ?= 80;90
 
-.PHONY: all deps build run test test-main test-asan test-tsan bench bench-ann clean
+.PHONY: all deps build run test test-main test-asan test-tsan raft-sim bench bench-ann clean
 
 all: build
 
@@ -36,9 +36,9 @@ test-main:
 test-asan: deps
 	cmake -S . -B $(ASAN_BUILD) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQUIVER_CUDA=OFF \
 	  -DQUIVER_BUILD_BENCH=OFF -DQUIVER_SANITIZE=address,undefined
-	cmake --build $(ASAN_BUILD) -j $(JOBS) --target quiver_unit_tests quiver_service_tests
+	cmake --build $(ASAN_BUILD) -j $(JOBS) --target quiver_unit_tests quiver_service_tests quiver_raft_tests
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  ctest --test-dir $(ASAN_BUILD) --output-on-failure -j 2 -L 'unit|service' --timeout 900
+	  QUIVER_RAFT_SIM_SEEDS=150 ctest --test-dir $(ASAN_BUILD) --output-on-failure -j 2 -L 'unit|service' --timeout 900
 
 # The concurrent parts (replicator, engine under concurrent search) under ThreadSanitizer.
 test-tsan: deps
@@ -47,6 +47,15 @@ test-tsan: deps
 	cmake --build $(TSAN_BUILD) -j $(JOBS) --target quiver_unit_tests
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp OMP_NUM_THREADS=1 \
 	  ctest --test-dir $(TSAN_BUILD) --output-on-failure -L concurrency --timeout 900
+
+# The Raft simulator over many more seeds than `make test` runs (SEEDS, FIRST_SEED).
+SEEDS      ?= 100000
+FIRST_SEED ?= 1000000
+raft-sim: build
+	$(BUILD)/tests/quiver-raft-sim --first-seed $(FIRST_SEED) --seeds $(SEEDS)
+	$(BUILD)/tests/quiver-raft-sim --first-seed $(FIRST_SEED) --seeds $$(( $(SEEDS) / 4 )) --voters 5 --spares 1
+	$(BUILD)/tests/quiver-raft-sim --first-seed $(FIRST_SEED) --seeds $$(( $(SEEDS) / 4 )) --crash-rate 0.01
+	$(BUILD)/tests/quiver-raft-sim --first-seed $(FIRST_SEED) --seeds $$(( $(SEEDS) / 4 )) --no-pre-vote --no-check-quorum
 
 bench: build
 	$(BUILD)/bench/quiver-bench flat --help >/dev/null

@@ -76,6 +76,11 @@ class LogStore {
   /// Drops entries up to and including `index` (which must be <= LastIndex()),
   /// remembering its term. Used once the state machine has persisted them.
   virtual Status CompactTo(uint64_t index) = 0;
+
+  /// Drops every entry and makes (index, term) the compaction point, so the
+  /// next append starts at index + 1, and stores `hard_state` — in one durable
+  /// write. Used when a follower installs a snapshot from the leader.
+  virtual Status ResetToSnapshot(uint64_t index, uint64_t term, const HardState& hard_state) = 0;
 };
 
 /// A LogStore in memory, for tests and the Raft simulator. Not durable.
@@ -88,6 +93,7 @@ class MemoryLogStore final : public LogStore {
   Result<uint64_t> Term(uint64_t index) const override;
   Result<std::vector<LogEntry>> Entries(uint64_t lo, uint64_t hi, uint64_t max_bytes) const override;
   Status CompactTo(uint64_t index) override;
+  Status ResetToSnapshot(uint64_t index, uint64_t term, const HardState& hard_state) override;
 
  private:
   mutable std::mutex mu_;

@@ -85,4 +85,13 @@ Status MemoryLogStore::CompactTo(uint64_t index) {
   return Status::Ok();
 }
 
+Status MemoryLogStore::ResetToSnapshot(uint64_t index, uint64_t term, const HardState& hard_state) {
+  std::lock_guard lock(mu_);
+  entries_.clear();
+  compacted_index_ = index;
+  compacted_term_ = term;
+  hard_state_ = hard_state;
+  return Status::Ok();
+}
+
 }  // namespace quiver::storage

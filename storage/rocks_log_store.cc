@@ -163,4 +163,23 @@ Status RocksLogStore::CompactTo(uint64_t index) {
   return Status::Ok();
 }
 
+Status RocksLogStore::ResetToSnapshot(uint64_t index, uint64_t term, const HardState& hard_state) {
+  std::lock_guard lock(mu_);
+  rocksdb::WriteBatch batch;
+  if (last_index_ > compacted_index_) {
+    batch.DeleteRange(db_->log(), LogKey(compacted_index_ + 1), LogKey(last_index_ + 1));
+  }
+  batch.Put(db_->meta(), std::string(kLogCompactedKey), EncodeU64Pair(index, term));
+  batch.Put(db_->meta(), std::string(kHardStateKey), EncodeHardState(hard_state));
+  rocksdb::WriteOptions wo;
+  wo.sync = true;  // the snapshot's data is already durable; this makes the log agree
+  rocksdb::Status s = db_->raw()->Write(wo, &batch);
+  if (!s.ok()) return FromRocks(&s, "resetting log to snapshot");
+  compacted_index_ = index;
+  compacted_term_ = term;
+  last_index_ = index;
+  hard_state_ = hard_state;
+  return Status::Ok();
+}
+
 }  // namespace quiver::storage

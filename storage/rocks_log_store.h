@@ -21,6 +21,7 @@ class RocksLogStore final : public LogStore {
   Result<uint64_t> Term(uint64_t index) const override;
   Result<std::vector<LogEntry>> Entries(uint64_t lo, uint64_t hi, uint64_t max_bytes) const override;
   Status CompactTo(uint64_t index) override;
+  Status ResetToSnapshot(uint64_t index, uint64_t term, const HardState& hard_state) override;
 
  private:
   explicit RocksLogStore(Db* db) : db_(db) {}

@@ -151,5 +151,32 @@ TYPED_TEST(LogStoreConformance, HardStateAloneIsStored) {
   EXPECT_EQ(*s->GetHardState(), hs);
 }
 
+TYPED_TEST(LogStoreConformance, ResetToSnapshotDropsEveryEntry) {
+  LogStore* s = this->factory.get();
+  ASSERT_TRUE(s->Append(Make(1, 10, 2), nullptr).ok());
+  ASSERT_TRUE(s->CompactTo(3).ok());
+  // A snapshot beyond the log (the usual case for a lagging follower).
+  HardState hs{9, 2, 40};
+  ASSERT_TRUE(s->ResetToSnapshot(40, 8, hs).ok());
+  EXPECT_EQ(s->FirstIndex(), 41u);
+  EXPECT_EQ(s->LastIndex(), 40u);
+  EXPECT_EQ(*s->Term(40), 8u);
+  EXPECT_EQ(s->Term(10).status().code(), StatusCode::kOutOfRange);
+  EXPECT_FALSE(s->Append(Make(40, 40, 9), nullptr).ok());  // at or below the snapshot
+  ASSERT_TRUE(s->Append(Make(41, 42, 9), nullptr).ok());
+  s = this->factory.Reopen();
+  EXPECT_EQ(*s->GetHardState(), hs);
+  EXPECT_EQ(s->FirstIndex(), 41u);
+  EXPECT_EQ(s->LastIndex(), 42u);
+  EXPECT_EQ(*s->Term(40), 8u);
+  EXPECT_EQ(s->Entries(41, 43, UINT64_MAX)->back().data, "entry-42");
+  // A snapshot inside the log replaces it too.
+  ASSERT_TRUE(s->ResetToSnapshot(41, 9, hs).ok());
+  EXPECT_EQ(s->LastIndex(), 41u);
+  s = this->factory.Reopen();
+  EXPECT_EQ(s->FirstIndex(), 42u);
+  EXPECT_EQ(s->LastIndex(), 41u);
+}
+
 }  // namespace
 }  // namespace quiver::storage

@@ -28,6 +28,9 @@ class SlowLogStore final : public storage::LogStore {
     return inner.Entries(lo, hi, mb);
   }
   Status CompactTo(uint64_t i) override { return inner.CompactTo(i); }
+  Status ResetToSnapshot(uint64_t i, uint64_t t, const storage::HardState& hs) override {
+    return inner.ResetToSnapshot(i, t, hs);
+  }
   storage::MemoryLogStore inner;
   std::atomic<int> appends{0};
 };
