@@ -1,11 +1,12 @@
 // The write path's entry point: a mutation is proposed, made durable in the
-// log, applied by the state machine, and only then acknowledged.
+// log (on a majority), applied by the state machine, and only then
+// acknowledged.
 //
-// LocalReplicator is a one-voter group: it is the Raft host-side loop with the
-// consensus step reduced to "a majority of one". It follows the etcd-raft
-// order strictly — persist entries and hard state in one synced write, then
-// apply, then answer — so the Raft core can replace the middle without the
-// callers noticing.
+// RaftReplicator is the host side of the Raft core (replication/raft): one
+// driver thread owns the core and follows the etcd-raft order strictly —
+// persist entries and hard state in one synced write, then send messages,
+// then apply committed entries, then answer the clients whose entries they
+// are. A single node is a one-voter group on the same code path.
 #pragma once
 
 #include <atomic>
@@ -14,12 +15,16 @@
 #include <cstdint>
 #include <deque>
 #include <future>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <set>
 #include <thread>
+#include <vector>
 
 #include "common/status.h"
+#include "replication/raft/raft.h"
 #include "storage/log_store.h"
 #include "storage/state_machine.h"
 
@@ -37,13 +42,29 @@ class Replicator {
   virtual Result<uint64_t> Propose(std::string command, Clock::time_point deadline) = 0;
 };
 
-struct LocalReplicatorOptions {
-  /// Most entries made durable by one fsync (group commit). Default: 1024.
+/// How Raft messages leave this node. Send must not block the driver: queue
+/// and return. Undeliverable messages are dropped; Raft retries.
+class RaftTransport {
+ public:
+  virtual ~RaftTransport() = default;
+  virtual void Send(std::vector<raft::Message> messages) = 0;
+};
+
+struct RaftReplicatorOptions {
+  /// This node's id in the group (never 0). Default: 1.
+  raft::NodeId node_id = 1;
+  /// The voters written to the log when a new cluster starts (an empty log).
+  /// Empty means {node_id}: a single-node cluster.
+  std::set<raft::NodeId> initial_voters;
+  /// Length of one Raft tick. Elections start after 10-19 ticks without a
+  /// leader; leaders heartbeat every tick. Default: 100 ms.
+  std::chrono::milliseconds tick_interval{100};
+  /// Most proposals turned into entries per durable append (group commit). Default: 1024.
   size_t max_batch_entries = 1024;
-  /// Most bytes of entry data per fsync. Default: 64 MiB.
+  /// Most bytes of proposals per durable append. Default: 64 MiB.
   size_t max_batch_bytes = 64ull << 20;
-  /// Entries kept in the log below the last checkpoint (for followers that
-  /// will read them once Raft is on). Default: 64.
+  /// Entries kept in the log below the last checkpoint, for followers that
+  /// lag a little (further behind, they need a snapshot). Default: 64.
   uint64_t log_retention_entries = 64;
   /// Bytes of applied entries after which the applied state is flushed
   /// (StateMachine::Checkpoint) and the log compacted up to it. Bounds both
@@ -51,21 +72,28 @@ struct LocalReplicatorOptions {
   uint64_t checkpoint_every_bytes = 64ull << 20;
 };
 
-class LocalReplicator final : public Replicator {
+class RaftReplicator final : public Replicator {
  public:
-  LocalReplicator(storage::LogStore* log, storage::StateMachine* state, LocalReplicatorOptions options = {});
-  ~LocalReplicator() override;
+  /// `transport` may be null for a single-node group.
+  RaftReplicator(storage::LogStore* log, storage::StateMachine* state, RaftTransport* transport,
+                 RaftReplicatorOptions options = {});
+  ~RaftReplicator() override;
 
-  /// Checks the log against the applied state, replays the committed tail into
-  /// the state machine, then starts the driver thread. Inconsistent state is
-  /// FAILED_PRECONDITION with the recovery steps; CANCELLED if `stop` turns
-  /// true during the replay.
+  /// Writes the initial membership into an empty log, checks the durable
+  /// state (inconsistency is FAILED_PRECONDITION with the recovery steps),
+  /// replays the committed tail into the state machine, then starts the driver
+  /// and, in a one-voter group, becomes leader at once. CANCELLED if `stop`
+  /// turns true during the replay.
   Status Start(const std::atomic<bool>* stop);
 
+  /// UNAVAILABLE (naming the leader, if known) on a node that does not lead.
   Result<uint64_t> Propose(std::string command, Clock::time_point deadline) override;
 
-  /// Refuses new proposals (UNAVAILABLE), finishes those already queued, and
-  /// joins the driver. Idempotent.
+  /// A message from a peer, for the driver thread.
+  void Receive(raft::Message message);
+
+  /// Refuses new proposals (UNAVAILABLE), answers those in flight (their
+  /// outcome is unknown if they have not been applied), joins the driver. Idempotent.
   void Stop();
 
   /// Non-ok once a log or apply write has failed; the node must then stop.
@@ -74,26 +102,59 @@ class LocalReplicator final : public Replicator {
   /// Entries replayed by Start (for logs and tests).
   uint64_t replayed_entries() const { return replayed_; }
 
+  struct GroupStatus {
+    raft::NodeId id = raft::kNoNode;
+    raft::NodeId leader = raft::kNoNode;
+    raft::Role role = raft::Role::kFollower;
+    uint64_t term = 0;
+    uint64_t commit = 0;
+    uint64_t applied = 0;
+    raft::ConfState conf;
+  };
+  GroupStatus GetGroupStatus() const;
+
  private:
   struct Proposal {
     std::string data;
     std::promise<Result<uint64_t>> done;
   };
+  struct Pending {
+    uint64_t term = 0;
+    std::shared_ptr<Proposal> proposal;
+  };
 
   void DriverLoop();
-  // Flushes applied state and compacts the log, off the write path.
+  // Persists, sends and applies every Ready the core has.
+  Status HandleReady();
+  Status HandleOneReady();
+  Status ApplyCommitted(const std::vector<storage::LogEntry>& entries);
+  void PublishStatus();
+  // Flushes applied state, records the snapshot point and compacts the log,
+  // off the write path.
   void CheckpointLoop();
-  void FailAll(std::deque<std::shared_ptr<Proposal>>& batch, const Status& st);
+  raft::ConfState ConfAt(uint64_t index) const;  // requires mu_
+  void FailAllLocked(const Status& st);
 
   storage::LogStore* log_;
   storage::StateMachine* state_;
-  LocalReplicatorOptions options_;
-  storage::HardState hard_state_;
+  RaftTransport* transport_;
+  RaftReplicatorOptions options_;
   uint64_t replayed_ = 0;
+
+  // Owned by the driver thread (and by Start before it runs).
+  std::unique_ptr<raft::Raft> raft_;
+  std::map<uint64_t, Pending> pending_;  // log index -> proposal waiting for its apply
+  std::vector<Status> outcomes_;
+  uint64_t bytes_since_checkpoint_ = 0;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Proposal>> queue_;
+  std::vector<raft::Message> inbox_;
+  std::vector<raft::SnapshotMeta> snapshots_created_;
+  // Membership as of each applied change since the last snapshot point.
+  std::map<uint64_t, raft::ConfState> conf_history_;
+  GroupStatus status_;
   bool stopping_ = false;
   bool started_ = false;
   bool checkpoint_requested_ = false;

@@ -29,7 +29,7 @@ struct Server::State {
   std::unique_ptr<storage::Db> db;
   std::unique_ptr<storage::RocksLogStore> log;
   std::unique_ptr<engine::Engine> engine;
-  std::unique_ptr<replication::LocalReplicator> replicator;
+  std::unique_ptr<replication::RaftReplicator> replicator;
   std::unique_ptr<CollectionsApi> collections_api;
   std::unique_ptr<PointsApi> points_api;
   std::unique_ptr<grpc::Server> grpc_server;
@@ -173,7 +173,7 @@ Status Server::Start() {
   QUIVER_ASSIGN_OR_RETURN(s.log, storage::RocksLogStore::Open(s.db.get()));
   const auto load_start = std::chrono::steady_clock::now();
   QUIVER_ASSIGN_OR_RETURN(s.engine, engine::Engine::Open(s.db.get(), {}, &stop_));
-  s.replicator = std::make_unique<replication::LocalReplicator>(s.log.get(), s.engine.get());
+  s.replicator = std::make_unique<replication::RaftReplicator>(s.log.get(), s.engine.get(), /*transport=*/nullptr);
   if (s.log->LastIndex() > s.engine->AppliedIndex()) {
     spdlog::info("replaying log entries {}..{}", s.engine->AppliedIndex() + 1, s.log->LastIndex());
   }

@@ -19,6 +19,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -81,6 +82,12 @@ class LogStore {
   /// next append starts at index + 1, and stores `hard_state` — in one durable
   /// write. Used when a follower installs a snapshot from the leader.
   virtual Status ResetToSnapshot(uint64_t index, uint64_t term, const HardState& hard_state) = 0;
+
+  /// An opaque record the replicator keeps beside the log (Raft's newest
+  /// snapshot: index, term, membership), replaced durably in one write.
+  /// Empty if never set; a damaged record is DATA_LOSS.
+  virtual Status SetSnapshotRecord(std::string_view record) = 0;
+  virtual Result<std::string> GetSnapshotRecord() const = 0;
 };
 
 /// A LogStore in memory, for tests and the Raft simulator. Not durable.
@@ -94,8 +101,11 @@ class MemoryLogStore final : public LogStore {
   Result<std::vector<LogEntry>> Entries(uint64_t lo, uint64_t hi, uint64_t max_bytes) const override;
   Status CompactTo(uint64_t index) override;
   Status ResetToSnapshot(uint64_t index, uint64_t term, const HardState& hard_state) override;
+  Status SetSnapshotRecord(std::string_view record) override;
+  Result<std::string> GetSnapshotRecord() const override;
 
  private:
+  std::string snapshot_record_;
   mutable std::mutex mu_;
   HardState hard_state_;
   uint64_t compacted_index_ = 0;

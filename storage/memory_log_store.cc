@@ -94,4 +94,15 @@ Status MemoryLogStore::ResetToSnapshot(uint64_t index, uint64_t term, const Hard
   return Status::Ok();
 }
 
+Status MemoryLogStore::SetSnapshotRecord(std::string_view record) {
+  std::lock_guard lock(mu_);
+  snapshot_record_ = std::string(record);
+  return Status::Ok();
+}
+
+Result<std::string> MemoryLogStore::GetSnapshotRecord() const {
+  std::lock_guard lock(mu_);
+  return snapshot_record_;
+}
+
 }  // namespace quiver::storage

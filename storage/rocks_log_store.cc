@@ -182,4 +182,21 @@ Status RocksLogStore::ResetToSnapshot(uint64_t index, uint64_t term, const HardS
   return Status::Ok();
 }
 
+Status RocksLogStore::SetSnapshotRecord(std::string_view record) {
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  rocksdb::Status s = db_->raw()->Put(wo, db_->meta(), std::string(kSnapshotRecordKey), EncodeBlob(record));
+  if (!s.ok()) return FromRocks(&s, "writing the snapshot record");
+  return Status::Ok();
+}
+
+Result<std::string> RocksLogStore::GetSnapshotRecord() const {
+  std::string value;
+  rocksdb::Status s = db_->raw()->Get(rocksdb::ReadOptions(), db_->meta(), std::string(kSnapshotRecordKey), &value);
+  if (s.IsNotFound()) return std::string();
+  if (!s.ok()) return FromRocks(&s, "reading the snapshot record");
+  QUIVER_ASSIGN_OR_RETURN(std::string_view record, DecodeBlob(kSnapshotRecordKey, value));
+  return std::string(record);
+}
+
 }  // namespace quiver::storage

@@ -22,6 +22,8 @@ class RocksLogStore final : public LogStore {
   Result<std::vector<LogEntry>> Entries(uint64_t lo, uint64_t hi, uint64_t max_bytes) const override;
   Status CompactTo(uint64_t index) override;
   Status ResetToSnapshot(uint64_t index, uint64_t term, const HardState& hard_state) override;
+  Status SetSnapshotRecord(std::string_view record) override;
+  Result<std::string> GetSnapshotRecord() const override;
 
  private:
   explicit RocksLogStore(Db* db) : db_(db) {}

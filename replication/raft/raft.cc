@@ -58,6 +58,46 @@ Result<ConfChange> DecodeConfChange(std::string_view data) {
   return change;
 }
 
+namespace {
+void PutU64(std::string* out, uint64_t v) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+bool GetU64(std::string_view* in, uint64_t* v) {
+  if (in->size() < 8) return false;
+  *v = 0;
+  for (int i = 0; i < 8; ++i) *v |= static_cast<uint64_t>(static_cast<uint8_t>((*in)[i])) << (8 * i);
+  in->remove_prefix(8);
+  return true;
+}
+}  // namespace
+
+std::string EncodeSnapshotMeta(const SnapshotMeta& meta) {
+  std::string out;
+  PutU64(&out, meta.index);
+  PutU64(&out, meta.term);
+  for (const auto* set : {&meta.conf.voters, &meta.conf.learners}) {
+    PutU64(&out, set->size());
+    for (NodeId node : *set) PutU64(&out, node);
+  }
+  return out;
+}
+
+Result<SnapshotMeta> DecodeSnapshotMeta(std::string_view data) {
+  SnapshotMeta meta;
+  bool ok = GetU64(&data, &meta.index) && GetU64(&data, &meta.term);
+  for (auto* set : {&meta.conf.voters, &meta.conf.learners}) {
+    uint64_t n = 0;
+    ok = ok && GetU64(&data, &n) && n <= data.size() / 8;
+    for (uint64_t i = 0; ok && i < n; ++i) {
+      uint64_t node = 0;
+      ok = GetU64(&data, &node) && node != kNoNode;
+      set->insert(node);
+    }
+  }
+  if (!ok || !data.empty()) return Status::Corruption("raft snapshot record is malformed");
+  return meta;
+}
+
 Status Bootstrap(storage::LogStore* log, const std::set<NodeId>& voters) {
   if (voters.empty() || voters.contains(kNoNode)) return Status::InvalidArgument("raft bootstrap: bad voter set");
   QUIVER_ASSIGN_OR_RETURN(storage::HardState hs, log->GetHardState());

@@ -80,6 +80,10 @@ struct SnapshotMeta {
   bool operator==(const SnapshotMeta&) const = default;
 };
 
+/// Binary form of SnapshotMeta for the host's durable snapshot record.
+std::string EncodeSnapshotMeta(const SnapshotMeta& meta);
+Result<SnapshotMeta> DecodeSnapshotMeta(std::string_view data);
+
 enum class MessageType : uint8_t {
   kAppend,             // entries after (index, log_term), plus the leader's commit
   kAppendResponse,     // index = last matching index, or reject with a hint

@@ -14,6 +14,7 @@
 #include "common/encoding.h"
 #include "process_fixture.h"
 #include "quiver/internal/v1/wal.pb.h"
+#include "replication/raft/raft.h"
 #include "storage/db.h"
 #include "storage/rocks_log_store.h"
 
@@ -327,13 +328,14 @@ TEST(Process, SigtermUnderWriteLoadExitsZeroWithinTenSeconds) {
 void WriteUnappliedLog(const std::string& data_dir, int entries, int points_per_entry, uint32_t dim) {
   auto db = std::move(storage::Db::Open(data_dir)).value();
   auto log = std::move(storage::RocksLogStore::Open(db.get())).value();
+  ASSERT_TRUE(replication::raft::Bootstrap(log.get(), {1}).ok());  // entry 1: a single-node cluster
   std::vector<storage::LogEntry> batch;
   quiver::internal::v1::Command create;
   auto* cfg = create.mutable_create_collection()->mutable_config();
   cfg->set_name("replay");
   cfg->set_dimension(dim);
   cfg->set_metric(L2);
-  batch.push_back({1, 1, storage::EntryType::kCommand, create.SerializeAsString()});
+  batch.push_back({2, 1, storage::EntryType::kCommand, create.SerializeAsString()});
   auto v = RandomVectors(size_t(points_per_entry), dim, 5);
   uint64_t id = 0;
   for (int e = 0; e < entries; ++e) {
@@ -343,9 +345,9 @@ void WriteUnappliedLog(const std::string& data_dir, int entries, int points_per_
     u->set_dimension(dim);
     for (int i = 0; i < points_per_entry; ++i) PutFixed64LE(u->mutable_ids(), id++);
     u->set_vectors(std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4));
-    batch.push_back({uint64_t(e + 2), 1, storage::EntryType::kCommand, up.SerializeAsString()});
+    batch.push_back({uint64_t(e + 3), 1, storage::EntryType::kCommand, up.SerializeAsString()});
   }
-  storage::HardState hs{1, 0, uint64_t(entries + 1)};
+  storage::HardState hs{1, 0, uint64_t(entries + 2)};
   ASSERT_TRUE(log->Append(batch, &hs).ok());
 }
 

@@ -178,5 +178,17 @@ TYPED_TEST(LogStoreConformance, ResetToSnapshotDropsEveryEntry) {
   EXPECT_EQ(s->LastIndex(), 41u);
 }
 
+TYPED_TEST(LogStoreConformance, SnapshotRecordIsStoredWhole) {
+  LogStore* s = this->factory.get();
+  EXPECT_EQ(*s->GetSnapshotRecord(), "");
+  const std::string record("snapshot\0meta", 13);
+  ASSERT_TRUE(s->SetSnapshotRecord(record).ok());
+  EXPECT_EQ(*s->GetSnapshotRecord(), record);
+  s = this->factory.Reopen();
+  EXPECT_EQ(*s->GetSnapshotRecord(), record);
+  ASSERT_TRUE(s->SetSnapshotRecord("newer").ok());
+  EXPECT_EQ(*s->GetSnapshotRecord(), "newer");
+}
+
 }  // namespace
 }  // namespace quiver::storage

@@ -756,6 +756,17 @@ TEST(Raft, StepRejectsMisroutedMessages) {
   EXPECT_EQ(c.raft(1).Step(m).code(), StatusCode::kInvalidArgument);
 }
 
+TEST(Raft, SnapshotMetaEncodingRoundTripsAndRejectsGarbage) {
+  const SnapshotMeta meta{42, 7, ConfState{{1, 2, 3}, {9}}};
+  const std::string bytes = EncodeSnapshotMeta(meta);
+  EXPECT_EQ(*DecodeSnapshotMeta(bytes), meta);
+  EXPECT_FALSE(DecodeSnapshotMeta(bytes.substr(0, bytes.size() - 1)).ok());
+  EXPECT_FALSE(DecodeSnapshotMeta(bytes + "x").ok());
+  std::string huge = bytes;
+  huge[16] = '\x7f';  // a voter count far beyond the bytes left
+  EXPECT_FALSE(DecodeSnapshotMeta(huge).ok());
+}
+
 TEST(Raft, ConfChangeEncodingRoundTripsAndRejectsGarbage) {
   const ConfChange change{ConfChangeType::kAddLearner, 0x0102030405060708ull};
   EXPECT_EQ(*DecodeConfChange(EncodeConfChange(change)), change);

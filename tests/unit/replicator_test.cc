@@ -1,5 +1,6 @@
-// The single-node replicator: group commit, ordering, replay at start,
-// refusal of inconsistent state, and a clean stop.
+// The replicator as a single-node group: group commit, ordering, replay at
+// start, refusal of inconsistent state, log compaction with its snapshot
+// record, and a clean stop. (The Raft core itself: raft_test.cc.)
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -31,6 +32,8 @@ class SlowLogStore final : public storage::LogStore {
   Status ResetToSnapshot(uint64_t i, uint64_t t, const storage::HardState& hs) override {
     return inner.ResetToSnapshot(i, t, hs);
   }
+  Status SetSnapshotRecord(std::string_view r) override { return inner.SetSnapshotRecord(r); }
+  Result<std::string> GetSnapshotRecord() const override { return inner.GetSnapshotRecord(); }
   storage::MemoryLogStore inner;
   std::atomic<int> appends{0};
 };
@@ -47,7 +50,7 @@ class RecordingStateMachine final : public storage::StateMachine {
       }
       EXPECT_EQ(e.index, applied + 1);
       applied = e.index;
-      data.push_back(e.data);
+      if (e.type == storage::EntryType::kCommand) data.push_back(e.data);
       outcomes->push_back(e.data == "bad" ? Status::InvalidArgument("bad command") : Status::Ok());
     }
     return Status::Ok();
@@ -65,10 +68,10 @@ class RecordingStateMachine final : public storage::StateMachine {
 
 Clock::time_point Soon() { return Clock::now() + std::chrono::seconds(10); }
 
-TEST(LocalReplicator, ConcurrentProposalsShareFsyncs) {
+TEST(RaftReplicator, ConcurrentProposalsShareFsyncs) {
   SlowLogStore log;
   RecordingStateMachine sm;
-  LocalReplicator r(&log, &sm);
+  RaftReplicator r(&log, &sm, nullptr);
   ASSERT_TRUE(r.Start(nullptr).ok());
   constexpr int kThreads = 8, kPerThread = 25;
   std::vector<std::thread> threads;
@@ -86,43 +89,47 @@ TEST(LocalReplicator, ConcurrentProposalsShareFsyncs) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(indexes.size(), size_t{kThreads * kPerThread});
-  EXPECT_EQ(sm.applied.load(), uint64_t{kThreads * kPerThread});
+  EXPECT_EQ(sm.data.size(), size_t{kThreads * kPerThread});
   EXPECT_LT(log.appends.load(), kThreads * kPerThread) << "no group commit happened";
   EXPECT_EQ(log.GetHardState()->commit, log.LastIndex());
   r.Stop();
 }
 
-TEST(LocalReplicator, ApplyOutcomeIsReturned) {
+TEST(RaftReplicator, ApplyOutcomeIsReturned) {
   storage::MemoryLogStore log;
   RecordingStateMachine sm;
-  LocalReplicator r(&log, &sm);
+  RaftReplicator r(&log, &sm, nullptr);
   ASSERT_TRUE(r.Start(nullptr).ok());
+  // Index 1 holds the bootstrap membership, 2 the leader's no-op.
   EXPECT_EQ(r.Propose("bad", Soon()).status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(*r.Propose("good", Soon()), 2u);
+  EXPECT_EQ(*r.Propose("good", Soon()), 4u);
 }
 
-TEST(LocalReplicator, ReplaysCommittedTailAtStart) {
+TEST(RaftReplicator, ReplaysCommittedTailAtStart) {
   storage::MemoryLogStore log;
+  ASSERT_TRUE(raft::Bootstrap(&log, {1}).ok());
   std::vector<storage::LogEntry> entries;
-  for (uint64_t i = 1; i <= 5; ++i) entries.push_back({i, 1, storage::EntryType::kCommand, "e" + std::to_string(i)});
-  storage::HardState hs{1, 0, 5};
+  for (uint64_t i = 2; i <= 6; ++i) entries.push_back({i, 1, storage::EntryType::kCommand, "e" + std::to_string(i)});
+  storage::HardState hs{1, 0, 6};
   ASSERT_TRUE(log.Append(entries, &hs).ok());
   RecordingStateMachine sm;
-  sm.applied = 2;  // entries 1-2 were persisted before the crash
-  LocalReplicator r(&log, &sm);
+  sm.applied = 3;  // entries 1-3 were persisted before the crash
+  RaftReplicator r(&log, &sm, nullptr);
   ASSERT_TRUE(r.Start(nullptr).ok());
-  EXPECT_EQ(r.replayed_entries(), 3u);
-  EXPECT_EQ(sm.data, (std::vector<std::string>{"e3", "e4", "e5"}));
-  EXPECT_EQ(*r.Propose("next", Soon()), 6u);
+  EXPECT_EQ(r.replayed_entries(), 3u);  // e4..e6
+  EXPECT_EQ(sm.data, (std::vector<std::string>{"e4", "e5", "e6"}));
+  EXPECT_EQ(*r.Propose("next", Soon()), 8u);
+  EXPECT_EQ(r.GetGroupStatus().role, raft::Role::kLeader);
+  EXPECT_EQ(r.GetGroupStatus().term, 2u);
 }
 
-TEST(LocalReplicator, RefusesInconsistentStateWithRecoverySteps) {
+TEST(RaftReplicator, RefusesInconsistentStateWithRecoverySteps) {
   {
     storage::MemoryLogStore log;
     storage::HardState hs{1, 0, 9};  // commit beyond the (empty) log
     ASSERT_TRUE(log.Append({}, &hs).ok());
     RecordingStateMachine sm;
-    LocalReplicator r(&log, &sm);
+    RaftReplicator r(&log, &sm, nullptr);
     Status st = r.Start(nullptr);
     EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition);
     EXPECT_NE(st.message().find("restore"), std::string::npos) << st.message();
@@ -131,46 +138,78 @@ TEST(LocalReplicator, RefusesInconsistentStateWithRecoverySteps) {
     storage::MemoryLogStore log;  // log lost, state has applied entries
     RecordingStateMachine sm;
     sm.applied = 7;
-    LocalReplicator r(&log, &sm);
+    RaftReplicator r(&log, &sm, nullptr);
     EXPECT_EQ(r.Start(nullptr).code(), StatusCode::kFailedPrecondition);
+  }
+  {
+    storage::MemoryLogStore log;  // entries but no membership
+    std::vector<storage::LogEntry> entries = {{1, 1, storage::EntryType::kCommand, "x"}};
+    storage::HardState hs{1, 0, 1};
+    ASSERT_TRUE(log.Append(entries, &hs).ok());
+    RecordingStateMachine sm;
+    RaftReplicator r(&log, &sm, nullptr);
+    Status st = r.Start(nullptr);
+    EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition);
+    EXPECT_NE(st.message().find("no cluster membership"), std::string::npos) << st.message();
+  }
+  {
+    storage::MemoryLogStore log;  // started before as node 1, now as node 2
+    ASSERT_TRUE(raft::Bootstrap(&log, {1}).ok());
+    RecordingStateMachine sm;
+    RaftReplicatorOptions options;
+    options.node_id = 2;
+    RaftReplicator r(&log, &sm, nullptr, options);
+    Status st = r.Start(nullptr);
+    EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition);
+    EXPECT_NE(st.message().find("not a member"), std::string::npos) << st.message();
   }
 }
 
-TEST(LocalReplicator, StopDuringReplayIsCancelled) {
+TEST(RaftReplicator, StopDuringReplayIsCancelled) {
   storage::MemoryLogStore log;
-  std::vector<storage::LogEntry> entries = {{1, 1, storage::EntryType::kCommand, "x"}};
-  storage::HardState hs{1, 0, 1};
-  ASSERT_TRUE(log.Append(entries, &hs).ok());
+  ASSERT_TRUE(raft::Bootstrap(&log, {1}).ok());
   RecordingStateMachine sm;
-  LocalReplicator r(&log, &sm);
+  RaftReplicator r(&log, &sm, nullptr);
   std::atomic<bool> stop{true};
   EXPECT_EQ(r.Start(&stop).code(), StatusCode::kCancelled);
 }
 
-TEST(LocalReplicator, StoppedReplicatorRefusesWrites) {
+TEST(RaftReplicator, StoppedReplicatorRefusesWrites) {
   storage::MemoryLogStore log;
   RecordingStateMachine sm;
-  LocalReplicator r(&log, &sm);
+  RaftReplicator r(&log, &sm, nullptr);
   EXPECT_EQ(r.Propose("early", Soon()).status().code(), StatusCode::kUnavailable);
   ASSERT_TRUE(r.Start(nullptr).ok());
   r.Stop();
   EXPECT_EQ(r.Propose("late", Soon()).status().code(), StatusCode::kUnavailable);
 }
 
-TEST(LocalReplicator, CompactsAppliedLog) {
+TEST(RaftReplicator, CompactsAppliedLogAndRestartsFromTheSnapshotRecord) {
   storage::MemoryLogStore log;
   RecordingStateMachine sm;
-  LocalReplicatorOptions opts;
+  RaftReplicatorOptions opts;
   opts.log_retention_entries = 4;
   opts.checkpoint_every_bytes = 10;
-  LocalReplicator r(&log, &sm, opts);
-  ASSERT_TRUE(r.Start(nullptr).ok());
-  for (int i = 0; i < 40; ++i) ASSERT_TRUE(r.Propose("xxxxx", Soon()).ok());
-  // Compaction runs on its own thread: give it a moment.
-  for (int i = 0; i < 2000 && log.FirstIndex() == 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  EXPECT_GT(sm.checkpoints.load(), 0);
-  EXPECT_GT(log.FirstIndex(), 1u);
-  EXPECT_GE(log.LastIndex() - log.FirstIndex() + 1, 4u);
+  {
+    RaftReplicator r(&log, &sm, nullptr, opts);
+    ASSERT_TRUE(r.Start(nullptr).ok());
+    for (int i = 0; i < 40; ++i) ASSERT_TRUE(r.Propose("xxxxx", Soon()).ok());
+    // Compaction runs on its own thread: give it a moment.
+    for (int i = 0; i < 2000 && log.FirstIndex() == 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    EXPECT_GT(sm.checkpoints.load(), 0);
+    EXPECT_GT(log.FirstIndex(), 1u);
+    EXPECT_GE(log.LastIndex() - log.FirstIndex() + 1, 4u);
+  }
+  // The bootstrap membership entry is compacted away: the snapshot record
+  // carries the membership into the restart.
+  auto meta = raft::DecodeSnapshotMeta(*log.GetSnapshotRecord());
+  ASSERT_TRUE(meta.ok());
+  EXPECT_GE(meta->index + 1, log.FirstIndex());
+  EXPECT_EQ(meta->conf.voters, std::set<raft::NodeId>{1});
+  RaftReplicator again(&log, &sm, nullptr, opts);
+  ASSERT_TRUE(again.Start(nullptr).ok());
+  EXPECT_TRUE(again.Propose("after restart", Soon()).ok());
+  EXPECT_EQ(sm.data.back(), "after restart");
 }
 
 }  // namespace

@@ -1,0 +1,347 @@
+#include <algorithm>
+#include <random>
+
+#include "replication/replicator.h"
+
+namespace quiver::replication {
+
+namespace {
+std::string RecoveryHint() {
+  return " The data directory is inconsistent; restore it from a backup (or a replica's snapshot) — "
+         "do not edit Raft state by hand. See docs/operations.md#recovery.";
+}
+}  // namespace
+
+RaftReplicator::RaftReplicator(storage::LogStore* log, storage::StateMachine* state, RaftTransport* transport,
+                               RaftReplicatorOptions options)
+    : log_(log), state_(state), transport_(transport), options_(std::move(options)) {
+  if (options_.initial_voters.empty()) options_.initial_voters = {options_.node_id};
+}
+
+RaftReplicator::~RaftReplicator() { Stop(); }
+
+Status RaftReplicator::Start(const std::atomic<bool>* stop) {
+  QUIVER_ASSIGN_OR_RETURN(storage::HardState hs, log_->GetHardState());
+  const uint64_t applied_at_start = state_->AppliedIndex();
+  if (log_->LastIndex() == 0 && hs.term == 0) {
+    if (applied_at_start > 0) {
+      return Status::FailedPrecondition("the state machine has applied " + std::to_string(applied_at_start) +
+                                        " entries but the log is empty: the log was lost." + RecoveryHint());
+    }
+    // A new node of a new cluster: write the initial membership.
+    QUIVER_RETURN_IF_ERROR(raft::Bootstrap(log_, options_.initial_voters));
+    QUIVER_ASSIGN_OR_RETURN(hs, log_->GetHardState());
+  }
+  QUIVER_ASSIGN_OR_RETURN(std::string record, log_->GetSnapshotRecord());
+  raft::SnapshotMeta snapshot;
+  if (!record.empty()) {
+    QUIVER_ASSIGN_OR_RETURN(snapshot, raft::DecodeSnapshotMeta(record));
+  }
+
+  raft::Config config;
+  config.id = options_.node_id;
+  // The core replays from the snapshot point, not from the state machine's
+  // applied index: membership changes after the snapshot are rebuilt that
+  // way, and the state machine skips what it already holds.
+  config.applied = snapshot.index;
+  config.conf = snapshot.conf;
+  config.snapshot = snapshot;
+  config.random_seed = std::random_device()();
+  // Bounds one apply batch, and so how long a replay goes without checking
+  // for shutdown.
+  config.max_committed_bytes_per_ready = 8ull << 20;
+  Result<std::unique_ptr<raft::Raft>> raft = raft::Raft::Create(config, log_);
+  if (!raft.ok()) return Status(raft.status().code(), raft.status().message() + "." + RecoveryHint());
+  raft_ = std::move(raft).value();
+  {
+    std::lock_guard lock(mu_);
+    conf_history_[snapshot.index] = snapshot.conf;
+  }
+
+  // Replay the committed tail before serving.
+  while (raft_->applied() < hs.commit) {
+    if (stop != nullptr && stop->load()) return Status::Cancelled("shutdown requested during log replay");
+    if (!raft_->HasReady()) {
+      return Status::Internal("log replay stalled at index " + std::to_string(raft_->applied()) + " of " +
+                              std::to_string(hs.commit));
+    }
+    QUIVER_RETURN_IF_ERROR(HandleOneReady().WithContext("replaying log"));
+  }
+  replayed_ = state_->AppliedIndex() - applied_at_start;
+  const raft::ConfState& conf = raft_->conf();
+  if (conf.voters.empty()) {
+    return Status::FailedPrecondition("the log holds no cluster membership (written by an older quiverd?)." +
+                                      RecoveryHint());
+  }
+  if (!conf.voters.contains(options_.node_id) && !conf.learners.contains(options_.node_id)) {
+    return Status::FailedPrecondition("this node's id " + std::to_string(options_.node_id) +
+                                      " is not a member of the cluster recorded in its data directory; start it "
+                                      "with the node id it was created with, or with an empty data directory");
+  }
+  if (conf.voters.size() == 1 && conf.voters.contains(options_.node_id)) {
+    raft_->Campaign();  // a majority of one: lead at once
+    QUIVER_RETURN_IF_ERROR(HandleReady());
+  }
+  PublishStatus();
+  std::lock_guard lock(mu_);
+  started_ = true;
+  driver_ = std::thread([this] { DriverLoop(); });
+  checkpointer_ = std::thread([this] { CheckpointLoop(); });
+  return Status::Ok();
+}
+
+Result<uint64_t> RaftReplicator::Propose(std::string command, Clock::time_point deadline) {
+  auto p = std::make_shared<Proposal>();
+  p->data = std::move(command);
+  auto future = p->done.get_future();
+  {
+    std::lock_guard lock(mu_);
+    if (!fatal_.ok()) return Status::Unavailable("node is stopping after a storage failure: " + fatal_.message());
+    if (stopping_ || !started_) return Status::Unavailable("node is not accepting writes (shutting down or starting)");
+    queue_.push_back(p);
+  }
+  cv_.notify_one();
+  // Stop() answers every proposal, so this wait also ends at shutdown.
+  if (future.wait_until(deadline) != std::future_status::ready) {
+    return Status::DeadlineExceeded("write not acknowledged before the deadline; it may still be applied");
+  }
+  return future.get();
+}
+
+void RaftReplicator::Receive(raft::Message message) {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_ || !started_) return;
+    inbox_.push_back(std::move(message));
+  }
+  cv_.notify_one();
+}
+
+void RaftReplicator::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  checkpoint_cv_.notify_all();
+  if (driver_.joinable()) driver_.join();
+  if (checkpointer_.joinable()) checkpointer_.join();
+}
+
+Status RaftReplicator::Health() const {
+  std::lock_guard lock(mu_);
+  return fatal_;
+}
+
+RaftReplicator::GroupStatus RaftReplicator::GetGroupStatus() const {
+  std::lock_guard lock(mu_);
+  return status_;
+}
+
+void RaftReplicator::PublishStatus() {
+  GroupStatus s;
+  s.id = raft_->id();
+  s.leader = raft_->leader();
+  s.role = raft_->role();
+  s.term = raft_->term();
+  s.commit = raft_->commit();
+  s.applied = raft_->applied();
+  s.conf = raft_->conf();
+  std::lock_guard lock(mu_);
+  status_ = std::move(s);
+}
+
+void RaftReplicator::FailAllLocked(const Status& st) {
+  for (auto& p : queue_) p->done.set_value(st);
+  queue_.clear();
+  for (auto& [index, pending] : pending_) pending.proposal->done.set_value(st);
+  pending_.clear();
+}
+
+void RaftReplicator::DriverLoop() {
+  auto next_tick = Clock::now() + options_.tick_interval;
+  std::vector<std::shared_ptr<Proposal>> batch;
+  std::vector<raft::Message> inbox;
+  std::vector<raft::SnapshotMeta> snapshots;
+  for (;;) {
+    bool stopping = false;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait_until(lock, next_tick, [&] { return stopping_ || !queue_.empty() || !inbox_.empty(); });
+      stopping = stopping_;
+      size_t bytes = 0;
+      while (!queue_.empty() && batch.size() < options_.max_batch_entries &&
+             (batch.empty() || bytes + queue_.front()->data.size() <= options_.max_batch_bytes)) {
+        bytes += queue_.front()->data.size();
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      inbox.swap(inbox_);
+      snapshots.swap(snapshots_created_);
+    }
+    if (Clock::now() >= next_tick) {
+      raft_->Tick();
+      next_tick = std::max(next_tick + options_.tick_interval, Clock::now());
+    }
+    for (raft::Message& m : inbox) {
+      // A misrouted message is the sender's bug; the core rejects it whole.
+      (void)raft_->Step(m);
+    }
+    inbox.clear();
+    for (const raft::SnapshotMeta& meta : snapshots) raft_->SnapshotCreated(meta);
+    snapshots.clear();
+    // Group commit: every proposal queued while the previous fsync ran becomes
+    // an entry of the same durable append.
+    for (auto& p : batch) {
+      Result<uint64_t> index = raft_->Propose(std::move(p->data));
+      if (!index.ok()) {
+        p->done.set_value(index.status());
+        continue;
+      }
+      pending_[*index] = Pending{raft_->term(), std::move(p)};
+    }
+    batch.clear();
+    Status st = HandleReady();
+    if (st.ok() && !raft_->fatal().ok()) st = raft_->fatal();
+    if (!st.ok()) {
+      // The log or the state could not be written (or read): nothing more
+      // may be acknowledged. Fail everything; the node must stop.
+      std::lock_guard lock(mu_);
+      fatal_ = st;
+      FailAllLocked(Status::Unavailable("storage failure: " + st.message()));
+      return;
+    }
+    PublishStatus();
+    if (stopping) {
+      std::lock_guard lock(mu_);
+      FailAllLocked(Status::Unavailable("node is shutting down; the write may or may not have been applied"));
+      return;
+    }
+  }
+}
+
+Status RaftReplicator::HandleReady() {
+  while (raft_->HasReady()) QUIVER_RETURN_IF_ERROR(HandleOneReady());
+  return Status::Ok();
+}
+
+Status RaftReplicator::HandleOneReady() {
+  {
+    raft::Ready rd = raft_->GetReady();
+    if (rd.snapshot) {
+      return Status::Unimplemented("installing a snapshot from the leader (index " +
+                                   std::to_string(rd.snapshot->index) + ") is not supported yet");
+    }
+    // 1. Entries and hard state, durable in one synced write.
+    if (!rd.entries.empty() || rd.hard_state) {
+      QUIVER_RETURN_IF_ERROR(log_->Append(rd.entries, rd.hard_state ? &*rd.hard_state : nullptr));
+    }
+    // 2. Only then the messages that promise them.
+    if (!rd.messages.empty() && transport_ != nullptr) transport_->Send(std::move(rd.messages));
+    // 3. Apply what is committed, and answer its proposers.
+    if (!rd.committed_entries.empty()) {
+      QUIVER_RETURN_IF_ERROR(state_->Apply(rd.committed_entries, &outcomes_));
+      if (outcomes_.size() != rd.committed_entries.size()) {
+        return Status::Internal("state machine returned " + std::to_string(outcomes_.size()) + " outcomes for " +
+                                std::to_string(rd.committed_entries.size()) + " entries");
+      }
+      QUIVER_RETURN_IF_ERROR(ApplyCommitted(rd.committed_entries));
+    }
+    raft_->Advance(rd);
+    if (!raft_->fatal().ok()) return raft_->fatal();
+  }
+  return Status::Ok();
+}
+
+Status RaftReplicator::ApplyCommitted(const std::vector<storage::LogEntry>& entries) {
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const storage::LogEntry& e = entries[i];
+    if (e.type == storage::EntryType::kConfChange) {
+      // A committed entry that does not decode was written by a broken or
+      // newer binary: refuse to guess the membership.
+      Result<raft::ConfChange> change = raft::DecodeConfChange(e.data);
+      if (!change.ok()) return change.status().WithContext("log entry " + std::to_string(e.index));
+      raft::ConfState conf = raft_->ApplyConfChange(*change);
+      std::lock_guard lock(mu_);
+      conf_history_[e.index] = std::move(conf);
+    }
+    bytes_since_checkpoint_ += e.data.size();
+    auto it = pending_.find(e.index);
+    if (it == pending_.end()) continue;
+    if (it->second.term == e.term && e.type == storage::EntryType::kCommand) {
+      if (outcomes_[i].ok()) {
+        it->second.proposal->done.set_value(e.index);
+      } else {
+        it->second.proposal->done.set_value(outcomes_[i]);
+      }
+    } else {
+      // Another leader's entry took this index: ours was never committed.
+      it->second.proposal->done.set_value(
+          Status::Unavailable("leadership changed before the write committed; it was not applied"));
+    }
+    pending_.erase(it);
+  }
+  if (bytes_since_checkpoint_ >= options_.checkpoint_every_bytes) {
+    bytes_since_checkpoint_ = 0;
+    {
+      std::lock_guard lock(mu_);
+      checkpoint_requested_ = true;
+    }
+    checkpoint_cv_.notify_one();
+  }
+  return Status::Ok();
+}
+
+raft::ConfState RaftReplicator::ConfAt(uint64_t index) const {
+  auto it = conf_history_.upper_bound(index);
+  if (it == conf_history_.begin()) return {};
+  return std::prev(it)->second;
+}
+
+void RaftReplicator::CheckpointLoop() {
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      checkpoint_cv_.wait(lock, [&] { return stopping_ || checkpoint_requested_; });
+      if (stopping_) return;  // the server flushes everything at shutdown
+      checkpoint_requested_ = false;
+    }
+    // Only entries whose effects are flushed may leave the log: a crash loses
+    // the unflushed rest, and the restart replays it.
+    Result<uint64_t> durable = state_->Checkpoint();
+    Status st = durable.status();
+    if (st.ok() && *durable > options_.log_retention_entries) {
+      const uint64_t upto = *durable - options_.log_retention_entries;
+      if (upto >= log_->FirstIndex()) {
+        raft::SnapshotMeta meta;
+        meta.index = upto;
+        Result<uint64_t> term = log_->Term(upto);
+        st = term.status();
+        if (st.ok()) {
+          meta.term = *term;
+          std::lock_guard lock(mu_);
+          meta.conf = ConfAt(upto);
+        }
+        // The record first: a crash between the two leaves it ahead of the
+        // compaction point, which Start accepts.
+        if (st.ok()) st = log_->SetSnapshotRecord(raft::EncodeSnapshotMeta(meta));
+        if (st.ok()) st = log_->CompactTo(upto);
+        if (st.ok()) {
+          std::lock_guard lock(mu_);
+          snapshots_created_.push_back(meta);
+          // Changes at or below the snapshot point are summarised by it.
+          while (conf_history_.size() > 1 && std::next(conf_history_.begin())->first <= upto) {
+            conf_history_.erase(conf_history_.begin());
+          }
+        }
+      }
+    }
+    if (!st.ok()) {
+      std::lock_guard lock(mu_);
+      fatal_ = st;
+      return;
+    }
+  }
+}
+
+}  // namespace quiver::replication
