@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <random>
+#include <utility>
 
 #include "replication/replicator.h"
 
@@ -91,6 +92,24 @@ Status RaftReplicator::Start(const std::atomic<bool>* stop) {
 }
 
 Result<uint64_t> RaftReplicator::Propose(std::string command, Clock::time_point deadline) {
+  raft::NodeId leader = raft::kNoNode;
+  {
+    std::lock_guard lock(mu_);
+    if (started_ && status_.role != raft::Role::kLeader) leader = status_.leader;
+  }
+  if (forwarder_ != nullptr && leader != raft::kNoNode && leader != options_.node_id) {
+    Result<uint64_t> index = forwarder_->Forward(leader, std::move(command), deadline);
+    if (!index.ok()) return index;
+    // Read-your-writes on the node the client talks to: answer once applied
+    // here too (the write is durable either way; at the deadline we answer).
+    std::unique_lock lock(mu_);
+    applied_cv_.wait_until(lock, deadline, [&] { return stopping_ || status_.applied >= *index; });
+    return index;
+  }
+  return ProposeLocal(std::move(command), deadline);
+}
+
+Result<uint64_t> RaftReplicator::ProposeLocal(std::string command, Clock::time_point deadline) {
   auto p = std::make_shared<Proposal>();
   p->data = std::move(command);
   auto future = p->done.get_future();
@@ -108,6 +127,26 @@ Result<uint64_t> RaftReplicator::Propose(std::string command, Clock::time_point 
   return future.get();
 }
 
+Status RaftReplicator::ReadBarrier(Clock::time_point deadline) {
+  auto read = std::make_shared<Read>();
+  read->deadline = deadline;
+  auto future = read->done.get_future();
+  {
+    std::lock_guard lock(mu_);
+    if (!fatal_.ok()) return Status::Unavailable("node is stopping after a storage failure: " + fatal_.message());
+    if (stopping_ || !started_) return Status::Unavailable("node is not serving (shutting down or starting)");
+    // A one-voter group's leader cannot be deposed, and it acknowledges a
+    // write only once applied: its local state is always current.
+    if (status_.role == raft::Role::kLeader && status_.conf.voters.size() == 1) return Status::Ok();
+    read_queue_.push_back(read);
+  }
+  cv_.notify_one();
+  if (future.wait_until(deadline) != std::future_status::ready) {
+    return Status::DeadlineExceeded("the read could not be confirmed with the leader before the deadline");
+  }
+  return future.get();
+}
+
 void RaftReplicator::Receive(raft::Message message) {
   {
     std::lock_guard lock(mu_);
@@ -115,6 +154,17 @@ void RaftReplicator::Receive(raft::Message message) {
     inbox_.push_back(std::move(message));
   }
   cv_.notify_one();
+}
+
+bool RaftReplicator::HandOverLeadership(std::chrono::milliseconds limit) {
+  std::unique_lock lock(mu_);
+  if (!started_ || stopping_ || status_.role != raft::Role::kLeader || status_.conf.voters.size() < 2) {
+    return false;
+  }
+  handover_requested_ = true;
+  cv_.notify_one();
+  applied_cv_.wait_for(lock, limit, [&] { return stopping_ || status_.role != raft::Role::kLeader; });
+  return status_.role != raft::Role::kLeader;
 }
 
 void RaftReplicator::Stop() {
@@ -149,6 +199,7 @@ void RaftReplicator::PublishStatus() {
   s.conf = raft_->conf();
   std::lock_guard lock(mu_);
   status_ = std::move(s);
+  applied_cv_.notify_all();
 }
 
 void RaftReplicator::FailAllLocked(const Status& st) {
@@ -156,6 +207,44 @@ void RaftReplicator::FailAllLocked(const Status& st) {
   queue_.clear();
   for (auto& [index, pending] : pending_) pending.proposal->done.set_value(st);
   pending_.clear();
+  for (auto& read : read_queue_) read->done.set_value(st);
+  read_queue_.clear();
+  for (auto& [context, read] : reads_) read->done.set_value(st);
+  reads_.clear();
+}
+
+void RaftReplicator::ServeReads(std::vector<std::shared_ptr<Read>>* started) {
+  if (raft_->term() != reads_term_) {
+    // Rounds of an earlier term may never be answered: let the clients retry.
+    for (auto& [context, read] : reads_) {
+      read->done.set_value(Status::Unavailable("leadership changed during the read; retry"));
+    }
+    reads_.clear();
+    reads_term_ = raft_->term();
+  }
+  for (auto& read : *started) {
+    read->context = "read-" + std::to_string(options_.node_id) + "-" + std::to_string(++next_read_);
+    if (Status st = raft_->ReadIndex(read->context); !st.ok()) {
+      read->done.set_value(st);
+      continue;
+    }
+    reads_[read->context] = std::move(read);
+  }
+  started->clear();
+  const auto now = Clock::now();
+  for (auto it = reads_.begin(); it != reads_.end();) {
+    Read& read = *it->second;
+    if (read.confirmed && read.index <= raft_->applied()) {
+      read.done.set_value(Status::Ok());
+    } else if (now > read.deadline) {
+      // Its caller has given up (and got DEADLINE_EXCEEDED): forget it.
+      read.done.set_value(Status::DeadlineExceeded("read not confirmed in time"));
+    } else {
+      ++it;
+      continue;
+    }
+    it = reads_.erase(it);
+  }
 }
 
 void RaftReplicator::DriverLoop() {
@@ -163,12 +252,17 @@ void RaftReplicator::DriverLoop() {
   std::vector<std::shared_ptr<Proposal>> batch;
   std::vector<raft::Message> inbox;
   std::vector<raft::SnapshotMeta> snapshots;
+  std::vector<std::shared_ptr<Read>> reads;
   for (;;) {
     bool stopping = false;
+    bool handover = false;
     {
       std::unique_lock lock(mu_);
-      cv_.wait_until(lock, next_tick, [&] { return stopping_ || !queue_.empty() || !inbox_.empty(); });
+      cv_.wait_until(lock, next_tick, [&] {
+        return stopping_ || handover_requested_ || !queue_.empty() || !inbox_.empty() || !read_queue_.empty();
+      });
       stopping = stopping_;
+      handover = std::exchange(handover_requested_, false);
       size_t bytes = 0;
       while (!queue_.empty() && batch.size() < options_.max_batch_entries &&
              (batch.empty() || bytes + queue_.front()->data.size() <= options_.max_batch_bytes)) {
@@ -178,6 +272,7 @@ void RaftReplicator::DriverLoop() {
       }
       inbox.swap(inbox_);
       snapshots.swap(snapshots_created_);
+      reads.swap(read_queue_);
     }
     if (Clock::now() >= next_tick) {
       raft_->Tick();
@@ -189,6 +284,19 @@ void RaftReplicator::DriverLoop() {
     }
     inbox.clear();
     for (const raft::SnapshotMeta& meta : snapshots) raft_->SnapshotCreated(meta);
+    if (handover && raft_->role() == raft::Role::kLeader) {
+      // The voter with the longest log needs the least to catch up.
+      raft::NodeId target = raft::kNoNode;
+      uint64_t best = 0;
+      for (const auto& [node, progress] : raft_->Progress()) {
+        if (node == options_.node_id || progress.learner || !raft_->conf().voters.contains(node)) continue;
+        if (target == raft::kNoNode || progress.match > best) {
+          target = node;
+          best = progress.match;
+        }
+      }
+      if (target != raft::kNoNode) (void)raft_->TransferLeadership(target);
+    }
     snapshots.clear();
     // Group commit: every proposal queued while the previous fsync ran becomes
     // an entry of the same durable append.
@@ -201,7 +309,9 @@ void RaftReplicator::DriverLoop() {
       pending_[*index] = Pending{raft_->term(), std::move(p)};
     }
     batch.clear();
+    ServeReads(&reads);  // starts the new ones (their messages go out below)
     Status st = HandleReady();
+    if (st.ok()) ServeReads(&reads);  // answers those confirmed and applied meanwhile
     if (st.ok() && !raft_->fatal().ok()) st = raft_->fatal();
     if (!st.ok()) {
       // The log or the state could not be written (or read): nothing more
@@ -246,6 +356,12 @@ Status RaftReplicator::HandleOneReady() {
                                 std::to_string(rd.committed_entries.size()) + " entries");
       }
       QUIVER_RETURN_IF_ERROR(ApplyCommitted(rd.committed_entries));
+    }
+    for (const raft::ReadState& rs : rd.read_states) {
+      auto it = reads_.find(rs.context);
+      if (it == reads_.end()) continue;
+      it->second->index = rs.index;
+      it->second->confirmed = true;
     }
     raft_->Advance(rd);
     if (!raft_->fatal().ok()) return raft_->fatal();

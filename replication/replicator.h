@@ -40,6 +40,11 @@ class Replicator {
   /// (e.g. NOT_FOUND). DEADLINE_EXCEEDED or CANCELLED mean the outcome is
   /// unknown: the entry may still be applied.
   virtual Result<uint64_t> Propose(std::string command, Clock::time_point deadline) = 0;
+
+  /// Returns once this node's state reflects every write acknowledged (by
+  /// any node) before the call: a linearizable read may then run locally.
+  /// UNAVAILABLE if no leader confirms in time, DEADLINE_EXCEEDED at the deadline.
+  virtual Status ReadBarrier(Clock::time_point deadline) = 0;
 };
 
 /// How Raft messages leave this node. Send must not block the driver: queue
@@ -48,6 +53,14 @@ class RaftTransport {
  public:
   virtual ~RaftTransport() = default;
   virtual void Send(std::vector<raft::Message> messages) = 0;
+};
+
+/// Hands a write that reached a follower to the leader (service/ implements
+/// it over the peer port). The leader answers once it applied the write.
+class ProposalForwarder {
+ public:
+  virtual ~ProposalForwarder() = default;
+  virtual Result<uint64_t> Forward(raft::NodeId leader, std::string command, Clock::time_point deadline) = 0;
 };
 
 struct RaftReplicatorOptions {
@@ -86,11 +99,27 @@ class RaftReplicator final : public Replicator {
   /// turns true during the replay.
   Status Start(const std::atomic<bool>* stop);
 
-  /// UNAVAILABLE (naming the leader, if known) on a node that does not lead.
+  /// On a follower, forwards to the leader (when a forwarder is set);
+  /// UNAVAILABLE while no leader is known.
   Result<uint64_t> Propose(std::string command, Clock::time_point deadline) override;
+  /// Proposes here, never forwarding (for writes forwarded to this node):
+  /// UNAVAILABLE naming the leader if this node does not lead.
+  Result<uint64_t> ProposeLocal(std::string command, Clock::time_point deadline);
+  /// Set before Start; null: followers answer UNAVAILABLE.
+  void set_forwarder(ProposalForwarder* forwarder) { forwarder_ = forwarder; }
+
+  /// ReadIndex through the core (one heartbeat round on a cluster; free for
+  /// a one-voter group's leader), then waits until applied.
+  Status ReadBarrier(Clock::time_point deadline) override;
 
   /// A message from a peer, for the driver thread.
   void Receive(raft::Message message);
+
+  /// If this node leads a group of several voters, hands leadership to the
+  /// most up-to-date voter and waits (at most `limit`) until it has; called
+  /// at shutdown so writes stall for a heartbeat round, not an election.
+  /// True if it led and handed over within the limit.
+  bool HandOverLeadership(std::chrono::milliseconds limit);
 
   /// Refuses new proposals (UNAVAILABLE), answers those in flight (their
   /// outcome is unknown if they have not been applied), joins the driver. Idempotent.
@@ -122,6 +151,13 @@ class RaftReplicator final : public Replicator {
     uint64_t term = 0;
     std::shared_ptr<Proposal> proposal;
   };
+  struct Read {
+    std::string context;
+    Clock::time_point deadline;
+    uint64_t index = 0;  // set once the leader confirmed it
+    bool confirmed = false;
+    std::promise<Status> done;
+  };
 
   void DriverLoop();
   // Persists, sends and applies every Ready the core has.
@@ -129,6 +165,8 @@ class RaftReplicator final : public Replicator {
   Status HandleOneReady();
   Status ApplyCommitted(const std::vector<storage::LogEntry>& entries);
   void PublishStatus();
+  // Starts queued reads in the core and answers those confirmed and applied.
+  void ServeReads(std::vector<std::shared_ptr<Read>>* started);
   // Flushes applied state, records the snapshot point and compacts the log,
   // off the write path.
   void CheckpointLoop();
@@ -138,12 +176,16 @@ class RaftReplicator final : public Replicator {
   storage::LogStore* log_;
   storage::StateMachine* state_;
   RaftTransport* transport_;
+  ProposalForwarder* forwarder_ = nullptr;
   RaftReplicatorOptions options_;
   uint64_t replayed_ = 0;
 
   // Owned by the driver thread (and by Start before it runs).
   std::unique_ptr<raft::Raft> raft_;
   std::map<uint64_t, Pending> pending_;  // log index -> proposal waiting for its apply
+  std::map<std::string, std::shared_ptr<Read>> reads_;  // context -> read waiting for its ReadState
+  uint64_t reads_term_ = 0;
+  uint64_t next_read_ = 0;
   std::vector<Status> outcomes_;
   uint64_t bytes_since_checkpoint_ = 0;
 
@@ -151,6 +193,8 @@ class RaftReplicator final : public Replicator {
   std::condition_variable cv_;
   std::deque<std::shared_ptr<Proposal>> queue_;
   std::vector<raft::Message> inbox_;
+  std::vector<std::shared_ptr<Read>> read_queue_;
+  std::condition_variable applied_cv_;  // status_.applied moved
   std::vector<raft::SnapshotMeta> snapshots_created_;
   // Membership as of each applied change since the last snapshot point.
   std::map<uint64_t, raft::ConfState> conf_history_;
@@ -158,6 +202,7 @@ class RaftReplicator final : public Replicator {
   bool stopping_ = false;
   bool started_ = false;
   bool checkpoint_requested_ = false;
+  bool handover_requested_ = false;
   std::condition_variable checkpoint_cv_;
   Status fatal_;
   std::thread driver_;

@@ -53,6 +53,16 @@ void CopyPayload(const std::string& bytes, google::protobuf::Map<std::string, qu
   if (payload.ParseFromString(bytes)) out->swap(*payload.mutable_fields());
 }
 
+// Linearizable reads wait until this node's state is current (see
+// ReadConsistency in points.proto); eventual ones read it as it is.
+Status ReadBarrier(const ApiContext& ctx, const grpc::ServerContext* sctx, quiver::v1::ReadConsistency consistency) {
+  if (consistency == quiver::v1::EVENTUAL) return Status::Ok();
+  if (consistency != quiver::v1::LINEARIZABLE) {
+    return Status::InvalidArgument("consistency: unknown value " + std::to_string(static_cast<int>(consistency)));
+  }
+  return ctx.replicator->ReadBarrier(WriteDeadline(sctx, *ctx.config));
+}
+
 Status ValidateK(uint32_t k, const ServerConfig& cfg) {
   if (k == 0) return Status::InvalidArgument("k must be at least 1");
   if (k > cfg.max_k) {
@@ -135,8 +145,9 @@ Status CreateCollection(const ApiContext& ctx, const grpc::ServerContext* sctx,
   return Status::Ok();
 }
 
-Status GetCollection(const ApiContext& ctx, const quiver::v1::GetCollectionRequest& req,
+Status GetCollection(const ApiContext& ctx, const grpc::ServerContext* sctx, const quiver::v1::GetCollectionRequest& req,
                      quiver::v1::GetCollectionResponse* resp) {
+  QUIVER_RETURN_IF_ERROR(ReadBarrier(ctx, sctx, quiver::v1::LINEARIZABLE));
   QUIVER_ASSIGN_OR_RETURN(auto coll, FindCollection(ctx, req.name(), "name"));
   *resp->mutable_collection() = coll->Info();
   return Status::Ok();
@@ -225,7 +236,9 @@ Status DeletePoints(const ApiContext& ctx, const grpc::ServerContext* sctx, cons
   return Status::Ok();
 }
 
-Status GetPoints(const ApiContext& ctx, const quiver::v1::GetPointsRequest& req, quiver::v1::GetPointsResponse* resp) {
+Status GetPoints(const ApiContext& ctx, const grpc::ServerContext* sctx, const quiver::v1::GetPointsRequest& req,
+                 quiver::v1::GetPointsResponse* resp) {
+  QUIVER_RETURN_IF_ERROR(ReadBarrier(ctx, sctx, req.consistency()));
   QUIVER_ASSIGN_OR_RETURN(auto coll, FindCollection(ctx, req.collection()));
   QUIVER_RETURN_IF_ERROR(ValidateIds(req.ids(), *ctx.config));
   for (auto& p : coll->Get({req.ids().data(), static_cast<size_t>(req.ids_size())}, req.with_payload(),
@@ -238,13 +251,17 @@ Status GetPoints(const ApiContext& ctx, const quiver::v1::GetPointsRequest& req,
   return Status::Ok();
 }
 
-Status CountPoints(const ApiContext& ctx, const quiver::v1::CountRequest& req, quiver::v1::CountResponse* resp) {
+Status CountPoints(const ApiContext& ctx, const grpc::ServerContext* sctx, const quiver::v1::CountRequest& req,
+                   quiver::v1::CountResponse* resp) {
+  QUIVER_RETURN_IF_ERROR(ReadBarrier(ctx, sctx, req.consistency()));
   QUIVER_ASSIGN_OR_RETURN(auto coll, FindCollection(ctx, req.collection()));
   resp->set_count(coll->Count());
   return Status::Ok();
 }
 
-Status SearchOne(const ApiContext& ctx, const quiver::v1::SearchRequest& req, quiver::v1::SearchResponse* resp) {
+Status SearchOne(const ApiContext& ctx, const grpc::ServerContext* sctx, const quiver::v1::SearchRequest& req,
+                 quiver::v1::SearchResponse* resp) {
+  QUIVER_RETURN_IF_ERROR(ReadBarrier(ctx, sctx, req.consistency()));
   QUIVER_ASSIGN_OR_RETURN(auto coll, FindCollection(ctx, req.collection()));
   QUIVER_RETURN_IF_ERROR(ValidateK(req.k(), *ctx.config));
   QUIVER_RETURN_IF_ERROR(engine::ValidateVector(req.vector().data(), static_cast<size_t>(req.vector_size()),
@@ -255,8 +272,9 @@ Status SearchOne(const ApiContext& ctx, const quiver::v1::SearchRequest& req, qu
                     req.has_filter() ? &req.filter() : nullptr, [&](size_t) { return resp; });
 }
 
-Status SearchMany(const ApiContext& ctx, const quiver::v1::SearchBatchRequest& req,
+Status SearchMany(const ApiContext& ctx, const grpc::ServerContext* sctx, const quiver::v1::SearchBatchRequest& req,
                   quiver::v1::SearchBatchResponse* resp) {
+  QUIVER_RETURN_IF_ERROR(ReadBarrier(ctx, sctx, req.consistency()));
   QUIVER_ASSIGN_OR_RETURN(auto coll, FindCollection(ctx, req.collection()));
   QUIVER_RETURN_IF_ERROR(ValidateK(req.k(), *ctx.config));
   const int nq = req.queries_size();
@@ -296,13 +314,15 @@ grpc::Status CollectionsApi::Get(grpc::ServerContext* sctx, const quiver::v1::Ge
                                  quiver::v1::GetCollectionResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kGetCollection);
   if (Status auth = Authorize(*ctx_.config, *sctx, Access::kRead); !auth.ok()) return scope.Done(auth);
-  return scope.Done(GetCollection(ctx_, *req, resp));
+  return scope.Done(GetCollection(ctx_, sctx, *req, resp));
 }
 
 grpc::Status CollectionsApi::List(grpc::ServerContext* sctx, const quiver::v1::ListCollectionsRequest*,
                                   quiver::v1::ListCollectionsResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kListCollections);
   if (Status auth = Authorize(*ctx_.config, *sctx, Access::kRead); !auth.ok()) return scope.Done(auth);
+  // Collection metadata is always read linearizably (it is cheap and rare).
+  if (Status st = ReadBarrier(ctx_, sctx, quiver::v1::LINEARIZABLE); !st.ok()) return scope.Done(st);
   for (const auto& c : ctx_.engine->List()) *resp->add_collections() = c->Info();
   return scope.Done(Status::Ok());
 }
@@ -332,28 +352,28 @@ grpc::Status PointsApi::Get(grpc::ServerContext* sctx, const quiver::v1::GetPoin
                             quiver::v1::GetPointsResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kGetPoints);
   if (Status auth = Authorize(*ctx_.config, *sctx, Access::kRead); !auth.ok()) return scope.Done(auth);
-  return scope.Done(GetPoints(ctx_, *req, resp));
+  return scope.Done(GetPoints(ctx_, sctx, *req, resp));
 }
 
 grpc::Status PointsApi::Count(grpc::ServerContext* sctx, const quiver::v1::CountRequest* req,
                               quiver::v1::CountResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kCount);
   if (Status auth = Authorize(*ctx_.config, *sctx, Access::kRead); !auth.ok()) return scope.Done(auth);
-  return scope.Done(CountPoints(ctx_, *req, resp));
+  return scope.Done(CountPoints(ctx_, sctx, *req, resp));
 }
 
 grpc::Status PointsApi::Search(grpc::ServerContext* sctx, const quiver::v1::SearchRequest* req,
                                quiver::v1::SearchResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kSearch);
   if (Status auth = Authorize(*ctx_.config, *sctx, Access::kRead); !auth.ok()) return scope.Done(auth);
-  return scope.Done(SearchOne(ctx_, *req, resp));
+  return scope.Done(SearchOne(ctx_, sctx, *req, resp));
 }
 
 grpc::Status PointsApi::SearchBatch(grpc::ServerContext* sctx, const quiver::v1::SearchBatchRequest* req,
                                     quiver::v1::SearchBatchResponse* resp) {
   RpcScope scope(ctx_.metrics, Rpc::kSearchBatch);
   if (Status auth = Authorize(*ctx_.config, *sctx, Access::kRead); !auth.ok()) return scope.Done(auth);
-  return scope.Done(SearchMany(ctx_, *req, resp));
+  return scope.Done(SearchMany(ctx_, sctx, *req, resp));
 }
 
 }  // namespace quiver::service

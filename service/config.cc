@@ -1,5 +1,7 @@
 #include "service/config.h"
 
+#include "service/peer.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include <CLI/CLI.hpp>
@@ -47,6 +49,14 @@ std::vector<Key> Keys(ServerConfig* c) {
       {"admin_listen", "QUIVER_ADMIN_LISTEN", "--admin-listen", "HTTP address of /healthz, /readyz, /metrics",
        str(&c->admin_listen)},
       {"data_dir", "QUIVER_DATA_DIR", "--data-dir", "data directory", str(&c->data_dir)},
+      {"node_id", "QUIVER_NODE_ID", "--node-id", "this node's id in its cluster (above 0)",
+       u64("node_id", &c->node_id)},
+      {"peers", "QUIVER_PEERS", "--peers", "cluster voters as 1=host:port,2=host:port,... (empty: single node)",
+       str(&c->peers)},
+      {"peer_listen", "QUIVER_PEER_LISTEN", "--peer-listen", "gRPC address of the internal peer port",
+       str(&c->peer_listen)},
+      {"raft_tick_ms", "QUIVER_RAFT_TICK_MS", "--raft-tick-ms", "one Raft tick in ms (elections after 10-19)",
+       u32("raft_tick_ms", &c->raft_tick_ms)},
       {"max_k", "QUIVER_MAX_K", "--max-k", "largest k a search may ask for", u32("max_k", &c->max_k)},
       {"max_message_bytes", "QUIVER_MAX_MESSAGE_BYTES", "--max-message-bytes", "largest gRPC message accepted",
        u64("max_message_bytes", &c->max_message_bytes)},
@@ -122,6 +132,15 @@ Status ServerConfig::Validate() const {
     return Status::InvalidArgument("admin_listen: '" + admin_listen + "' is not host:port");
   }
   if (data_dir.empty()) return Status::InvalidArgument("data_dir is empty");
+  if (node_id == 0) return Status::InvalidArgument("node_id must be above 0");
+  QUIVER_ASSIGN_OR_RETURN(auto peer_map, ParsePeers(peers));
+  if (!peer_map.empty() && !peer_map.contains(node_id)) {
+    return Status::InvalidArgument("peers: this node's id " + std::to_string(node_id) + " is not in the list");
+  }
+  if (peer_listen.find(':') == std::string::npos) {
+    return Status::InvalidArgument("peer_listen: '" + peer_listen + "' is not host:port");
+  }
+  if (raft_tick_ms < 10 || raft_tick_ms > 10000) return Status::InvalidArgument("raft_tick_ms must be in 10..10000");
   if (max_k == 0) return Status::InvalidArgument("max_k must be at least 1");
   if (max_message_bytes < 4096 || max_message_bytes > (2ull << 30) - 1) {
     return Status::InvalidArgument("max_message_bytes must be in 4096..2147483647");

@@ -17,6 +17,20 @@ struct ServerConfig {
   /// HTTP address for /healthz, /readyz and /metrics.
   /// Default: 127.0.0.1:7702. Env: QUIVER_ADMIN_LISTEN. Flag: --admin-listen.
   std::string admin_listen = "127.0.0.1:7702";
+  /// This node's id in its cluster (above 0; never reused for another data
+  /// directory). Default: 1. Env: QUIVER_NODE_ID. Flag: --node-id.
+  uint64_t node_id = 1;
+  /// The cluster's voters as "1=host:7701,2=host:7701,3=host:7701" (this node
+  /// included); written to a new data directory's log on first start. Empty:
+  /// a single-node cluster with no peer port. Default: "". Env: QUIVER_PEERS.
+  std::string peers;
+  /// gRPC address of the internal peer port (Raft traffic, forwarded writes);
+  /// only opened when `peers` is set. Bind it to a private network.
+  /// Default: 127.0.0.1:7701. Env: QUIVER_PEER_LISTEN.
+  std::string peer_listen = "127.0.0.1:7701";
+  /// One Raft tick, in ms: leaders heartbeat every tick, followers campaign
+  /// after 10-19 ticks without one. Default: 100. Env: QUIVER_RAFT_TICK_MS.
+  uint32_t raft_tick_ms = 100;
   /// Where RocksDB keeps the node's data. Default: ./data. Env: QUIVER_DATA_DIR.
   std::string data_dir = "./data";
   /// Largest k a search may ask for. Default: 10000. Env: QUIVER_MAX_K.

@@ -8,5 +8,7 @@
 namespace quiver::service {
 
 grpc::Status ToGrpc(const Status& status);
+/// The reverse, for answers from other nodes (the peer port).
+Status FromGrpc(const grpc::Status& status);
 
 }  // namespace quiver::service

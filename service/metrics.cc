@@ -60,6 +60,15 @@ std::string Metrics::Render(const NodeGauges& node) const {
   sample("quiver_vectors_stored", "gauge", "Live points over all collections.", node.vectors_stored);
   sample("quiver_collections", "gauge", "Collections on this node.", node.collections);
   sample("quiver_applied_index", "gauge", "Last log index applied.", node.applied_index);
+  sample("quiver_raft_term", "gauge", "Raft term this node is in.", node.raft_term);
+  sample("quiver_raft_commit_index", "gauge", "Last log index this node knows to be committed.",
+         node.raft_commit_index);
+  sample("quiver_raft_apply_lag", "gauge", "Committed entries not yet applied here.",
+         node.raft_commit_index > node.applied_index ? node.raft_commit_index - node.applied_index : 0);
+  sample("quiver_raft_leader_id", "gauge", "Node id of the leader this node follows (0: none known).",
+         node.raft_leader_id);
+  sample("quiver_raft_is_leader", "gauge", "1 if this node leads its group.", node.raft_is_leader ? 1 : 0);
+  sample("quiver_raft_voters", "gauge", "Voters in the group's membership.", node.raft_voters);
   sample("quiver_sealed_segments", "gauge", "Sealed segments over all collections.", node.sealed_segments);
   sample("quiver_indexed_segments", "gauge", "Sealed segments whose index is built.", node.indexed_segments);
   sample("quiver_tombstones", "gauge", "Deleted or overwritten rows still held in sealed segments.", node.tombstones);

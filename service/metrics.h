@@ -26,6 +26,12 @@ struct NodeGauges {
   uint64_t segment_files_loaded = 0;     // at start
   uint64_t segment_files_discarded = 0;  // at start: damaged or stale, rebuilt
   uint64_t background_failures = 0;      // index builds, compactions, segment file writes
+  // Raft, as this node sees it.
+  uint64_t raft_term = 0;
+  uint64_t raft_commit_index = 0;
+  uint64_t raft_leader_id = 0;  // 0: none known
+  bool raft_is_leader = false;
+  uint64_t raft_voters = 0;
 };
 
 class Metrics {

@@ -19,6 +19,7 @@
 #include "replication/replicator.h"
 #include "service/api.h"
 #include "service/metrics.h"
+#include "service/peer.h"
 #include "storage/db.h"
 #include "storage/rocks_log_store.h"
 
@@ -29,7 +30,11 @@ struct Server::State {
   std::unique_ptr<storage::Db> db;
   std::unique_ptr<storage::RocksLogStore> log;
   std::unique_ptr<engine::Engine> engine;
+  std::unique_ptr<PeerClient> peer_client;
   std::unique_ptr<replication::RaftReplicator> replicator;
+  std::unique_ptr<PeerService> peer_service;
+  std::unique_ptr<grpc::Server> peer_server;
+  int peer_port = 0;
   std::unique_ptr<CollectionsApi> collections_api;
   std::unique_ptr<PointsApi> points_api;
   std::unique_ptr<grpc::Server> grpc_server;
@@ -80,12 +85,12 @@ Result<std::pair<std::string, int>> SplitHostPort(const std::string& addr) {
   }
 }
 
-Status WriteReadyFile(const std::string& path, int grpc_port, int admin_port) {
+Status WriteReadyFile(const std::string& path, int grpc_port, int admin_port, int peer_port) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream f(tmp, std::ios::trunc);
-    f << "{\"grpc_port\": " << grpc_port << ", \"admin_port\": " << admin_port << ", \"pid\": " << ::getpid()
-      << "}\n";
+    f << "{\"grpc_port\": " << grpc_port << ", \"admin_port\": " << admin_port << ", \"peer_port\": " << peer_port
+      << ", \"pid\": " << ::getpid() << "}\n";
     if (!f) return Status::IOError("cannot write ready file " + tmp);
   }
   std::error_code ec;
@@ -138,6 +143,12 @@ Status Server::Start() {
         node.tombstones += info.tombstones();
       }
       node.applied_index = st.engine->AppliedIndex();
+      const auto group = st.replicator->GetGroupStatus();
+      node.raft_term = group.term;
+      node.raft_commit_index = group.commit;
+      node.raft_leader_id = group.leader;
+      node.raft_is_leader = group.role == replication::raft::Role::kLeader;
+      node.raft_voters = group.conf.voters.size();
       node.segment_files_loaded = st.engine->segments_loaded();
       node.segment_files_discarded = st.engine->segment_files_discarded();
       node.background_failures = st.engine->failed_index_builds();
@@ -173,7 +184,15 @@ Status Server::Start() {
   QUIVER_ASSIGN_OR_RETURN(s.log, storage::RocksLogStore::Open(s.db.get()));
   const auto load_start = std::chrono::steady_clock::now();
   QUIVER_ASSIGN_OR_RETURN(s.engine, engine::Engine::Open(s.db.get(), {}, &stop_));
-  s.replicator = std::make_unique<replication::RaftReplicator>(s.log.get(), s.engine.get(), /*transport=*/nullptr);
+  replication::RaftReplicatorOptions raft_options;
+  raft_options.node_id = config_.node_id;
+  raft_options.tick_interval = std::chrono::milliseconds(config_.raft_tick_ms);
+  QUIVER_ASSIGN_OR_RETURN(const auto peers, ParsePeers(config_.peers));
+  for (const auto& [id, address] : peers) raft_options.initial_voters.insert(id);
+  if (!peers.empty()) s.peer_client = std::make_unique<PeerClient>(config_.node_id, peers, config_.max_message_bytes);
+  s.replicator = std::make_unique<replication::RaftReplicator>(s.log.get(), s.engine.get(), s.peer_client.get(),
+                                                               raft_options);
+  s.replicator->set_forwarder(s.peer_client.get());
   if (s.log->LastIndex() > s.engine->AppliedIndex()) {
     spdlog::info("replaying log entries {}..{}", s.engine->AppliedIndex() + 1, s.log->LastIndex());
   }
@@ -182,6 +201,21 @@ Status Server::Start() {
                s.engine->List().size(), s.engine->TotalPoints(), s.engine->AppliedIndex(),
                s.replicator->replayed_entries(),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
+
+  if (!peers.empty()) {
+    // The peer port: Raft messages and forwarded writes, without API keys.
+    s.peer_service = std::make_unique<PeerService>(config_.node_id, s.replicator.get());
+    grpc::ServerBuilder peer_builder;
+    peer_builder.AddListeningPort(config_.peer_listen, grpc::InsecureServerCredentials(), &s.peer_port);
+    peer_builder.SetMaxReceiveMessageSize(static_cast<int>(config_.max_message_bytes));
+    peer_builder.SetMaxSendMessageSize(static_cast<int>(config_.max_message_bytes));
+    peer_builder.RegisterService(s.peer_service.get());
+    s.peer_server = peer_builder.BuildAndStart();
+    if (s.peer_server == nullptr || s.peer_port == 0) {
+      return Status::Unavailable("cannot listen on peer address " + config_.peer_listen);
+    }
+    spdlog::info("node {} of a {}-voter cluster; peer port {}", config_.node_id, peers.size(), s.peer_port);
+  }
 
   ApiContext ctx{&config_, s.engine.get(), s.replicator.get(), &s.metrics};
   s.collections_api = std::make_unique<CollectionsApi>(ctx);
@@ -206,7 +240,7 @@ Status Server::Start() {
   auto* health = s.grpc_server->GetHealthCheckService();
   for (const char* name : {"quiver.v1.Collections", "quiver.v1.Points"}) health->SetServingStatus(name, true);
   health->SetServingStatus(true);
-  if (!config_.ready_file.empty()) QUIVER_RETURN_IF_ERROR(WriteReadyFile(config_.ready_file, s.grpc_port, s.admin_port));
+  if (!config_.ready_file.empty()) QUIVER_RETURN_IF_ERROR(WriteReadyFile(config_.ready_file, s.grpc_port, s.admin_port, s.peer_port));
   ready_.store(true);
   spdlog::info("serving gRPC on port {}, admin HTTP on port {}, data in {}", s.grpc_port, s.admin_port,
                config_.data_dir);
@@ -221,7 +255,16 @@ void Server::Shutdown() {
     // Stops intake now; in-flight calls get until the deadline, then are cancelled.
     s.grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(config_.shutdown_drain_ms));
   }
-  if (s.replicator) s.replicator->Stop();  // finishes writes already queued
+  if (s.replicator && s.peer_client) {
+    // A leader hands over first, so the cluster keeps writing without
+    // waiting out an election timeout.
+    const bool handed = s.replicator->HandOverLeadership(std::chrono::milliseconds(20 * config_.raft_tick_ms));
+    if (handed) spdlog::info("leadership handed over");
+  }
+  if (s.replicator) s.replicator->Stop();  // answers writes in flight
+  // After the replicator: its driver sends through the client until it stops.
+  if (s.peer_server) s.peer_server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+  if (s.peer_client) s.peer_client->Stop();
   if (s.engine) s.engine->StopBackgroundWork();  // waits for an index build in progress
   if (s.db) {
     Status st = s.db->Flush();

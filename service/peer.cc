@@ -1,0 +1,245 @@
+#include "service/peer.h"
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+
+#include "service/grpc_status.h"
+
+namespace quiver::service {
+
+using replication::raft::NodeId;
+namespace pb = quiver::internal::v1;
+namespace raft = replication::raft;
+
+namespace {
+// Queued messages per peer before the oldest are dropped.
+constexpr size_t kMaxQueuedMessages = 4096;
+// One Send RPC's deadline: bounds how long Stop() waits for a sender.
+constexpr auto kSendDeadline = std::chrono::milliseconds(1000);
+constexpr auto kMaxBackoff = std::chrono::milliseconds(1000);
+}  // namespace
+
+Result<std::map<NodeId, std::string>> ParsePeers(const std::string& text) {
+  std::map<NodeId, std::string> peers;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find(',', pos);
+    if (end == std::string::npos) end = text.size();
+    const std::string item = text.substr(pos, end - pos);
+    pos = end + 1;
+    if (item.empty()) continue;
+    const size_t eq = item.find('=');
+    NodeId id = 0;
+    if (eq == std::string::npos || std::from_chars(item.data(), item.data() + eq, id).ptr != item.data() + eq ||
+        id == 0) {
+      return Status::InvalidArgument("peers: '" + item + "' is not <node id>=<host:port> with a node id above 0");
+    }
+    const std::string address = item.substr(eq + 1);
+    if (address.find(':') == std::string::npos) {
+      return Status::InvalidArgument("peers: address '" + address + "' of node " + std::to_string(id) +
+                                     " is not host:port");
+    }
+    if (!peers.emplace(id, address).second) {
+      return Status::InvalidArgument("peers: node " + std::to_string(id) + " is listed twice");
+    }
+  }
+  return peers;
+}
+
+void ToProto(const raft::Message& m, pb::RaftMessage* out) {
+  out->set_type(static_cast<uint32_t>(m.type));
+  out->set_from(m.from);
+  out->set_to(m.to);
+  out->set_term(m.term);
+  out->set_log_term(m.log_term);
+  out->set_index(m.index);
+  for (const auto& e : m.entries) {
+    auto* pe = out->add_entries();
+    pe->set_index(e.index);
+    pe->set_term(e.term);
+    pe->set_type(static_cast<uint32_t>(e.type));
+    pe->set_data(e.data);
+  }
+  out->set_commit(m.commit);
+  out->set_reject(m.reject);
+  out->set_reject_hint(m.reject_hint);
+  if (m.snapshot.index != 0) {
+    auto* s = out->mutable_snapshot();
+    s->set_index(m.snapshot.index);
+    s->set_term(m.snapshot.term);
+    for (NodeId v : m.snapshot.conf.voters) s->add_voters(v);
+    for (NodeId l : m.snapshot.conf.learners) s->add_learners(l);
+  }
+  out->set_context(m.context);
+}
+
+Result<raft::Message> FromProto(const pb::RaftMessage& m) {
+  if (m.type() > static_cast<uint32_t>(raft::MessageType::kReadIndexResponse)) {
+    return Status::InvalidArgument("raft message has unknown type " + std::to_string(m.type()));
+  }
+  if (m.from() == raft::kNoNode || m.to() == raft::kNoNode) {
+    return Status::InvalidArgument("raft message without sender or receiver");
+  }
+  raft::Message out;
+  out.type = static_cast<raft::MessageType>(m.type());
+  out.from = m.from();
+  out.to = m.to();
+  out.term = m.term();
+  out.log_term = m.log_term();
+  out.index = m.index();
+  out.entries.reserve(static_cast<size_t>(m.entries_size()));
+  uint64_t expect = m.index() + 1;
+  for (const auto& e : m.entries()) {
+    if (e.type() > static_cast<uint32_t>(storage::EntryType::kConfChange)) {
+      return Status::InvalidArgument("raft entry has unknown type " + std::to_string(e.type()));
+    }
+    // Entries follow the index they are appended after, without gaps.
+    if (e.index() != expect++ || e.term() == 0) {
+      return Status::InvalidArgument("raft entries are not contiguous after index " + std::to_string(m.index()));
+    }
+    out.entries.push_back({e.index(), e.term(), static_cast<storage::EntryType>(e.type()), e.data()});
+  }
+  out.commit = m.commit();
+  out.reject = m.reject();
+  out.reject_hint = m.reject_hint();
+  if (m.has_snapshot()) {
+    out.snapshot.index = m.snapshot().index();
+    out.snapshot.term = m.snapshot().term();
+    for (uint64_t v : m.snapshot().voters()) out.snapshot.conf.voters.insert(v);
+    for (uint64_t l : m.snapshot().learners()) out.snapshot.conf.learners.insert(l);
+    if (out.snapshot.conf.voters.contains(raft::kNoNode) || out.snapshot.conf.learners.contains(raft::kNoNode)) {
+      return Status::InvalidArgument("raft snapshot names node 0");
+    }
+  }
+  out.context = m.context();
+  return out;
+}
+
+PeerClient::PeerClient(NodeId self, const std::map<NodeId, std::string>& peers, uint64_t max_message_bytes)
+    : self_(self), max_message_bytes_(max_message_bytes) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
+  args.SetMaxSendMessageSize(static_cast<int>(max_message_bytes));
+  // Reconnect quickly after a peer restarts (the default backoff reaches minutes).
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  for (const auto& [id, address] : peers) {
+    if (id == self) continue;
+    auto peer = std::make_unique<Peer>();
+    peer->address = address;
+    peer->stub = pb::Peer::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+    Peer* raw = peer.get();
+    peers_[id] = std::move(peer);
+    raw->sender = std::thread([this, raw] { SenderLoop(raw); });
+  }
+}
+
+PeerClient::~PeerClient() { Stop(); }
+
+void PeerClient::Stop() {
+  stopping_ = true;
+  for (auto& [id, peer] : peers_) {
+    {
+      std::lock_guard lock(peer->mu);
+      peer->queue.clear();
+    }
+    peer->cv.notify_all();
+  }
+  for (auto& [id, peer] : peers_) {
+    if (peer->sender.joinable()) peer->sender.join();
+  }
+}
+
+void PeerClient::Send(std::vector<raft::Message> messages) {
+  for (raft::Message& m : messages) {
+    auto it = peers_.find(m.to);
+    if (it == peers_.end()) continue;  // a member without an address (not configured here)
+    Peer& peer = *it->second;
+    {
+      std::lock_guard lock(peer.mu);
+      if (peer.queue.size() >= kMaxQueuedMessages) peer.queue.pop_front();  // the newest state matters most
+      peer.queue.push_back(std::move(m));
+    }
+    peer.cv.notify_one();
+  }
+}
+
+void PeerClient::SenderLoop(Peer* peer) {
+  std::chrono::milliseconds backoff{0};
+  while (!stopping_) {
+    pb::RaftBatch batch;
+    {
+      std::unique_lock lock(peer->mu);
+      peer->cv.wait(lock, [&] { return stopping_.load() || !peer->queue.empty(); });
+      if (stopping_) return;
+      uint64_t bytes = 0;
+      while (!peer->queue.empty() && (batch.messages_size() == 0 || bytes < max_message_bytes_ / 2)) {
+        for (const auto& e : peer->queue.front().entries) bytes += e.data.size() + 32;
+        ToProto(peer->queue.front(), batch.add_messages());
+        peer->queue.pop_front();
+      }
+    }
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + kSendDeadline);
+    pb::RaftBatchAck ack;
+    grpc::Status st = peer->stub->Send(&ctx, batch, &ack);
+    if (st.ok()) {
+      backoff = std::chrono::milliseconds(0);
+      continue;
+    }
+    // The peer is down or refusing: wait a little (watching shutdown) so a
+    // dead peer does not spin this thread; Raft resends what was lost.
+    backoff = std::min(kMaxBackoff, std::max(std::chrono::milliseconds(50), backoff * 2));
+    spdlog::debug("peer {}: {} (retrying in {} ms)", peer->address, st.error_message(), backoff.count());
+    std::unique_lock lock(peer->mu);
+    peer->cv.wait_for(lock, backoff, [&] { return stopping_.load(); });
+  }
+}
+
+Result<uint64_t> PeerClient::Forward(NodeId leader, std::string command, replication::Clock::time_point deadline) {
+  auto it = peers_.find(leader);
+  if (it == peers_.end()) {
+    return Status::Unavailable("the leader is node " + std::to_string(leader) + ", whose address is not configured");
+  }
+  pb::ForwardRequest req;
+  req.set_command(std::move(command));
+  pb::ForwardResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                       deadline - replication::Clock::now()));
+  grpc::Status st = it->second->stub->Forward(&ctx, req, &resp);
+  if (!st.ok()) {
+    Status s = FromGrpc(st);
+    return Status(s.code(), "forwarded to the leader (node " + std::to_string(leader) + "): " + s.message());
+  }
+  return resp.index();
+}
+
+grpc::Status PeerService::Send(grpc::ServerContext*, const pb::RaftBatch* req, pb::RaftBatchAck*) {
+  for (const auto& pm : req->messages()) {
+    Result<raft::Message> m = FromProto(pm);
+    if (!m.ok()) return ToGrpc(m.status());
+    if (m->to != self_) {
+      return ToGrpc(Status::InvalidArgument("raft message for node " + std::to_string(m->to) + " reached node " +
+                                            std::to_string(self_) + ": check the peers list"));
+    }
+    replicator_->Receive(std::move(m).value());
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status PeerService::Forward(grpc::ServerContext* ctx, const pb::ForwardRequest* req, pb::ForwardResponse* resp) {
+  auto deadline = replication::Clock::now() + std::chrono::seconds(30);
+  if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
+    deadline = replication::Clock::now() + std::chrono::duration_cast<replication::Clock::duration>(
+                                               ctx->deadline() - std::chrono::system_clock::now());
+  }
+  Result<uint64_t> index = replicator_->ProposeLocal(req->command(), deadline);
+  if (!index.ok()) return ToGrpc(index.status());
+  resp->set_index(*index);
+  return grpc::Status::OK;
+}
+
+}  // namespace quiver::service

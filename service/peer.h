@@ -1,0 +1,78 @@
+// The internal peer port (default 7701): Raft messages between nodes and
+// writes forwarded from followers to the leader. Separate from the public API
+// (its own gRPC server, no API keys; bind it to a private network).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "quiver/internal/v1/raft.grpc.pb.h"
+#include "replication/replicator.h"
+
+namespace quiver::service {
+
+/// Parses "1=host:7701,2=host:7701,…" (ids > 0, unique). Empty text: no peers.
+Result<std::map<replication::raft::NodeId, std::string>> ParsePeers(const std::string& text);
+
+void ToProto(const replication::raft::Message& m, quiver::internal::v1::RaftMessage* out);
+/// Validates every field that could crash or mislead the core.
+Result<replication::raft::Message> FromProto(const quiver::internal::v1::RaftMessage& m);
+
+/// Sends Raft messages and forwards writes to the other nodes: one channel
+/// and one sender thread per peer, each with a bounded queue (a peer that is
+/// down costs memory up to that bound, then its messages are dropped — Raft
+/// resends what matters).
+class PeerClient final : public replication::RaftTransport, public replication::ProposalForwarder {
+ public:
+  PeerClient(replication::raft::NodeId self, const std::map<replication::raft::NodeId, std::string>& peers,
+             uint64_t max_message_bytes);
+  ~PeerClient() override;
+
+  void Send(std::vector<replication::raft::Message> messages) override;
+  Result<uint64_t> Forward(replication::raft::NodeId leader, std::string command,
+                           replication::Clock::time_point deadline) override;
+  /// Stops the sender threads (queued messages are dropped). Idempotent.
+  void Stop();
+
+ private:
+  struct Peer {
+    std::string address;
+    std::unique_ptr<quiver::internal::v1::Peer::Stub> stub;
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<replication::raft::Message> queue;
+    std::thread sender;
+  };
+  void SenderLoop(Peer* peer);
+
+  replication::raft::NodeId self_;
+  uint64_t max_message_bytes_;
+  std::map<replication::raft::NodeId, std::unique_ptr<Peer>> peers_;
+  std::atomic<bool> stopping_{false};
+};
+
+/// The server side: hands Raft messages to the replicator, proposes
+/// forwarded writes on this node.
+class PeerService final : public quiver::internal::v1::Peer::Service {
+ public:
+  PeerService(replication::raft::NodeId self, replication::RaftReplicator* replicator)
+      : self_(self), replicator_(replicator) {}
+
+  grpc::Status Send(grpc::ServerContext* ctx, const quiver::internal::v1::RaftBatch* req,
+                    quiver::internal::v1::RaftBatchAck* resp) override;
+  grpc::Status Forward(grpc::ServerContext* ctx, const quiver::internal::v1::ForwardRequest* req,
+                       quiver::internal::v1::ForwardResponse* resp) override;
+
+ private:
+  replication::raft::NodeId self_;
+  replication::RaftReplicator* replicator_;
+};
+
+}  // namespace quiver::service

@@ -1,0 +1,202 @@
+// Three quiverd processes in one Raft group on localhost: writes through any
+// node, linearizable reads on every node, failover after kill -9 of the
+// leader, a restarted node catching up, and leadership handed over on SIGTERM.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "process_fixture.h"
+#include "test_util.h"
+
+namespace quiver::testing {
+namespace {
+
+using quiver::v1::CountRequest;
+using quiver::v1::CountResponse;
+using quiver::v1::CreateCollectionRequest;
+using quiver::v1::CreateCollectionResponse;
+using quiver::v1::UpsertRequest;
+using quiver::v1::UpsertResponse;
+
+// A port the kernel just handed out (and took back): free for the moment.
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+class Cluster {
+ public:
+  explicit Cluster(int n) {
+    std::string peers;
+    std::vector<int> ports;
+    for (int i = 1; i <= n; ++i) {
+      ports.push_back(FreePort());
+      peers += (peers.empty() ? "" : ",") + std::to_string(i) + "=127.0.0.1:" + std::to_string(ports.back());
+    }
+    for (int i = 1; i <= n; ++i) {
+      // Each node its own work directory: ready files and logs are named per start.
+      const std::string work = dir_.path() + "/node" + std::to_string(i);
+      std::filesystem::create_directories(work);
+      nodes_[i] = std::make_unique<QuiverdProcess>(
+          work + "/data", work,
+          std::vector<std::string>{"--node-id", std::to_string(i), "--peers", peers, "--peer-listen",
+                                   "127.0.0.1:" + std::to_string(ports[static_cast<size_t>(i - 1)]),
+                                   "--raft-tick-ms", "50"});
+    }
+    for (auto& [id, node] : nodes_) node->Start(/*wait_ready=*/false);
+    for (auto& [id, node] : nodes_) node->WaitReady();
+  }
+
+  QuiverdProcess& node(int id) { return *nodes_.at(id); }
+
+  // The leader every running node in `among` agrees on, once they do (0 on timeout).
+  int WaitForLeader(const std::vector<int>& among, std::chrono::seconds limit = std::chrono::seconds(20)) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::set<uint64_t> leaders;
+      for (int id : among) leaders.insert(Gauge(id, "quiver_raft_leader_id"));
+      if (leaders.size() == 1 && *leaders.begin() != 0) {
+        const int leader = static_cast<int>(*leaders.begin());
+        if (std::find(among.begin(), among.end(), leader) != among.end() && Gauge(leader, "quiver_raft_is_leader") == 1) {
+          return leader;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return 0;
+  }
+
+  uint64_t Gauge(int id, const std::string& name) {
+    httplib::Client admin("127.0.0.1", node(id).admin_port());
+    admin.set_connection_timeout(1);
+    auto res = admin.Get("/metrics");
+    if (!res || res->status != 200) return 0;
+    const std::string key = "\n" + name + " ";
+    const auto pos = res->body.find(key);
+    if (pos == std::string::npos) return 0;
+    return std::stoull(res->body.substr(pos + key.size()));
+  }
+
+ private:
+  TempDir dir_;
+  std::map<int, std::unique_ptr<QuiverdProcess>> nodes_;
+};
+
+// Retries UNAVAILABLE (no leader yet, or a leader change) like a client library.
+template <typename Call>
+grpc::Status Retry(Call call, std::chrono::seconds limit = std::chrono::seconds(20)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  for (;;) {
+    grpc::Status st = call();
+    if (st.error_code() != grpc::StatusCode::UNAVAILABLE || std::chrono::steady_clock::now() > deadline) return st;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+grpc::Status Upsert(QuiverdProcess& node, uint64_t first_id, int n) {
+  UpsertRequest req;
+  req.set_collection("c");
+  auto v = RandomVectors(static_cast<size_t>(n), 8, first_id);
+  for (int i = 0; i < n; ++i) {
+    auto* p = req.add_points();
+    p->set_id(first_id + static_cast<uint64_t>(i));
+    p->mutable_vector()->Add(v.begin() + i * 8, v.begin() + (i + 1) * 8);
+  }
+  return Retry([&] {
+    UpsertResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    return node.points->Upsert(&ctx, req, &resp);
+  });
+}
+
+uint64_t Count(QuiverdProcess& node, quiver::v1::ReadConsistency consistency = quiver::v1::LINEARIZABLE) {
+  CountRequest req;
+  req.set_collection("c");
+  req.set_consistency(consistency);
+  CountResponse resp;
+  grpc::Status st = Retry([&] {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    return node.points->Count(&ctx, req, &resp);
+  });
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  return resp.count();
+}
+
+TEST(Cluster, ThreeNodesReplicateFailOverAndCatchUp) {
+  Cluster c(3);
+  const int first = c.WaitForLeader({1, 2, 3});
+  ASSERT_NE(first, 0) << c.node(1).Log();
+  EXPECT_EQ(c.Gauge(1, "quiver_raft_voters"), 3u);
+
+  // Writes through any node (followers forward to the leader).
+  const int follower = first % 3 + 1;
+  CreateCollectionRequest create;
+  create.mutable_config()->set_name("c");
+  create.mutable_config()->set_dimension(8);
+  create.mutable_config()->set_metric(quiver::v1::L2);
+  grpc::Status st = Retry([&] {
+    CreateCollectionResponse resp;
+    grpc::ClientContext ctx;
+    return c.node(follower).collections->Create(&ctx, create, &resp);
+  });
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  for (int id = 1; id <= 3; ++id) ASSERT_TRUE(Upsert(c.node(id), 1000 * static_cast<uint64_t>(id), 50).ok());
+  // Linearizable reads see all 150 on every node, followers included.
+  for (int id = 1; id <= 3; ++id) EXPECT_EQ(Count(c.node(id)), 150u) << "node " << id;
+
+  // kill -9 the leader: the other two elect a new one and keep writing.
+  c.node(first).Kill(SIGKILL);
+  std::vector<int> rest;
+  for (int id = 1; id <= 3; ++id) {
+    if (id != first) rest.push_back(id);
+  }
+  const int second = c.WaitForLeader(rest);
+  ASSERT_NE(second, 0);
+  ASSERT_NE(second, first);
+  for (int id : rest) ASSERT_TRUE(Upsert(c.node(id), 10000 + 1000 * static_cast<uint64_t>(id), 50).ok());
+  for (int id : rest) EXPECT_EQ(Count(c.node(id)), 250u) << "node " << id;
+
+  // The killed node restarts from its disk and catches up.
+  c.node(first).Start();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (Count(c.node(first), quiver::v1::EVENTUAL) != 250u && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(Count(c.node(first), quiver::v1::EVENTUAL), 250u) << c.node(first).Log();
+  EXPECT_EQ(Count(c.node(first)), 250u);
+
+  // SIGTERM on the leader hands leadership over before it exits.
+  const int leader = c.WaitForLeader({1, 2, 3});
+  ASSERT_NE(leader, 0);
+  c.node(leader).Kill(SIGTERM);
+  auto code = c.node(leader).WaitExit(std::chrono::seconds(10));
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0);
+  EXPECT_NE(c.node(leader).Log().find("leadership handed over"), std::string::npos) << c.node(leader).Log();
+  std::vector<int> others;
+  for (int id = 1; id <= 3; ++id) {
+    if (id != leader) others.push_back(id);
+  }
+  EXPECT_NE(c.WaitForLeader(others, std::chrono::seconds(5)), 0);
+  ASSERT_TRUE(Upsert(c.node(others[0]), 50000, 10).ok());
+  for (int id : others) EXPECT_EQ(Count(c.node(id)), 260u) << "node " << id;
+}
+
+}  // namespace
+}  // namespace quiver::testing
