@@ -103,7 +103,7 @@ Result<uint64_t> RaftReplicator::Propose(std::string command, Clock::time_point 
     // Read-your-writes on the node the client talks to: answer once applied
     // here too (the write is durable either way; at the deadline we answer).
     std::unique_lock lock(mu_);
-    applied_cv_.wait_until(lock, deadline, [&] { return stopping_ || status_.applied >= *index; });
+    applied_cv_.wait_until(lock, deadline, [&] { return stopping_ || cancelled_ || status_.applied >= *index; });
     return index;
   }
   return ProposeLocal(std::move(command), deadline);
@@ -116,7 +116,9 @@ Result<uint64_t> RaftReplicator::ProposeLocal(std::string command, Clock::time_p
   {
     std::lock_guard lock(mu_);
     if (!fatal_.ok()) return Status::Unavailable("node is stopping after a storage failure: " + fatal_.message());
-    if (stopping_ || !started_) return Status::Unavailable("node is not accepting writes (shutting down or starting)");
+    if (stopping_ || cancelled_ || !started_) {
+      return Status::Unavailable("node is not accepting writes (shutting down or starting)");
+    }
     queue_.push_back(p);
   }
   cv_.notify_one();
@@ -134,7 +136,7 @@ Status RaftReplicator::ReadBarrier(Clock::time_point deadline) {
   {
     std::lock_guard lock(mu_);
     if (!fatal_.ok()) return Status::Unavailable("node is stopping after a storage failure: " + fatal_.message());
-    if (stopping_ || !started_) return Status::Unavailable("node is not serving (shutting down or starting)");
+    if (stopping_ || cancelled_ || !started_) return Status::Unavailable("node is not serving (shutting down or starting)");
     // A one-voter group's leader cannot be deposed, and it acknowledges a
     // write only once applied: its local state is always current.
     if (status_.role == raft::Role::kLeader && status_.conf.voters.size() == 1) return Status::Ok();
@@ -165,6 +167,15 @@ bool RaftReplicator::HandOverLeadership(std::chrono::milliseconds limit) {
   cv_.notify_one();
   applied_cv_.wait_for(lock, limit, [&] { return stopping_ || status_.role != raft::Role::kLeader; });
   return status_.role != raft::Role::kLeader;
+}
+
+void RaftReplicator::CancelWaits() {
+  {
+    std::lock_guard lock(mu_);
+    cancelled_ = true;
+  }
+  cv_.notify_all();
+  applied_cv_.notify_all();
 }
 
 void RaftReplicator::Stop() {
@@ -256,12 +267,18 @@ void RaftReplicator::DriverLoop() {
   for (;;) {
     bool stopping = false;
     bool handover = false;
+    bool cancelled = false;
     {
       std::unique_lock lock(mu_);
       cv_.wait_until(lock, next_tick, [&] {
-        return stopping_ || handover_requested_ || !queue_.empty() || !inbox_.empty() || !read_queue_.empty();
+        return stopping_ || handover_requested_ || (cancelled_ && !(pending_.empty() && reads_.empty())) ||
+               !queue_.empty() || !inbox_.empty() || !read_queue_.empty();
       });
       stopping = stopping_;
+      cancelled = cancelled_;
+      if (cancelled) {
+        FailAllLocked(Status::Unavailable("node is shutting down; the write may or may not have been applied"));
+      }
       handover = std::exchange(handover_requested_, false);
       size_t bytes = 0;
       while (!queue_.empty() && batch.size() < options_.max_batch_entries &&

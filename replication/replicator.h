@@ -121,6 +121,11 @@ class RaftReplicator final : public Replicator {
   /// True if it led and handed over within the limit.
   bool HandOverLeadership(std::chrono::milliseconds limit);
 
+  /// Shutdown's drain period is over: answers every write and read still
+  /// waiting (UNAVAILABLE; a write's outcome is then unknown) and refuses new
+  /// ones, while the driver keeps running for the leadership hand-over.
+  void CancelWaits();
+
   /// Refuses new proposals (UNAVAILABLE), answers those in flight (their
   /// outcome is unknown if they have not been applied), joins the driver. Idempotent.
   void Stop();
@@ -203,6 +208,7 @@ class RaftReplicator final : public Replicator {
   bool started_ = false;
   bool checkpoint_requested_ = false;
   bool handover_requested_ = false;
+  bool cancelled_ = false;
   std::condition_variable checkpoint_cv_;
   Status fatal_;
   std::thread driver_;

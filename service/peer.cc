@@ -151,6 +151,12 @@ void PeerClient::Stop() {
   }
 }
 
+void PeerClient::CancelForwards() {
+  std::lock_guard lock(forwards_mu_);
+  forwards_cancelled_ = true;
+  for (grpc::ClientContext* ctx : forwards_) ctx->TryCancel();
+}
+
 void PeerClient::Send(std::vector<raft::Message> messages) {
   for (raft::Message& m : messages) {
     auto it = peers_.find(m.to);
@@ -209,7 +215,16 @@ Result<uint64_t> PeerClient::Forward(NodeId leader, std::string command, replica
   ctx.set_deadline(std::chrono::system_clock::now() +
                    std::chrono::duration_cast<std::chrono::system_clock::duration>(
                        deadline - replication::Clock::now()));
+  {
+    std::lock_guard lock(forwards_mu_);
+    if (forwards_cancelled_) return Status::Unavailable("node is shutting down");
+    forwards_.insert(&ctx);
+  }
   grpc::Status st = it->second->stub->Forward(&ctx, req, &resp);
+  {
+    std::lock_guard lock(forwards_mu_);
+    forwards_.erase(&ctx);
+  }
   if (!st.ok()) {
     Status s = FromGrpc(st);
     return Status(s.code(), "forwarded to the leader (node " + std::to_string(leader) + "): " + s.message());

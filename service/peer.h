@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -38,6 +39,8 @@ class PeerClient final : public replication::RaftTransport, public replication::
   void Send(std::vector<replication::raft::Message> messages) override;
   Result<uint64_t> Forward(replication::raft::NodeId leader, std::string command,
                            replication::Clock::time_point deadline) override;
+  /// Cancels forwarded writes in flight and refuses new ones (shutdown).
+  void CancelForwards();
   /// Stops the sender threads (queued messages are dropped). Idempotent.
   void Stop();
 
@@ -56,6 +59,9 @@ class PeerClient final : public replication::RaftTransport, public replication::
   uint64_t max_message_bytes_;
   std::map<replication::raft::NodeId, std::unique_ptr<Peer>> peers_;
   std::atomic<bool> stopping_{false};
+  std::mutex forwards_mu_;
+  std::set<grpc::ClientContext*> forwards_;  // in flight, for CancelForwards
+  bool forwards_cancelled_ = false;
 };
 
 /// The server side: hands Raft messages to the replicator, proposes

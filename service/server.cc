@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <thread>
 
 #include "cuda/gpu_runtime.h"
@@ -252,8 +253,22 @@ void Server::Shutdown() {
   ready_.store(false);
   if (s.grpc_server) {
     s.grpc_server->GetHealthCheckService()->SetServingStatus(false);
-    // Stops intake now; in-flight calls get until the deadline, then are cancelled.
-    s.grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(config_.shutdown_drain_ms));
+    // Stops intake now; in-flight calls get until the deadline, then are
+    // cancelled. gRPC then waits for their handlers, so at the deadline we
+    // also end what they wait on: replication (a leader that may be gone) and
+    // writes forwarded to it.
+    const auto deadline = std::chrono::system_clock::now() + std::chrono::milliseconds(config_.shutdown_drain_ms);
+    std::promise<void> drained;
+    std::future<void> drained_future = drained.get_future();
+    std::thread stopper([&] {
+      s.grpc_server->Shutdown(deadline);
+      drained.set_value();
+    });
+    if (drained_future.wait_until(deadline) != std::future_status::ready) {
+      if (s.replicator) s.replicator->CancelWaits();
+      if (s.peer_client) s.peer_client->CancelForwards();
+    }
+    stopper.join();
   }
   if (s.replicator && s.peer_client) {
     // A leader hands over first, so the cluster keeps writing without

@@ -198,5 +198,58 @@ TEST(Cluster, ThreeNodesReplicateFailOverAndCatchUp) {
   for (int id : others) EXPECT_EQ(Count(c.node(id)), 260u) << "node " << id;
 }
 
+// Reads and writes that wait on a leader that is gone must not hold up
+// shutdown past its bound.
+TEST(Cluster, ANodeWithoutAMajorityStillStopsWithinItsBound) {
+  Cluster c(3);
+  const int leader = c.WaitForLeader({1, 2, 3});
+  ASSERT_NE(leader, 0);
+  CreateCollectionRequest create;
+  create.mutable_config()->set_name("c");
+  create.mutable_config()->set_dimension(8);
+  create.mutable_config()->set_metric(quiver::v1::L2);
+  ASSERT_TRUE(Retry([&] {
+                CreateCollectionResponse resp;
+                grpc::ClientContext ctx;
+                return c.node(leader).collections->Create(&ctx, create, &resp);
+              }).ok());
+  const int survivor = leader % 3 + 1;
+  for (int id = 1; id <= 3; ++id) {
+    if (id != survivor) c.node(id).Kill(SIGKILL);
+  }
+  grpc::Status read_status, write_status;
+  std::thread reader([&] {
+    CountRequest req;
+    req.set_collection("c");
+    CountResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    read_status = c.node(survivor).points->Count(&ctx, req, &resp);
+  });
+  std::thread writer([&] {
+    UpsertRequest req;
+    req.set_collection("c");
+    auto* p = req.add_points();
+    p->set_id(1);
+    for (int i = 0; i < 8; ++i) p->add_vector(0.5f);
+    UpsertResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    write_status = c.node(survivor).points->Upsert(&ctx, req, &resp);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto t0 = std::chrono::steady_clock::now();
+  c.node(survivor).Kill(SIGTERM);
+  auto code = c.node(survivor).WaitExit(std::chrono::seconds(10));
+  reader.join();
+  writer.join();
+  ASSERT_TRUE(code.has_value()) << "no exit within 10 s of SIGTERM; log:\n" << c.node(survivor).Log();
+  EXPECT_EQ(*code, 0) << c.node(survivor).Log();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(8));
+  // Without a majority nothing was confirmed or acknowledged.
+  EXPECT_FALSE(read_status.ok());
+  EXPECT_FALSE(write_status.ok());
+}
+
 }  // namespace
 }  // namespace quiver::testing

@@ -6,6 +6,7 @@
 
 #include "common/vector_file.h"
 #include "service/config.h"
+#include "service/peer.h"
 #include "test_util.h"
 
 namespace quiver {
@@ -90,6 +91,66 @@ TEST(Config, BadValuesNameTheKey) {
   service::ServerConfig cfg3;
   r = Parse({"quiverd", "--log-format", "xml"}, &cfg3);
   EXPECT_FALSE(r.ok());
+}
+
+TEST(Config, ClusterKeysAreChecked) {
+  service::ServerConfig ok;
+  ASSERT_TRUE(Parse({"quiverd", "--node-id", "2", "--peers", "1=a:7701,2=b:7701,3=c:7701"}, &ok).ok());
+  EXPECT_EQ(ok.node_id, 2u);
+  for (std::vector<std::string> bad : {
+           std::vector<std::string>{"quiverd", "--node-id", "4", "--peers", "1=a:1,2=b:1"},  // not listed
+           std::vector<std::string>{"quiverd", "--node-id", "0"},
+           std::vector<std::string>{"quiverd", "--peers", "1=a:1,1=b:1"},  // twice
+           std::vector<std::string>{"quiverd", "--peers", "x=a:1"},
+           std::vector<std::string>{"quiverd", "--peers", "1=nohostport"},
+           std::vector<std::string>{"quiverd", "--raft-tick-ms", "5"},
+       }) {
+    service::ServerConfig cfg;
+    EXPECT_FALSE(Parse(bad, &cfg).ok()) << bad[1] << " " << bad[2];
+  }
+  auto peers = service::ParsePeers("3=h3:7701,1=h1:7701");
+  ASSERT_TRUE(peers.ok());
+  EXPECT_EQ(peers->size(), 2u);
+  EXPECT_EQ(peers->at(3), "h3:7701");
+  EXPECT_TRUE(service::ParsePeers("")->empty());
+}
+
+TEST(PeerMessages, RoundTripAndRejectWhatCouldMisleadTheCore) {
+  replication::raft::Message m;
+  m.type = replication::raft::MessageType::kAppend;
+  m.from = 1;
+  m.to = 2;
+  m.term = 7;
+  m.index = 10;
+  m.log_term = 6;
+  m.commit = 9;
+  m.entries = {{11, 7, storage::EntryType::kCommand, "a"}, {12, 7, storage::EntryType::kConfChange, "b"}};
+  m.snapshot = {40, 5, {{1, 2}, {3}}};
+  m.context = "ctx";
+  quiver::internal::v1::RaftMessage pm;
+  service::ToProto(m, &pm);
+  auto back = service::FromProto(pm);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->entries, m.entries);
+  EXPECT_EQ(back->snapshot, m.snapshot);
+  EXPECT_EQ(back->term, 7u);
+  EXPECT_EQ(back->context, "ctx");
+
+  auto bad = pm;
+  bad.set_type(99);
+  EXPECT_EQ(service::FromProto(bad).status().code(), StatusCode::kInvalidArgument);
+  bad = pm;
+  bad.set_from(0);
+  EXPECT_FALSE(service::FromProto(bad).ok());
+  bad = pm;
+  bad.mutable_entries(1)->set_index(14);  // a gap
+  EXPECT_FALSE(service::FromProto(bad).ok());
+  bad = pm;
+  bad.mutable_entries(0)->set_type(7);
+  EXPECT_FALSE(service::FromProto(bad).ok());
+  bad = pm;
+  bad.mutable_snapshot()->add_voters(0);
+  EXPECT_FALSE(service::FromProto(bad).ok());
 }
 
 TEST(VectorFiles, RoundTripsAndValidation) {
