@@ -21,6 +21,19 @@ Result<std::unique_ptr<Engine>> Engine::Open(storage::Db* db, const EngineOption
   QUIVER_ASSIGN_OR_RETURN(uint64_t applied, engine->store_.AppliedIndex());
   engine->applied_index_.store(applied);
   QUIVER_ASSIGN_OR_RETURN(auto stored, engine->store_.LoadCollections());
+  QUIVER_ASSIGN_OR_RETURN(auto requests, engine->store_.LoadRequestRecords());
+  for (const auto& [client, record] : requests) {
+    // sequence (8 bytes LE), status code (4 bytes LE), message.
+    if (record.size() < 12) return Status::Corruption("request record of client '" + client + "' is truncated");
+    AppliedRequest r;
+    r.sequence = DecodeFixed64LE(record.data());
+    const uint32_t code = DecodeFixed32LE(record.data() + 8);
+    if (code > static_cast<uint32_t>(StatusCode::kUnauthenticated)) {
+      return Status::Corruption("request record of client '" + client + "' has status code " + std::to_string(code));
+    }
+    r.outcome = code == 0 ? Status::Ok() : Status(static_cast<StatusCode>(code), record.substr(12));
+    engine->applied_requests_[client] = std::move(r);
+  }
   QUIVER_RETURN_IF_ERROR(engine->segments_.RemoveUnlisted());
   QUIVER_ASSIGN_OR_RETURN(const auto segment_refs, engine->segments_.List());
   std::set<uint64_t> known;
@@ -257,13 +270,34 @@ Status Engine::Apply(std::span<const storage::LogEntry> entries, std::vector<Sta
       // a broken or newer binary: refuse to guess.
       return Status::Corruption("log entry " + std::to_string(e.index) + " holds an undecodable command");
     }
-    outcomes->push_back(ApplyCommand(e.index, cmd, batch.get()));
+    outcomes->push_back(ApplyOnce(e.index, cmd, batch.get()));
   }
   if (last == AppliedIndex()) return Status::Ok();
   batch->SetAppliedIndex(last);
   QUIVER_RETURN_IF_ERROR(store_.Commit(*batch));
   applied_index_.store(last, std::memory_order_release);
   return Status::Ok();
+}
+
+Status Engine::ApplyOnce(uint64_t index, const Command& cmd, storage::StateStore::Batch* batch) {
+  if (cmd.client_id().empty()) return ApplyCommand(index, cmd, batch);
+  auto it = applied_requests_.find(cmd.client_id());
+  if (it != applied_requests_.end() && cmd.sequence() <= it->second.sequence) {
+    if (cmd.sequence() == it->second.sequence) return it->second.outcome;  // a retry: same answer, no effect
+    return Status::FailedPrecondition("request " + std::to_string(cmd.sequence()) + " of client '" + cmd.client_id() +
+                                      "' is older than its last applied request " +
+                                      std::to_string(it->second.sequence) + ": it was applied before or superseded");
+  }
+  Status outcome = ApplyCommand(index, cmd, batch);
+  AppliedRequest& r = applied_requests_[cmd.client_id()];
+  r.sequence = cmd.sequence();
+  r.outcome = outcome;
+  std::string record;
+  PutFixed64LE(&record, r.sequence);
+  PutFixed32LE(&record, static_cast<uint32_t>(outcome.code()));
+  record += outcome.message();
+  batch->PutRequestRecord(cmd.client_id(), record);
+  return outcome;
 }
 
 Status Engine::ApplyCommand(uint64_t index, const Command& cmd, storage::StateStore::Batch* batch) {

@@ -88,6 +88,9 @@ class Engine final : public storage::StateMachine {
   // Applies one command to memory and `batch`; the returned status is the
   // client's answer. Deterministic.
   Status ApplyCommand(uint64_t index, const quiver::internal::v1::Command& cmd, storage::StateStore::Batch* batch);
+  // ApplyCommand behind the request-id check: a command whose (client id,
+  // sequence) was applied before gets the recorded outcome instead.
+  Status ApplyOnce(uint64_t index, const quiver::internal::v1::Command& cmd, storage::StateStore::Batch* batch);
   std::shared_ptr<Collection> FindMutable(const std::string& name) const;
   std::vector<std::shared_ptr<Collection>> ListMutable() const;
 
@@ -99,6 +102,13 @@ class Engine final : public storage::StateMachine {
   std::atomic<uint64_t> applied_index_{0};
   mutable std::shared_mutex mu_;  // guards collections_ (the map, not the collections)
   std::map<std::string, std::shared_ptr<Collection>> collections_;
+  // Per client id: the last applied sequence and its outcome. Only the apply
+  // thread touches it; persisted with the applied index in each batch.
+  struct AppliedRequest {
+    uint64_t sequence = 0;
+    Status outcome;
+  };
+  std::map<std::string, AppliedRequest, std::less<>> applied_requests_;
 
   // Background thread (index builds, compaction): woken when a segment is
   // sealed or a sealed row is tombstoned.

@@ -47,6 +47,17 @@ Result<uint64_t> ProposeCommand(const ApiContext& ctx, const grpc::ServerContext
   return ctx.replicator->Propose(cmd.SerializeAsString(), WriteDeadline(sctx, *ctx.config));
 }
 
+// Copies a write's request id into its command (validated: both fields or neither).
+Status SetRequestId(const quiver::v1::RequestId& id, Command* cmd) {
+  if (id.client_id().empty() && id.sequence() == 0) return Status::Ok();
+  if (id.client_id().empty()) return Status::InvalidArgument("request_id.client_id is empty but sequence is set");
+  if (id.client_id().size() > 128) return Status::InvalidArgument("request_id.client_id is longer than 128 bytes");
+  if (id.sequence() == 0) return Status::InvalidArgument("request_id.sequence must be above 0");
+  cmd->set_client_id(id.client_id());
+  cmd->set_sequence(id.sequence());
+  return Status::Ok();
+}
+
 void CopyPayload(const std::string& bytes, google::protobuf::Map<std::string, quiver::v1::Value>* out) {
   if (bytes.empty()) return;
   quiver::v1::Payload payload;
@@ -134,10 +145,13 @@ Status CreateCollection(const ApiContext& ctx, const grpc::ServerContext* sctx,
                         const quiver::v1::CreateCollectionRequest& req, quiver::v1::CreateCollectionResponse* resp) {
   if (!req.has_config()) return Status::InvalidArgument("config is not set");
   QUIVER_RETURN_IF_ERROR(engine::ValidateCollectionConfig(req.config()));
-  if (ctx.engine->Find(req.config().name()).ok()) {
+  Command cmd;
+  QUIVER_RETURN_IF_ERROR(SetRequestId(req.request_id(), &cmd));
+  // A retry of an applied create must get the first answer, not ALREADY_EXISTS:
+  // with a request id the log decides.
+  if (cmd.client_id().empty() && ctx.engine->Find(req.config().name()).ok()) {
     return Status::AlreadyExists("collection '" + req.config().name() + "' already exists");
   }
-  Command cmd;
   *cmd.mutable_create_collection()->mutable_config() = req.config();
   QUIVER_RETURN_IF_ERROR(ProposeCommand(ctx, sctx, cmd).status());
   QUIVER_ASSIGN_OR_RETURN(auto coll, ctx.engine->Find(req.config().name()));  // NOT_FOUND if deleted meanwhile
@@ -155,8 +169,9 @@ Status GetCollection(const ApiContext& ctx, const grpc::ServerContext* sctx, con
 
 Status DeleteCollection(const ApiContext& ctx, const grpc::ServerContext* sctx,
                         const quiver::v1::DeleteCollectionRequest& req) {
-  QUIVER_RETURN_IF_ERROR(FindCollection(ctx, req.name(), "name").status());
   Command cmd;
+  QUIVER_RETURN_IF_ERROR(SetRequestId(req.request_id(), &cmd));
+  if (cmd.client_id().empty()) QUIVER_RETURN_IF_ERROR(FindCollection(ctx, req.name(), "name").status());
   cmd.mutable_delete_collection()->set_name(req.name());
   return ProposeCommand(ctx, sctx, cmd).status();
 }
@@ -173,6 +188,7 @@ Status Upsert(const ApiContext& ctx, const grpc::ServerContext* sctx, const quiv
   }
   const uint32_t dim = coll->dimension();
   Command cmd;
+  QUIVER_RETURN_IF_ERROR(SetRequestId(req.request_id(), &cmd));
   auto* up = cmd.mutable_upsert_points();
   up->set_collection(req.collection());
   up->set_dimension(dim);
@@ -227,6 +243,7 @@ Status DeletePoints(const ApiContext& ctx, const grpc::ServerContext* sctx, cons
   QUIVER_ASSIGN_OR_RETURN(auto coll, FindCollection(ctx, req.collection()));
   QUIVER_RETURN_IF_ERROR(ValidateIds(req.ids(), *ctx.config));
   Command cmd;
+  QUIVER_RETURN_IF_ERROR(SetRequestId(req.request_id(), &cmd));
   auto* del = cmd.mutable_delete_points();
   del->set_collection(req.collection());
   del->set_collection_created_at(coll->id());

@@ -28,6 +28,8 @@ inline constexpr std::string_view kLogCompactedKey = "raft/log_compacted";
 inline constexpr std::string_view kSnapshotRecordKey = "raft/snapshot";
 inline constexpr std::string_view kAppliedIndexKey = "applied_index";
 inline constexpr std::string_view kCollectionMetaPrefix = "collection/";
+// One record per client that sent request ids: "request/<client id>".
+inline constexpr std::string_view kRequestRecordPrefix = "request/";
 
 // ---- values ----
 std::string EncodeLogEntry(const LogEntry& e);

@@ -50,6 +50,10 @@ void StateStore::Batch::SetAppliedIndex(uint64_t index) {
   batch_->Put(db_->meta(), std::string(kAppliedIndexKey), EncodeU64Pair(index, 0));
 }
 
+void StateStore::Batch::PutRequestRecord(std::string_view client_id, std::string_view record) {
+  batch_->Put(db_->meta(), std::string(kRequestRecordPrefix) + std::string(client_id), EncodeBlob(record));
+}
+
 std::unique_ptr<StateStore::Batch> StateStore::NewBatch() const {
   auto b = std::make_unique<Batch>();
   b->db_ = db_;
@@ -96,6 +100,22 @@ Result<std::vector<StateStore::StoredCollection>> StateStore::LoadCollections() 
   if (!it->status().ok()) {
     rocksdb::Status s = it->status();
     return FromRocks(&s, "scanning collections");
+  }
+  return out;
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> StateStore::LoadRequestRecords() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::unique_ptr<rocksdb::Iterator> it(db_->raw()->NewIterator(rocksdb::ReadOptions(), db_->meta()));
+  for (it->Seek(std::string(kRequestRecordPrefix)); it->Valid() && it->key().starts_with(kRequestRecordPrefix);
+       it->Next()) {
+    const std::string_view key = it->key().ToStringView();
+    QUIVER_ASSIGN_OR_RETURN(std::string_view record, DecodeBlob(key, it->value().ToStringView()));
+    out.emplace_back(std::string(key.substr(kRequestRecordPrefix.size())), std::string(record));
+  }
+  if (!it->status().ok()) {
+    rocksdb::Status s = it->status();
+    return FromRocks(&s, "scanning request records");
   }
   return out;
 }

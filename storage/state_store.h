@@ -44,6 +44,8 @@ class StateStore {
     void PutPoint(uint64_t collection_id, uint64_t point_id, std::span<const float> vector, std::string_view payload);
     void DeletePoint(uint64_t collection_id, uint64_t point_id);
     void SetAppliedIndex(uint64_t index);
+    /// The last applied request of a client (opaque to the store).
+    void PutRequestRecord(std::string_view client_id, std::string_view record);
 
    private:
     friend class StateStore;
@@ -66,6 +68,9 @@ class StateStore {
     std::string meta;
   };
   Result<std::vector<StoredCollection>> LoadCollections() const;
+
+  /// Every client's request record, validated.
+  Result<std::vector<std::pair<std::string, std::string>>> LoadRequestRecords() const;
 
   using PointVisitor = std::function<Status(uint64_t point_id, const float* vector, std::string_view payload)>;
   /// Visits every point of a collection in id order. Every record is validated;

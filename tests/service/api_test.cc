@@ -192,6 +192,42 @@ TEST_F(ApiTest, UpsertGetSearchDelete) {
   EXPECT_EQ(bresp.results(2).hits(0).id(), 2u);
 }
 
+TEST_F(ApiTest, RetriedWritesWithARequestIdApplyOnce) {
+  CreateCollectionRequest create;
+  create.mutable_config()->set_name("r");
+  create.mutable_config()->set_dimension(2);
+  create.mutable_config()->set_metric(L2);
+  create.mutable_request_id()->set_client_id("client-A");
+  create.mutable_request_id()->set_sequence(1);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    CreateCollectionResponse resp;
+    grpc::ClientContext ctx;
+    grpc::Status st = server_.collections->Create(&ctx, create, &resp);
+    EXPECT_TRUE(st.ok()) << "attempt " << attempt << ": " << st.error_message();  // not ALREADY_EXISTS
+  }
+  UpsertRequest up;
+  up.set_collection("r");
+  *up.add_points() = MakePoint(1, {1, 2});
+  up.mutable_request_id()->set_client_id("client-A");
+  up.mutable_request_id()->set_sequence(2);
+  ASSERT_TRUE(Upsert(up).ok());
+  DeletePointsRequest del;
+  del.set_collection("r");
+  del.add_ids(1);
+  {
+    DeletePointsResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(server_.points->Delete(&ctx, del, &resp).ok());
+  }
+  EXPECT_TRUE(Upsert(up).ok());  // the retry answers as the first attempt did ...
+  EXPECT_EQ(Count("r"), 0u);     // ... and does not write again
+  up.mutable_request_id()->set_sequence(0);
+  ExpectError(Upsert(up), grpc::StatusCode::INVALID_ARGUMENT, "request_id.sequence");
+  up.mutable_request_id()->set_sequence(3);
+  up.mutable_request_id()->set_client_id(std::string(129, 'x'));
+  ExpectError(Upsert(up), grpc::StatusCode::INVALID_ARGUMENT, "128 bytes");
+}
+
 TEST_F(ApiTest, BadCollectionRequests) {
   ASSERT_TRUE(CreateCollection("taken", 4).ok());
   {

@@ -91,6 +91,36 @@ TEST_F(EngineTest, ApplyOutcomesAreTheClientsAnswers) {
   EXPECT_EQ((*engine_->Find("a"))->Count(), 2u);
 }
 
+// A retried write (same client id and sequence) applies at most once and
+// gets the first attempt's answer, also after a restart.
+TEST_F(EngineTest, RequestIdsMakeRetriesApplyAtMostOnce) {
+  auto with_id = [](Command cmd, const std::string& client, uint64_t seq) {
+    cmd.set_client_id(client);
+    cmd.set_sequence(seq);
+    return cmd;
+  };
+  auto out = Apply({Entry(1, with_id(Create("a", 2), "c1", 1)), Entry(2, with_id(Upsert("a", 2, {1}, 0), "c1", 2)),
+                    Entry(3, DeletePoints("a", {1})),
+                    // The retry of sequence 2 arrives after the delete: it must not resurrect point 1.
+                    Entry(4, with_id(Upsert("a", 2, {1}, 0), "c1", 2)),
+                    // A retried create answers OK (its first outcome), not ALREADY_EXISTS.
+                    Entry(5, with_id(Create("a", 2), "c1", 1)), Entry(6, with_id(Upsert("missing", 2, {5}, 0), "c2", 7)),
+                    Entry(7, with_id(Upsert("missing", 2, {5}, 0), "c2", 7))});
+  ASSERT_EQ(out.size(), 7u);
+  EXPECT_TRUE(out[3].ok());
+  EXPECT_EQ(out[4].code(), StatusCode::kFailedPrecondition);  // older than the last applied (2)
+  EXPECT_EQ(out[5].code(), StatusCode::kNotFound);
+  EXPECT_EQ(out[6].code(), StatusCode::kNotFound);  // the same answer again
+  EXPECT_EQ((*engine_->Find("a"))->Count(), 0u);
+  Reopen();
+  out = Apply({Entry(8, with_id(Upsert("a", 2, {1}, 0), "c1", 2)), Entry(9, with_id(Upsert("a", 2, {2}, 0), "c1", 3)),
+               Entry(10, with_id(Upsert("missing", 2, {5}, 0), "c2", 7))});
+  EXPECT_TRUE(out[0].ok());
+  EXPECT_TRUE(out[1].ok());
+  EXPECT_EQ(out[2].code(), StatusCode::kNotFound);
+  EXPECT_EQ((*engine_->Find("a"))->Count(), 1u);  // only point 2: the retry of 2 stayed a no-op
+}
+
 TEST_F(EngineTest, StateSurvivesReopenExactly) {
   Apply({Entry(1, Create("a", 3)), Entry(2, Upsert("a", 3, {1, 2, 3}, 0.5f, "pp")),
          Entry(3, Upsert("a", 3, {2}, 10.0f)), Entry(4, DeletePoints("a", {3, 99}))});
