@@ -208,6 +208,11 @@ void RaftReplicator::PublishStatus() {
   s.commit = raft_->commit();
   s.applied = raft_->applied();
   s.conf = raft_->conf();
+  if (s.role == raft::Role::kLeader) {
+    for (const auto& [node, progress] : raft_->Progress()) {
+      if (node != options_.node_id) s.slowest_member_match = std::min(s.slowest_member_match, progress.match);
+    }
+  }
   std::lock_guard lock(mu_);
   status_ = std::move(s);
   applied_cv_.notify_all();
@@ -443,8 +448,19 @@ void RaftReplicator::CheckpointLoop() {
     // the unflushed rest, and the restart replays it.
     Result<uint64_t> durable = state_->Checkpoint();
     Status st = durable.status();
+    uint64_t lagging_match = UINT64_MAX;
+    {
+      std::lock_guard lock(mu_);
+      lagging_match = status_.slowest_member_match;
+    }
     if (st.ok() && *durable > options_.log_retention_entries) {
-      const uint64_t upto = *durable - options_.log_retention_entries;
+      uint64_t upto = *durable - options_.log_retention_entries;
+      // A leader keeps what its slowest member still needs (up to a bound):
+      // a follower that was down for a while then catches up from the log
+      // instead of needing a snapshot.
+      if (lagging_match != UINT64_MAX && upto > lagging_match && upto - lagging_match <= options_.max_log_hold_entries) {
+        upto = lagging_match;
+      }
       if (upto >= log_->FirstIndex()) {
         raft::SnapshotMeta meta;
         meta.index = upto;

@@ -83,6 +83,10 @@ struct RaftReplicatorOptions {
   /// (StateMachine::Checkpoint) and the log compacted up to it. Bounds both
   /// the log's size and the replay after a crash. Default: 64 MiB.
   uint64_t checkpoint_every_bytes = 64ull << 20;
+  /// A leader compacts no further than its slowest member holds, as long as
+  /// that costs at most this many extra entries; beyond, the member will need
+  /// a snapshot. Default: 1,000,000.
+  uint64_t max_log_hold_entries = 1'000'000;
 };
 
 class RaftReplicator final : public Replicator {
@@ -144,6 +148,8 @@ class RaftReplicator final : public Replicator {
     uint64_t commit = 0;
     uint64_t applied = 0;
     raft::ConfState conf;
+    /// Leader only: the lowest log index another member is known to hold.
+    uint64_t slowest_member_match = UINT64_MAX;
   };
   GroupStatus GetGroupStatus() const;
 
