@@ -158,6 +158,69 @@ void RaftReplicator::Receive(raft::Message message) {
   cv_.notify_one();
 }
 
+Result<uint64_t> RaftReplicator::ChangeMembership(raft::ConfChange change, Clock::time_point deadline) {
+  auto p = std::make_shared<Proposal>();
+  auto future = p->done.get_future();
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_ || cancelled_ || !started_) return Status::Unavailable("node is not serving");
+    driver_ops_.push_back([this, change, p] {
+      if (raft_->role() != raft::Role::kLeader) {
+        p->done.set_value(Status::FailedPrecondition(
+            raft_->leader() == raft::kNoNode ? "no leader is known"
+                                             : "not the leader; send it to node " + std::to_string(raft_->leader())));
+        return;
+      }
+      Result<uint64_t> index = raft_->ProposeConfChange(change);
+      if (!index.ok()) {
+        p->done.set_value(index.status());
+        return;
+      }
+      pending_[*index] = Pending{raft_->term(), p};
+    });
+  }
+  cv_.notify_one();
+  if (future.wait_until(deadline) != std::future_status::ready) {
+    return Status::DeadlineExceeded("membership change not applied before the deadline; it may still be");
+  }
+  try {
+    return future.get();
+  } catch (const std::future_error&) {  // the driver stopped before running it
+    return Status::Unavailable("node is shutting down");
+  }
+}
+
+Status RaftReplicator::TransferLeadership(raft::NodeId target, Clock::time_point deadline) {
+  auto started = std::make_shared<std::promise<Status>>();
+  auto future = started->get_future();
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_ || cancelled_ || !started_) return Status::Unavailable("node is not serving");
+    driver_ops_.push_back([this, target, started] {
+      if (raft_->role() != raft::Role::kLeader) {
+        started->set_value(Status::FailedPrecondition(
+            raft_->leader() == raft::kNoNode ? "no leader is known"
+                                             : "not the leader; send it to node " + std::to_string(raft_->leader())));
+        return;
+      }
+      started->set_value(raft_->TransferLeadership(target));
+    });
+  }
+  cv_.notify_one();
+  if (future.wait_until(deadline) != std::future_status::ready) return Status::DeadlineExceeded("no answer in time");
+  try {
+    QUIVER_RETURN_IF_ERROR(future.get());
+  } catch (const std::future_error&) {  // the driver stopped before running it
+    return Status::Unavailable("node is shutting down");
+  }
+  std::unique_lock lock(mu_);
+  if (!applied_cv_.wait_until(lock, deadline, [&] { return stopping_ || cancelled_ || status_.leader == target; })) {
+    return Status::DeadlineExceeded("node " + std::to_string(target) + " did not take over before the deadline");
+  }
+  if (status_.leader != target) return Status::Unavailable("node is shutting down");
+  return Status::Ok();
+}
+
 bool RaftReplicator::HandOverLeadership(std::chrono::milliseconds limit) {
   std::unique_lock lock(mu_);
   if (!started_ || stopping_ || status_.role != raft::Role::kLeader || status_.conf.voters.size() < 2) {
@@ -209,7 +272,8 @@ void RaftReplicator::PublishStatus() {
   s.applied = raft_->applied();
   s.conf = raft_->conf();
   if (s.role == raft::Role::kLeader) {
-    for (const auto& [node, progress] : raft_->Progress()) {
+    s.progress = raft_->Progress();
+    for (const auto& [node, progress] : s.progress) {
       if (node != options_.node_id) s.slowest_member_match = std::min(s.slowest_member_match, progress.match);
     }
   }
@@ -269,6 +333,7 @@ void RaftReplicator::DriverLoop() {
   std::vector<raft::Message> inbox;
   std::vector<raft::SnapshotMeta> snapshots;
   std::vector<std::shared_ptr<Read>> reads;
+  std::vector<std::function<void()>> ops;
   for (;;) {
     bool stopping = false;
     bool handover = false;
@@ -277,8 +342,9 @@ void RaftReplicator::DriverLoop() {
       std::unique_lock lock(mu_);
       cv_.wait_until(lock, next_tick, [&] {
         return stopping_ || handover_requested_ || (cancelled_ && !(pending_.empty() && reads_.empty())) ||
-               !queue_.empty() || !inbox_.empty() || !read_queue_.empty();
+               !queue_.empty() || !inbox_.empty() || !read_queue_.empty() || !driver_ops_.empty();
       });
+      ops.swap(driver_ops_);
       stopping = stopping_;
       cancelled = cancelled_;
       if (cancelled) {
@@ -306,6 +372,8 @@ void RaftReplicator::DriverLoop() {
     }
     inbox.clear();
     for (const raft::SnapshotMeta& meta : snapshots) raft_->SnapshotCreated(meta);
+    for (auto& op : ops) op();
+    ops.clear();
     if (handover && raft_->role() == raft::Role::kLeader) {
       // The voter with the longest log needs the least to catch up.
       raft::NodeId target = raft::kNoNode;
@@ -406,7 +474,7 @@ Status RaftReplicator::ApplyCommitted(const std::vector<storage::LogEntry>& entr
     bytes_since_checkpoint_ += e.data.size();
     auto it = pending_.find(e.index);
     if (it == pending_.end()) continue;
-    if (it->second.term == e.term && e.type == storage::EntryType::kCommand) {
+    if (it->second.term == e.term && e.type != storage::EntryType::kNoop) {
       if (outcomes_[i].ok()) {
         it->second.proposal->done.set_value(e.index);
       } else {

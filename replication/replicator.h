@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -125,6 +126,15 @@ class RaftReplicator final : public Replicator {
   /// True if it led and handed over within the limit.
   bool HandOverLeadership(std::chrono::milliseconds limit);
 
+  /// Proposes a membership change (leader only); answers once it is
+  /// applied here. FAILED_PRECONDITION naming the leader on a follower, or
+  /// while another change is in flight.
+  Result<uint64_t> ChangeMembership(raft::ConfChange change, Clock::time_point deadline);
+
+  /// Hands leadership to `target` (leader only); answers once this node
+  /// sees `target` lead, or DEADLINE_EXCEEDED.
+  Status TransferLeadership(raft::NodeId target, Clock::time_point deadline);
+
   /// Shutdown's drain period is over: answers every write and read still
   /// waiting (UNAVAILABLE; a write's outcome is then unknown) and refuses new
   /// ones, while the driver keeps running for the leadership hand-over.
@@ -150,6 +160,8 @@ class RaftReplicator final : public Replicator {
     raft::ConfState conf;
     /// Leader only: the lowest log index another member is known to hold.
     uint64_t slowest_member_match = UINT64_MAX;
+    /// Leader only: every member's replication progress.
+    std::map<raft::NodeId, raft::PeerProgress> progress;
   };
   GroupStatus GetGroupStatus() const;
 
@@ -205,6 +217,8 @@ class RaftReplicator final : public Replicator {
   std::deque<std::shared_ptr<Proposal>> queue_;
   std::vector<raft::Message> inbox_;
   std::vector<std::shared_ptr<Read>> read_queue_;
+  // Operator actions, run on the driver thread (it owns the core).
+  std::vector<std::function<void()>> driver_ops_;
   std::condition_variable applied_cv_;  // status_.applied moved
   std::vector<raft::SnapshotMeta> snapshots_created_;
   // Membership as of each applied change since the last snapshot point.

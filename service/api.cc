@@ -393,4 +393,50 @@ grpc::Status PointsApi::SearchBatch(grpc::ServerContext* sctx, const quiver::v1:
   return scope.Done(SearchMany(ctx_, sctx, *req, resp));
 }
 
+grpc::Status ClusterApi::Status(grpc::ServerContext* sctx, const quiver::v1::ClusterStatusRequest*,
+                                quiver::v1::ClusterStatusResponse* resp) {
+  RpcScope scope(ctx_.metrics, Rpc::kClusterStatus);
+  if (quiver::Status auth = Authorize(*ctx_.config, *sctx, Access::kRead); !auth.ok()) return scope.Done(auth);
+  const auto group = raft_->GetGroupStatus();
+  resp->set_node_id(group.id);
+  resp->set_role(std::string(replication::raft::RoleName(group.role)));
+  resp->set_leader_id(group.leader);
+  resp->set_term(group.term);
+  resp->set_commit_index(group.commit);
+  resp->set_applied_index(group.applied);
+  std::set<replication::raft::NodeId> ids(group.conf.voters.begin(), group.conf.voters.end());
+  ids.insert(group.conf.learners.begin(), group.conf.learners.end());
+  for (auto id : ids) {
+    auto* m = resp->add_members();
+    m->set_node_id(id);
+    m->set_voter(group.conf.voters.contains(id));
+    if (auto it = group.progress.find(id); it != group.progress.end()) {
+      m->set_match_index(it->second.match);
+      m->set_recently_active(it->second.recent_active || id == group.id);
+    }
+  }
+  return scope.Done(quiver::Status::Ok());
+}
+
+grpc::Status ClusterApi::TransferLeader(grpc::ServerContext* sctx, const quiver::v1::TransferLeaderRequest* req,
+                                        quiver::v1::TransferLeaderResponse* resp) {
+  RpcScope scope(ctx_.metrics, Rpc::kTransferLeader);
+  if (quiver::Status auth = Authorize(*ctx_.config, *sctx, Access::kWrite); !auth.ok()) return scope.Done(auth);
+  if (req->node_id() == 0) return scope.Done(quiver::Status::InvalidArgument("node_id must be above 0"));
+  quiver::Status st = raft_->TransferLeadership(req->node_id(), WriteDeadline(sctx, *ctx_.config));
+  if (st.ok()) resp->set_leader_id(req->node_id());
+  return scope.Done(st);
+}
+
+grpc::Status ClusterApi::RemoveNode(grpc::ServerContext* sctx, const quiver::v1::RemoveNodeRequest* req,
+                                    quiver::v1::RemoveNodeResponse* resp) {
+  RpcScope scope(ctx_.metrics, Rpc::kRemoveNode);
+  if (quiver::Status auth = Authorize(*ctx_.config, *sctx, Access::kWrite); !auth.ok()) return scope.Done(auth);
+  if (req->node_id() == 0) return scope.Done(quiver::Status::InvalidArgument("node_id must be above 0"));
+  Result<uint64_t> index = raft_->ChangeMembership({replication::raft::ConfChangeType::kRemoveNode, req->node_id()},
+                                                    WriteDeadline(sctx, *ctx_.config));
+  if (index.ok()) resp->set_log_index(*index);
+  return scope.Done(index.status());
+}
+
 }  // namespace quiver::service

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "engine/engine.h"
+#include "quiver/v1/cluster.grpc.pb.h"
 #include "quiver/v1/collections.grpc.pb.h"
 #include "quiver/v1/points.grpc.pb.h"
 #include "replication/replicator.h"
@@ -49,6 +50,22 @@ class PointsApi final : public quiver::v1::Points::Service {
 
  private:
   ApiContext ctx_;
+};
+
+/// The node's Raft group, for operators.
+class ClusterApi final : public quiver::v1::Cluster::Service {
+ public:
+  ClusterApi(ApiContext ctx, replication::RaftReplicator* raft) : ctx_(ctx), raft_(raft) {}
+  grpc::Status Status(grpc::ServerContext*, const quiver::v1::ClusterStatusRequest*,
+                      quiver::v1::ClusterStatusResponse*) override;
+  grpc::Status TransferLeader(grpc::ServerContext*, const quiver::v1::TransferLeaderRequest*,
+                              quiver::v1::TransferLeaderResponse*) override;
+  grpc::Status RemoveNode(grpc::ServerContext*, const quiver::v1::RemoveNodeRequest*,
+                          quiver::v1::RemoveNodeResponse*) override;
+
+ private:
+  ApiContext ctx_;
+  replication::RaftReplicator* raft_;
 };
 
 }  // namespace quiver::service

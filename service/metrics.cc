@@ -8,7 +8,8 @@ namespace quiver::service {
 namespace {
 const char* kRpcNames[] = {"Collections/Create", "Collections/Get", "Collections/List", "Collections/Delete",
                            "Points/Upsert",      "Points/Delete",   "Points/Get",       "Points/Count",
-                           "Points/Search",      "Points/SearchBatch"};
+                           "Points/Search",      "Points/SearchBatch", "Cluster/Status", "Cluster/TransferLeader",
+                           "Cluster/RemoveNode"};
 }  // namespace
 
 void Metrics::Record(Rpc rpc, int code, double seconds) {

@@ -11,7 +11,8 @@ namespace quiver::service {
 
 enum class Rpc : int {
   kCreateCollection, kGetCollection, kListCollections, kDeleteCollection,
-  kUpsert, kDeletePoints, kGetPoints, kCount, kSearch, kSearchBatch, kNumRpcs
+  kUpsert, kDeletePoints, kGetPoints, kCount, kSearch, kSearchBatch,
+  kClusterStatus, kTransferLeader, kRemoveNode, kNumRpcs
 };
 
 /// Node state sampled at scrape time (zero until the node is ready).

@@ -38,6 +38,7 @@ struct Server::State {
   int peer_port = 0;
   std::unique_ptr<CollectionsApi> collections_api;
   std::unique_ptr<PointsApi> points_api;
+  std::unique_ptr<ClusterApi> cluster_api;
   std::unique_ptr<grpc::Server> grpc_server;
   int grpc_port = 0;
 
@@ -221,6 +222,7 @@ Status Server::Start() {
   ApiContext ctx{&config_, s.engine.get(), s.replicator.get(), &s.metrics};
   s.collections_api = std::make_unique<CollectionsApi>(ctx);
   s.points_api = std::make_unique<PointsApi>(ctx);
+  s.cluster_api = std::make_unique<ClusterApi>(ctx, s.replicator.get());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -233,13 +235,14 @@ Status Server::Start() {
   builder.SetResourceQuota(quota);
   builder.RegisterService(s.collections_api.get());
   builder.RegisterService(s.points_api.get());
+  builder.RegisterService(s.cluster_api.get());
   s.grpc_server = builder.BuildAndStart();
   if (s.grpc_server == nullptr || s.grpc_port == 0) {
     return Status::Unavailable("cannot listen on gRPC address " + config_.listen);
   }
   // Per-service entries too, so probes may ask for "quiver.v1.Points".
   auto* health = s.grpc_server->GetHealthCheckService();
-  for (const char* name : {"quiver.v1.Collections", "quiver.v1.Points"}) health->SetServingStatus(name, true);
+  for (const char* name : {"quiver.v1.Collections", "quiver.v1.Points", "quiver.v1.Cluster"}) health->SetServingStatus(name, true);
   health->SetServingStatus(true);
   if (!config_.ready_file.empty()) QUIVER_RETURN_IF_ERROR(WriteReadyFile(config_.ready_file, s.grpc_port, s.admin_port, s.peer_port));
   ready_.store(true);

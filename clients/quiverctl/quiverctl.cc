@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "common/vector_file.h"
+#include "quiver/v1/cluster.grpc.pb.h"
 #include "quiver/v1/collections.grpc.pb.h"
 #include "quiver/v1/points.grpc.pb.h"
 
@@ -185,6 +186,15 @@ int main(int argc, char** argv) {
   auto* count = app.add_subcommand("count", "count the points of a collection");
   count->add_option("collection", name, "collection name")->required();
 
+  auto* cluster = app.add_subcommand("cluster", "the node's Raft group: status, transfer-leader, remove");
+  cluster->require_subcommand(1);
+  uint64_t node_id = 0;
+  auto* cluster_status = cluster->add_subcommand("status", "role, term, leader and members as this node sees them");
+  auto* transfer = cluster->add_subcommand("transfer-leader", "make another voter the leader (send to the leader)");
+  transfer->add_option("node", node_id, "node id of the next leader")->required();
+  auto* remove = cluster->add_subcommand("remove", "remove a voter or learner (send to the leader)");
+  remove->add_option("node", node_id, "node id to remove")->required();
+
   CLI11_PARSE(app, argc, argv);
 
   auto channel_args = grpc::ChannelArguments();
@@ -205,6 +215,7 @@ int main(int argc, char** argv) {
   auto channel = grpc::CreateCustomChannel(opt.addr, credentials, channel_args);
   auto coll_stub = Collections::NewStub(channel);
   auto points_stub = Points::NewStub(channel);
+  auto cluster_stub = quiver::v1::Cluster::NewStub(channel);
 
   if (create->parsed()) {
     quiver::v1::CreateCollectionRequest req;
@@ -361,6 +372,58 @@ int main(int argc, char** argv) {
       if (opt.json) std::cout << "]";
     }
     if (opt.json) std::cout << "]\n";
+  } else if (cluster_status->parsed()) {
+    quiver::v1::ClusterStatusResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, opt);
+    auto st = cluster_stub->Status(&ctx, {}, &resp);
+    if (!st.ok()) return Fail(st);
+    if (opt.json) {
+      std::cout << "{\"node_id\":" << resp.node_id() << ",\"role\":\"" << resp.role() << "\",\"leader_id\":"
+                << resp.leader_id() << ",\"term\":" << resp.term() << ",\"commit_index\":" << resp.commit_index()
+                << ",\"applied_index\":" << resp.applied_index() << ",\"members\":[";
+      for (int i = 0; i < resp.members_size(); ++i) {
+        const auto& m = resp.members(i);
+        std::cout << (i ? "," : "") << "{\"node_id\":" << m.node_id() << ",\"voter\":" << (m.voter() ? "true" : "false")
+                  << ",\"match_index\":" << m.match_index()
+                  << ",\"recently_active\":" << (m.recently_active() ? "true" : "false") << "}";
+      }
+      std::cout << "]}\n";
+    } else {
+      std::cout << "node " << resp.node_id() << ": " << resp.role() << ", term " << resp.term() << ", leader "
+                << (resp.leader_id() ? std::to_string(resp.leader_id()) : "unknown") << ", commit "
+                << resp.commit_index() << ", applied " << resp.applied_index() << "\n";
+      for (const auto& m : resp.members()) {
+        std::cout << "  node " << m.node_id() << "\t" << (m.voter() ? "voter" : "learner");
+        if (resp.role() == "leader") {
+          std::cout << "\tmatch " << m.match_index() << (m.recently_active() ? "\tactive" : "\tinactive");
+        }
+        std::cout << "\n";
+      }
+    }
+  } else if (transfer->parsed()) {
+    quiver::v1::TransferLeaderRequest req;
+    req.set_node_id(node_id);
+    quiver::v1::TransferLeaderResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, opt);
+    auto st = cluster_stub->TransferLeader(&ctx, req, &resp);
+    if (!st.ok()) return Fail(st);
+    std::cout << (opt.json ? "{\"leader_id\":" + std::to_string(resp.leader_id()) + "}"
+                           : "node " + std::to_string(resp.leader_id()) + " leads")
+              << "\n";
+  } else if (remove->parsed()) {
+    quiver::v1::RemoveNodeRequest req;
+    req.set_node_id(node_id);
+    quiver::v1::RemoveNodeResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, opt);
+    auto st = cluster_stub->RemoveNode(&ctx, req, &resp);
+    if (!st.ok()) return Fail(st);
+    std::cout << (opt.json ? "{\"log_index\":" + std::to_string(resp.log_index()) + "}"
+                           : "node " + std::to_string(node_id) + " removed at log index " +
+                                 std::to_string(resp.log_index()))
+              << "\n";
   } else if (count->parsed()) {
     quiver::v1::CountRequest req;
     req.set_collection(name);

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "process_fixture.h"
+#include "quiver/v1/cluster.grpc.pb.h"
 #include "test_util.h"
 
 namespace quiver::testing {
@@ -196,6 +197,68 @@ TEST(Cluster, ThreeNodesReplicateFailOverAndCatchUp) {
   EXPECT_NE(c.WaitForLeader(others, std::chrono::seconds(5)), 0);
   ASSERT_TRUE(Upsert(c.node(others[0]), 50000, 10).ok());
   for (int id : others) EXPECT_EQ(Count(c.node(id)), 260u) << "node " << id;
+}
+
+std::unique_ptr<quiver::v1::Cluster::Stub> ClusterStub(QuiverdProcess& node) {
+  return quiver::v1::Cluster::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(node.grpc_port()), grpc::InsecureChannelCredentials()));
+}
+
+TEST(Cluster, OperatorsSeeStatusTransferLeadershipAndRemoveNodes) {
+  Cluster c(3);
+  const int leader = c.WaitForLeader({1, 2, 3});
+  ASSERT_NE(leader, 0);
+  const int next = leader % 3 + 1;
+  const int other = next % 3 + 1;
+  {
+    quiver::v1::ClusterStatusResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(ClusterStub(c.node(leader))->Status(&ctx, {}, &resp).ok());
+    EXPECT_EQ(resp.role(), "leader");
+    ASSERT_EQ(resp.members_size(), 3);
+    for (const auto& m : resp.members()) EXPECT_TRUE(m.voter());
+  }
+  {  // A follower refuses and names the leader.
+    quiver::v1::TransferLeaderRequest req;
+    req.set_node_id(next);
+    quiver::v1::TransferLeaderResponse resp;
+    grpc::ClientContext ctx;
+    grpc::Status st = ClusterStub(c.node(next))->TransferLeader(&ctx, req, &resp);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_NE(st.error_message().find("node " + std::to_string(leader)), std::string::npos) << st.error_message();
+  }
+  {
+    quiver::v1::TransferLeaderRequest req;
+    req.set_node_id(next);
+    quiver::v1::TransferLeaderResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    grpc::Status st = ClusterStub(c.node(leader))->TransferLeader(&ctx, req, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+  EXPECT_EQ(c.WaitForLeader({1, 2, 3}), next);
+  {
+    quiver::v1::RemoveNodeRequest req;
+    req.set_node_id(other);
+    quiver::v1::RemoveNodeResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    grpc::Status st = ClusterStub(c.node(next))->RemoveNode(&ctx, req, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+  EXPECT_EQ(c.Gauge(next, "quiver_raft_voters"), 2u);
+  // Two voters left: both are needed, and writes still commit.
+  CreateCollectionRequest create;
+  create.mutable_config()->set_name("c");
+  create.mutable_config()->set_dimension(8);
+  create.mutable_config()->set_metric(quiver::v1::L2);
+  ASSERT_TRUE(Retry([&] {
+                CreateCollectionResponse resp;
+                grpc::ClientContext ctx;
+                return c.node(leader).collections->Create(&ctx, create, &resp);
+              }).ok());
+  ASSERT_TRUE(Upsert(c.node(leader), 1, 20).ok());
+  EXPECT_EQ(Count(c.node(next)), 20u);
 }
 
 // Reads and writes that wait on a leader that is gone must not hold up
