@@ -39,7 +39,7 @@ fi
 PY=${PYTHON:-python3}
 if command -v "$PY" >/dev/null 2>&1; then
   need_py=()
-  for mod in numpy grpc grpc_tools grpc_health grpc_reflection; do
+  for mod in numpy setuptools grpc grpc_tools grpc_health grpc_reflection; do
     "$PY" -c "import $mod" 2>/dev/null || need_py+=("$mod")
   done
   if ((${#need_py[@]})); then
