@@ -96,6 +96,13 @@ def _filter(f: Filter) -> points_pb2.Filter:
     return out
 
 
+def _read(path: Optional[str]) -> Optional[bytes]:
+    if not path:
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
 class Client:
     """A connection to a Quiver node or cluster.
 
@@ -119,8 +126,7 @@ class Client:
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._credentials = None
         if tls_ca:
-            read = lambda p: open(p, "rb").read() if p else None  # noqa: E731
-            self._credentials = grpc.ssl_channel_credentials(read(tls_ca), read(tls_key), read(tls_cert))
+            self._credentials = grpc.ssl_channel_credentials(_read(tls_ca), _read(tls_key), _read(tls_cert))
         self._timeout = timeout
         self._max_attempts = max(1, max_attempts)
         self._client_id = client_id or uuid.uuid4().hex
