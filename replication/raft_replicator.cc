@@ -257,6 +257,13 @@ Status RaftReplicator::Health() const {
   return fatal_;
 }
 
+RaftReplicator::LogSyncHistogram RaftReplicator::GetLogSyncHistogram() const {
+  LogSyncHistogram h;
+  for (size_t i = 0; i < h.counts.size(); ++i) h.counts[i] = log_sync_counts_[i].load(std::memory_order_relaxed);
+  h.sum_seconds = static_cast<double>(log_sync_micros_.load(std::memory_order_relaxed)) / 1e6;
+  return h;
+}
+
 RaftReplicator::GroupStatus RaftReplicator::GetGroupStatus() const {
   std::lock_guard lock(mu_);
   return status_;
@@ -277,7 +284,9 @@ void RaftReplicator::PublishStatus() {
       if (node != options_.node_id) s.slowest_member_match = std::min(s.slowest_member_match, progress.match);
     }
   }
+  s.writes_in_flight = pending_.size();
   std::lock_guard lock(mu_);
+  s.writes_queued = queue_.size();
   status_ = std::move(s);
   applied_cv_.notify_all();
 }
@@ -434,7 +443,13 @@ Status RaftReplicator::HandleOneReady() {
     }
     // 1. Entries and hard state, durable in one synced write.
     if (!rd.entries.empty() || rd.hard_state) {
+      const auto t0 = Clock::now();
       QUIVER_RETURN_IF_ERROR(log_->Append(rd.entries, rd.hard_state ? &*rd.hard_state : nullptr));
+      const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+      size_t bucket = 0;
+      while (bucket < kLogSyncBucketsSeconds.size() && seconds > kLogSyncBucketsSeconds[bucket]) ++bucket;
+      log_sync_counts_[bucket].fetch_add(1, std::memory_order_relaxed);
+      log_sync_micros_.fetch_add(static_cast<uint64_t>(seconds * 1e6), std::memory_order_relaxed);
     }
     // 2. Only then the messages that promise them.
     if (!rd.messages.empty() && transport_ != nullptr) transport_->Send(std::move(rd.messages));

@@ -9,6 +9,7 @@
 // are. A single node is a one-voter group on the same code path.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -162,8 +163,20 @@ class RaftReplicator final : public Replicator {
     uint64_t slowest_member_match = UINT64_MAX;
     /// Leader only: every member's replication progress.
     std::map<raft::NodeId, raft::PeerProgress> progress;
+    /// Writes waiting for the driver, and proposed but not yet applied.
+    uint64_t writes_queued = 0;
+    uint64_t writes_in_flight = 0;
   };
   GroupStatus GetGroupStatus() const;
+
+  /// Latency of the durable log appends (one fsync each), as a histogram.
+  static constexpr std::array<double, 12> kLogSyncBucketsSeconds = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                                                    0.01,   0.025,   0.05,   0.1,   0.25,   1.0};
+  struct LogSyncHistogram {
+    std::array<uint64_t, kLogSyncBucketsSeconds.size() + 1> counts{};  // per bucket, the last is +Inf
+    double sum_seconds = 0;
+  };
+  LogSyncHistogram GetLogSyncHistogram() const;
 
  private:
   struct Proposal {
@@ -211,6 +224,8 @@ class RaftReplicator final : public Replicator {
   uint64_t next_read_ = 0;
   std::vector<Status> outcomes_;
   uint64_t bytes_since_checkpoint_ = 0;
+  std::array<std::atomic<uint64_t>, kLogSyncBucketsSeconds.size() + 1> log_sync_counts_{};
+  std::atomic<uint64_t> log_sync_micros_{0};
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -14,6 +14,7 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libfaiss-dev libhnswlib-dev libhdf5-dev
   libdeflate-dev openssl
+  prometheus
 )
 
 missing=()

@@ -70,6 +70,24 @@ std::string Metrics::Render(const NodeGauges& node) const {
          node.raft_leader_id);
   sample("quiver_raft_is_leader", "gauge", "1 if this node leads its group.", node.raft_is_leader ? 1 : 0);
   sample("quiver_raft_voters", "gauge", "Voters in the group's membership.", node.raft_voters);
+  sample("quiver_write_queue_depth", "gauge", "Writes waiting for the replicator's next log append.",
+         node.writes_queued);
+  sample("quiver_writes_in_flight", "gauge", "Writes appended to the log and not yet applied.", node.writes_in_flight);
+  out << "# HELP quiver_wal_fsync_duration_seconds Durable log appends (one synced write each).\n"
+         "# TYPE quiver_wal_fsync_duration_seconds histogram\n";
+  uint64_t synced = 0;
+  for (size_t b = 0; b < node.log_sync_counts.size(); ++b) {
+    synced += node.log_sync_counts[b];
+    out << "quiver_wal_fsync_duration_seconds_bucket{le=\"";
+    if (b < node.log_sync_bounds.size()) {
+      out << node.log_sync_bounds[b];
+    } else {
+      out << "+Inf";
+    }
+    out << "\"} " << synced << "\n";
+  }
+  out << "quiver_wal_fsync_duration_seconds_sum " << node.log_sync_sum_seconds << "\n"
+      << "quiver_wal_fsync_duration_seconds_count " << synced << "\n";
   sample("quiver_sealed_segments", "gauge", "Sealed segments over all collections.", node.sealed_segments);
   sample("quiver_indexed_segments", "gauge", "Sealed segments whose index is built.", node.indexed_segments);
   sample("quiver_tombstones", "gauge", "Deleted or overwritten rows still held in sealed segments.", node.tombstones);

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace quiver::service {
 
@@ -33,6 +34,12 @@ struct NodeGauges {
   uint64_t raft_leader_id = 0;  // 0: none known
   bool raft_is_leader = false;
   uint64_t raft_voters = 0;
+  uint64_t writes_queued = 0;
+  uint64_t writes_in_flight = 0;
+  // Durable log appends (fsync): upper bounds, per-bucket counts (+Inf last), sum.
+  std::vector<double> log_sync_bounds;
+  std::vector<uint64_t> log_sync_counts;
+  double log_sync_sum_seconds = 0;
 };
 
 class Metrics {

@@ -151,6 +151,13 @@ Status Server::Start() {
       node.raft_leader_id = group.leader;
       node.raft_is_leader = group.role == replication::raft::Role::kLeader;
       node.raft_voters = group.conf.voters.size();
+      node.writes_queued = group.writes_queued;
+      node.writes_in_flight = group.writes_in_flight;
+      const auto sync = st.replicator->GetLogSyncHistogram();
+      node.log_sync_bounds.assign(replication::RaftReplicator::kLogSyncBucketsSeconds.begin(),
+                                  replication::RaftReplicator::kLogSyncBucketsSeconds.end());
+      node.log_sync_counts.assign(sync.counts.begin(), sync.counts.end());
+      node.log_sync_sum_seconds = sync.sum_seconds;
       node.segment_files_loaded = st.engine->segments_loaded();
       node.segment_files_discarded = st.engine->segment_files_discarded();
       node.background_failures = st.engine->failed_index_builds();

@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""A real Prometheus (Debian's package) scrapes a running quiverd's /metrics:
+the target is up and Quiver's series arrive with the values the node reports."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.parse
+import urllib.request
+
+QUIVERD = os.environ.get("QUIVERD", "build/service/quiverd")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrometheusScrapesQuiverd(unittest.TestCase):
+    def test_scrape(self):
+        prometheus = shutil.which("prometheus")
+        self.assertIsNotNone(prometheus, "Debian's prometheus package is missing (scripts/install-deps.sh)")
+        with tempfile.TemporaryDirectory() as tmp:
+            ready = os.path.join(tmp, "ready.json")
+            procs = []
+            try:
+                with open(os.path.join(tmp, "quiverd.log"), "w") as log:
+                    procs.append(subprocess.Popen(
+                        [QUIVERD, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+                         "--data-dir", os.path.join(tmp, "data"), "--ready-file", ready],
+                        stdout=log, stderr=subprocess.STDOUT))
+                deadline = time.time() + 60
+                while not os.path.exists(ready):
+                    self.assertLess(time.time(), deadline, "quiverd did not become ready")
+                    time.sleep(0.02)
+                with open(ready) as f:
+                    admin_port = json.load(f)["admin_port"]
+                config = os.path.join(tmp, "prometheus.yml")
+                with open(config, "w") as f:
+                    f.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+                            "scrape_configs:\n  - job_name: quiver\n    static_configs:\n"
+                            f"      - targets: ['127.0.0.1:{admin_port}']\n")
+                web = free_port()
+                with open(os.path.join(tmp, "prometheus.log"), "w") as log:
+                    procs.append(subprocess.Popen(
+                        [prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp}/tsdb",
+                         f"--web.listen-address=127.0.0.1:{web}"], stdout=log, stderr=subprocess.STDOUT))
+
+                def query(q):
+                    url = f"http://127.0.0.1:{web}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+                    try:
+                        with urllib.request.urlopen(url, timeout=2) as r:
+                            return json.load(r)["data"]["result"]
+                    except OSError:
+                        return []
+
+                deadline = time.time() + 60
+                while not query('up{job="quiver"} == 1') or not query("quiver_raft_is_leader"):
+                    self.assertLess(time.time(), deadline, "Prometheus never scraped quiverd; log:\n" +
+                                    open(os.path.join(tmp, "prometheus.log")).read()[-3000:])
+                    time.sleep(0.5)
+                # A single node leads its one-voter group, and the histograms parse.
+                self.assertEqual(query("quiver_raft_is_leader")[0]["value"][1], "1")
+                self.assertEqual(query("quiver_raft_voters")[0]["value"][1], "1")
+                self.assertTrue(query("quiver_request_duration_seconds_bucket"))
+                # The bootstrap and the election wrote the log at least once.
+                self.assertGreater(float(query("quiver_wal_fsync_duration_seconds_count")[0]["value"][1]), 0)
+            finally:
+                for p in reversed(procs):
+                    p.terminate()
+                    p.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    unittest.main()
