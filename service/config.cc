@@ -55,6 +55,8 @@ std::vector<Key> Keys(ServerConfig* c) {
        str(&c->peers)},
       {"peer_listen", "QUIVER_PEER_LISTEN", "--peer-listen", "gRPC address of the internal peer port",
        str(&c->peer_listen)},
+      {"peer_tls_ca_file", "QUIVER_PEER_TLS_CA_FILE", "--peer-tls-ca-file",
+       "PEM CA of the node certificates: mutual TLS on the peer port", str(&c->peer_tls_ca_file)},
       {"raft_tick_ms", "QUIVER_RAFT_TICK_MS", "--raft-tick-ms", "one Raft tick in ms (elections after 10-19)",
        u32("raft_tick_ms", &c->raft_tick_ms)},
       {"max_k", "QUIVER_MAX_K", "--max-k", "largest k a search may ask for", u32("max_k", &c->max_k)},
@@ -139,6 +141,9 @@ Status ServerConfig::Validate() const {
   }
   if (peer_listen.find(':') == std::string::npos) {
     return Status::InvalidArgument("peer_listen: '" + peer_listen + "' is not host:port");
+  }
+  if (!peer_tls_ca_file.empty() && tls_cert_file.empty()) {
+    return Status::InvalidArgument("peer_tls_ca_file needs tls_cert_file and tls_key_file (each node's certificate)");
   }
   if (raft_tick_ms < 10 || raft_tick_ms > 10000) return Status::InvalidArgument("raft_tick_ms must be in 10..10000");
   if (max_k == 0) return Status::InvalidArgument("max_k must be at least 1");

@@ -28,6 +28,12 @@ struct ServerConfig {
   /// only opened when `peers` is set. Bind it to a private network.
   /// Default: 127.0.0.1:7701. Env: QUIVER_PEER_LISTEN.
   std::string peer_listen = "127.0.0.1:7701";
+  /// PEM CA of the cluster's node certificates: when set, the peer port
+  /// speaks mutual TLS — each node presents tls_cert_file / tls_key_file and
+  /// accepts only peers whose certificate this CA signed (peer addresses must
+  /// match their certificates). Empty: the peer port is plaintext.
+  /// Env: QUIVER_PEER_TLS_CA_FILE.
+  std::string peer_tls_ca_file;
   /// One Raft tick, in ms: leaders heartbeat every tick, followers campaign
   /// after 10-19 ticks without one. Default: 100. Env: QUIVER_RAFT_TICK_MS.
   uint32_t raft_tick_ms = 100;

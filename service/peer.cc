@@ -117,7 +117,8 @@ Result<raft::Message> FromProto(const pb::RaftMessage& m) {
   return out;
 }
 
-PeerClient::PeerClient(NodeId self, const std::map<NodeId, std::string>& peers, uint64_t max_message_bytes)
+PeerClient::PeerClient(NodeId self, const std::map<NodeId, std::string>& peers, uint64_t max_message_bytes,
+                       std::shared_ptr<grpc::ChannelCredentials> credentials)
     : self_(self), max_message_bytes_(max_message_bytes) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
@@ -128,7 +129,7 @@ PeerClient::PeerClient(NodeId self, const std::map<NodeId, std::string>& peers, 
     if (id == self) continue;
     auto peer = std::make_unique<Peer>();
     peer->address = address;
-    peer->stub = pb::Peer::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+    peer->stub = pb::Peer::NewStub(grpc::CreateCustomChannel(address, credentials, args));
     Peer* raw = peer.get();
     peers_[id] = std::move(peer);
     raw->sender = std::thread([this, raw] { SenderLoop(raw); });

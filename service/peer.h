@@ -14,6 +14,8 @@
 #include <thread>
 #include <vector>
 
+#include <grpcpp/security/credentials.h>
+
 #include "quiver/internal/v1/raft.grpc.pb.h"
 #include "replication/replicator.h"
 
@@ -33,7 +35,7 @@ Result<replication::raft::Message> FromProto(const quiver::internal::v1::RaftMes
 class PeerClient final : public replication::RaftTransport, public replication::ProposalForwarder {
  public:
   PeerClient(replication::raft::NodeId self, const std::map<replication::raft::NodeId, std::string>& peers,
-             uint64_t max_message_bytes);
+             uint64_t max_message_bytes, std::shared_ptr<grpc::ChannelCredentials> credentials);
   ~PeerClient() override;
 
   void Send(std::vector<replication::raft::Message> messages) override;

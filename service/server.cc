@@ -75,6 +75,29 @@ Result<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const ServerC
 }
 
 
+// The peer port: plaintext, or mutual TLS with the node's certificate and
+// the cluster's CA (peer_tls_ca_file).
+struct PeerCredentials {
+  std::shared_ptr<grpc::ServerCredentials> server;
+  std::shared_ptr<grpc::ChannelCredentials> client;
+};
+Result<PeerCredentials> MakePeerCredentials(const ServerConfig& config) {
+  if (config.peer_tls_ca_file.empty()) {
+    return PeerCredentials{grpc::InsecureServerCredentials(), grpc::InsecureChannelCredentials()};
+  }
+  QUIVER_ASSIGN_OR_RETURN(std::string ca, ReadPemFile(config.peer_tls_ca_file, "peer_tls_ca_file"));
+  QUIVER_ASSIGN_OR_RETURN(std::string cert, ReadPemFile(config.tls_cert_file, "tls_cert_file"));
+  QUIVER_ASSIGN_OR_RETURN(std::string key, ReadPemFile(config.tls_key_file, "tls_key_file"));
+  grpc::SslServerCredentialsOptions server(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  server.pem_root_certs = ca;
+  server.pem_key_cert_pairs.push_back({key, cert});
+  grpc::SslCredentialsOptions client;
+  client.pem_root_certs = ca;
+  client.pem_private_key = key;
+  client.pem_cert_chain = cert;
+  return PeerCredentials{grpc::SslServerCredentials(server), grpc::SslCredentials(client)};
+}
+
 Result<std::pair<std::string, int>> SplitHostPort(const std::string& addr) {
   const auto colon = addr.rfind(':');
   if (colon == std::string::npos) return Status::InvalidArgument("'" + addr + "' is not host:port");
@@ -198,7 +221,11 @@ Status Server::Start() {
   raft_options.tick_interval = std::chrono::milliseconds(config_.raft_tick_ms);
   QUIVER_ASSIGN_OR_RETURN(const auto peers, ParsePeers(config_.peers));
   for (const auto& [id, address] : peers) raft_options.initial_voters.insert(id);
-  if (!peers.empty()) s.peer_client = std::make_unique<PeerClient>(config_.node_id, peers, config_.max_message_bytes);
+  QUIVER_ASSIGN_OR_RETURN(const PeerCredentials peer_credentials, MakePeerCredentials(config_));
+  if (!peers.empty()) {
+    s.peer_client =
+        std::make_unique<PeerClient>(config_.node_id, peers, config_.max_message_bytes, peer_credentials.client);
+  }
   s.replicator = std::make_unique<replication::RaftReplicator>(s.log.get(), s.engine.get(), s.peer_client.get(),
                                                                raft_options);
   s.replicator->set_forwarder(s.peer_client.get());
@@ -215,7 +242,7 @@ Status Server::Start() {
     // The peer port: Raft messages and forwarded writes, without API keys.
     s.peer_service = std::make_unique<PeerService>(config_.node_id, s.replicator.get());
     grpc::ServerBuilder peer_builder;
-    peer_builder.AddListeningPort(config_.peer_listen, grpc::InsecureServerCredentials(), &s.peer_port);
+    peer_builder.AddListeningPort(config_.peer_listen, peer_credentials.server, &s.peer_port);
     peer_builder.SetMaxReceiveMessageSize(static_cast<int>(config_.max_message_bytes));
     peer_builder.SetMaxSendMessageSize(static_cast<int>(config_.max_message_bytes));
     peer_builder.RegisterService(s.peer_service.get());

@@ -22,11 +22,13 @@ class TlsFiles {
   TlsFiles() {
     const std::string d = dir_.path();
     const std::string ec = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    // (Written here: a shell redirection would lose to the quieting one below.)
+    std::ofstream(d + "/san.ext") << "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
     const std::vector<std::string> steps = {
         "openssl req -x509" + ec + " -keyout " + d + "/ca.key -out " + d + "/ca.pem -days 2 -subj /CN=quiver-test-ca",
         "openssl req -x509" + ec + " -keyout " + d + "/other.key -out " + d + "/other.pem -days 2 -subj /CN=other-ca",
         "openssl req" + ec + " -keyout " + d + "/server.key -out " + d + "/server.csr -subj /CN=localhost",
-        "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1' > " + d + "/san.ext",
+
         "openssl x509 -req -in " + d + "/server.csr -CA " + d + "/ca.pem -CAkey " + d + "/ca.key -CAcreateserial -out " +
             d + "/server.pem -days 2 -extfile " + d + "/san.ext",
         "openssl req" + ec + " -keyout " + d + "/client.key -out " + d + "/client.csr -subj /CN=quiver-client",

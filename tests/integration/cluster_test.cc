@@ -14,6 +14,7 @@
 #include "process_fixture.h"
 #include "quiver/v1/cluster.grpc.pb.h"
 #include "test_util.h"
+#include "tls_files.h"
 
 namespace quiver::testing {
 namespace {
@@ -41,7 +42,9 @@ int FreePort() {
 
 class Cluster {
  public:
-  explicit Cluster(int n) {
+  // `extra`: flags for every node; `per_node`: more flags for some.
+  explicit Cluster(int n, std::vector<std::string> extra = {},
+                   std::map<int, std::vector<std::string>> per_node = {}) {
     std::string peers;
     std::vector<int> ports;
     for (int i = 1; i <= n; ++i) {
@@ -52,11 +55,12 @@ class Cluster {
       // Each node its own work directory: ready files and logs are named per start.
       const std::string work = dir_.path() + "/node" + std::to_string(i);
       std::filesystem::create_directories(work);
-      nodes_[i] = std::make_unique<QuiverdProcess>(
-          work + "/data", work,
-          std::vector<std::string>{"--node-id", std::to_string(i), "--peers", peers, "--peer-listen",
-                                   "127.0.0.1:" + std::to_string(ports[static_cast<size_t>(i - 1)]),
-                                   "--raft-tick-ms", "50"});
+      std::vector<std::string> flags{"--node-id", std::to_string(i), "--peers", peers, "--peer-listen",
+                                     "127.0.0.1:" + std::to_string(ports[static_cast<size_t>(i - 1)]),
+                                     "--raft-tick-ms", "50"};
+      flags.insert(flags.end(), extra.begin(), extra.end());
+      flags.insert(flags.end(), per_node[i].begin(), per_node[i].end());
+      nodes_[i] = std::make_unique<QuiverdProcess>(work + "/data", work, flags);
     }
     for (auto& [id, node] : nodes_) node->Start(/*wait_ready=*/false);
     for (auto& [id, node] : nodes_) node->WaitReady();
@@ -197,6 +201,39 @@ TEST(Cluster, ThreeNodesReplicateFailOverAndCatchUp) {
   EXPECT_NE(c.WaitForLeader(others, std::chrono::seconds(5)), 0);
   ASSERT_TRUE(Upsert(c.node(others[0]), 50000, 10).ok());
   for (int id : others) EXPECT_EQ(Count(c.node(id)), 260u) << "node " << id;
+}
+
+// The peer port with mutual TLS: a cluster whose nodes share the CA works; a
+// node with a certificate from another CA is never accepted as a peer.
+TEST(Cluster, PeerPortWithMutualTls) {
+  if (!HaveOpensslTool()) GTEST_SKIP() << "no openssl tool";
+  TlsFiles tls;
+  // The public port stays plaintext here (--tls-* also enable TLS on it; the
+  // client side of that is tested in the service tests): the peer port uses
+  // the node certificate through --peer-tls-ca-file.
+  Cluster c(3, {"--tls-cert-file", tls.Path("server.pem"), "--tls-key-file", tls.Path("server.key"),
+                "--peer-tls-ca-file", tls.Path("ca.pem")});
+  const int leader = c.WaitForLeader({1, 2, 3});
+  ASSERT_NE(leader, 0) << c.node(1).Log();
+  EXPECT_EQ(c.Gauge(leader, "quiver_raft_voters"), 3u);
+  // A quorum formed over TLS: every node follows the same leader.
+  for (int id = 1; id <= 3; ++id) EXPECT_EQ(c.Gauge(id, "quiver_raft_leader_id"), static_cast<uint64_t>(leader));
+}
+
+TEST(Cluster, APeerFromAnotherCaIsNeverAccepted) {
+  if (!HaveOpensslTool()) GTEST_SKIP() << "no openssl tool";
+  TlsFiles tls;
+  const std::vector<std::string> cert = {"--tls-cert-file", tls.Path("server.pem"), "--tls-key-file",
+                                         tls.Path("server.key")};
+  // Node 3 trusts another CA: it can neither verify its peers nor be verified.
+  Cluster c(3, cert,
+            {{1, {"--peer-tls-ca-file", tls.Path("ca.pem")}},
+             {2, {"--peer-tls-ca-file", tls.Path("ca.pem")}},
+             {3, {"--peer-tls-ca-file", tls.Path("other.pem")}}});
+  const int leader = c.WaitForLeader({1, 2});
+  ASSERT_NE(leader, 0);
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  EXPECT_EQ(c.Gauge(3, "quiver_raft_leader_id"), 0u) << "node 3 joined without a trusted certificate";
 }
 
 std::unique_ptr<quiver::v1::Cluster::Stub> ClusterStub(QuiverdProcess& node) {
