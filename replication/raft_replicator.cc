@@ -29,10 +29,13 @@ Status RaftReplicator::Start(const std::atomic<bool>* stop) {
       return Status::FailedPrecondition("the state machine has applied " + std::to_string(applied_at_start) +
                                         " entries but the log is empty: the log was lost." + RecoveryHint());
     }
-    // A new node of a new cluster: write the initial membership.
+    // A new node of a new cluster: write its id and the initial membership.
+    QUIVER_RETURN_IF_ERROR(log_->SetClusterId(options_.cluster_id));
     QUIVER_RETURN_IF_ERROR(raft::Bootstrap(log_, options_.initial_voters));
     QUIVER_ASSIGN_OR_RETURN(hs, log_->GetHardState());
   }
+  QUIVER_ASSIGN_OR_RETURN(cluster_id_, log_->GetClusterId());
+  if (transport_ != nullptr) transport_->SetClusterId(cluster_id_);
   QUIVER_ASSIGN_OR_RETURN(std::string record, log_->GetSnapshotRecord());
   raft::SnapshotMeta snapshot;
   if (!record.empty()) {

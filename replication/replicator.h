@@ -55,6 +55,8 @@ class RaftTransport {
  public:
   virtual ~RaftTransport() = default;
   virtual void Send(std::vector<raft::Message> messages) = 0;
+  /// The cluster id to stamp on what it sends; set by Start before any Send.
+  virtual void SetClusterId(std::string cluster_id) {}
 };
 
 /// Hands a write that reached a follower to the leader (service/ implements
@@ -71,6 +73,9 @@ struct RaftReplicatorOptions {
   /// The voters written to the log when a new cluster starts (an empty log).
   /// Empty means {node_id}: a single-node cluster.
   std::set<raft::NodeId> initial_voters;
+  /// The cluster id written with them (every initial node must use the same).
+  /// Peers refuse messages from another cluster's nodes. Default: "".
+  std::string cluster_id;
   /// Length of one Raft tick. Elections start after 10-19 ticks without a
   /// leader; leaders heartbeat every tick. Default: 100 ms.
   std::chrono::milliseconds tick_interval{100};
@@ -151,6 +156,9 @@ class RaftReplicator final : public Replicator {
   /// Entries replayed by Start (for logs and tests).
   uint64_t replayed_entries() const { return replayed_; }
 
+  /// The id of the cluster recorded in the data directory (valid after Start).
+  const std::string& cluster_id() const { return cluster_id_; }
+
   struct GroupStatus {
     raft::NodeId id = raft::kNoNode;
     raft::NodeId leader = raft::kNoNode;
@@ -215,6 +223,7 @@ class RaftReplicator final : public Replicator {
   ProposalForwarder* forwarder_ = nullptr;
   RaftReplicatorOptions options_;
   uint64_t replayed_ = 0;
+  std::string cluster_id_;
 
   // Owned by the driver thread (and by Start before it runs).
   std::unique_ptr<raft::Raft> raft_;

@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 
 #include <charconv>
+#include <cstdio>
+#include <random>
 
 #include "service/grpc_status.h"
 
@@ -46,6 +48,20 @@ Result<std::map<NodeId, std::string>> ParsePeers(const std::string& text) {
     }
   }
   return peers;
+}
+
+std::string NewClusterId(const std::map<NodeId, std::string>& peers) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a over the canonical list
+  if (peers.empty()) {
+    h ^= std::random_device()();
+    h = (h << 32) ^ std::random_device()();
+  }
+  for (const auto& [id, address] : peers) {
+    for (char c : std::to_string(id) + "=" + address + ",") h = (h ^ static_cast<uint8_t>(c)) * 1099511628211ull;
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(h));
+  return (peers.empty() ? "single-" : "peers-") + std::string(hex);
 }
 
 void ToProto(const raft::Message& m, pb::RaftMessage* out) {
@@ -158,6 +174,11 @@ void PeerClient::CancelForwards() {
   for (grpc::ClientContext* ctx : forwards_) ctx->TryCancel();
 }
 
+void PeerClient::SetClusterId(std::string cluster_id) {
+  std::lock_guard lock(cluster_id_mu_);
+  cluster_id_ = std::move(cluster_id);
+}
+
 void PeerClient::Send(std::vector<raft::Message> messages) {
   for (raft::Message& m : messages) {
     auto it = peers_.find(m.to);
@@ -187,6 +208,10 @@ void PeerClient::SenderLoop(Peer* peer) {
         peer->queue.pop_front();
       }
     }
+    {
+      std::lock_guard lock(cluster_id_mu_);
+      batch.set_cluster_id(cluster_id_);
+    }
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + kSendDeadline);
     pb::RaftBatchAck ack;
@@ -198,7 +223,15 @@ void PeerClient::SenderLoop(Peer* peer) {
     // The peer is down or refusing: wait a little (watching shutdown) so a
     // dead peer does not spin this thread; Raft resends what was lost.
     backoff = std::min(kMaxBackoff, std::max(std::chrono::milliseconds(50), backoff * 2));
-    spdlog::debug("peer {}: {} (retrying in {} ms)", peer->address, st.error_message(), backoff.count());
+    if (st.error_code() == grpc::StatusCode::FAILED_PRECONDITION || st.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+      // A configuration error, not a network one: say it (once per change).
+      if (st.error_message() != peer->last_refusal) {
+        spdlog::warn("peer {} refuses this node's messages: {}", peer->address, st.error_message());
+        peer->last_refusal = st.error_message();
+      }
+    } else {
+      spdlog::debug("peer {}: {} (retrying in {} ms)", peer->address, st.error_message(), backoff.count());
+    }
     std::unique_lock lock(peer->mu);
     peer->cv.wait_for(lock, backoff, [&] { return stopping_.load(); });
   }
@@ -211,6 +244,10 @@ Result<uint64_t> PeerClient::Forward(NodeId leader, std::string command, replica
   }
   pb::ForwardRequest req;
   req.set_command(std::move(command));
+  {
+    std::lock_guard lock(cluster_id_mu_);
+    req.set_cluster_id(cluster_id_);
+  }
   pb::ForwardResponse resp;
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() +
@@ -233,7 +270,16 @@ Result<uint64_t> PeerClient::Forward(NodeId leader, std::string command, replica
   return resp.index();
 }
 
+namespace {
+Status CheckCluster(const std::string& theirs, const std::string& ours) {
+  if (theirs == ours) return Status::Ok();
+  return Status::FailedPrecondition("a node of cluster '" + theirs + "' reached a node of cluster '" + ours +
+                                    "': check the peers lists and that no data directory was reused");
+}
+}  // namespace
+
 grpc::Status PeerService::Send(grpc::ServerContext*, const pb::RaftBatch* req, pb::RaftBatchAck*) {
+  if (Status st = CheckCluster(req->cluster_id(), replicator_->cluster_id()); !st.ok()) return ToGrpc(st);
   for (const auto& pm : req->messages()) {
     Result<raft::Message> m = FromProto(pm);
     if (!m.ok()) return ToGrpc(m.status());
@@ -247,6 +293,7 @@ grpc::Status PeerService::Send(grpc::ServerContext*, const pb::RaftBatch* req, p
 }
 
 grpc::Status PeerService::Forward(grpc::ServerContext* ctx, const pb::ForwardRequest* req, pb::ForwardResponse* resp) {
+  if (Status st = CheckCluster(req->cluster_id(), replicator_->cluster_id()); !st.ok()) return ToGrpc(st);
   auto deadline = replication::Clock::now() + std::chrono::seconds(30);
   if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
     deadline = replication::Clock::now() + std::chrono::duration_cast<replication::Clock::duration>(

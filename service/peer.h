@@ -24,6 +24,10 @@ namespace quiver::service {
 /// Parses "1=host:7701,2=host:7701,…" (ids > 0, unique). Empty text: no peers.
 Result<std::map<replication::raft::NodeId, std::string>> ParsePeers(const std::string& text);
 
+/// The id a new cluster records: the same on every initial node, derived from
+/// its peers list ("peers-" + a hash); a single node gets a random one.
+std::string NewClusterId(const std::map<replication::raft::NodeId, std::string>& peers);
+
 void ToProto(const replication::raft::Message& m, quiver::internal::v1::RaftMessage* out);
 /// Validates every field that could crash or mislead the core.
 Result<replication::raft::Message> FromProto(const quiver::internal::v1::RaftMessage& m);
@@ -39,6 +43,7 @@ class PeerClient final : public replication::RaftTransport, public replication::
   ~PeerClient() override;
 
   void Send(std::vector<replication::raft::Message> messages) override;
+  void SetClusterId(std::string cluster_id) override;
   Result<uint64_t> Forward(replication::raft::NodeId leader, std::string command,
                            replication::Clock::time_point deadline) override;
   /// Cancels forwarded writes in flight and refuses new ones (shutdown).
@@ -54,6 +59,7 @@ class PeerClient final : public replication::RaftTransport, public replication::
     std::condition_variable cv;
     std::deque<replication::raft::Message> queue;
     std::thread sender;
+    std::string last_refusal;  // sender thread only
   };
   void SenderLoop(Peer* peer);
 
@@ -61,6 +67,8 @@ class PeerClient final : public replication::RaftTransport, public replication::
   uint64_t max_message_bytes_;
   std::map<replication::raft::NodeId, std::unique_ptr<Peer>> peers_;
   std::atomic<bool> stopping_{false};
+  std::mutex cluster_id_mu_;
+  std::string cluster_id_;
   std::mutex forwards_mu_;
   std::set<grpc::ClientContext*> forwards_;  // in flight, for CancelForwards
   bool forwards_cancelled_ = false;

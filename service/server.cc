@@ -221,6 +221,7 @@ Status Server::Start() {
   raft_options.tick_interval = std::chrono::milliseconds(config_.raft_tick_ms);
   QUIVER_ASSIGN_OR_RETURN(const auto peers, ParsePeers(config_.peers));
   for (const auto& [id, address] : peers) raft_options.initial_voters.insert(id);
+  raft_options.cluster_id = NewClusterId(peers);
   QUIVER_ASSIGN_OR_RETURN(const PeerCredentials peer_credentials, MakePeerCredentials(config_));
   if (!peers.empty()) {
     s.peer_client =
@@ -250,7 +251,8 @@ Status Server::Start() {
     if (s.peer_server == nullptr || s.peer_port == 0) {
       return Status::Unavailable("cannot listen on peer address " + config_.peer_listen);
     }
-    spdlog::info("node {} of a {}-voter cluster; peer port {}", config_.node_id, peers.size(), s.peer_port);
+    spdlog::info("node {} of cluster '{}' ({} voters configured); peer port {}", config_.node_id,
+                 s.replicator->cluster_id(), peers.size(), s.peer_port);
   }
 
   ApiContext ctx{&config_, s.engine.get(), s.replicator.get(), &s.metrics};

@@ -88,6 +88,11 @@ class LogStore {
   /// Empty if never set; a damaged record is DATA_LOSS.
   virtual Status SetSnapshotRecord(std::string_view record) = 0;
   virtual Result<std::string> GetSnapshotRecord() const = 0;
+
+  /// The id of the cluster this log belongs to, written once at bootstrap
+  /// (durably); empty if never set.
+  virtual Status SetClusterId(std::string_view id) = 0;
+  virtual Result<std::string> GetClusterId() const = 0;
 };
 
 /// A LogStore in memory, for tests and the Raft simulator. Not durable.
@@ -103,9 +108,12 @@ class MemoryLogStore final : public LogStore {
   Status ResetToSnapshot(uint64_t index, uint64_t term, const HardState& hard_state) override;
   Status SetSnapshotRecord(std::string_view record) override;
   Result<std::string> GetSnapshotRecord() const override;
+  Status SetClusterId(std::string_view id) override;
+  Result<std::string> GetClusterId() const override;
 
  private:
   std::string snapshot_record_;
+  std::string cluster_id_;
   mutable std::mutex mu_;
   HardState hard_state_;
   uint64_t compacted_index_ = 0;

@@ -105,4 +105,15 @@ Result<std::string> MemoryLogStore::GetSnapshotRecord() const {
   return snapshot_record_;
 }
 
+Status MemoryLogStore::SetClusterId(std::string_view id) {
+  std::lock_guard lock(mu_);
+  cluster_id_ = std::string(id);
+  return Status::Ok();
+}
+
+Result<std::string> MemoryLogStore::GetClusterId() const {
+  std::lock_guard lock(mu_);
+  return cluster_id_;
+}
+
 }  // namespace quiver::storage

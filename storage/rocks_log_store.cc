@@ -199,4 +199,21 @@ Result<std::string> RocksLogStore::GetSnapshotRecord() const {
   return std::string(record);
 }
 
+Status RocksLogStore::SetClusterId(std::string_view id) {
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  rocksdb::Status s = db_->raw()->Put(wo, db_->meta(), std::string(kClusterIdKey), EncodeBlob(id));
+  if (!s.ok()) return FromRocks(&s, "writing the cluster id");
+  return Status::Ok();
+}
+
+Result<std::string> RocksLogStore::GetClusterId() const {
+  std::string value;
+  rocksdb::Status s = db_->raw()->Get(rocksdb::ReadOptions(), db_->meta(), std::string(kClusterIdKey), &value);
+  if (s.IsNotFound()) return std::string();
+  if (!s.ok()) return FromRocks(&s, "reading the cluster id");
+  QUIVER_ASSIGN_OR_RETURN(std::string_view id, DecodeBlob(kClusterIdKey, value));
+  return std::string(id);
+}
+
 }  // namespace quiver::storage

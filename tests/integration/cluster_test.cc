@@ -64,7 +64,11 @@ class Cluster {
     }
     for (auto& [id, node] : nodes_) node->Start(/*wait_ready=*/false);
     for (auto& [id, node] : nodes_) node->WaitReady();
+    peers_ = peers;
   }
+
+  const std::string& peers() const { return peers_; }
+  const std::string& dir() const { return dir_.path(); }
 
   QuiverdProcess& node(int id) { return *nodes_.at(id); }
 
@@ -99,6 +103,7 @@ class Cluster {
  private:
   TempDir dir_;
   std::map<int, std::unique_ptr<QuiverdProcess>> nodes_;
+  std::string peers_;
 };
 
 // Retries UNAVAILABLE (no leader yet, or a leader change) like a client library.
@@ -234,6 +239,28 @@ TEST(Cluster, APeerFromAnotherCaIsNeverAccepted) {
   ASSERT_NE(leader, 0);
   std::this_thread::sleep_for(std::chrono::seconds(2));
   EXPECT_EQ(c.Gauge(3, "quiver_raft_leader_id"), 0u) << "node 3 joined without a trusted certificate";
+}
+
+// A node bootstrapped with another peers list belongs to another cluster:
+// the cluster refuses its messages and it says why.
+TEST(Cluster, ANodeOfAnotherClusterIsRefused) {
+  Cluster c(2);
+  ASSERT_NE(c.WaitForLeader({1, 2}), 0);
+  const int port = FreePort();
+  const std::string other_peers = c.peers() + ",3=127.0.0.1:" + std::to_string(port);
+  std::filesystem::create_directories(c.dir() + "/rogue");
+  QuiverdProcess rogue(c.dir() + "/rogue/data", c.dir() + "/rogue",
+                       {"--node-id", "3", "--peers", other_peers, "--peer-listen", "127.0.0.1:" + std::to_string(port),
+                        "--raft-tick-ms", "50"});
+  rogue.Start();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (rogue.Log().find("refuses this node's messages") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_NE(rogue.Log().find("reached a node of cluster"), std::string::npos) << rogue.Log();
+  EXPECT_NE(c.WaitForLeader({1, 2}), 0);
+  EXPECT_EQ(c.Gauge(1, "quiver_raft_voters"), 2u);
 }
 
 std::unique_ptr<quiver::v1::Cluster::Stub> ClusterStub(QuiverdProcess& node) {

@@ -178,6 +178,14 @@ TYPED_TEST(LogStoreConformance, ResetToSnapshotDropsEveryEntry) {
   EXPECT_EQ(s->LastIndex(), 41u);
 }
 
+TYPED_TEST(LogStoreConformance, ClusterIdIsStored) {
+  LogStore* s = this->factory.get();
+  EXPECT_EQ(*s->GetClusterId(), "");
+  ASSERT_TRUE(s->SetClusterId("c-123").ok());
+  s = this->factory.Reopen();
+  EXPECT_EQ(*s->GetClusterId(), "c-123");
+}
+
 TYPED_TEST(LogStoreConformance, SnapshotRecordIsStoredWhole) {
   LogStore* s = this->factory.get();
   EXPECT_EQ(*s->GetSnapshotRecord(), "");

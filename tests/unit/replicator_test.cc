@@ -36,6 +36,8 @@ class SlowLogStore final : public storage::LogStore {
   }
   Status SetSnapshotRecord(std::string_view r) override { return inner.SetSnapshotRecord(r); }
   Result<std::string> GetSnapshotRecord() const override { return inner.GetSnapshotRecord(); }
+  Status SetClusterId(std::string_view id) override { return inner.SetClusterId(id); }
+  Result<std::string> GetClusterId() const override { return inner.GetClusterId(); }
   storage::MemoryLogStore inner;
   std::atomic<int> appends{0};
 };
