@@ -126,6 +126,10 @@ Status WriteReadyFile(const std::string& path, int grpc_port, int admin_port, in
 
 }  // namespace
 
+// A cluster node further behind its leader's commit index than this is not
+// ready (it would answer linearizable reads only after applying them).
+constexpr uint64_t kMaxReadyApplyLag = 1000;
+
 Server::Server(ServerConfig config) : config_(std::move(config)), state_(std::make_unique<State>()) {}
 
 Server::~Server() {
@@ -150,9 +154,20 @@ Status Server::Start() {
   QUIVER_ASSIGN_OR_RETURN(auto admin_addr, SplitHostPort(config_.admin_listen));
   s.admin.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
   s.admin.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
-    const bool ok = ready_.load() && !stop_.load();
-    res.status = ok ? 200 : 503;
-    res.set_content(ok ? "ready\n" : "not ready\n", "text/plain");
+    // Serving: the log replayed and segments loaded (ready_), and in a
+    // cluster a leader known and this node caught up with its commit index.
+    std::string why;
+    if (!ready_.load() || stop_.load()) {
+      why = "starting or stopping";
+    } else if (const auto group = state_->replicator->GetGroupStatus(); group.conf.voters.size() > 1) {
+      if (group.leader == replication::raft::kNoNode) {
+        why = "no leader known";
+      } else if (group.commit > group.applied + kMaxReadyApplyLag) {
+        why = "catching up: " + std::to_string(group.commit - group.applied) + " committed entries to apply";
+      }
+    }
+    res.status = why.empty() ? 200 : 503;
+    res.set_content(why.empty() ? "ready\n" : "not ready: " + why + "\n", "text/plain");
   });
   s.admin.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     State& st = *state_;

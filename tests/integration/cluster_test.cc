@@ -259,6 +259,17 @@ TEST(Cluster, ANodeOfAnotherClusterIsRefused) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_NE(rogue.Log().find("reached a node of cluster"), std::string::npos) << rogue.Log();
+  {  // Without a leader it is not ready; the cluster's nodes are.
+    httplib::Client admin("127.0.0.1", rogue.admin_port());
+    auto res = admin.Get("/readyz");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 503);
+    EXPECT_NE(res->body.find("no leader known"), std::string::npos) << res->body;
+    httplib::Client member("127.0.0.1", c.node(2).admin_port());
+    auto ok = member.Get("/readyz");
+    ASSERT_TRUE(ok);
+    EXPECT_EQ(ok->status, 200) << ok->body;
+  }
   EXPECT_NE(c.WaitForLeader({1, 2}), 0);
   EXPECT_EQ(c.Gauge(1, "quiver_raft_voters"), 2u);
 }
