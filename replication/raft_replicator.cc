@@ -161,6 +161,13 @@ void RaftReplicator::Receive(raft::Message message) {
   cv_.notify_one();
 }
 
+Status RaftReplicator::NotLeaderHere() const {
+  if (raft_->role() == raft::Role::kLeader) return Status::Ok();
+  return Status::FailedPrecondition(raft_->leader() == raft::kNoNode
+                                        ? "no leader is known"
+                                        : "not the leader; send it to node " + std::to_string(raft_->leader()));
+}
+
 Result<uint64_t> RaftReplicator::ChangeMembership(raft::ConfChange change, Clock::time_point deadline) {
   auto p = std::make_shared<Proposal>();
   auto future = p->done.get_future();
@@ -168,10 +175,8 @@ Result<uint64_t> RaftReplicator::ChangeMembership(raft::ConfChange change, Clock
     std::lock_guard lock(mu_);
     if (stopping_ || cancelled_ || !started_) return Status::Unavailable("node is not serving");
     driver_ops_.push_back([this, change, p] {
-      if (raft_->role() != raft::Role::kLeader) {
-        p->done.set_value(Status::FailedPrecondition(
-            raft_->leader() == raft::kNoNode ? "no leader is known"
-                                             : "not the leader; send it to node " + std::to_string(raft_->leader())));
+      if (Status st = NotLeaderHere(); !st.ok()) {
+        p->done.set_value(std::move(st));
         return;
       }
       Result<uint64_t> index = raft_->ProposeConfChange(change);
@@ -200,10 +205,8 @@ Status RaftReplicator::TransferLeadership(raft::NodeId target, Clock::time_point
     std::lock_guard lock(mu_);
     if (stopping_ || cancelled_ || !started_) return Status::Unavailable("node is not serving");
     driver_ops_.push_back([this, target, started] {
-      if (raft_->role() != raft::Role::kLeader) {
-        started->set_value(Status::FailedPrecondition(
-            raft_->leader() == raft::kNoNode ? "no leader is known"
-                                             : "not the leader; send it to node " + std::to_string(raft_->leader())));
+      if (Status st = NotLeaderHere(); !st.ok()) {
+        started->set_value(std::move(st));
         return;
       }
       started->set_value(raft_->TransferLeadership(target));

@@ -205,6 +205,8 @@ class RaftReplicator final : public Replicator {
 
   void DriverLoop();
   // Persists, sends and applies every Ready the core has.
+  // Driver thread: FAILED_PRECONDITION naming the leader unless this node leads.
+  Status NotLeaderHere() const;
   Status HandleReady();
   Status HandleOneReady();
   Status ApplyCommitted(const std::vector<storage::LogEntry>& entries);

@@ -182,38 +182,33 @@ Status RocksLogStore::ResetToSnapshot(uint64_t index, uint64_t term, const HardS
   return Status::Ok();
 }
 
-Status RocksLogStore::SetSnapshotRecord(std::string_view record) {
+Status RocksLogStore::PutMetaBlob(std::string_view key, std::string_view bytes, const char* what) {
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  rocksdb::Status s = db_->raw()->Put(wo, db_->meta(), std::string(kSnapshotRecordKey), EncodeBlob(record));
-  if (!s.ok()) return FromRocks(&s, "writing the snapshot record");
+  rocksdb::Status s = db_->raw()->Put(wo, db_->meta(), std::string(key), EncodeBlob(bytes));
+  if (!s.ok()) return FromRocks(&s, std::string("writing ") + what);
   return Status::Ok();
+}
+
+Result<std::string> RocksLogStore::GetMetaBlob(std::string_view key, const char* what) const {
+  std::string value;
+  rocksdb::Status s = db_->raw()->Get(rocksdb::ReadOptions(), db_->meta(), std::string(key), &value);
+  if (s.IsNotFound()) return std::string();
+  if (!s.ok()) return FromRocks(&s, std::string("reading ") + what);
+  QUIVER_ASSIGN_OR_RETURN(std::string_view bytes, DecodeBlob(key, value));
+  return std::string(bytes);
+}
+
+Status RocksLogStore::SetSnapshotRecord(std::string_view record) {
+  return PutMetaBlob(kSnapshotRecordKey, record, "the snapshot record");
 }
 
 Result<std::string> RocksLogStore::GetSnapshotRecord() const {
-  std::string value;
-  rocksdb::Status s = db_->raw()->Get(rocksdb::ReadOptions(), db_->meta(), std::string(kSnapshotRecordKey), &value);
-  if (s.IsNotFound()) return std::string();
-  if (!s.ok()) return FromRocks(&s, "reading the snapshot record");
-  QUIVER_ASSIGN_OR_RETURN(std::string_view record, DecodeBlob(kSnapshotRecordKey, value));
-  return std::string(record);
+  return GetMetaBlob(kSnapshotRecordKey, "the snapshot record");
 }
 
-Status RocksLogStore::SetClusterId(std::string_view id) {
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
-  rocksdb::Status s = db_->raw()->Put(wo, db_->meta(), std::string(kClusterIdKey), EncodeBlob(id));
-  if (!s.ok()) return FromRocks(&s, "writing the cluster id");
-  return Status::Ok();
-}
+Status RocksLogStore::SetClusterId(std::string_view id) { return PutMetaBlob(kClusterIdKey, id, "the cluster id"); }
 
-Result<std::string> RocksLogStore::GetClusterId() const {
-  std::string value;
-  rocksdb::Status s = db_->raw()->Get(rocksdb::ReadOptions(), db_->meta(), std::string(kClusterIdKey), &value);
-  if (s.IsNotFound()) return std::string();
-  if (!s.ok()) return FromRocks(&s, "reading the cluster id");
-  QUIVER_ASSIGN_OR_RETURN(std::string_view id, DecodeBlob(kClusterIdKey, value));
-  return std::string(id);
-}
+Result<std::string> RocksLogStore::GetClusterId() const { return GetMetaBlob(kClusterIdKey, "the cluster id"); }
 
 }  // namespace quiver::storage

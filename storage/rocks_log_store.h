@@ -30,6 +30,9 @@ class RocksLogStore final : public LogStore {
  private:
   explicit RocksLogStore(Db* db) : db_(db) {}
   Result<LogEntry> ReadEntry(uint64_t index) const;
+  // A checksummed record in the meta column family, written synced; empty if absent.
+  Status PutMetaBlob(std::string_view key, std::string_view bytes, const char* what);
+  Result<std::string> GetMetaBlob(std::string_view key, const char* what) const;
 
   Db* db_;
   // Guards the cached bounds; appends are serialised by it too, so the bounds

@@ -866,7 +866,7 @@ void Raft::AbortTransfer() { lead_transferee_ = kNoNode; }
 
 // ---------------------------------------------------------------- local operations
 
-Result<uint64_t> Raft::Propose(std::string data) {
+Status Raft::CheckCanPropose() const {
   if (!fatal_.ok()) return fatal_;
   if (role_ != Role::kLeader) {
     return Status::Unavailable(lead_ == kNoNode ? "no leader is known"
@@ -875,6 +875,11 @@ Result<uint64_t> Raft::Propose(std::string data) {
   if (lead_transferee_ != kNoNode) {
     return Status::Unavailable("leadership is being transferred to node " + std::to_string(lead_transferee_));
   }
+  return Status::Ok();
+}
+
+Result<uint64_t> Raft::Propose(std::string data) {
+  QUIVER_RETURN_IF_ERROR(CheckCanPropose());
   LogEntry e;
   e.type = EntryType::kCommand;
   e.data = std::move(data);
@@ -884,14 +889,7 @@ Result<uint64_t> Raft::Propose(std::string data) {
 }
 
 Result<uint64_t> Raft::ProposeConfChange(const ConfChange& change) {
-  if (!fatal_.ok()) return fatal_;
-  if (role_ != Role::kLeader) {
-    return Status::Unavailable(lead_ == kNoNode ? "no leader is known"
-                                                : "not the leader; the leader is node " + std::to_string(lead_));
-  }
-  if (lead_transferee_ != kNoNode) {
-    return Status::Unavailable("leadership is being transferred to node " + std::to_string(lead_transferee_));
-  }
+  QUIVER_RETURN_IF_ERROR(CheckCanPropose());
   if (change.node == kNoNode) return Status::InvalidArgument("membership change names node 0");
   if (pending_conf_index_ > log_->applied()) {
     return Status::FailedPrecondition("a membership change (or this leader's first entry) at index " +

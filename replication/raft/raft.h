@@ -288,6 +288,8 @@ class Raft {
   void SendTimeoutNow(NodeId to);
   void Send(Message m);
   void AbortTransfer();
+  // UNAVAILABLE (naming the leader) unless this node leads and is not handing over.
+  Status CheckCanPropose() const;
   bool CommittedInCurrentTerm() const;
   void ReleasePendingReads();
   void Fail(Status status);

@@ -117,6 +117,19 @@ grpc::Status Retry(Call call, std::chrono::seconds limit = std::chrono::seconds(
   }
 }
 
+// Creates the 8-d L2 collection "c" through `node`, retrying UNAVAILABLE.
+grpc::Status CreateCollection(QuiverdProcess& node) {
+  CreateCollectionRequest create;
+  create.mutable_config()->set_name("c");
+  create.mutable_config()->set_dimension(8);
+  create.mutable_config()->set_metric(quiver::v1::L2);
+  return Retry([&] {
+    CreateCollectionResponse resp;
+    grpc::ClientContext ctx;
+    return node.collections->Create(&ctx, create, &resp);
+  });
+}
+
 grpc::Status Upsert(QuiverdProcess& node, uint64_t first_id, int n) {
   UpsertRequest req;
   req.set_collection("c");
@@ -156,15 +169,7 @@ TEST(Cluster, ThreeNodesReplicateFailOverAndCatchUp) {
 
   // Writes through any node (followers forward to the leader).
   const int follower = first % 3 + 1;
-  CreateCollectionRequest create;
-  create.mutable_config()->set_name("c");
-  create.mutable_config()->set_dimension(8);
-  create.mutable_config()->set_metric(quiver::v1::L2);
-  grpc::Status st = Retry([&] {
-    CreateCollectionResponse resp;
-    grpc::ClientContext ctx;
-    return c.node(follower).collections->Create(&ctx, create, &resp);
-  });
+  grpc::Status st = CreateCollection(c.node(follower));
   ASSERT_TRUE(st.ok()) << st.error_message();
   for (int id = 1; id <= 3; ++id) ASSERT_TRUE(Upsert(c.node(id), 1000 * static_cast<uint64_t>(id), 50).ok());
   // Linearizable reads see all 150 on every node, followers included.
@@ -323,15 +328,7 @@ TEST(Cluster, OperatorsSeeStatusTransferLeadershipAndRemoveNodes) {
   }
   EXPECT_EQ(c.Gauge(next, "quiver_raft_voters"), 2u);
   // Two voters left: both are needed, and writes still commit.
-  CreateCollectionRequest create;
-  create.mutable_config()->set_name("c");
-  create.mutable_config()->set_dimension(8);
-  create.mutable_config()->set_metric(quiver::v1::L2);
-  ASSERT_TRUE(Retry([&] {
-                CreateCollectionResponse resp;
-                grpc::ClientContext ctx;
-                return c.node(leader).collections->Create(&ctx, create, &resp);
-              }).ok());
+  ASSERT_TRUE(CreateCollection(c.node(leader)).ok());
   ASSERT_TRUE(Upsert(c.node(leader), 1, 20).ok());
   EXPECT_EQ(Count(c.node(next)), 20u);
 }
@@ -342,15 +339,7 @@ TEST(Cluster, ANodeWithoutAMajorityStillStopsWithinItsBound) {
   Cluster c(3);
   const int leader = c.WaitForLeader({1, 2, 3});
   ASSERT_NE(leader, 0);
-  CreateCollectionRequest create;
-  create.mutable_config()->set_name("c");
-  create.mutable_config()->set_dimension(8);
-  create.mutable_config()->set_metric(quiver::v1::L2);
-  ASSERT_TRUE(Retry([&] {
-                CreateCollectionResponse resp;
-                grpc::ClientContext ctx;
-                return c.node(leader).collections->Create(&ctx, create, &resp);
-              }).ok());
+  ASSERT_TRUE(CreateCollection(c.node(leader)).ok());
   const int survivor = leader % 3 + 1;
   for (int id = 1; id <= 3; ++id) {
     if (id != survivor) c.node(id).Kill(SIGKILL);

@@ -1,17 +1,15 @@
 #!/usr/bin/env python3
 """The Python client (clients/python) against a real quiverd: it is installed
 with pip into a temporary directory first, as a user would install it."""
-import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 
 import numpy as np
 
-QUIVERD = os.environ.get("QUIVERD", "build/service/quiverd")
+from quiverd_process import Quiverd
 SOURCE = os.environ.get("QUIVER_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
@@ -30,28 +28,15 @@ class ClientAgainstQuiverd(unittest.TestCase):
         install_client(os.path.join(cls.tmp.name, "site"))
         global quiver
         import quiver  # noqa: F401  (installed above)
-        ready = os.path.join(cls.tmp.name, "ready.json")
-        cls.log = open(os.path.join(cls.tmp.name, "quiverd.log"), "w")
-        cls.proc = subprocess.Popen(
-            [QUIVERD, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-             "--data-dir", os.path.join(cls.tmp.name, "data"), "--ready-file", ready],
-            stdout=cls.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 60
-        while not os.path.exists(ready):
-            if cls.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("quiverd did not become ready")
-            time.sleep(0.02)
-        with open(ready) as f:
-            cls.addr = f"127.0.0.1:{json.load(f)['grpc_port']}"
+        cls.quiverd = Quiverd(cls.tmp.name)
+        cls.addr = cls.quiverd.grpc_addr
         # The first address is dead: the client must move on to the live one.
         cls.client = quiver.Client(["127.0.0.1:1", cls.addr], timeout=10)
 
     @classmethod
     def tearDownClass(cls):
         cls.client.close()
-        cls.proc.terminate()
-        cls.proc.wait(timeout=30)
-        cls.log.close()
+        cls.quiverd.stop()
         cls.tmp.cleanup()
 
     def test_upsert_search_matches_brute_force(self):

@@ -2,13 +2,9 @@
 """quiverd's standard endpoints, checked from outside with stock Python tools:
 grpc.health.v1 (overall and per service), gRPC server reflection, and the
 admin HTTP /healthz, /readyz and /metrics."""
-import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 import unittest
 import urllib.request
 
@@ -16,36 +12,22 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-QUIVERD = os.environ.get("QUIVERD", "build/service/quiverd")
+from quiverd_process import Quiverd
 
 
 class QuiverdEndpoints(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
-        ready = os.path.join(cls.tmp.name, "ready.json")
-        cls.log = open(os.path.join(cls.tmp.name, "quiverd.log"), "w")
-        cls.proc = subprocess.Popen(
-            [QUIVERD, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-             "--data-dir", os.path.join(cls.tmp.name, "data"), "--ready-file", ready],
-            stdout=cls.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 60
-        while not os.path.exists(ready):
-            if cls.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError("quiverd did not become ready")
-            time.sleep(0.02)
-        with open(ready) as f:
-            ports = json.load(f)
-        cls.grpc_addr = f"127.0.0.1:{ports['grpc_port']}"
-        cls.admin = f"http://127.0.0.1:{ports['admin_port']}"
+        cls.quiverd = Quiverd(cls.tmp.name)
+        cls.grpc_addr = cls.quiverd.grpc_addr
+        cls.admin = f"http://127.0.0.1:{cls.quiverd.admin_port}"
         cls.channel = grpc.insecure_channel(cls.grpc_addr)
 
     @classmethod
     def tearDownClass(cls):
         cls.channel.close()
-        cls.proc.send_signal(signal.SIGTERM)
-        code = cls.proc.wait(timeout=15)
-        cls.log.close()
+        code = cls.quiverd.stop(timeout=15)
         cls.tmp.cleanup()
         assert code == 0, f"quiverd exited {code}"
 

@@ -12,7 +12,7 @@ import unittest
 import urllib.parse
 import urllib.request
 
-QUIVERD = os.environ.get("QUIVERD", "build/service/quiverd")
+from quiverd_process import Quiverd
 
 
 def free_port() -> int:
@@ -26,20 +26,10 @@ class PrometheusScrapesQuiverd(unittest.TestCase):
         prometheus = shutil.which("prometheus")
         self.assertIsNotNone(prometheus, "Debian's prometheus package is missing (scripts/install-deps.sh)")
         with tempfile.TemporaryDirectory() as tmp:
-            ready = os.path.join(tmp, "ready.json")
+            quiverd = Quiverd(tmp)
             procs = []
             try:
-                with open(os.path.join(tmp, "quiverd.log"), "w") as log:
-                    procs.append(subprocess.Popen(
-                        [QUIVERD, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-                         "--data-dir", os.path.join(tmp, "data"), "--ready-file", ready],
-                        stdout=log, stderr=subprocess.STDOUT))
-                deadline = time.time() + 60
-                while not os.path.exists(ready):
-                    self.assertLess(time.time(), deadline, "quiverd did not become ready")
-                    time.sleep(0.02)
-                with open(ready) as f:
-                    admin_port = json.load(f)["admin_port"]
+                admin_port = quiverd.admin_port
                 config = os.path.join(tmp, "prometheus.yml")
                 with open(config, "w") as f:
                     f.write("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
@@ -71,9 +61,10 @@ class PrometheusScrapesQuiverd(unittest.TestCase):
                 # The bootstrap and the election wrote the log at least once.
                 self.assertGreater(float(query("quiver_wal_fsync_duration_seconds_count")[0]["value"][1]), 0)
             finally:
-                for p in reversed(procs):
+                for p in procs:
                     p.terminate()
                     p.wait(timeout=30)
+                quiverd.stop()
 
 
 if __name__ == "__main__":
