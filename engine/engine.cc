@@ -18,11 +18,18 @@ using quiver::internal::v1::Command;
 Result<std::unique_ptr<Engine>> Engine::Open(storage::Db* db, const EngineOptions& options,
                                              const std::atomic<bool>* stop) {
   std::unique_ptr<Engine> engine(new Engine(db, options));
-  QUIVER_ASSIGN_OR_RETURN(uint64_t applied, engine->store_.AppliedIndex());
-  engine->applied_index_.store(applied);
-  QUIVER_ASSIGN_OR_RETURN(auto stored, engine->store_.LoadCollections());
-  QUIVER_ASSIGN_OR_RETURN(auto requests, engine->store_.LoadRequestRecords());
-  for (const auto& [client, record] : requests) {
+  QUIVER_RETURN_IF_ERROR(engine->LoadState(stop));
+  std::lock_guard lock(engine->builder_thread_mu_);
+  engine->StartBackgroundWorkLocked();
+  return engine;
+}
+
+Status Engine::LoadState(const std::atomic<bool>* stop) {
+  QUIVER_ASSIGN_OR_RETURN(uint64_t applied, store_.AppliedIndex());
+  QUIVER_ASSIGN_OR_RETURN(auto stored, store_.LoadCollections());
+  QUIVER_ASSIGN_OR_RETURN(auto records, store_.LoadRequestRecords());
+  std::map<std::string, AppliedRequest, std::less<>> requests;
+  for (const auto& [client, record] : records) {
     // sequence (8 bytes LE), status code (4 bytes LE), message.
     if (record.size() < 12) return Status::Corruption("request record of client '" + client + "' is truncated");
     AppliedRequest r;
@@ -32,16 +39,17 @@ Result<std::unique_ptr<Engine>> Engine::Open(storage::Db* db, const EngineOption
       return Status::Corruption("request record of client '" + client + "' has status code " + std::to_string(code));
     }
     r.outcome = code == 0 ? Status::Ok() : Status(static_cast<StatusCode>(code), record.substr(12));
-    engine->applied_requests_[client] = std::move(r);
+    requests[client] = std::move(r);
   }
-  QUIVER_RETURN_IF_ERROR(engine->segments_.RemoveUnlisted());
-  QUIVER_ASSIGN_OR_RETURN(const auto segment_refs, engine->segments_.List());
+  QUIVER_RETURN_IF_ERROR(segments_.RemoveUnlisted());
+  QUIVER_ASSIGN_OR_RETURN(const auto segment_refs, segments_.List());
   std::set<uint64_t> known;
   for (const auto& sc : stored) known.insert(sc.id);
   for (const auto& ref : segment_refs) {
     // Files of a collection deleted just before a crash.
-    if (known.count(ref.collection_id) == 0) QUIVER_RETURN_IF_ERROR(engine->segments_.Remove(ref.collection_id, ref.segment));
+    if (known.count(ref.collection_id) == 0) QUIVER_RETURN_IF_ERROR(segments_.Remove(ref.collection_id, ref.segment));
   }
+  std::map<std::string, std::shared_ptr<Collection>> collections;
   for (const auto& sc : stored) {
     quiver::v1::CollectionInfo info;
     const std::string key = "collection/" + std::to_string(sc.id);
@@ -56,10 +64,10 @@ Result<std::unique_ptr<Engine>> Engine::Open(storage::Db* db, const EngineOption
       if (ref.collection_id == sc.id) refs.push_back(ref);
     }
     const auto t0 = std::chrono::steady_clock::now();
-    QUIVER_RETURN_IF_ERROR(engine->LoadSegmentFiles(coll.get(), refs, stop));
+    QUIVER_RETURN_IF_ERROR(LoadSegmentFiles(coll.get(), refs, stop));
     const auto t1 = std::chrono::steady_clock::now();
     size_t visited = 0;
-    Status st = engine->store_.ForEachPoint(
+    Status st = store_.ForEachPoint(
         sc.id, info.config().dimension(), [&](uint64_t id, const float* vec, std::string_view payload) -> Status {
           if ((++visited & 0xfff) == 0 && stop != nullptr && stop->load()) {
             return Status::Cancelled("shutdown requested while loading collection " + info.config().name());
@@ -72,13 +80,60 @@ Result<std::unique_ptr<Engine>> Engine::Open(storage::Db* db, const EngineOption
     using Seconds = std::chrono::duration<double>;
     spdlog::info("collection '{}': {} segment file(s) in {:.2f}s, {} points in {:.2f}s", info.config().name(),
                  refs.size(), Seconds(t1 - t0).count(), visited, Seconds(std::chrono::steady_clock::now() - t1).count());
-    engine->collections_[info.config().name()] = std::move(coll);
+    collections[info.config().name()] = std::move(coll);
+  }
+  {
+    std::unique_lock lock(mu_);
+    collections_.swap(collections);
+  }
+  applied_requests_ = std::move(requests);
+  applied_index_.store(applied, std::memory_order_release);
+  return Status::Ok();
+}
+
+void Engine::StartBackgroundWorkLocked() {
+  if (shut_down_) return;
+  {
+    std::lock_guard lock(build_mu_);
+    stop_builder_ = false;
   }
   // Segments sealed while loading get their indexes in the background; the
   // node serves meanwhile, searching them exactly.
-  engine->builder_ = std::thread([e = engine.get()] { e->BackgroundLoop(); });
-  engine->RequestBackgroundWork();
-  return engine;
+  builder_ = std::thread([this] { BackgroundLoop(); });
+  RequestBackgroundWork();
+}
+
+Result<uint64_t> Engine::ExportSnapshot(const std::string& dir, const std::atomic<bool>* stop) {
+  // The segment files are a cache that the receiver checks against the
+  // points (Collection::AdoptSegment): any set, older or newer than the
+  // state, is correct; linking first makes it likelier they cover it.
+  QUIVER_RETURN_IF_ERROR(segments_.LinkListedInto(dir));
+  return store_.ExportSnapshot(dir, stop);
+}
+
+Result<uint64_t> Engine::InstallSnapshot(const std::string& dir, const std::atomic<bool>* stop) {
+  std::lock_guard thread_lock(builder_thread_mu_);
+  // No build may write a segment file of the state being replaced.
+  {
+    std::lock_guard lock(build_mu_);
+    stop_builder_ = true;
+    dropped_collections_.clear();  // every listed file is replaced below
+  }
+  build_cv_.notify_all();
+  if (builder_.joinable()) builder_.join();
+  Result<uint64_t> applied = store_.ImportSnapshot(dir);
+  std::vector<std::string> rejected;
+  Status st = applied.status();
+  if (st.ok()) st = segments_.ReplaceFrom(dir, &rejected);
+  for (const std::string& why : rejected) {
+    spdlog::warn("snapshot segment file {} is unusable; its index will be rebuilt", why);
+  }
+  if (st.ok()) st = LoadState(stop);
+  StartBackgroundWorkLocked();
+  if (!st.ok()) return st.WithContext("installing snapshot from " + dir);
+  spdlog::info("installed a snapshot at applied index {} ({} collections, {} points)", *applied, List().size(),
+               TotalPoints());
+  return applied;
 }
 
 Status Engine::LoadSegmentFiles(Collection* coll, const std::vector<storage::SegmentRef>& refs,
@@ -142,6 +197,8 @@ void Engine::RemoveDroppedSegmentFiles() {
 Engine::~Engine() { StopBackgroundWork(); }
 
 void Engine::StopBackgroundWork() {
+  std::lock_guard thread_lock(builder_thread_mu_);
+  shut_down_ = true;
   {
     std::lock_guard lock(build_mu_);
     stop_builder_ = true;

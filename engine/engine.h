@@ -62,12 +62,18 @@ class Engine final : public storage::StateMachine {
   uint64_t failed_index_builds() const { return failed_builds_.load(); }
   /// Sealed segments whose files were loaded at Open, and files found unusable
   /// there (missing, corrupt, stale), whose points were re-indexed instead.
-  uint64_t segments_loaded() const { return segments_loaded_; }
-  uint64_t segment_files_discarded() const { return segment_files_discarded_; }
+  uint64_t segments_loaded() const { return segments_loaded_.load(); }
+  uint64_t segment_files_discarded() const { return segment_files_discarded_.load(); }
 
   Status Apply(std::span<const storage::LogEntry> entries, std::vector<Status>* outcomes) override;
   uint64_t AppliedIndex() const override { return applied_index_.load(std::memory_order_acquire); }
   Result<uint64_t> Checkpoint() override;
+  /// Hard links of the sealed segment files, then the state's SST files.
+  Result<uint64_t> ExportSnapshot(const std::string& dir, const std::atomic<bool>* stop) override;
+  /// Pauses background work, imports the state and the segment files, then
+  /// reloads every collection as Open does and swaps them in: searches run on
+  /// the old collections until the swap (memory holds both meanwhile).
+  Result<uint64_t> InstallSnapshot(const std::string& dir, const std::atomic<bool>* stop) override;
 
   /// NOT_FOUND naming the collection if it does not exist.
   Result<std::shared_ptr<const Collection>> Find(const std::string& name) const;
@@ -78,7 +84,12 @@ class Engine final : public storage::StateMachine {
 
  private:
   explicit Engine(storage::Db* db, const EngineOptions& options) : options_(options), store_(db), segments_(db) {}
-  // Adopts the listed segment files of `coll` (Open only); unusable ones are
+  // Reads the applied index, request records, collections, segment files and
+  // points from the database and replaces the in-memory state with them.
+  // Apply thread (or Open) only.
+  Status LoadState(const std::atomic<bool>* stop);
+  // Starts the background thread unless StopBackgroundWork ran. Requires builder_thread_mu_.
+  void StartBackgroundWorkLocked();  // Adopts the listed segment files of `coll` (Open only); unusable ones are
   // logged, unlisted and deleted, and their points re-indexed.
   Status LoadSegmentFiles(Collection* coll, const std::vector<storage::SegmentRef>& refs, const std::atomic<bool>* stop);
   // Unlists and deletes the segment files of dropped collections.
@@ -97,8 +108,8 @@ class Engine final : public storage::StateMachine {
   EngineOptions options_;
   storage::StateStore store_;
   storage::SegmentStore segments_;
-  uint64_t segments_loaded_ = 0;
-  uint64_t segment_files_discarded_ = 0;
+  std::atomic<uint64_t> segments_loaded_{0};
+  std::atomic<uint64_t> segment_files_discarded_{0};
   std::atomic<uint64_t> applied_index_{0};
   mutable std::shared_mutex mu_;  // guards collections_ (the map, not the collections)
   std::map<std::string, std::shared_ptr<Collection>> collections_;
@@ -119,6 +130,9 @@ class Engine final : public storage::StateMachine {
   bool stop_builder_ = false;
   std::vector<uint64_t> dropped_collections_;  // ids whose segment files are still to be removed
   std::atomic<uint64_t> failed_builds_{0};
+  // Guards starting and joining builder_ (a snapshot install restarts it).
+  std::mutex builder_thread_mu_;
+  bool shut_down_ = false;  // StopBackgroundWork ran: never start it again
   std::thread builder_;
 };
 

@@ -1,8 +1,11 @@
 #include <algorithm>
+#include <filesystem>
 #include <random>
 #include <utility>
 
+#include "common/encoding.h"
 #include "replication/replicator.h"
+#include "storage/db.h"
 
 namespace quiver::replication {
 
@@ -10,6 +13,26 @@ namespace {
 std::string RecoveryHint() {
   return " The data directory is inconsistent; restore it from a backup (or a replica's snapshot) — "
          "do not edit Raft state by hand. See docs/operations.md#recovery.";
+}
+
+// The install record: the snapshot's metadata and the name of its staged
+// directory under snapshot_dir (a name, not a path: the data directory may move).
+std::string EncodeInstallRecord(const raft::SnapshotMeta& meta, const std::string& dir_name) {
+  const std::string m = raft::EncodeSnapshotMeta(meta);
+  std::string out;
+  PutFixed32LE(&out, static_cast<uint32_t>(m.size()));
+  return out + m + dir_name;
+}
+
+Result<std::pair<raft::SnapshotMeta, std::string>> DecodeInstallRecord(std::string_view record) {
+  auto bad = Status::Corruption("the snapshot install record is damaged." + RecoveryHint());
+  if (record.size() < 4) return bad;
+  const uint32_t n = DecodeFixed32LE(record.data());
+  if (n > record.size() - 4) return bad;
+  Result<raft::SnapshotMeta> meta = raft::DecodeSnapshotMeta(record.substr(4, n));
+  const std::string dir(record.substr(4 + n));
+  if (!meta.ok() || dir.empty() || dir.find('/') != std::string::npos || dir == "." || dir == "..") return bad;
+  return std::make_pair(*meta, dir);
 }
 }  // namespace
 
@@ -23,6 +46,35 @@ RaftReplicator::~RaftReplicator() { Stop(); }
 
 Status RaftReplicator::Start(const std::atomic<bool>* stop) {
   QUIVER_ASSIGN_OR_RETURN(storage::HardState hs, log_->GetHardState());
+  // A snapshot install cut short by a crash is finished before anything
+  // else: until then the state may be empty.
+  QUIVER_ASSIGN_OR_RETURN(const std::string install, log_->GetInstallRecord());
+  std::string pending_install_dir;
+  if (!install.empty()) {
+    QUIVER_ASSIGN_OR_RETURN(auto meta_and_dir, DecodeInstallRecord(install));
+    pending_install_dir = meta_and_dir.second;
+    if (options_.snapshot_dir.empty() ||
+        !std::filesystem::is_directory(options_.snapshot_dir + "/" + pending_install_dir)) {
+      return Status::FailedPrecondition("a snapshot install was interrupted and its files (" +
+                                        options_.snapshot_dir + "/" + pending_install_dir + ") are gone." +
+                                        RecoveryHint());
+    }
+  }
+  if (!options_.snapshot_dir.empty()) {
+    // What an earlier run left: snapshots half sent or half received.
+    std::error_code ec;
+    std::filesystem::create_directories(options_.snapshot_dir, ec);
+    if (ec) return Status::IOError("cannot create " + options_.snapshot_dir + ": " + ec.message());
+    for (const auto& entry : std::filesystem::directory_iterator(options_.snapshot_dir, ec)) {
+      if (entry.path().filename() != pending_install_dir) std::filesystem::remove_all(entry.path(), ec);
+    }
+  }
+  if (!install.empty()) {
+    QUIVER_ASSIGN_OR_RETURN(auto meta_and_dir, DecodeInstallRecord(install));
+    QUIVER_RETURN_IF_ERROR(FinishInstall(meta_and_dir.first, meta_and_dir.second, hs)
+                               .WithContext("finishing the snapshot install a restart interrupted"));
+    QUIVER_ASSIGN_OR_RETURN(hs, log_->GetHardState());
+  }
   const uint64_t applied_at_start = state_->AppliedIndex();
   if (log_->LastIndex() == 0 && hs.term == 0) {
     if (applied_at_start > 0) {
@@ -91,6 +143,7 @@ Status RaftReplicator::Start(const std::atomic<bool>* stop) {
   started_ = true;
   driver_ = std::thread([this] { DriverLoop(); });
   checkpointer_ = std::thread([this] { CheckpointLoop(); });
+  if (transport_ != nullptr) snapshot_sender_ = std::thread([this] { SnapshotLoop(); });
   return Status::Ok();
 }
 
@@ -153,12 +206,40 @@ Status RaftReplicator::ReadBarrier(Clock::time_point deadline) {
 }
 
 void RaftReplicator::Receive(raft::Message message) {
+  // Without its files the core would install an empty state.
+  if (message.type == raft::MessageType::kSnapshot) return;
   {
     std::lock_guard lock(mu_);
     if (stopping_ || !started_) return;
     inbox_.push_back(std::move(message));
   }
   cv_.notify_one();
+}
+
+Result<std::string> RaftReplicator::NewIncomingSnapshotDir(raft::NodeId from, uint64_t index) {
+  if (options_.snapshot_dir.empty()) return Status::FailedPrecondition("this node has no snapshot directory");
+  static std::atomic<uint64_t> serial{0};
+  const std::string dir = options_.snapshot_dir + "/incoming-" + std::to_string(from) + "-" + std::to_string(index) +
+                          "-" + std::to_string(++serial);
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  if (!std::filesystem::create_directories(dir, ec)) {
+    return Status::IOError("cannot create " + dir + (ec ? ": " + ec.message() : ""));
+  }
+  return dir;
+}
+
+void RaftReplicator::ReceiveSnapshot(raft::Message message, std::string dir) {
+  {
+    std::lock_guard lock(mu_);
+    if (!stopping_ && started_ && message.type == raft::MessageType::kSnapshot) {
+      snapshot_inbox_.emplace_back(std::move(message), std::move(dir));
+      dir.clear();
+    }
+  }
+  cv_.notify_one();
+  std::error_code ec;
+  if (!dir.empty()) std::filesystem::remove_all(dir, ec);  // not taken
 }
 
 Status RaftReplicator::NotLeaderHere() const {
@@ -248,14 +329,24 @@ void RaftReplicator::CancelWaits() {
 }
 
 void RaftReplicator::Stop() {
+  stop_requested_.store(true);
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
   checkpoint_cv_.notify_all();
+  snapshot_cv_.notify_all();
+  if (transport_ != nullptr) transport_->CancelSnapshots();
   if (driver_.joinable()) driver_.join();
   if (checkpointer_.joinable()) checkpointer_.join();
+  if (snapshot_sender_.joinable()) snapshot_sender_.join();
+  std::error_code ec;
+  if (staged_snapshot_) std::filesystem::remove_all(staged_snapshot_->second, ec);
+  staged_snapshot_.reset();
+  std::lock_guard lock(mu_);
+  for (const auto& [m, dir] : snapshot_inbox_) std::filesystem::remove_all(dir, ec);
+  snapshot_inbox_.clear();
 }
 
 Status RaftReplicator::Health() const {
@@ -293,6 +384,10 @@ void RaftReplicator::PublishStatus() {
   s.writes_in_flight = pending_.size();
   std::lock_guard lock(mu_);
   s.writes_queued = queue_.size();
+  s.snapshots_sent = snapshots_sent_;
+  s.snapshots_failed = snapshots_failed_;
+  s.snapshots_installed = snapshots_installed_;
+  s.last_snapshot_error = last_snapshot_error_;
   status_ = std::move(s);
   applied_cv_.notify_all();
 }
@@ -349,6 +444,7 @@ void RaftReplicator::DriverLoop() {
   std::vector<raft::SnapshotMeta> snapshots;
   std::vector<std::shared_ptr<Read>> reads;
   std::vector<std::function<void()>> ops;
+  std::vector<std::pair<raft::Message, std::string>> snapshot_inbox;
   for (;;) {
     bool stopping = false;
     bool handover = false;
@@ -357,8 +453,10 @@ void RaftReplicator::DriverLoop() {
       std::unique_lock lock(mu_);
       cv_.wait_until(lock, next_tick, [&] {
         return stopping_ || handover_requested_ || (cancelled_ && !(pending_.empty() && reads_.empty())) ||
-               !queue_.empty() || !inbox_.empty() || !read_queue_.empty() || !driver_ops_.empty();
+               !queue_.empty() || !inbox_.empty() || !read_queue_.empty() || !driver_ops_.empty() ||
+               !snapshot_inbox_.empty();
       });
+      snapshot_inbox.swap(snapshot_inbox_);
       ops.swap(driver_ops_);
       stopping = stopping_;
       cancelled = cancelled_;
@@ -386,6 +484,15 @@ void RaftReplicator::DriverLoop() {
       (void)raft_->Step(m);
     }
     inbox.clear();
+    std::error_code ec;
+    for (auto& [m, dir] : snapshot_inbox) {
+      // The core decides whether it still needs it; HandleReady installs it
+      // from this directory if so.
+      if (staged_snapshot_) std::filesystem::remove_all(staged_snapshot_->second, ec);
+      staged_snapshot_.emplace(m.snapshot.index, std::move(dir));
+      (void)raft_->Step(m);
+    }
+    snapshot_inbox.clear();
     for (const raft::SnapshotMeta& meta : snapshots) raft_->SnapshotCreated(meta);
     for (auto& op : ops) op();
     ops.clear();
@@ -416,6 +523,10 @@ void RaftReplicator::DriverLoop() {
     batch.clear();
     ServeReads(&reads);  // starts the new ones (their messages go out below)
     Status st = HandleReady();
+    if (staged_snapshot_) {  // not needed after all (the core had caught up meanwhile)
+      std::filesystem::remove_all(staged_snapshot_->second, ec);
+      staged_snapshot_.reset();
+    }
     if (st.ok()) ServeReads(&reads);  // answers those confirmed and applied meanwhile
     if (st.ok() && !raft_->fatal().ok()) st = raft_->fatal();
     if (!st.ok()) {
@@ -443,10 +554,8 @@ Status RaftReplicator::HandleReady() {
 Status RaftReplicator::HandleOneReady() {
   {
     raft::Ready rd = raft_->GetReady();
-    if (rd.snapshot) {
-      return Status::Unimplemented("installing a snapshot from the leader (index " +
-                                   std::to_string(rd.snapshot->index) + ") is not supported yet");
-    }
+    // 0. A snapshot from the leader replaces the state and the log first.
+    if (rd.snapshot) QUIVER_RETURN_IF_ERROR(InstallSnapshot(*rd.snapshot, rd.hard_state));
     // 1. Entries and hard state, durable in one synced write.
     if (!rd.entries.empty() || rd.hard_state) {
       const auto t0 = Clock::now();
@@ -458,6 +567,7 @@ Status RaftReplicator::HandleOneReady() {
       log_sync_micros_.fetch_add(static_cast<uint64_t>(seconds * 1e6), std::memory_order_relaxed);
     }
     // 2. Only then the messages that promise them.
+    QueueSnapshotSends(&rd.messages);
     if (!rd.messages.empty() && transport_ != nullptr) transport_->Send(std::move(rd.messages));
     // 3. Apply what is committed, and answer its proposers.
     if (!rd.committed_entries.empty()) {
@@ -519,6 +629,137 @@ Status RaftReplicator::ApplyCommitted(const std::vector<storage::LogEntry>& entr
   return Status::Ok();
 }
 
+Status RaftReplicator::InstallSnapshot(const raft::SnapshotMeta& meta,
+                                       const std::optional<storage::HardState>& hard_state) {
+  if (!staged_snapshot_ || staged_snapshot_->first != meta.index) {
+    return Status::Internal("the Raft core asked to install snapshot " + std::to_string(meta.index) +
+                            ", whose files were not received");
+  }
+  const std::string dir = std::filesystem::path(staged_snapshot_->second).filename();
+  staged_snapshot_.reset();
+  // Writes proposed here as leader whose entries the snapshot now covers:
+  // whether they were committed is no longer known here.
+  for (auto it = pending_.begin(); it != pending_.end() && it->first <= meta.index;) {
+    it->second.proposal->done.set_value(
+        Status::Unavailable("leadership changed; the write may or may not have been applied"));
+    it = pending_.erase(it);
+  }
+  storage::HardState hs;
+  if (hard_state) {
+    hs = *hard_state;
+  } else {
+    QUIVER_ASSIGN_OR_RETURN(hs, log_->GetHardState());
+  }
+  std::lock_guard compaction(compaction_mu_);
+  // The intent first (naming files already durable): from here until the
+  // log is reset a crash may leave the state half replaced, and Start must
+  // finish the install.
+  QUIVER_RETURN_IF_ERROR(storage::SyncDirectory(options_.snapshot_dir + "/" + dir));
+  QUIVER_RETURN_IF_ERROR(log_->SetInstallRecord(EncodeInstallRecord(meta, dir)));
+  return FinishInstall(meta, dir, hs);
+}
+
+Status RaftReplicator::FinishInstall(const raft::SnapshotMeta& meta, const std::string& dir_name,
+                                     storage::HardState hard_state) {
+  const std::string dir = options_.snapshot_dir + "/" + dir_name;
+  Result<uint64_t> applied = state_->InstallSnapshot(dir, &stop_requested_);
+  if (!applied.ok()) return applied.status().WithContext("installing snapshot " + std::to_string(meta.index));
+  if (*applied < meta.index) {
+    return Status::Corruption("snapshot " + std::to_string(meta.index) + " holds state applied only up to " +
+                              std::to_string(*applied));
+  }
+  // The state may be ahead of meta.index (the leader exported what it had
+  // applied): the entries in between are replayed from the leader's log and
+  // skipped by the state machine, and membership changes among them reach the core.
+  hard_state.commit = std::max(hard_state.commit, meta.index);
+  QUIVER_RETURN_IF_ERROR(log_->ResetToSnapshot(meta.index, meta.term, hard_state));
+  QUIVER_RETURN_IF_ERROR(log_->SetSnapshotRecord(raft::EncodeSnapshotMeta(meta)));
+  QUIVER_RETURN_IF_ERROR(log_->SetInstallRecord(""));
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  std::lock_guard lock(mu_);
+  conf_history_.clear();
+  conf_history_[meta.index] = meta.conf;
+  ++snapshots_installed_;
+  return Status::Ok();
+}
+
+void RaftReplicator::QueueSnapshotSends(std::vector<raft::Message>* messages) {
+  auto is_snapshot = [](const raft::Message& m) { return m.type == raft::MessageType::kSnapshot; };
+  if (std::none_of(messages->begin(), messages->end(), is_snapshot)) return;
+  std::vector<raft::NodeId> refused;
+  {
+    std::lock_guard lock(mu_);
+    for (raft::Message& m : *messages) {
+      if (!is_snapshot(m)) continue;
+      if (transport_ == nullptr || stopping_) {
+        refused.push_back(m.to);
+      } else if (snapshot_peers_.insert(m.to).second) {  // one per peer at a time
+        snapshot_sends_.push_back(std::move(m));
+      }
+    }
+  }
+  std::erase_if(*messages, is_snapshot);
+  snapshot_cv_.notify_one();
+  for (raft::NodeId peer : refused) raft_->ReportSnapshot(peer, true);
+}
+
+void RaftReplicator::SnapshotLoop() {
+  for (;;) {
+    raft::Message m;
+    {
+      std::unique_lock lock(mu_);
+      snapshot_cv_.wait(lock, [&] { return stopping_ || !snapshot_sends_.empty(); });
+      if (stopping_) return;
+      m = std::move(snapshot_sends_.front());
+      snapshot_sends_.pop_front();
+    }
+    const raft::NodeId peer = m.to;
+    Status st;
+    const std::string dir = options_.snapshot_dir + "/outgoing-" + std::to_string(peer);
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+    if (options_.snapshot_dir.empty()) {
+      st = Status::FailedPrecondition("no snapshot directory is configured");
+    } else if (!std::filesystem::create_directories(dir, ec)) {
+      st = Status::IOError("cannot create " + dir + (ec ? ": " + ec.message() : ""));
+    } else {
+      // No compaction while exporting: the newest snapshot record then
+      // describes a point the exported state covers, and this log still
+      // holds every entry after it.
+      std::lock_guard compaction(compaction_mu_);
+      Result<std::string> record = log_->GetSnapshotRecord();
+      st = record.status();
+      if (st.ok() && !record->empty()) {
+        Result<raft::SnapshotMeta> newest = raft::DecodeSnapshotMeta(*record);
+        st = newest.status();
+        if (st.ok() && newest->index > m.snapshot.index) m.snapshot = *newest;
+      }
+      Result<uint64_t> applied = st.ok() ? state_->ExportSnapshot(dir, &stop_requested_) : Result<uint64_t>(st);
+      st = applied.status();
+      if (st.ok() && *applied < m.snapshot.index) {
+        st = Status::Internal("exported state at " + std::to_string(*applied) + " is older than snapshot " +
+                              std::to_string(m.snapshot.index));
+      }
+    }
+    if (st.ok()) st = transport_->SendSnapshot(m, dir);
+    std::filesystem::remove_all(dir, ec);
+    {
+      std::lock_guard lock(mu_);
+      snapshot_peers_.erase(peer);
+      if (st.ok()) {
+        ++snapshots_sent_;
+      } else {
+        ++snapshots_failed_;
+        last_snapshot_error_ = "to node " + std::to_string(peer) + ": " + st.ToString();
+      }
+      // The core waits for the outcome before it probes the peer again.
+      driver_ops_.push_back([this, peer, failed = !st.ok()] { raft_->ReportSnapshot(peer, failed); });
+    }
+    cv_.notify_one();
+  }
+}
+
 raft::ConfState RaftReplicator::ConfAt(uint64_t index) const {
   auto it = conf_history_.upper_bound(index);
   if (it == conf_history_.begin()) return {};
@@ -533,17 +774,23 @@ void RaftReplicator::CheckpointLoop() {
       if (stopping_) return;  // the server flushes everything at shutdown
       checkpoint_requested_ = false;
     }
+    std::lock_guard compaction(compaction_mu_);
     // Only entries whose effects are flushed may leave the log: a crash loses
     // the unflushed rest, and the restart replays it.
     Result<uint64_t> durable = state_->Checkpoint();
     Status st = durable.status();
     uint64_t lagging_match = UINT64_MAX;
+    uint64_t core_applied = 0;
     {
       std::lock_guard lock(mu_);
       lagging_match = status_.slowest_member_match;
+      core_applied = status_.applied;
     }
-    if (st.ok() && *durable > options_.log_retention_entries) {
-      uint64_t upto = *durable - options_.log_retention_entries;
+    // After a snapshot install the state is ahead of the core, which still
+    // replays (and skips) the entries in between: those stay.
+    const uint64_t covered = st.ok() ? std::min(*durable, core_applied) : 0;
+    if (st.ok() && covered > options_.log_retention_entries) {
+      uint64_t upto = covered - options_.log_retention_entries;
       // A leader keeps what its slowest member still needs (up to a bound):
       // a follower that was down for a while then catches up from the log
       // instead of needing a snapshot.

@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <set>
 #include <thread>
@@ -57,6 +58,14 @@ class RaftTransport {
   virtual void Send(std::vector<raft::Message> messages) = 0;
   /// The cluster id to stamp on what it sends; set by Start before any Send.
   virtual void SetClusterId(std::string cluster_id) {}
+  /// Streams the files in `dir` (a snapshot the state machine exported) and
+  /// then `message` (kSnapshot, naming the receiver) to the receiver, which
+  /// stages them and hands both to its RaftReplicator::ReceiveSnapshot.
+  /// Blocks until the receiver has accepted them (OK) or failed; called from
+  /// the replicator's snapshot thread, one snapshot at a time.
+  virtual Status SendSnapshot(const raft::Message& message, const std::string& dir) = 0;
+  /// Ends a SendSnapshot in progress (CANCELLED) and refuses new ones: shutdown.
+  virtual void CancelSnapshots() = 0;
 };
 
 /// Hands a write that reached a follower to the leader (service/ implements
@@ -94,6 +103,10 @@ struct RaftReplicatorOptions {
   /// that costs at most this many extra entries; beyond, the member will need
   /// a snapshot. Default: 1,000,000.
   uint64_t max_log_hold_entries = 1'000'000;
+  /// Where snapshots are staged, sent and received (created at Start; what
+  /// is left there from an earlier run is removed). Empty: a follower that
+  /// needs a snapshot stops with an error. Default: "".
+  std::string snapshot_dir;
 };
 
 class RaftReplicator final : public Replicator {
@@ -123,8 +136,17 @@ class RaftReplicator final : public Replicator {
   /// a one-voter group's leader), then waits until applied.
   Status ReadBarrier(Clock::time_point deadline) override;
 
-  /// A message from a peer, for the driver thread.
+  /// A message from a peer, for the driver thread. Snapshot messages come
+  /// only through ReceiveSnapshot (they need their files).
   void Receive(raft::Message message);
+
+  /// A new, empty directory under snapshot_dir for the files of a snapshot
+  /// that `from` is streaming to this node (the transport writes them).
+  Result<std::string> NewIncomingSnapshotDir(raft::NodeId from, uint64_t index);
+  /// The staged files of a snapshot (in `dir`, from NewIncomingSnapshotDir)
+  /// and its kSnapshot message, for the driver thread, which installs them
+  /// if the core still needs them; the directory is the replicator's now.
+  void ReceiveSnapshot(raft::Message message, std::string dir);
 
   /// If this node leads a group of several voters, hands leadership to the
   /// most up-to-date voter and waits (at most `limit`) until it has; called
@@ -174,6 +196,11 @@ class RaftReplicator final : public Replicator {
     /// Writes waiting for the driver, and proposed but not yet applied.
     uint64_t writes_queued = 0;
     uint64_t writes_in_flight = 0;
+    /// Snapshots streamed to followers, failed to stream, and installed here.
+    uint64_t snapshots_sent = 0;
+    uint64_t snapshots_failed = 0;
+    uint64_t snapshots_installed = 0;
+    std::string last_snapshot_error;
   };
   GroupStatus GetGroupStatus() const;
 
@@ -204,6 +231,15 @@ class RaftReplicator final : public Replicator {
   };
 
   void DriverLoop();
+  // Exports and streams the snapshots the core asks for, one at a time.
+  void SnapshotLoop();
+  // Driver thread: a follower installs the snapshot staged for `meta`.
+  Status InstallSnapshot(const raft::SnapshotMeta& meta, const std::optional<storage::HardState>& hard_state);
+  // Replaces the state with the files in `dir`, then resets the log to
+  // `meta`, then clears the install record (Start redoes it after a crash).
+  Status FinishInstall(const raft::SnapshotMeta& meta, const std::string& dir, storage::HardState hard_state);
+  // Snapshot messages of a Ready go to the snapshot thread, not the transport.
+  void QueueSnapshotSends(std::vector<raft::Message>* messages);
   // Persists, sends and applies every Ready the core has.
   // Driver thread: FAILED_PRECONDITION naming the leader unless this node leads.
   Status NotLeaderHere() const;
@@ -245,11 +281,28 @@ class RaftReplicator final : public Replicator {
   std::vector<std::shared_ptr<Read>> read_queue_;
   // Operator actions, run on the driver thread (it owns the core).
   std::vector<std::function<void()>> driver_ops_;
+  // Snapshots received and staged, for the driver; the one it stepped last.
+  std::vector<std::pair<raft::Message, std::string>> snapshot_inbox_;
+  std::optional<std::pair<uint64_t, std::string>> staged_snapshot_;  // driver thread: index, dir
+  // Snapshots to send (kSnapshot messages), and the peers with one queued or in flight.
+  std::deque<raft::Message> snapshot_sends_;
+  std::set<raft::NodeId> snapshot_peers_;
+  std::condition_variable snapshot_cv_;
+  std::thread snapshot_sender_;
+  // Serialises the checkpointer's compaction with snapshot exports and
+  // installs. Lock order: compaction_mu_, then mu_.
+  std::mutex compaction_mu_;
+  // Stop() ran: long exports and installs give up (CANCELLED).
+  std::atomic<bool> stop_requested_{false};
   std::condition_variable applied_cv_;  // status_.applied moved
   std::vector<raft::SnapshotMeta> snapshots_created_;
   // Membership as of each applied change since the last snapshot point.
   std::map<uint64_t, raft::ConfState> conf_history_;
   GroupStatus status_;
+  uint64_t snapshots_sent_ = 0;  // these four: under mu_
+  uint64_t snapshots_failed_ = 0;
+  uint64_t snapshots_installed_ = 0;
+  std::string last_snapshot_error_;
   bool stopping_ = false;
   bool started_ = false;
   bool checkpoint_requested_ = false;

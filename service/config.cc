@@ -59,6 +59,11 @@ std::vector<Key> Keys(ServerConfig* c) {
        "PEM CA of the node certificates: mutual TLS on the peer port", str(&c->peer_tls_ca_file)},
       {"raft_tick_ms", "QUIVER_RAFT_TICK_MS", "--raft-tick-ms", "one Raft tick in ms (elections after 10-19)",
        u32("raft_tick_ms", &c->raft_tick_ms)},
+      {"log_compact_bytes", "QUIVER_LOG_COMPACT_BYTES", "--log-compact-bytes",
+       "bytes of writes between log compactions", u64("log_compact_bytes", &c->log_compact_bytes)},
+      {"log_hold_entries", "QUIVER_LOG_HOLD_ENTRIES", "--log-hold-entries",
+       "entries a leader keeps for a lagging member before it needs a snapshot",
+       u64("log_hold_entries", &c->log_hold_entries)},
       {"max_k", "QUIVER_MAX_K", "--max-k", "largest k a search may ask for", u32("max_k", &c->max_k)},
       {"max_message_bytes", "QUIVER_MAX_MESSAGE_BYTES", "--max-message-bytes", "largest gRPC message accepted",
        u64("max_message_bytes", &c->max_message_bytes)},
@@ -146,6 +151,7 @@ Status ServerConfig::Validate() const {
     return Status::InvalidArgument("peer_tls_ca_file needs tls_cert_file and tls_key_file (each node's certificate)");
   }
   if (raft_tick_ms < 10 || raft_tick_ms > 10000) return Status::InvalidArgument("raft_tick_ms must be in 10..10000");
+  if (log_compact_bytes < 4096) return Status::InvalidArgument("log_compact_bytes must be at least 4096");
   if (max_k == 0) return Status::InvalidArgument("max_k must be at least 1");
   if (max_message_bytes < 4096 || max_message_bytes > (2ull << 30) - 1) {
     return Status::InvalidArgument("max_message_bytes must be in 4096..2147483647");

@@ -37,6 +37,15 @@ struct ServerConfig {
   /// One Raft tick, in ms: leaders heartbeat every tick, followers campaign
   /// after 10-19 ticks without one. Default: 100. Env: QUIVER_RAFT_TICK_MS.
   uint32_t raft_tick_ms = 100;
+  /// Bytes of applied writes after which the applied state is flushed and
+  /// the log compacted: bounds the log's size and the replay after a crash.
+  /// Default: 67108864 (64 MiB). Env: QUIVER_LOG_COMPACT_BYTES.
+  uint64_t log_compact_bytes = 64ull << 20;
+  /// A leader keeps up to this many entries beyond the compaction point for
+  /// a member that lags (down for a while): it then catches up from the log.
+  /// Further behind, it gets a snapshot. Default: 1000000.
+  /// Env: QUIVER_LOG_HOLD_ENTRIES.
+  uint64_t log_hold_entries = 1'000'000;
   /// Where RocksDB keeps the node's data. Default: ./data. Env: QUIVER_DATA_DIR.
   std::string data_dir = "./data";
   /// Largest k a search may ask for. Default: 10000. Env: QUIVER_MAX_K.

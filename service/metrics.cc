@@ -70,6 +70,12 @@ std::string Metrics::Render(const NodeGauges& node) const {
          node.raft_leader_id);
   sample("quiver_raft_is_leader", "gauge", "1 if this node leads its group.", node.raft_is_leader ? 1 : 0);
   sample("quiver_raft_voters", "gauge", "Voters in the group's membership.", node.raft_voters);
+  sample("quiver_raft_snapshots_sent_total", "counter", "Snapshots this node streamed to followers.",
+         node.raft_snapshots_sent);
+  sample("quiver_raft_snapshots_failed_total", "counter", "Snapshots this node failed to export or stream.",
+         node.raft_snapshots_failed);
+  sample("quiver_raft_snapshots_installed_total", "counter", "Snapshots from a leader installed on this node.",
+         node.raft_snapshots_installed);
   sample("quiver_write_queue_depth", "gauge", "Writes waiting for the replicator's next log append.",
          node.writes_queued);
   sample("quiver_writes_in_flight", "gauge", "Writes appended to the log and not yet applied.", node.writes_in_flight);

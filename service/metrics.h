@@ -34,6 +34,9 @@ struct NodeGauges {
   uint64_t raft_leader_id = 0;  // 0: none known
   bool raft_is_leader = false;
   uint64_t raft_voters = 0;
+  uint64_t raft_snapshots_sent = 0;
+  uint64_t raft_snapshots_failed = 0;
+  uint64_t raft_snapshots_installed = 0;
   uint64_t writes_queued = 0;
   uint64_t writes_in_flight = 0;
   // Durable log appends (fsync): upper bounds, per-bucket counts (+Inf last), sum.

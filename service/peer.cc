@@ -3,10 +3,14 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <random>
 
+#include "common/encoding.h"
 #include "service/grpc_status.h"
 
 namespace quiver::service {
@@ -21,6 +25,13 @@ constexpr size_t kMaxQueuedMessages = 4096;
 // One Send RPC's deadline: bounds how long Stop() waits for a sender.
 constexpr auto kSendDeadline = std::chrono::milliseconds(1000);
 constexpr auto kMaxBackoff = std::chrono::milliseconds(1000);
+// A snapshot stream's deadline: a large state takes minutes; a receiver that
+// stops reading ends the call here (shutdown ends it sooner: CancelSnapshots).
+constexpr auto kSnapshotDeadline = std::chrono::minutes(30);
+// Bytes of file data per snapshot chunk (and at most half a message).
+constexpr size_t kSnapshotChunkBytes = 1 << 20;
+// Files one snapshot may hold: the state's SST files and one per segment.
+constexpr size_t kMaxSnapshotFiles = 1'000'000;
 }  // namespace
 
 Result<std::map<NodeId, std::string>> ParsePeers(const std::string& text) {
@@ -270,6 +281,95 @@ Result<uint64_t> PeerClient::Forward(NodeId leader, std::string command, replica
   return resp.index();
 }
 
+Status PeerClient::SendSnapshot(const raft::Message& message, const std::string& dir) {
+  auto it = peers_.find(message.to);
+  if (it == peers_.end()) {
+    return Status::Unavailable("node " + std::to_string(message.to) + " has no configured address");
+  }
+  std::vector<std::string> files;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (entry.is_regular_file()) files.push_back(entry.path().filename());
+  }
+  if (ec) return Status::IOError("listing snapshot files in " + dir + ": " + ec.message());
+  std::sort(files.begin(), files.end());
+
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + kSnapshotDeadline);
+  {
+    std::lock_guard lock(forwards_mu_);
+    if (snapshots_cancelled_) return Status::Cancelled("node is shutting down");
+    snapshot_call_ = &ctx;
+  }
+  struct Unregister {
+    PeerClient* client;
+    ~Unregister() {
+      std::lock_guard lock(client->forwards_mu_);
+      client->snapshot_call_ = nullptr;
+    }
+  } unregister{this};
+
+  pb::SnapshotAck ack;
+  auto writer = it->second->stub->InstallSnapshot(&ctx, &ack);
+  pb::SnapshotChunk chunk;
+  ToProto(message, chunk.mutable_message());
+  {
+    std::lock_guard lock(cluster_id_mu_);
+    chunk.set_cluster_id(cluster_id_);
+  }
+  bool open = writer->Write(chunk);
+  const size_t chunk_bytes = std::min<size_t>(kSnapshotChunkBytes, max_message_bytes_ / 2);
+  std::string buffer(chunk_bytes, '\0');
+  Status local;
+  for (size_t f = 0; open && f < files.size(); ++f) {
+    const std::string path = dir + "/" + files[f];
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      local = Status::IOError("cannot read " + path);
+      break;
+    }
+    uint32_t crc = 0;
+    uint64_t bytes = 0;
+    while (open) {
+      in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+      const size_t n = static_cast<size_t>(in.gcount());
+      if (n == 0) break;
+      chunk.Clear();
+      chunk.set_file(files[f]);
+      chunk.set_data(buffer.data(), n);
+      crc = ChecksumExtend(crc, std::string_view(buffer.data(), n));
+      bytes += n;
+      open = writer->Write(chunk);
+    }
+    if (in.bad()) local = Status::IOError("reading " + path);
+    if (!local.ok()) break;
+    chunk.Clear();
+    chunk.set_file(files[f]);
+    chunk.set_file_end(true);
+    chunk.set_file_bytes(bytes);
+    chunk.set_file_crc32(crc);
+    if (open) open = writer->Write(chunk);
+  }
+  if (!local.ok()) {
+    ctx.TryCancel();
+    (void)writer->Finish();
+    return local;
+  }
+  if (open) writer->WritesDone();
+  grpc::Status st = writer->Finish();
+  if (!st.ok()) {
+    Status s = FromGrpc(st);
+    return Status(s.code(), "snapshot to node " + std::to_string(message.to) + ": " + s.message());
+  }
+  return Status::Ok();
+}
+
+void PeerClient::CancelSnapshots() {
+  std::lock_guard lock(forwards_mu_);
+  snapshots_cancelled_ = true;
+  if (snapshot_call_ != nullptr) snapshot_call_->TryCancel();
+}
+
 namespace {
 Status CheckCluster(const std::string& theirs, const std::string& ours) {
   if (theirs == ours) return Status::Ok();
@@ -289,6 +389,90 @@ grpc::Status PeerService::Send(grpc::ServerContext*, const pb::RaftBatch* req, p
     }
     replicator_->Receive(std::move(m).value());
   }
+  return grpc::Status::OK;
+}
+
+namespace {
+// A staged file name must stay inside the staging directory.
+bool IsPlainFileName(const std::string& name) {
+  if (name.empty() || name.size() > 255 || name == "." || name == "..") return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_';
+  });
+}
+
+// Writes the files of one snapshot stream into `dir`, checking each.
+Status StageSnapshotFiles(grpc::ServerReader<pb::SnapshotChunk>* reader, const std::string& dir) {
+  pb::SnapshotChunk chunk;
+  std::string current;  // the file being written; empty between files
+  std::ofstream out;
+  uint32_t crc = 0;
+  uint64_t bytes = 0;
+  std::set<std::string> done;
+  while (reader->Read(&chunk)) {
+    if (chunk.has_message()) return Status::InvalidArgument("snapshot stream carries a second Raft message");
+    if (!IsPlainFileName(chunk.file())) {
+      return Status::InvalidArgument("snapshot file name '" + chunk.file() + "' is not a plain file name");
+    }
+    if (current.empty()) {
+      if (done.contains(chunk.file())) return Status::InvalidArgument("snapshot file " + chunk.file() + " sent twice");
+      if (done.size() >= kMaxSnapshotFiles) return Status::InvalidArgument("snapshot has too many files");
+      current = chunk.file();
+      out.open(dir + "/" + current, std::ios::binary | std::ios::trunc);
+      if (!out) return Status::IOError("cannot create " + dir + "/" + current);
+      crc = 0;
+      bytes = 0;
+    } else if (chunk.file() != current) {
+      return Status::InvalidArgument("snapshot file " + current + " ends without its size and checksum");
+    }
+    out.write(chunk.data().data(), static_cast<std::streamsize>(chunk.data().size()));
+    crc = ChecksumExtend(crc, chunk.data());
+    bytes += chunk.data().size();
+    if (!out) return Status::IOError("writing " + dir + "/" + current);
+    if (chunk.file_end()) {
+      out.flush();
+      out.close();
+      if (!out) return Status::IOError("writing " + dir + "/" + current);
+      if (bytes != chunk.file_bytes() || crc != chunk.file_crc32()) {
+        return Status::Corruption("snapshot file " + current + " arrived damaged: " + std::to_string(bytes) +
+                                " bytes with CRC-32 " + std::to_string(crc) + ", sent " +
+                                std::to_string(chunk.file_bytes()) + " bytes with " +
+                                std::to_string(chunk.file_crc32()));
+      }
+      done.insert(current);
+      current.clear();
+    }
+  }
+  if (!current.empty()) return Status::InvalidArgument("snapshot stream ended inside file " + current);
+  if (done.empty()) return Status::InvalidArgument("snapshot stream holds no files");
+  return Status::Ok();
+}
+}  // namespace
+
+grpc::Status PeerService::InstallSnapshot(grpc::ServerContext*, grpc::ServerReader<pb::SnapshotChunk>* reader,
+                                          pb::SnapshotAck*) {
+  pb::SnapshotChunk first;
+  if (!reader->Read(&first)) return ToGrpc(Status::InvalidArgument("empty snapshot stream"));
+  if (Status st = CheckCluster(first.cluster_id(), replicator_->cluster_id()); !st.ok()) return ToGrpc(st);
+  if (!first.has_message()) return ToGrpc(Status::InvalidArgument("snapshot stream does not start with its message"));
+  Result<raft::Message> m = FromProto(first.message());
+  if (!m.ok()) return ToGrpc(m.status());
+  if (m->type != raft::MessageType::kSnapshot || m->to != self_ || m->snapshot.index == 0 ||
+      m->snapshot.conf.voters.empty()) {
+    return ToGrpc(Status::InvalidArgument("snapshot stream for node " + std::to_string(m->to) + " reached node " +
+                                          std::to_string(self_) + ", or its message is not a snapshot"));
+  }
+  Result<std::string> dir = replicator_->NewIncomingSnapshotDir(m->from, m->snapshot.index);
+  if (!dir.ok()) return ToGrpc(dir.status());
+  Status st = StageSnapshotFiles(reader, *dir);
+  if (!st.ok()) {
+    std::error_code ec;
+    std::filesystem::remove_all(*dir, ec);
+    spdlog::warn("snapshot {} from node {} refused: {}", m->snapshot.index, m->from, st.ToString());
+    return ToGrpc(st);
+  }
+  spdlog::info("snapshot {} from node {} received", m->snapshot.index, m->from);
+  replicator_->ReceiveSnapshot(std::move(m).value(), std::move(dir).value());
   return grpc::Status::OK;
 }
 

@@ -46,6 +46,8 @@ class PeerClient final : public replication::RaftTransport, public replication::
   void SetClusterId(std::string cluster_id) override;
   Result<uint64_t> Forward(replication::raft::NodeId leader, std::string command,
                            replication::Clock::time_point deadline) override;
+  Status SendSnapshot(const replication::raft::Message& message, const std::string& dir) override;
+  void CancelSnapshots() override;
   /// Cancels forwarded writes in flight and refuses new ones (shutdown).
   void CancelForwards();
   /// Stops the sender threads (queued messages are dropped). Idempotent.
@@ -72,6 +74,8 @@ class PeerClient final : public replication::RaftTransport, public replication::
   std::mutex forwards_mu_;
   std::set<grpc::ClientContext*> forwards_;  // in flight, for CancelForwards
   bool forwards_cancelled_ = false;
+  grpc::ClientContext* snapshot_call_ = nullptr;  // under forwards_mu_
+  bool snapshots_cancelled_ = false;
 };
 
 /// The server side: hands Raft messages to the replicator, proposes
@@ -85,6 +89,13 @@ class PeerService final : public quiver::internal::v1::Peer::Service {
                     quiver::internal::v1::RaftBatchAck* resp) override;
   grpc::Status Forward(grpc::ServerContext* ctx, const quiver::internal::v1::ForwardRequest* req,
                        quiver::internal::v1::ForwardResponse* resp) override;
+  /// Stages the streamed files in a new directory of the replicator's,
+  /// checking every name, size and checksum, then hands them over
+  /// (RaftReplicator::ReceiveSnapshot). Anything wrong: the directory is
+  /// removed and the stream refused (INVALID_ARGUMENT or DATA_LOSS).
+  grpc::Status InstallSnapshot(grpc::ServerContext* ctx,
+                               grpc::ServerReader<quiver::internal::v1::SnapshotChunk>* reader,
+                               quiver::internal::v1::SnapshotAck* resp) override;
 
  private:
   replication::raft::NodeId self_;

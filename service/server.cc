@@ -189,6 +189,9 @@ Status Server::Start() {
       node.raft_leader_id = group.leader;
       node.raft_is_leader = group.role == replication::raft::Role::kLeader;
       node.raft_voters = group.conf.voters.size();
+      node.raft_snapshots_sent = group.snapshots_sent;
+      node.raft_snapshots_failed = group.snapshots_failed;
+      node.raft_snapshots_installed = group.snapshots_installed;
       node.writes_queued = group.writes_queued;
       node.writes_in_flight = group.writes_in_flight;
       const auto sync = st.replicator->GetLogSyncHistogram();
@@ -234,6 +237,9 @@ Status Server::Start() {
   replication::RaftReplicatorOptions raft_options;
   raft_options.node_id = config_.node_id;
   raft_options.tick_interval = std::chrono::milliseconds(config_.raft_tick_ms);
+  raft_options.checkpoint_every_bytes = config_.log_compact_bytes;
+  raft_options.max_log_hold_entries = config_.log_hold_entries;
+  raft_options.snapshot_dir = config_.data_dir + "/snapshots";
   QUIVER_ASSIGN_OR_RETURN(const auto peers, ParsePeers(config_.peers));
   for (const auto& [id, address] : peers) raft_options.initial_voters.insert(id);
   raft_options.cluster_id = NewClusterId(peers);

@@ -4,10 +4,34 @@
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <vector>
 
 namespace quiver::storage {
+
+Status SyncDirectory(const std::string& dir) {
+  std::error_code ec;
+  std::vector<std::string> paths;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (entry.is_regular_file()) paths.push_back(entry.path());
+  }
+  if (ec) return Status::IOError("listing " + dir + ": " + ec.message());
+  paths.push_back(dir);
+  for (const std::string& path : paths) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return Status::IOError("opening " + path + ": " + std::strerror(errno));
+    const int rc = ::fsync(fd);
+    const int err = errno;
+    ::close(fd);
+    if (rc != 0) return Status::IOError("syncing " + path + ": " + std::strerror(err));
+  }
+  return Status::Ok();
+}
 
 Status FromRocks(const void* p, const std::string& context) {
   const auto& s = *static_cast<const rocksdb::Status*>(p);

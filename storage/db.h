@@ -55,6 +55,10 @@ class Db {
   rocksdb::ColumnFamilyHandle* payloads_ = nullptr;
 };
 
+/// fsyncs every regular file in `dir`, then `dir` itself: files written with
+/// plain streams (a received snapshot) become durable before a record names them.
+Status SyncDirectory(const std::string& dir);
+
 /// Converts a rocksdb::Status-like (code, message) into ours; in db.cc.
 Status FromRocks(const void* rocksdb_status, const std::string& context);
 

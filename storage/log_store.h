@@ -93,6 +93,12 @@ class LogStore {
   /// (durably); empty if never set.
   virtual Status SetClusterId(std::string_view id) = 0;
   virtual Result<std::string> GetClusterId() const = 0;
+
+  /// An opaque record of a snapshot install in progress (the replicator's
+  /// intent: what to redo after a crash), replaced durably in one write;
+  /// empty if none.
+  virtual Status SetInstallRecord(std::string_view record) = 0;
+  virtual Result<std::string> GetInstallRecord() const = 0;
 };
 
 /// A LogStore in memory, for tests and the Raft simulator. Not durable.
@@ -110,9 +116,12 @@ class MemoryLogStore final : public LogStore {
   Result<std::string> GetSnapshotRecord() const override;
   Status SetClusterId(std::string_view id) override;
   Result<std::string> GetClusterId() const override;
+  Status SetInstallRecord(std::string_view record) override;
+  Result<std::string> GetInstallRecord() const override;
 
  private:
   std::string snapshot_record_;
+  std::string install_record_;
   std::string cluster_id_;
   mutable std::mutex mu_;
   HardState hard_state_;

@@ -116,4 +116,15 @@ Result<std::string> MemoryLogStore::GetClusterId() const {
   return cluster_id_;
 }
 
+Status MemoryLogStore::SetInstallRecord(std::string_view record) {
+  std::lock_guard lock(mu_);
+  install_record_ = std::string(record);
+  return Status::Ok();
+}
+
+Result<std::string> MemoryLogStore::GetInstallRecord() const {
+  std::lock_guard lock(mu_);
+  return install_record_;
+}
+
 }  // namespace quiver::storage

@@ -207,6 +207,14 @@ Result<std::string> RocksLogStore::GetSnapshotRecord() const {
   return GetMetaBlob(kSnapshotRecordKey, "the snapshot record");
 }
 
+Status RocksLogStore::SetInstallRecord(std::string_view record) {
+  return PutMetaBlob(kInstallRecordKey, record, "the snapshot install record");
+}
+
+Result<std::string> RocksLogStore::GetInstallRecord() const {
+  return GetMetaBlob(kInstallRecordKey, "the snapshot install record");
+}
+
 Status RocksLogStore::SetClusterId(std::string_view id) { return PutMetaBlob(kClusterIdKey, id, "the cluster id"); }
 
 Result<std::string> RocksLogStore::GetClusterId() const { return GetMetaBlob(kClusterIdKey, "the cluster id"); }

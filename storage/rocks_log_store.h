@@ -24,6 +24,8 @@ class RocksLogStore final : public LogStore {
   Status ResetToSnapshot(uint64_t index, uint64_t term, const HardState& hard_state) override;
   Status SetSnapshotRecord(std::string_view record) override;
   Result<std::string> GetSnapshotRecord() const override;
+  Status SetInstallRecord(std::string_view record) override;
+  Result<std::string> GetInstallRecord() const override;
   Status SetClusterId(std::string_view id) override;
   Result<std::string> GetClusterId() const override;
 

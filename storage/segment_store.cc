@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <set>
 #include <utility>
@@ -58,6 +59,32 @@ Status SyncDir(const std::string& dir) {
   const int rc = ::fsync(fd);
   ::close(fd);
   return rc == 0 ? Status::Ok() : Errno("syncing directory", dir);
+}
+
+// Parses FileName's output; false for anything else.
+bool ParseFileName(const std::string& name, uint64_t* collection_id, uint64_t* segment) {
+  unsigned long long c = 0, n = 0;
+  int used = 0;
+  if (std::sscanf(name.c_str(), "c%llu-s%llu%n", &c, &n, &used) != 2) return false;
+  if (name.substr(static_cast<size_t>(used)) != kSuffix || FileName(c, n) != name) return false;
+  *collection_id = c;
+  *segment = n;
+  return true;
+}
+
+Result<std::vector<std::string>> ListDir(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) {
+    if (errno == ENOENT) return std::vector<std::string>();
+    return Errno("listing", dir);
+  }
+  std::vector<std::string> names;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  ::closedir(d);
+  return names;
 }
 
 }  // namespace
@@ -194,6 +221,43 @@ Status SegmentStore::Remove(uint64_t collection_id, uint64_t segment) {
   const std::string path = PathOf(collection_id, segment);
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) return Errno("deleting", path);
   return Status::Ok();
+}
+
+Status SegmentStore::LinkListedInto(const std::string& dir) const {
+  QUIVER_ASSIGN_OR_RETURN(auto refs, List());
+  for (const auto& ref : refs) {
+    const std::string from = PathOf(ref.collection_id, ref.segment);
+    const std::string to = dir + "/" + FileName(ref.collection_id, ref.segment);
+    if (::link(from.c_str(), to.c_str()) != 0 && errno != ENOENT) return Errno("linking " + from + " to", to);
+  }
+  return Status::Ok();
+}
+
+Status SegmentStore::ReplaceFrom(const std::string& dir, std::vector<std::string>* rejected) {
+  QUIVER_ASSIGN_OR_RETURN(auto refs, List());
+  for (const auto& ref : refs) QUIVER_RETURN_IF_ERROR(Remove(ref.collection_id, ref.segment));
+  if (::mkdir(dir_.c_str(), 0755) != 0 && errno != EEXIST) return Errno("creating", dir_);
+  QUIVER_ASSIGN_OR_RETURN(auto names, ListDir(dir));
+  for (const std::string& name : names) {
+    SegmentRef ref;
+    if (!ParseFileName(name, &ref.collection_id, &ref.segment)) continue;  // not a segment file
+    const std::string from = dir + "/" + name;
+    const std::string to = PathOf(ref.collection_id, ref.segment);
+    struct stat st {};
+    if (::stat(from.c_str(), &st) != 0) return Errno("reading", from);
+    ref.file_bytes = static_cast<uint64_t>(st.st_size);
+    if (::unlink(to.c_str()) != 0 && errno != ENOENT) return Errno("deleting", to);
+    if (::link(from.c_str(), to.c_str()) != 0) return Errno("linking " + from + " to", to);
+    if (Result<SegmentContent> content = Read(ref); !content.ok()) {
+      rejected->push_back(name + ": " + content.status().message());
+      ::unlink(to.c_str());
+      continue;
+    }
+    rocksdb::Status s = db_->raw()->Put(rocksdb::WriteOptions(), db_->meta(), ManifestKey(ref.collection_id, ref.segment),
+                                        EncodeU64Pair(ref.file_bytes, 0));
+    QUIVER_RETURN_IF_ERROR(FromRocks(&s, "listing segment file " + to));
+  }
+  return SyncDir(dir_);
 }
 
 Status SegmentStore::RemoveUnlisted() {

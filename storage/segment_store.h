@@ -76,6 +76,17 @@ class SegmentStore {
 
   std::string PathOf(uint64_t collection_id, uint64_t segment) const;
 
+  /// Hard-links every listed segment file into `dir` (an existing
+  /// directory): a point-in-time copy for a snapshot without copying bytes.
+  /// Files removed meanwhile (compaction, a dropped collection) are skipped:
+  /// the list is a cache, the receiver rebuilds what is missing.
+  Status LinkListedInto(const std::string& dir) const;
+
+  /// Replaces every listed segment with the segment files found in `dir`
+  /// (hard-linked, so `dir` keeps them for a redo). A file that fails
+  /// validation is not listed; `rejected` receives its name and why.
+  Status ReplaceFrom(const std::string& dir, std::vector<std::string>* rejected);
+
  private:
   Db* db_;
   std::string dir_;

@@ -4,12 +4,15 @@
 // it. Apply must be deterministic: every replica that applies the same entries
 // reaches the same state and the same per-entry outcomes.
 //
-// Threads: Apply is called from one thread at a time; AppliedIndex and
-// Checkpoint may be called from another thread while Apply runs.
+// Threads: Apply and InstallSnapshot are called from one thread at a time;
+// AppliedIndex, Checkpoint and ExportSnapshot may be called from other
+// threads meanwhile.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "common/status.h"
@@ -38,6 +41,19 @@ class StateMachine {
   /// entries above it must stay, because a crash loses their effects and the
   /// restart replays them.
   virtual Result<uint64_t> Checkpoint() = 0;
+
+  /// Writes a point-in-time copy of the applied state into `dir` (an
+  /// existing, empty directory) as files a follower installs with
+  /// InstallSnapshot. Returns the applied index the copy covers.
+  /// CANCELLED if `stop` turns true.
+  virtual Result<uint64_t> ExportSnapshot(const std::string& dir, const std::atomic<bool>* stop) = 0;
+
+  /// Replaces the whole state with a copy ExportSnapshot wrote (on another
+  /// node) and returns its applied index. Files are validated before anything
+  /// changes (DATA_LOSS naming a bad one). Not atomic: after a failure or a
+  /// crash the state may be empty, and the caller must redo the install from
+  /// the same files before applying anything else.
+  virtual Result<uint64_t> InstallSnapshot(const std::string& dir, const std::atomic<bool>* stop) = 0;
 };
 
 }  // namespace quiver::storage

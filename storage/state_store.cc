@@ -1,6 +1,11 @@
 #include "storage/state_store.h"
 
+#include <sys/stat.h>
+
 #include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/sst_file_reader.h>
+#include <rocksdb/sst_file_writer.h>
 #include <rocksdb/write_batch.h>
 
 #include "common/encoding.h"
@@ -154,6 +159,145 @@ Status StateStore::ForEachPoint(uint64_t collection_id, uint32_t dimension, cons
     }
   }
   return Status::Ok();
+}
+
+namespace {
+
+// The meta column family also holds the node's Raft state and segment list:
+// only these keys are applied state.
+bool IsStateMetaKey(std::string_view key) {
+  return key == kAppliedIndexKey || key.starts_with(kCollectionMetaPrefix) || key.starts_with(kRequestRecordPrefix);
+}
+
+// One past every key that starts with `prefix` ("collection/" -> "collection0").
+std::string PrefixEnd(std::string_view prefix) {
+  std::string end(prefix);
+  end.back() = static_cast<char>(end.back() + 1);
+  return end;
+}
+
+// Point keys are 16 bytes: this sorts after all of them.
+const std::string kAfterEveryPointKey(17, '\xff');
+
+bool FileExists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+}  // namespace
+
+Result<uint64_t> StateStore::ExportSnapshot(const std::string& dir, const std::atomic<bool>* stop) const {
+  rocksdb::DB* raw = db_->raw();
+  // One RocksDB snapshot for every part: the applied index, the points and
+  // the collections it covers are of the same instant (the apply thread
+  // writes them in one batch).
+  const rocksdb::Snapshot* snap = raw->GetSnapshot();
+  struct Release {
+    rocksdb::DB* db;
+    const rocksdb::Snapshot* snap;
+    ~Release() { db->ReleaseSnapshot(snap); }
+  } release{raw, snap};
+  rocksdb::ReadOptions ro;
+  ro.snapshot = snap;
+  ro.fill_cache = false;
+
+  std::string value;
+  rocksdb::Status s = raw->Get(ro, db_->meta(), std::string(kAppliedIndexKey), &value);
+  if (s.IsNotFound()) return Status::FailedPrecondition("nothing has been applied: there is no state to export");
+  if (!s.ok()) return FromRocks(&s, "reading applied index");
+  QUIVER_ASSIGN_OR_RETURN(auto applied, DecodeU64Pair(kAppliedIndexKey, value));
+
+  struct Part {
+    rocksdb::ColumnFamilyHandle* cf;
+    std::string_view file;
+    bool meta;
+  };
+  for (const Part& part : {Part{db_->meta(), kSnapshotMetaFile, true}, Part{db_->vectors(), kSnapshotVectorsFile, false},
+                           Part{db_->payloads(), kSnapshotPayloadsFile, false}}) {
+    const std::string path = dir + "/" + std::string(part.file);
+    rocksdb::Options options;
+    options.compression = part.cf == db_->vectors() ? rocksdb::kNoCompression : rocksdb::kSnappyCompression;
+    rocksdb::SstFileWriter writer(rocksdb::EnvOptions(), options);
+    bool open = false;
+    size_t n = 0;
+    std::unique_ptr<rocksdb::Iterator> it(raw->NewIterator(ro, part.cf));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      if (part.meta && !IsStateMetaKey(it->key().ToStringView())) continue;
+      if ((++n & 0xfff) == 0 && stop != nullptr && stop->load()) {
+        return Status::Cancelled("shutdown requested while exporting a snapshot");
+      }
+      if (!open) {
+        s = writer.Open(path);
+        if (!s.ok()) return FromRocks(&s, "creating " + path);
+        open = true;
+      }
+      s = writer.Put(it->key(), it->value());
+      if (!s.ok()) return FromRocks(&s, "writing " + path);
+    }
+    if (!it->status().ok()) {
+      s = it->status();
+      return FromRocks(&s, "reading state for " + path);
+    }
+    if (open) {
+      s = writer.Finish();  // also syncs the file
+      if (!s.ok()) return FromRocks(&s, "finishing " + path);
+    }
+  }
+  return applied.first;
+}
+
+Result<uint64_t> StateStore::ImportSnapshot(const std::string& dir) {
+  struct Part {
+    rocksdb::ColumnFamilyHandle* cf;
+    std::string path;
+  };
+  std::vector<Part> parts;
+  for (const Part& part : {Part{db_->meta(), dir + "/" + std::string(kSnapshotMetaFile)},
+                           Part{db_->vectors(), dir + "/" + std::string(kSnapshotVectorsFile)},
+                           Part{db_->payloads(), dir + "/" + std::string(kSnapshotPayloadsFile)}}) {
+    if (FileExists(part.path)) parts.push_back(part);
+  }
+  if (parts.empty() || parts.front().cf != db_->meta()) {
+    return Status::Corruption("snapshot in " + dir + " has no " + std::string(kSnapshotMetaFile));
+  }
+  // Every file whole before anything changes; the records inside are
+  // validated again when the engine loads them.
+  for (const Part& part : parts) {
+    rocksdb::Options options;
+    rocksdb::SstFileReader reader(options);
+    rocksdb::Status s = reader.Open(part.path);
+    if (s.ok()) s = reader.VerifyChecksum();
+    if (!s.ok()) return Status::Corruption("snapshot file " + part.path + " is damaged: " + s.ToString());
+  }
+
+  rocksdb::WriteBatch wipe;
+  wipe.Delete(db_->meta(), std::string(kAppliedIndexKey));
+  for (std::string_view prefix : {kCollectionMetaPrefix, kRequestRecordPrefix}) {
+    wipe.DeleteRange(db_->meta(), std::string(prefix), PrefixEnd(prefix));
+  }
+  wipe.DeleteRange(db_->vectors(), std::string(), kAfterEveryPointKey);
+  wipe.DeleteRange(db_->payloads(), std::string(), kAfterEveryPointKey);
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  rocksdb::Status s = db_->raw()->Write(wo, &wipe);
+  QUIVER_RETURN_IF_ERROR(FromRocks(&s, "clearing the state before installing a snapshot"));
+
+  std::vector<rocksdb::IngestExternalFileArg> args;
+  for (const Part& part : parts) {
+    rocksdb::IngestExternalFileArg arg;
+    arg.column_family = part.cf;
+    arg.external_files = {part.path};
+    arg.options.move_files = false;  // the files stay for a redo after a crash
+    arg.options.allow_global_seqno = true;
+    arg.options.allow_blocking_flush = true;
+    arg.options.verify_checksums_before_ingest = false;  // checked above
+    args.push_back(std::move(arg));
+  }
+  s = db_->raw()->IngestExternalFiles(args);  // atomic across the column families
+  QUIVER_RETURN_IF_ERROR(FromRocks(&s, "ingesting the snapshot in " + dir));
+  QUIVER_ASSIGN_OR_RETURN(uint64_t applied, AppliedIndex());
+  if (applied == 0) return Status::Corruption("snapshot in " + dir + " holds no applied index");
+  return applied;
 }
 
 }  // namespace quiver::storage

@@ -10,6 +10,7 @@
 // (storage/db.cc), so the surviving state is always one consistent point.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <span>
@@ -71,6 +72,26 @@ class StateStore {
 
   /// Every client's request record, validated.
   Result<std::vector<std::pair<std::string, std::string>>> LoadRequestRecords() const;
+
+  /// Writes the applied state — collections, points, payloads, request
+  /// records and the applied index — as of one instant into SST files under
+  /// `dir` (an existing, empty directory): what a follower that fell behind
+  /// the log installs. Returns the applied index of that instant (never 0:
+  /// an empty state is FAILED_PRECONDITION). CANCELLED if `stop` turns true.
+  Result<uint64_t> ExportSnapshot(const std::string& dir, const std::atomic<bool>* stop) const;
+
+  /// Replaces the applied state with what ExportSnapshot wrote under `dir`,
+  /// after checking every file's block checksums (DATA_LOSS naming a bad
+  /// one, with nothing changed). Two atomic steps — delete the old state,
+  /// then ingest the files — so a crash in between leaves an empty state:
+  /// the caller records its intent first and redoes the import after a
+  /// restart (RaftReplicator does). Returns the imported applied index.
+  Result<uint64_t> ImportSnapshot(const std::string& dir);
+
+  /// The files ExportSnapshot may write (absent when their part is empty).
+  static constexpr std::string_view kSnapshotMetaFile = "state-meta.sst";
+  static constexpr std::string_view kSnapshotVectorsFile = "state-vectors.sst";
+  static constexpr std::string_view kSnapshotPayloadsFile = "state-payloads.sst";
 
   using PointVisitor = std::function<Status(uint64_t point_id, const float* vector, std::string_view payload)>;
   /// Visits every point of a collection in id order. Every record is validated;

@@ -103,6 +103,7 @@ class QuiverdProcess {
     return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   }
   int admin_port() const { return admin_port_; }
+  const std::string& data_dir() const { return data_dir_; }
   int grpc_port() const { return grpc_port_; }
 
   std::unique_ptr<quiver::v1::Collections::Stub> collections;

@@ -594,7 +594,17 @@ void Raft::HandleAppend(const Message& m) {
 }
 
 void Raft::HandleHeartbeat(const Message& m) {
-  // The leader sends min(our match, its commit): never beyond what we hold.
+  // The leader sends min(our match, its commit): never beyond what we hold,
+  // unless we lost entries we had acknowledged.
+  if (m.commit > log_->LastIndex()) {
+    Fail(Status::FailedPrecondition(
+        "node " + std::to_string(m.from) + " (the leader) recorded this node as holding log entries up to " +
+        std::to_string(m.commit) + ", but its log ends at " + std::to_string(log_->LastIndex()) +
+        ": this node's data directory was lost, replaced or restored from an older copy. It must not rejoin "
+        "under this id as it is: remove it from the cluster (quiverctl cluster remove " + std::to_string(config_.id) +
+        "), empty its data directory and add it back (quiverctl cluster add; docs/operations.md#recovery)"));
+    return;
+  }
   if (Status st = log_->CommitTo(m.commit); !st.ok()) {
     Fail(st);
     return;

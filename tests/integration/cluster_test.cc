@@ -215,6 +215,37 @@ TEST(Cluster, ThreeNodesReplicateFailOverAndCatchUp) {
 
 // The peer port with mutual TLS: a cluster whose nodes share the CA works; a
 // node with a certificate from another CA is never accepted as a peer.
+// Waits until `node` holds `n` points (eventual reads: a node that catches up).
+bool WaitForCount(QuiverdProcess& node, uint64_t n, std::chrono::seconds limit = std::chrono::seconds(30)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (Count(node, quiver::v1::EVENTUAL) == n) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+// A follower that was down while the leader compacted past it gets the state
+// as a snapshot over the peer port.
+TEST(Cluster, NodesBehindTheCompactedLogCatchUpBySnapshot) {
+  Cluster c(3, {"--log-compact-bytes", "4096", "--log-hold-entries", "0"});
+  const int leader = c.WaitForLeader({1, 2, 3});
+  ASSERT_NE(leader, 0);
+  ASSERT_TRUE(CreateCollection(c.node(leader)).ok());
+  const int down = leader % 3 + 1;
+  c.node(down).Kill(SIGTERM);
+  ASSERT_TRUE(c.node(down).WaitExit(std::chrono::seconds(10)).has_value());
+  // 150 writes: far more than the 64 entries a leader keeps after compacting.
+  for (uint64_t i = 0; i < 150; ++i) ASSERT_TRUE(Upsert(c.node(leader), 100 * i, 10).ok());
+  c.node(down).Start();
+  EXPECT_TRUE(WaitForCount(c.node(down), 1500)) << c.node(down).Log();
+  EXPECT_GE(c.Gauge(down, "quiver_raft_snapshots_installed_total"), 1u) << c.node(down).Log();
+  EXPECT_GE(c.Gauge(leader, "quiver_raft_snapshots_sent_total"), 1u);
+  // Replication goes on from the snapshot's point.
+  ASSERT_TRUE(Upsert(c.node(down), 100000, 10).ok());
+  for (int id = 1; id <= 3; ++id) EXPECT_EQ(Count(c.node(id)), 1510u) << "node " << id;
+}
+
 TEST(Cluster, PeerPortWithMutualTls) {
   if (!HaveOpensslTool()) GTEST_SKIP() << "no openssl tool";
   TlsFiles tls;

@@ -515,6 +515,103 @@ TEST_F(EngineTest, SegmentFilesFollowCompactionAndCollectionDeletes) {
 // Every approximate index type: searches run while writes seal segments,
 // background builds install indexes and compaction rewrites segments (the
 // TSan job runs this).
+// What a follower that fell behind installs: the leader's state and segment
+// files, exported at one point, replace everything the follower held.
+TEST_F(EngineTest, SnapshotReplacesAnotherNodesStateExactly) {
+  const uint32_t dim = 8, nlist = 8;
+  Command create = CreateSegmented("s", dim, quiver::v1::L2, quiver::v1::IVF_FLAT, 256, nlist);
+  create.set_client_id("c1");
+  create.set_sequence(5);
+  Apply({Entry(1, create), Entry(2, Create("t", 3))});
+  std::map<uint64_t, std::vector<float>> live;
+  uint64_t index = 3;
+  for (uint64_t b = 0; b < 8; ++b) {  // 800 points: three sealed, indexed segments
+    std::vector<uint64_t> ids(100);
+    for (uint64_t i = 0; i < 100; ++i) ids[i] = b * 100 + i;
+    auto v = quiver::testing::RandomVectors(ids.size(), dim, 300 + b);
+    for (size_t i = 0; i < ids.size(); ++i) live[ids[i]].assign(v.begin() + long(i * dim), v.begin() + long((i + 1) * dim));
+    ASSERT_TRUE(Apply({Entry(index++, UpsertVectors("s", dim, ids, v))})[0].ok());
+  }
+  Apply({Entry(index++, DeletePoints("s", {7, 450})), Entry(index++, Upsert("t", 3, {1, 2}, 0.5f, "payload"))});
+  live.erase(7);
+  live.erase(450);
+  ASSERT_TRUE(engine_->WaitForBackgroundWork(std::chrono::seconds(60)));
+  const uint64_t leader_applied = engine_->AppliedIndex();
+
+  quiver::testing::TempDir snapshot;
+  auto exported = engine_->ExportSnapshot(snapshot.path(), nullptr);
+  ASSERT_TRUE(exported.ok()) << exported.status().ToString();
+  EXPECT_EQ(*exported, leader_applied);
+  // Later writes on the leader are not in it.
+  Apply({Entry(index++, Upsert("t", 3, {3}, 0.5f))});
+
+  // The follower held something else entirely.
+  quiver::testing::TempDir follower_dir;
+  auto follower_db = std::move(storage::Db::Open(follower_dir.path())).value();
+  auto follower = std::move(Engine::Open(follower_db.get(), {}, nullptr)).value();
+  std::vector<Status> out;
+  ASSERT_TRUE(follower->Apply(std::vector<storage::LogEntry>{Entry(1, Create("old", 4)), Entry(2, Upsert("old", 4, {9}, 1))},
+                              &out)
+                  .ok());
+
+  // A damaged file is refused before anything changes.
+  {
+    quiver::testing::TempDir damaged;
+    std::filesystem::copy(snapshot.path(), damaged.path());
+    const std::string vectors = damaged.path() + "/" + std::string(storage::StateStore::kSnapshotVectorsFile);
+    std::fstream f(vectors, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put('\x5a');
+    f.close();
+    auto bad = follower->InstallSnapshot(damaged.path(), nullptr);
+    EXPECT_EQ(bad.status().code(), StatusCode::kDataLoss) << bad.status().ToString();
+    EXPECT_TRUE(follower->Find("old").ok());
+    EXPECT_EQ(follower->AppliedIndex(), 2u);
+  }
+
+  auto installed = follower->InstallSnapshot(snapshot.path(), nullptr);
+  ASSERT_TRUE(installed.ok()) << installed.status().ToString();
+  EXPECT_EQ(*installed, leader_applied);
+  auto check = [&](Engine& e, uint64_t applied) {
+    EXPECT_EQ(e.AppliedIndex(), applied);
+    EXPECT_EQ(e.Find("old").status().code(), StatusCode::kNotFound);
+    auto t = *e.Find("t");
+    EXPECT_EQ(t->Count(), 2u);
+    std::vector<uint64_t> ids = {1, 3};
+    auto pts = t->Get(ids, true, true);
+    ASSERT_EQ(pts.size(), 1u);
+    EXPECT_EQ(pts[0].payload, "payload");
+    auto s = *e.Find("s");
+    EXPECT_EQ(s->Count(), live.size());
+    auto queries = quiver::testing::RandomVectors(20, dim, 77);
+    ExpectMatchesReference(*s, kernels::Metric::kL2, live, queries, 20, dim, 10, nlist);
+    // The same approximate answers as the leader's, id for id.
+    std::vector<std::vector<Hit>> mine, theirs;
+    ASSERT_TRUE(s->Search({}, queries.data(), 20, 10, {.nprobe = 2}, &mine).ok());
+    ASSERT_TRUE((*engine_->Find("s"))->Search({}, queries.data(), 20, 10, {.nprobe = 2}, &theirs).ok());
+    for (size_t q = 0; q < 20; ++q) {
+      ASSERT_EQ(mine[q].size(), theirs[q].size());
+      for (size_t r = 0; r < mine[q].size(); ++r) EXPECT_EQ(mine[q][r].id, theirs[q][r].id);
+    }
+    // The request records came along: a retry of the create is answered, not re-applied.
+    Command retry = CreateSegmented("s", dim, quiver::v1::L2, quiver::v1::IVF_FLAT, 256, nlist);
+    retry.set_client_id("c1");
+    retry.set_sequence(4);
+    std::vector<Status> o;
+    ASSERT_TRUE(e.Apply(std::vector<storage::LogEntry>{Entry(e.AppliedIndex() + 1, retry)}, &o).ok());
+    EXPECT_EQ(o[0].code(), StatusCode::kFailedPrecondition) << o[0].ToString();
+  };
+  // The sealed segments came as files, not rebuilt.
+  EXPECT_EQ(follower->segments_loaded(), 3u);
+  EXPECT_EQ((*follower->Find("s"))->Info().indexed_segments(), 3u);
+  check(*follower, leader_applied);
+  // And it all survives a restart (with the retry check's entry applied).
+  follower.reset();
+  follower = std::move(Engine::Open(follower_db.get(), {}, nullptr)).value();
+  EXPECT_EQ(follower->segment_files_discarded(), 0u);
+  check(*follower, leader_applied + 1);
+}
+
 class ConcurrentIndexTest : public EngineTest, public ::testing::WithParamInterface<quiver::v1::IndexType> {};
 
 TEST_P(ConcurrentIndexTest, SearchesDuringWritesAndIndexBuilds) {

@@ -756,6 +756,34 @@ TEST(Raft, StepRejectsMisroutedMessages) {
   EXPECT_EQ(c.raft(1).Step(m).code(), StatusCode::kInvalidArgument);
 }
 
+// A node whose disk was wiped comes back under its old id: the leader still
+// records it as holding what it acknowledged. It stops with the recovery steps
+// instead of voting or acknowledging as if it had never promised anything.
+TEST(Raft, ANodeThatLostAcknowledgedEntriesStopsWithTheRecoverySteps) {
+  Cluster c(3);
+  c.Elect(1);
+  for (int i = 0; i < 5; ++i) c.Propose(1, "w" + std::to_string(i));
+  c.Deliver();
+  const uint64_t acknowledged = c.raft(3).last_index();
+  c.node(3).log = std::make_unique<storage::MemoryLogStore>();
+  ASSERT_TRUE(Bootstrap(c.node(3).log.get(), {1, 2, 3}).ok());
+  c.Start(3);
+  ASSERT_LT(c.raft(3).last_index(), acknowledged);
+  c.Tick(1);  // a heartbeat round
+  bool delivered = false;
+  for (const Message& m : c.outbox) {
+    if (m.to != 3 || m.type != MessageType::kHeartbeat) continue;
+    (void)c.raft(3).Step(m);
+    delivered = true;
+    break;
+  }
+  ASSERT_TRUE(delivered);
+  const Status& st = c.raft(3).fatal();
+  EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition) << st.ToString();
+  EXPECT_NE(st.message().find("quiverctl cluster remove 3"), std::string::npos) << st.message();
+  EXPECT_FALSE(c.raft(3).HasReady()) << "a failed node must not act";
+}
+
 TEST(Raft, SnapshotMetaEncodingRoundTripsAndRejectsGarbage) {
   const SnapshotMeta meta{42, 7, ConfState{{1, 2, 3}, {9}}};
   const std::string bytes = EncodeSnapshotMeta(meta);

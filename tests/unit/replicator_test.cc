@@ -4,11 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
 #include <thread>
 
+#include "common/encoding.h"
 #include "replication/replicator.h"
 #include "storage/log_store.h"
 
@@ -38,15 +41,19 @@ class SlowLogStore final : public storage::LogStore {
   Result<std::string> GetSnapshotRecord() const override { return inner.GetSnapshotRecord(); }
   Status SetClusterId(std::string_view id) override { return inner.SetClusterId(id); }
   Result<std::string> GetClusterId() const override { return inner.GetClusterId(); }
+  Status SetInstallRecord(std::string_view r) override { return inner.SetInstallRecord(r); }
+  Result<std::string> GetInstallRecord() const override { return inner.GetInstallRecord(); }
   storage::MemoryLogStore inner;
   std::atomic<int> appends{0};
 };
 
-// Records applied data; answers "bad" commands with INVALID_ARGUMENT.
+// Records applied data; answers "bad" commands with INVALID_ARGUMENT. Its
+// snapshot is one file: the applied index, then one line per datum.
 class RecordingStateMachine final : public storage::StateMachine {
  public:
   Status Apply(std::span<const storage::LogEntry> entries, std::vector<Status>* outcomes) override {
     outcomes->clear();
+    std::lock_guard lock(mu);
     for (const auto& e : entries) {
       if (e.index <= applied) {
         outcomes->push_back(Status::Ok());
@@ -64,8 +71,37 @@ class RecordingStateMachine final : public storage::StateMachine {
     ++checkpoints;
     return applied.load();
   }
+  Result<uint64_t> ExportSnapshot(const std::string& dir, const std::atomic<bool>*) override {
+    std::lock_guard lock(mu);
+    std::ofstream out(dir + "/state");
+    out << applied.load() << "\n";
+    for (const auto& d : data) out << d << "\n";
+    ++exports;
+    return applied.load();
+  }
+  Result<uint64_t> InstallSnapshot(const std::string& dir, const std::atomic<bool>*) override {
+    std::ifstream in(dir + "/state");
+    uint64_t index = 0;
+    if (!(in >> index)) return Status::Corruption("no snapshot state in " + dir);
+    std::vector<std::string> lines;
+    std::string line;
+    std::getline(in, line);
+    while (std::getline(in, line)) lines.push_back(line);
+    std::lock_guard lock(mu);
+    data = std::move(lines);
+    applied = index;
+    ++installs;
+    return index;
+  }
+  std::vector<std::string> Data() {
+    std::lock_guard lock(mu);
+    return data;
+  }
+  std::mutex mu;  // data: the driver applies while the snapshot thread exports
   std::vector<std::string> data;
   std::atomic<int> checkpoints{0};
+  std::atomic<int> exports{0};
+  std::atomic<int> installs{0};
   // Read by the checkpoint thread while the driver applies (the contract).
   std::atomic<uint64_t> applied{0};
 };
@@ -225,6 +261,11 @@ class LoopbackNetwork final {
     void Send(std::vector<raft::Message> messages) override {
       for (auto& m : messages) net_->Deliver(id_, std::move(m));
     }
+    // Copies the files into the receiver's staging directory.
+    Status SendSnapshot(const raft::Message& m, const std::string& dir) override {
+      return net_->DeliverSnapshot(id_, m, dir);
+    }
+    void CancelSnapshots() override {}
 
    private:
     LoopbackNetwork* net_;
@@ -251,6 +292,22 @@ class LoopbackNetwork final {
     }
     to->Receive(std::move(m));
   }
+  Status DeliverSnapshot(raft::NodeId from, raft::Message m, const std::string& dir) {
+    RaftReplicator* to = nullptr;
+    {
+      std::lock_guard lock(mu_);
+      if (cut_.contains(from) || cut_.contains(m.to) || !nodes_.contains(m.to)) {
+        return Status::Unavailable("cut off");
+      }
+      to = nodes_[m.to];
+    }
+    QUIVER_ASSIGN_OR_RETURN(std::string staged, to->NewIncomingSnapshotDir(from, m.snapshot.index));
+    std::filesystem::copy(dir, staged);
+    ++snapshots;
+    to->ReceiveSnapshot(std::move(m), staged);
+    return Status::Ok();
+  }
+  std::atomic<int> snapshots{0};
 
  private:
   std::mutex mu_;
@@ -258,29 +315,34 @@ class LoopbackNetwork final {
   std::set<raft::NodeId> cut_;
 };
 
-TEST(RaftReplicator, ThreeNodesReplicateAndALaggingFollowerCatchesUpAfterCompaction) {
-  LoopbackNetwork net;
+// Three replicators over a LoopbackNetwork that compact their logs often.
+struct ThreeNodes {
   struct Node {
     storage::MemoryLogStore log;
     RecordingStateMachine sm;
     std::unique_ptr<LoopbackNetwork::Port> port;
     std::unique_ptr<RaftReplicator> r;
   };
+  LoopbackNetwork net;
   std::map<raft::NodeId, Node> nodes;
-  for (raft::NodeId id : {1, 2, 3}) {
-    Node& n = nodes[id];
-    n.port = std::make_unique<LoopbackNetwork::Port>(&net, id);
-    RaftReplicatorOptions opts;
-    opts.node_id = id;
-    opts.initial_voters = {1, 2, 3};
-    opts.tick_interval = std::chrono::milliseconds(10);
-    opts.log_retention_entries = 4;
-    opts.checkpoint_every_bytes = 10;
-    n.r = std::make_unique<RaftReplicator>(&n.log, &n.sm, n.port.get(), opts);
-    net.Attach(id, n.r.get());
+
+  ThreeNodes(uint64_t max_log_hold_entries, const std::string& snapshot_root) {
+    for (raft::NodeId id : {1, 2, 3}) {
+      Node& n = nodes[id];
+      n.port = std::make_unique<LoopbackNetwork::Port>(&net, id);
+      RaftReplicatorOptions opts;
+      opts.node_id = id;
+      opts.initial_voters = {1, 2, 3};
+      opts.tick_interval = std::chrono::milliseconds(10);
+      opts.log_retention_entries = 4;
+      opts.checkpoint_every_bytes = 10;
+      opts.max_log_hold_entries = max_log_hold_entries;
+      opts.snapshot_dir = snapshot_root + "/node" + std::to_string(id);
+      n.r = std::make_unique<RaftReplicator>(&n.log, &n.sm, n.port.get(), opts);
+      net.Attach(id, n.r.get());
+    }
   }
-  for (auto& [id, n] : nodes) ASSERT_TRUE(n.r->Start(nullptr).ok());
-  auto leader = [&]() -> raft::NodeId {
+  raft::NodeId WaitForLeader() {
     for (int i = 0; i < 1000; ++i) {
       for (auto& [id, n] : nodes) {
         if (n.r->GetGroupStatus().role == raft::Role::kLeader) return id;
@@ -288,26 +350,131 @@ TEST(RaftReplicator, ThreeNodesReplicateAndALaggingFollowerCatchesUpAfterCompact
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     return raft::kNoNode;
-  };
-  const raft::NodeId l = leader();
+  }
+  void WaitUntilCaughtUp(raft::NodeId node, raft::NodeId leader) {
+    // (applied is atomic; data is read only after Stop)
+    for (int i = 0; i < 2000 && nodes[node].sm.applied.load() < nodes[leader].sm.applied.load(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+};
+
+std::string FreshDir(const std::string& name) {
+  const std::string dir = testing::TempDir() + "/replicator_test_" + name;
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
+TEST(RaftReplicator, ThreeNodesReplicateAndALaggingFollowerCatchesUpAfterCompaction) {
+  ThreeNodes c(1'000'000, FreshDir("hold"));
+  for (auto& [id, n] : c.nodes) ASSERT_TRUE(n.r->Start(nullptr).ok());
+  const raft::NodeId l = c.WaitForLeader();
   ASSERT_NE(l, raft::kNoNode);
   const raft::NodeId lagging = l % 3 + 1;
-  net.Cut(lagging, true);
-  for (int i = 0; i < 60; ++i) ASSERT_TRUE(nodes[l].r->Propose("w" + std::to_string(i), Soon()).ok());
+  c.net.Cut(lagging, true);
+  for (int i = 0; i < 60; ++i) ASSERT_TRUE(c.nodes[l].r->Propose("w" + std::to_string(i), Soon()).ok());
   // The leader checkpoints and compacts, but keeps what the cut-off node needs.
-  for (int i = 0; i < 2000 && nodes[l].log.FirstIndex() == 1; ++i) {
+  for (int i = 0; i < 2000 && c.nodes[l].log.FirstIndex() == 1; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  EXPECT_LE(nodes[l].log.FirstIndex(), nodes[lagging].log.LastIndex() + 1);
-  net.Cut(lagging, false);
-  // (applied is atomic; data is read only after Stop)
-  for (int i = 0; i < 2000 && nodes[lagging].sm.applied.load() < nodes[l].sm.applied.load(); ++i) {
+  EXPECT_LE(c.nodes[l].log.FirstIndex(), c.nodes[lagging].log.LastIndex() + 1);
+  c.net.Cut(lagging, false);
+  c.WaitUntilCaughtUp(lagging, l);
+  for (auto& [id, n] : c.nodes) n.r->Stop();
+  EXPECT_TRUE(c.nodes[lagging].r->Health().ok()) << c.nodes[lagging].r->Health().ToString();
+  EXPECT_EQ(c.nodes[lagging].sm.data, c.nodes[l].sm.data);
+  EXPECT_EQ(c.nodes[l].sm.data.size(), 60u);
+  EXPECT_EQ(c.net.snapshots.load(), 0);
+}
+
+TEST(RaftReplicator, AFollowerBehindTheCompactedLogCatchesUpBySnapshot) {
+  ThreeNodes c(0, FreshDir("snapshot"));  // the leader keeps nothing for laggards
+  for (auto& [id, n] : c.nodes) ASSERT_TRUE(n.r->Start(nullptr).ok());
+  const raft::NodeId l = c.WaitForLeader();
+  ASSERT_NE(l, raft::kNoNode);
+  const raft::NodeId lagging = l % 3 + 1;
+  c.net.Cut(lagging, true);
+  for (int i = 0; i < 60; ++i) ASSERT_TRUE(c.nodes[l].r->Propose("w" + std::to_string(i), Soon()).ok());
+  for (int i = 0; i < 2000 && c.nodes[l].log.FirstIndex() <= c.nodes[lagging].log.LastIndex() + 1; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  for (auto& [id, n] : nodes) n.r->Stop();
-  EXPECT_TRUE(nodes[lagging].r->Health().ok()) << nodes[lagging].r->Health().ToString();
-  EXPECT_EQ(nodes[lagging].sm.data, nodes[l].sm.data);
-  EXPECT_EQ(nodes[l].sm.data.size(), 60u);
+  ASSERT_GT(c.nodes[l].log.FirstIndex(), c.nodes[lagging].log.LastIndex() + 1) << "the leader did not compact";
+  c.net.Cut(lagging, false);
+  c.WaitUntilCaughtUp(lagging, l);
+  // Writes after the install replicate as usual.
+  ASSERT_TRUE(c.nodes[l].r->Propose("after", Soon()).ok());
+  c.WaitUntilCaughtUp(lagging, l);
+  const auto status = c.nodes[lagging].r->GetGroupStatus();
+  for (auto& [id, n] : c.nodes) n.r->Stop();
+  EXPECT_TRUE(c.nodes[lagging].r->Health().ok()) << c.nodes[lagging].r->Health().ToString();
+  EXPECT_GE(c.net.snapshots.load(), 1);
+  EXPECT_GE(c.nodes[lagging].sm.installs.load(), 1);
+  EXPECT_GE(status.snapshots_installed, 1u);
+  EXPECT_EQ(c.nodes[lagging].sm.data, c.nodes[l].sm.data);
+  EXPECT_EQ(c.nodes[l].sm.data.size(), 61u);
+  // The install left no staged files, and the log starts after the snapshot.
+  auto meta = raft::DecodeSnapshotMeta(*c.nodes[lagging].log.GetSnapshotRecord());
+  ASSERT_TRUE(meta.ok());
+  EXPECT_EQ(meta->conf.voters, (std::set<raft::NodeId>{1, 2, 3}));
+  EXPECT_EQ(*c.nodes[lagging].log.GetInstallRecord(), "");
+}
+
+TEST(RaftReplicator, AnInterruptedInstallIsFinishedAtStart) {
+  const std::string root = FreshDir("redo");
+  RaftReplicatorOptions opts;
+  opts.snapshot_dir = root;
+  // A leader's export: the state at index 7 with two writes.
+  RecordingStateMachine leader_sm;
+  leader_sm.applied = 7;
+  leader_sm.data = {"a", "b"};
+  std::filesystem::create_directories(root + "/incoming-2-7-1");
+  ASSERT_TRUE(leader_sm.ExportSnapshot(root + "/incoming-2-7-1", nullptr).ok());
+  // The node crashed after recording its intent, before the log was reset.
+  storage::MemoryLogStore log;
+  ASSERT_TRUE(raft::Bootstrap(&log, {1}).ok());
+  raft::SnapshotMeta meta;
+  meta.index = 7;
+  meta.term = 2;
+  meta.conf.voters = {1};
+  const std::string m = raft::EncodeSnapshotMeta(meta);
+  std::string record;
+  PutFixed32LE(&record, static_cast<uint32_t>(m.size()));
+  record += m + "incoming-2-7-1";
+  ASSERT_TRUE(log.SetInstallRecord(record).ok());
+  RecordingStateMachine sm;  // the state was wiped before the crash
+  RaftReplicator r(&log, &sm, nullptr, opts);
+  ASSERT_TRUE(r.Start(nullptr).ok());
+  EXPECT_EQ(sm.installs.load(), 1);
+  EXPECT_EQ(sm.Data(), (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(log.FirstIndex(), 8u);
+  EXPECT_EQ(*log.GetInstallRecord(), "");
+  EXPECT_FALSE(std::filesystem::exists(root + "/incoming-2-7-1"));
+  auto idx = r.Propose("next", Soon());
+  ASSERT_TRUE(idx.ok()) << idx.status().ToString();
+  EXPECT_EQ(*idx, 9u);  // after the new term's no-op
+  r.Stop();
+  EXPECT_EQ(sm.Data().back(), "next");
+}
+
+TEST(RaftReplicator, AnInstallWhoseFilesAreGoneStopsWithRecoverySteps) {
+  RaftReplicatorOptions opts;
+  opts.snapshot_dir = FreshDir("gone");
+  storage::MemoryLogStore log;
+  ASSERT_TRUE(raft::Bootstrap(&log, {1}).ok());
+  raft::SnapshotMeta meta;
+  meta.index = 7;
+  meta.term = 2;
+  meta.conf.voters = {1};
+  const std::string m = raft::EncodeSnapshotMeta(meta);
+  std::string record;
+  PutFixed32LE(&record, static_cast<uint32_t>(m.size()));
+  record += m + "incoming-2-7-1";
+  ASSERT_TRUE(log.SetInstallRecord(record).ok());
+  RecordingStateMachine sm;
+  RaftReplicator r(&log, &sm, nullptr, opts);
+  Status st = r.Start(nullptr);
+  EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.message().find("docs/operations.md#recovery"), std::string::npos) << st.message();
 }
 
 }  // namespace
