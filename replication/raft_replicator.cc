@@ -1,5 +1,8 @@
 #include <algorithm>
+#include <charconv>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <random>
 #include <utility>
 
@@ -13,6 +16,32 @@ namespace {
 std::string RecoveryHint() {
   return " The data directory is inconsistent; restore it from a backup (or a replica's snapshot) — "
          "do not edit Raft state by hand. See docs/operations.md#recovery.";
+}
+
+// The peer address record (and snapshot file): "<node id> <address>" lines.
+constexpr const char* kPeerAddressesFile = "raft-peer-addresses";
+
+std::string EncodePeerAddresses(const std::map<raft::NodeId, std::string>& addresses) {
+  std::string out;
+  for (const auto& [node, address] : addresses) out += std::to_string(node) + " " + address + "\n";
+  return out;
+}
+
+Result<std::map<raft::NodeId, std::string>> DecodePeerAddresses(std::string_view text) {
+  std::map<raft::NodeId, std::string> out;
+  while (!text.empty()) {
+    const size_t eol = text.find('\n');
+    const std::string_view line = text.substr(0, eol);
+    text.remove_prefix(eol == std::string_view::npos ? text.size() : eol + 1);
+    const size_t space = line.find(' ');
+    raft::NodeId node = 0;
+    if (space == std::string_view::npos || space + 1 == line.size() ||
+        std::from_chars(line.data(), line.data() + space, node).ptr != line.data() + space || node == raft::kNoNode) {
+      return Status::Corruption("peer address record has a bad line '" + std::string(line) + "'");
+    }
+    out[node] = std::string(line.substr(space + 1));
+  }
+  return out;
 }
 
 // The install record: the snapshot's metadata and the name of its staged
@@ -76,18 +105,31 @@ Status RaftReplicator::Start(const std::atomic<bool>* stop) {
     QUIVER_ASSIGN_OR_RETURN(hs, log_->GetHardState());
   }
   const uint64_t applied_at_start = state_->AppliedIndex();
+  bool joining = false;
   if (log_->LastIndex() == 0 && hs.term == 0) {
     if (applied_at_start > 0) {
       return Status::FailedPrecondition("the state machine has applied " + std::to_string(applied_at_start) +
                                         " entries but the log is empty: the log was lost." + RecoveryHint());
     }
-    // A new node of a new cluster: write its id and the initial membership.
-    QUIVER_RETURN_IF_ERROR(log_->SetClusterId(options_.cluster_id));
-    QUIVER_RETURN_IF_ERROR(raft::Bootstrap(log_, options_.initial_voters));
-    QUIVER_ASSIGN_OR_RETURN(hs, log_->GetHardState());
+    QUIVER_ASSIGN_OR_RETURN(const std::string recorded, log_->GetClusterId());
+    // A cluster id without a log: a node that started joining and has not
+    // been replicated to yet. It keeps waiting for the leader.
+    joining = options_.join || !recorded.empty();
+    if (recorded.empty()) QUIVER_RETURN_IF_ERROR(log_->SetClusterId(options_.cluster_id));
+    if (!joining) {
+      // A new node of a new cluster: the initial membership.
+      QUIVER_RETURN_IF_ERROR(raft::Bootstrap(log_, options_.initial_voters));
+      QUIVER_ASSIGN_OR_RETURN(hs, log_->GetHardState());
+    }
   }
   QUIVER_ASSIGN_OR_RETURN(cluster_id_, log_->GetClusterId());
   if (transport_ != nullptr) transport_->SetClusterId(cluster_id_);
+  {
+    QUIVER_ASSIGN_OR_RETURN(const std::string book, log_->GetPeerAddresses());
+    QUIVER_ASSIGN_OR_RETURN(auto addresses, DecodePeerAddresses(book));
+    QUIVER_RETURN_IF_ERROR(LearnPeerAddresses(addresses));
+    QUIVER_RETURN_IF_ERROR(LearnPeerAddresses(options_.peer_addresses));
+  }
   QUIVER_ASSIGN_OR_RETURN(std::string record, log_->GetSnapshotRecord());
   raft::SnapshotMeta snapshot;
   if (!record.empty()) {
@@ -125,11 +167,15 @@ Status RaftReplicator::Start(const std::atomic<bool>* stop) {
   }
   replayed_ = state_->AppliedIndex() - applied_at_start;
   const raft::ConfState& conf = raft_->conf();
-  if (conf.voters.empty()) {
+  if (joining && conf.voters.empty()) {
+    // Nothing to check yet: the leader's first message brings the membership.
+  } else if (conf.voters.empty()) {
     return Status::FailedPrecondition("the log holds no cluster membership (written by an older quiverd?)." +
                                       RecoveryHint());
   }
-  if (!conf.voters.contains(options_.node_id) && !conf.learners.contains(options_.node_id)) {
+  if (!conf.voters.contains(options_.node_id) && !conf.learners.contains(options_.node_id) && !joining &&
+      !options_.join) {
+    // (A joining node may hold a snapshot from before the change that adds it.)
     return Status::FailedPrecondition("this node's id " + std::to_string(options_.node_id) +
                                       " is not a member of the cluster recorded in its data directory; start it "
                                       "with the node id it was created with, or with an empty data directory");
@@ -260,6 +306,12 @@ Result<uint64_t> RaftReplicator::ChangeMembership(raft::ConfChange change, Clock
         p->done.set_value(std::move(st));
         return;
       }
+      // The core would demote a voter to learner; no caller wants that (a
+      // retried AddMember may ask again for a node promoted meanwhile).
+      if (change.type == raft::ConfChangeType::kAddLearner && raft_->conf().voters.contains(change.node)) {
+        p->done.set_value(Status::AlreadyExists("node " + std::to_string(change.node) + " is already a voter"));
+        return;
+      }
       Result<uint64_t> index = raft_->ProposeConfChange(change);
       if (!index.ok()) {
         p->done.set_value(index.status());
@@ -277,6 +329,83 @@ Result<uint64_t> RaftReplicator::ChangeMembership(raft::ConfChange change, Clock
   } catch (const std::future_error&) {  // the driver stopped before running it
     return Status::Unavailable("node is shutting down");
   }
+}
+
+Status RaftReplicator::LearnPeerAddresses(const std::map<raft::NodeId, std::string>& learned) {
+  std::string record;
+  std::vector<std::pair<raft::NodeId, std::string>> changed;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [node, address] : learned) {
+      auto [it, fresh] = peer_addresses_.try_emplace(node, address);
+      if (!fresh && it->second == address) continue;
+      it->second = address;
+      changed.emplace_back(node, address);
+    }
+    if (changed.empty()) return Status::Ok();
+    record = EncodePeerAddresses(peer_addresses_);
+  }
+  QUIVER_RETURN_IF_ERROR(log_->SetPeerAddresses(record));
+  for (const auto& [node, address] : changed) {
+    if (transport_ != nullptr && node != options_.node_id) transport_->SetPeerAddress(node, address);
+  }
+  return Status::Ok();
+}
+
+std::map<raft::NodeId, std::string> RaftReplicator::PeerAddresses() const {
+  std::lock_guard lock(mu_);
+  return peer_addresses_;
+}
+
+Result<uint64_t> RaftReplicator::AddMember(raft::NodeId node, const std::string& address, Clock::time_point deadline) {
+  if (node == raft::kNoNode) return Status::InvalidArgument("node id must be above 0");
+  if (address.empty() || address.size() > raft::kMaxConfChangeContextBytes || address.find(':') == std::string::npos ||
+      address.find_first_of(" \n") != std::string::npos) {
+    return Status::InvalidArgument("peer address '" + address + "' is not host:port");
+  }
+  GroupStatus group = GetGroupStatus();
+  if (group.role != raft::Role::kLeader) {
+    return Status::FailedPrecondition(group.leader == raft::kNoNode
+                                          ? "no leader is known"
+                                          : "not the leader; send it to node " + std::to_string(group.leader));
+  }
+  const std::map<raft::NodeId, std::string> known = PeerAddresses();
+  const auto at = known.find(node);
+  if ((group.conf.voters.contains(node) || group.conf.learners.contains(node)) && at != known.end() &&
+      at->second != address) {
+    return Status::FailedPrecondition("node " + std::to_string(node) + " is already a member at " + at->second +
+                                      "; remove it first to add it at another address");
+  }
+  if (group.conf.voters.contains(node)) return group.applied;
+  if (!group.conf.learners.contains(node)) {
+    // (The status read above may predate a change a retried call made:
+    // "already a learner / voter" means that change is done.)
+    Status added = ChangeMembership({raft::ConfChangeType::kAddLearner, node, address}, deadline).status();
+    if (!added.ok() && added.code() != StatusCode::kAlreadyExists) return added;
+  }
+  // A learner first: it votes only once it holds what was committed when it
+  // was added, so a slow catch-up never costs the cluster its quorum.
+  const uint64_t target = GetGroupStatus().commit;
+  {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      if (stopping_ || cancelled_) return Status::Unavailable("node is shutting down");
+      if (status_.role != raft::Role::kLeader) {
+        return Status::Unavailable("leadership changed while node " + std::to_string(node) +
+                                   " was catching up; retry (it continues from where it is)");
+      }
+      const auto it = status_.progress.find(node);
+      if (it != status_.progress.end() && it->second.match >= target) break;
+      if (Clock::now() >= deadline) {
+        return Status::DeadlineExceeded("node " + std::to_string(node) + " is still catching up (a learner); retry "
+                                        "to promote it once it has");
+      }
+      applied_cv_.wait_until(lock, std::min(deadline, Clock::now() + std::chrono::milliseconds(100)));
+    }
+  }
+  Result<uint64_t> promoted = ChangeMembership({raft::ConfChangeType::kAddVoter, node, address}, deadline);
+  if (promoted.status().code() == StatusCode::kAlreadyExists) return GetGroupStatus().applied;
+  return promoted;
 }
 
 Status RaftReplicator::TransferLeadership(raft::NodeId target, Clock::time_point deadline) {
@@ -599,8 +728,13 @@ Status RaftReplicator::ApplyCommitted(const std::vector<storage::LogEntry>& entr
       Result<raft::ConfChange> change = raft::DecodeConfChange(e.data);
       if (!change.ok()) return change.status().WithContext("log entry " + std::to_string(e.index));
       raft::ConfState conf = raft_->ApplyConfChange(*change);
-      std::lock_guard lock(mu_);
-      conf_history_[e.index] = std::move(conf);
+      {
+        std::lock_guard lock(mu_);
+        conf_history_[e.index] = std::move(conf);
+      }
+      if (!change->context.empty() && change->type != raft::ConfChangeType::kRemoveNode) {
+        QUIVER_RETURN_IF_ERROR(LearnPeerAddresses({{change->node, change->context}}));
+      }
     }
     bytes_since_checkpoint_ += e.data.size();
     auto it = pending_.find(e.index);
@@ -662,6 +796,12 @@ Status RaftReplicator::InstallSnapshot(const raft::SnapshotMeta& meta,
 Status RaftReplicator::FinishInstall(const raft::SnapshotMeta& meta, const std::string& dir_name,
                                      storage::HardState hard_state) {
   const std::string dir = options_.snapshot_dir + "/" + dir_name;
+  if (std::ifstream book(dir + "/" + kPeerAddressesFile); book) {
+    std::stringstream text;
+    text << book.rdbuf();
+    QUIVER_ASSIGN_OR_RETURN(auto addresses, DecodePeerAddresses(text.str()));
+    QUIVER_RETURN_IF_ERROR(LearnPeerAddresses(addresses));
+  }
   Result<uint64_t> applied = state_->InstallSnapshot(dir, &stop_requested_);
   if (!applied.ok()) return applied.status().WithContext("installing snapshot " + std::to_string(meta.index));
   if (*applied < meta.index) {
@@ -737,6 +877,13 @@ void RaftReplicator::SnapshotLoop() {
       }
       Result<uint64_t> applied = st.ok() ? state_->ExportSnapshot(dir, &stop_requested_) : Result<uint64_t>(st);
       st = applied.status();
+      if (st.ok()) {
+        // A follower that missed membership changes learns their addresses here.
+        std::ofstream book(dir + "/" + kPeerAddressesFile);
+        book << EncodePeerAddresses(PeerAddresses());
+        book.close();
+        if (!book) st = Status::IOError("writing " + dir + "/" + kPeerAddressesFile);
+      }
       if (st.ok() && *applied < m.snapshot.index) {
         st = Status::Internal("exported state at " + std::to_string(*applied) + " is older than snapshot " +
                               std::to_string(m.snapshot.index));

@@ -66,6 +66,9 @@ class RaftTransport {
   virtual Status SendSnapshot(const raft::Message& message, const std::string& dir) = 0;
   /// Ends a SendSnapshot in progress (CANCELLED) and refuses new ones: shutdown.
   virtual void CancelSnapshots() = 0;
+  /// Where `node`'s peer port is, learned from a membership change: messages
+  /// to it go there from now on. Called from the driver thread.
+  virtual void SetPeerAddress(raft::NodeId node, const std::string& address) = 0;
 };
 
 /// Hands a write that reached a follower to the leader (service/ implements
@@ -107,6 +110,15 @@ struct RaftReplicatorOptions {
   /// is left there from an earlier run is removed). Empty: a follower that
   /// needs a snapshot stops with an error. Default: "".
   std::string snapshot_dir;
+  /// Join an existing cluster (cluster_id: its id) instead of bootstrapping
+  /// a new one: an empty log stays empty until the leader adds this node as a
+  /// learner and replicates to it (AddMember, called on the leader), and a
+  /// log whose membership does not name this node yet is accepted. A data
+  /// directory with a cluster id but no log is joining too. Default: false.
+  bool join = false;
+  /// Peer addresses from configuration (`peers`, or the members a joining
+  /// node was told about); they override recorded ones. Default: none.
+  std::map<raft::NodeId, std::string> peer_addresses;
 };
 
 class RaftReplicator final : public Replicator {
@@ -158,6 +170,17 @@ class RaftReplicator final : public Replicator {
   /// applied here. FAILED_PRECONDITION naming the leader on a follower, or
   /// while another change is in flight.
   Result<uint64_t> ChangeMembership(raft::ConfChange change, Clock::time_point deadline);
+
+  /// Adds `node`, whose peer port is at `address`, as a learner (every member
+  /// learns the address when it applies the change), waits until it holds
+  /// everything committed when it was added, then makes it a voter; returns
+  /// the index of that last change (leader only: FAILED_PRECONDITION naming
+  /// the leader elsewhere). Safe to retry: a learner continues from its
+  /// catch-up, a voter at the same address is OK at once.
+  Result<uint64_t> AddMember(raft::NodeId node, const std::string& address, Clock::time_point deadline);
+
+  /// Peer addresses learned from membership changes and snapshots, by node.
+  std::map<raft::NodeId, std::string> PeerAddresses() const;
 
   /// Hands leadership to `target` (leader only); answers once this node
   /// sees `target` lead, or DEADLINE_EXCEEDED.
@@ -240,6 +263,9 @@ class RaftReplicator final : public Replicator {
   Status FinishInstall(const raft::SnapshotMeta& meta, const std::string& dir, storage::HardState hard_state);
   // Snapshot messages of a Ready go to the snapshot thread, not the transport.
   void QueueSnapshotSends(std::vector<raft::Message>* messages);
+  // Driver thread (or Start): records where `node`'s peer port is, durably,
+  // and tells the transport.
+  Status LearnPeerAddresses(const std::map<raft::NodeId, std::string>& learned);
   // Persists, sends and applies every Ready the core has.
   // Driver thread: FAILED_PRECONDITION naming the leader unless this node leads.
   Status NotLeaderHere() const;
@@ -303,6 +329,7 @@ class RaftReplicator final : public Replicator {
   uint64_t snapshots_failed_ = 0;
   uint64_t snapshots_installed_ = 0;
   std::string last_snapshot_error_;
+  std::map<raft::NodeId, std::string> peer_addresses_;  // under mu_
   bool stopping_ = false;
   bool started_ = false;
   bool checkpoint_requested_ = false;

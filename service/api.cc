@@ -11,6 +11,7 @@
 #include "quiver/internal/v1/wal.pb.h"
 #include "service/auth.h"
 #include "service/grpc_status.h"
+#include "service/peer.h"
 
 namespace quiver::service {
 namespace {
@@ -404,11 +405,14 @@ grpc::Status ClusterApi::Status(grpc::ServerContext* sctx, const quiver::v1::Clu
   resp->set_term(group.term);
   resp->set_commit_index(group.commit);
   resp->set_applied_index(group.applied);
+  resp->set_cluster_id(raft_->cluster_id());
+  const auto addresses = raft_->PeerAddresses();
   std::set<replication::raft::NodeId> ids(group.conf.voters.begin(), group.conf.voters.end());
   ids.insert(group.conf.learners.begin(), group.conf.learners.end());
   for (auto id : ids) {
     auto* m = resp->add_members();
     m->set_node_id(id);
+    if (auto it = addresses.find(id); it != addresses.end()) m->set_peer_address(it->second);
     m->set_voter(group.conf.voters.contains(id));
     if (auto it = group.progress.find(id); it != group.progress.end()) {
       m->set_match_index(it->second.match);
@@ -435,6 +439,21 @@ grpc::Status ClusterApi::RemoveNode(grpc::ServerContext* sctx, const quiver::v1:
   if (req->node_id() == 0) return scope.Done(quiver::Status::InvalidArgument("node_id must be above 0"));
   Result<uint64_t> index = raft_->ChangeMembership({replication::raft::ConfChangeType::kRemoveNode, req->node_id()},
                                                     WriteDeadline(sctx, *ctx_.config));
+  if (index.ok()) resp->set_log_index(*index);
+  return scope.Done(index.status());
+}
+
+grpc::Status ClusterApi::AddNode(grpc::ServerContext* sctx, const quiver::v1::AddNodeRequest* req,
+                                 quiver::v1::AddNodeResponse* resp) {
+  RpcScope scope(ctx_.metrics, Rpc::kAddNode);
+  if (quiver::Status auth = Authorize(*ctx_.config, *sctx, Access::kWrite); !auth.ok()) return scope.Done(auth);
+  if (req->node_id() == 0) return scope.Done(quiver::Status::InvalidArgument("node_id must be above 0"));
+  const auto deadline = WriteDeadline(sctx, *ctx_.config);
+  const auto group = raft_->GetGroupStatus();
+  Result<uint64_t> index =
+      group.role != replication::raft::Role::kLeader && group.leader != replication::raft::kNoNode && peers_ != nullptr
+          ? peers_->ForwardAddMember(group.leader, req->node_id(), req->peer_address(), deadline)
+          : raft_->AddMember(req->node_id(), req->peer_address(), deadline);
   if (index.ok()) resp->set_log_index(*index);
   return scope.Done(index.status());
 }

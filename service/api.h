@@ -52,20 +52,26 @@ class PointsApi final : public quiver::v1::Points::Service {
   ApiContext ctx_;
 };
 
+class PeerClient;
+
 /// The node's Raft group, for operators.
 class ClusterApi final : public quiver::v1::Cluster::Service {
  public:
-  ClusterApi(ApiContext ctx, replication::RaftReplicator* raft) : ctx_(ctx), raft_(raft) {}
+  /// `peers` (null on a single node) forwards AddNode from a follower.
+  ClusterApi(ApiContext ctx, replication::RaftReplicator* raft, PeerClient* peers)
+      : ctx_(ctx), raft_(raft), peers_(peers) {}
   grpc::Status Status(grpc::ServerContext*, const quiver::v1::ClusterStatusRequest*,
                       quiver::v1::ClusterStatusResponse*) override;
   grpc::Status TransferLeader(grpc::ServerContext*, const quiver::v1::TransferLeaderRequest*,
                               quiver::v1::TransferLeaderResponse*) override;
   grpc::Status RemoveNode(grpc::ServerContext*, const quiver::v1::RemoveNodeRequest*,
                           quiver::v1::RemoveNodeResponse*) override;
+  grpc::Status AddNode(grpc::ServerContext*, const quiver::v1::AddNodeRequest*, quiver::v1::AddNodeResponse*) override;
 
  private:
   ApiContext ctx_;
   replication::RaftReplicator* raft_;
+  PeerClient* peers_;
 };
 
 }  // namespace quiver::service

@@ -59,6 +59,10 @@ std::vector<Key> Keys(ServerConfig* c) {
        "PEM CA of the node certificates: mutual TLS on the peer port", str(&c->peer_tls_ca_file)},
       {"raft_tick_ms", "QUIVER_RAFT_TICK_MS", "--raft-tick-ms", "one Raft tick in ms (elections after 10-19)",
        u32("raft_tick_ms", &c->raft_tick_ms)},
+      {"join", "QUIVER_JOIN", "--join", "public address of a member of the cluster to join (empty data directory)",
+       str(&c->join)},
+      {"peer_advertise", "QUIVER_PEER_ADVERTISE", "--peer-advertise",
+       "address the members reach this node's peer port at (default: peer_listen)", str(&c->peer_advertise)},
       {"log_compact_bytes", "QUIVER_LOG_COMPACT_BYTES", "--log-compact-bytes",
        "bytes of writes between log compactions", u64("log_compact_bytes", &c->log_compact_bytes)},
       {"log_hold_entries", "QUIVER_LOG_HOLD_ENTRIES", "--log-hold-entries",
@@ -152,6 +156,18 @@ Status ServerConfig::Validate() const {
   }
   if (raft_tick_ms < 10 || raft_tick_ms > 10000) return Status::InvalidArgument("raft_tick_ms must be in 10..10000");
   if (log_compact_bytes < 4096) return Status::InvalidArgument("log_compact_bytes must be at least 4096");
+  if (!join.empty()) {
+    if (!peer_map.empty()) {
+      return Status::InvalidArgument("join and peers exclude each other: a joining node learns its peers from the cluster");
+    }
+    if (join.find(':') == std::string::npos) return Status::InvalidArgument("join: '" + join + "' is not host:port");
+    const std::string& advertised = peer_advertise.empty() ? peer_listen : peer_advertise;
+    const size_t colon = advertised.rfind(':');
+    if (advertised.substr(colon + 1) == "0" || advertised.starts_with("0.0.0.0:") || advertised.starts_with("[::]:")) {
+      return Status::InvalidArgument("joining needs an address the members can reach: set peer_advertise (peer_listen is " +
+                                     peer_listen + ")");
+    }
+  }
   if (max_k == 0) return Status::InvalidArgument("max_k must be at least 1");
   if (max_message_bytes < 4096 || max_message_bytes > (2ull << 30) - 1) {
     return Status::InvalidArgument("max_message_bytes must be in 4096..2147483647");

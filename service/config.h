@@ -37,6 +37,15 @@ struct ServerConfig {
   /// One Raft tick, in ms: leaders heartbeat every tick, followers campaign
   /// after 10-19 ticks without one. Default: 100. Env: QUIVER_RAFT_TICK_MS.
   uint32_t raft_tick_ms = 100;
+  /// Public API address (host:port) of any member of an existing cluster:
+  /// a node with an empty data directory joins it (asks to be added, then
+  /// catches up as a learner and becomes a voter) instead of starting a new
+  /// cluster. Ignored once the data directory holds a cluster. Excludes
+  /// `peers`. Default: "". Env: QUIVER_JOIN. Flag: --join.
+  std::string join;
+  /// The address other members reach this node's peer port at (host:port),
+  /// sent when joining. Default: "" (peer_listen). Env: QUIVER_PEER_ADVERTISE.
+  std::string peer_advertise;
   /// Bytes of applied writes after which the applied state is flushed and
   /// the log compacted: bounds the log's size and the replay after a crash.
   /// Default: 67108864 (64 MiB). Env: QUIVER_LOG_COMPACT_BYTES.

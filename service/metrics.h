@@ -13,7 +13,7 @@ namespace quiver::service {
 enum class Rpc : int {
   kCreateCollection, kGetCollection, kListCollections, kDeleteCollection,
   kUpsert, kDeletePoints, kGetPoints, kCount, kSearch, kSearchBatch,
-  kClusterStatus, kTransferLeader, kRemoveNode, kNumRpcs
+  kClusterStatus, kTransferLeader, kRemoveNode, kAddNode, kNumRpcs
 };
 
 /// Node state sampled at scrape time (zero until the node is ready).

@@ -146,26 +146,64 @@ Result<raft::Message> FromProto(const pb::RaftMessage& m) {
 
 PeerClient::PeerClient(NodeId self, const std::map<NodeId, std::string>& peers, uint64_t max_message_bytes,
                        std::shared_ptr<grpc::ChannelCredentials> credentials)
-    : self_(self), max_message_bytes_(max_message_bytes) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
-  args.SetMaxSendMessageSize(static_cast<int>(max_message_bytes));
+    : self_(self), max_message_bytes_(max_message_bytes), credentials_(std::move(credentials)) {
+  channel_args_.SetMaxReceiveMessageSize(static_cast<int>(max_message_bytes));
+  channel_args_.SetMaxSendMessageSize(static_cast<int>(max_message_bytes));
   // Reconnect quickly after a peer restarts (the default backoff reaches minutes).
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  channel_args_.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  std::unique_lock lock(peers_mu_);
   for (const auto& [id, address] : peers) {
-    if (id == self) continue;
-    auto peer = std::make_unique<Peer>();
-    peer->address = address;
-    peer->stub = pb::Peer::NewStub(grpc::CreateCustomChannel(address, credentials, args));
-    Peer* raw = peer.get();
-    peers_[id] = std::move(peer);
-    raw->sender = std::thread([this, raw] { SenderLoop(raw); });
+    if (id != self) AddPeerLocked(id, address);
   }
+}
+
+std::shared_ptr<pb::Peer::Stub> PeerClient::NewStub(const std::string& address) const {
+  grpc::ChannelArguments args = channel_args_;
+  return pb::Peer::NewStub(grpc::CreateCustomChannel(address, credentials_, args));
+}
+
+void PeerClient::AddPeerLocked(NodeId node, const std::string& address) {
+  auto peer = std::make_unique<Peer>();
+  peer->address = address;
+  peer->stub = NewStub(address);
+  Peer* raw = peer.get();
+  peers_[node] = std::move(peer);
+  raw->sender = std::thread([this, raw] { SenderLoop(raw); });
+}
+
+PeerClient::Peer* PeerClient::FindPeer(NodeId node) const {
+  std::shared_lock lock(peers_mu_);
+  auto it = peers_.find(node);
+  return it == peers_.end() ? nullptr : it->second.get();
+}
+
+std::shared_ptr<pb::Peer::Stub> PeerClient::StubOf(Peer* peer) {
+  std::lock_guard lock(peer->mu);
+  return peer->stub;
+}
+
+void PeerClient::SetPeerAddress(NodeId node, const std::string& address) {
+  if (node == self_) return;
+  std::unique_lock lock(peers_mu_);
+  if (stopping_) return;
+  auto it = peers_.find(node);
+  if (it == peers_.end()) {
+    AddPeerLocked(node, address);
+    spdlog::info("peer {} is at {}", node, address);
+    return;
+  }
+  Peer& peer = *it->second;
+  std::lock_guard peer_lock(peer.mu);
+  if (peer.address == address) return;
+  peer.address = address;
+  peer.stub = NewStub(address);
+  spdlog::info("peer {} moved to {}", node, address);
 }
 
 PeerClient::~PeerClient() { Stop(); }
 
 void PeerClient::Stop() {
+  std::unique_lock peers_lock(peers_mu_);
   stopping_ = true;
   for (auto& [id, peer] : peers_) {
     {
@@ -192,9 +230,9 @@ void PeerClient::SetClusterId(std::string cluster_id) {
 
 void PeerClient::Send(std::vector<raft::Message> messages) {
   for (raft::Message& m : messages) {
-    auto it = peers_.find(m.to);
-    if (it == peers_.end()) continue;  // a member without an address (not configured here)
-    Peer& peer = *it->second;
+    Peer* found = FindPeer(m.to);
+    if (found == nullptr) continue;  // a member without an address (not configured here)
+    Peer& peer = *found;
     {
       std::lock_guard lock(peer.mu);
       if (peer.queue.size() >= kMaxQueuedMessages) peer.queue.pop_front();  // the newest state matters most
@@ -208,6 +246,8 @@ void PeerClient::SenderLoop(Peer* peer) {
   std::chrono::milliseconds backoff{0};
   while (!stopping_) {
     pb::RaftBatch batch;
+    std::shared_ptr<pb::Peer::Stub> stub;
+    std::string address;
     {
       std::unique_lock lock(peer->mu);
       peer->cv.wait(lock, [&] { return stopping_.load() || !peer->queue.empty(); });
@@ -218,6 +258,8 @@ void PeerClient::SenderLoop(Peer* peer) {
         ToProto(peer->queue.front(), batch.add_messages());
         peer->queue.pop_front();
       }
+      stub = peer->stub;
+      address = peer->address;
     }
     {
       std::lock_guard lock(cluster_id_mu_);
@@ -226,7 +268,7 @@ void PeerClient::SenderLoop(Peer* peer) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + kSendDeadline);
     pb::RaftBatchAck ack;
-    grpc::Status st = peer->stub->Send(&ctx, batch, &ack);
+    grpc::Status st = stub->Send(&ctx, batch, &ack);
     if (st.ok()) {
       backoff = std::chrono::milliseconds(0);
       continue;
@@ -237,21 +279,37 @@ void PeerClient::SenderLoop(Peer* peer) {
     if (st.error_code() == grpc::StatusCode::FAILED_PRECONDITION || st.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
       // A configuration error, not a network one: say it (once per change).
       if (st.error_message() != peer->last_refusal) {
-        spdlog::warn("peer {} refuses this node's messages: {}", peer->address, st.error_message());
+        spdlog::warn("peer {} refuses this node's messages: {}", address, st.error_message());
         peer->last_refusal = st.error_message();
       }
     } else {
-      spdlog::debug("peer {}: {} (retrying in {} ms)", peer->address, st.error_message(), backoff.count());
+      spdlog::debug("peer {}: {} (retrying in {} ms)", address, st.error_message(), backoff.count());
     }
     std::unique_lock lock(peer->mu);
     peer->cv.wait_for(lock, backoff, [&] { return stopping_.load(); });
   }
 }
 
+template <typename Call>
+grpc::Status PeerClient::ForwardCall(replication::Clock::time_point deadline, Call call) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                                                          deadline - replication::Clock::now()));
+  {
+    std::lock_guard lock(forwards_mu_);
+    if (forwards_cancelled_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "node is shutting down");
+    forwards_.insert(&ctx);
+  }
+  grpc::Status st = call(&ctx);
+  std::lock_guard lock(forwards_mu_);
+  forwards_.erase(&ctx);
+  return st;
+}
+
 Result<uint64_t> PeerClient::Forward(NodeId leader, std::string command, replication::Clock::time_point deadline) {
-  auto it = peers_.find(leader);
-  if (it == peers_.end()) {
-    return Status::Unavailable("the leader is node " + std::to_string(leader) + ", whose address is not configured");
+  Peer* peer = FindPeer(leader);
+  if (peer == nullptr) {
+    return Status::Unavailable("the leader is node " + std::to_string(leader) + ", whose address is not known here");
   }
   pb::ForwardRequest req;
   req.set_command(std::move(command));
@@ -260,20 +318,8 @@ Result<uint64_t> PeerClient::Forward(NodeId leader, std::string command, replica
     req.set_cluster_id(cluster_id_);
   }
   pb::ForwardResponse resp;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() +
-                   std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                       deadline - replication::Clock::now()));
-  {
-    std::lock_guard lock(forwards_mu_);
-    if (forwards_cancelled_) return Status::Unavailable("node is shutting down");
-    forwards_.insert(&ctx);
-  }
-  grpc::Status st = it->second->stub->Forward(&ctx, req, &resp);
-  {
-    std::lock_guard lock(forwards_mu_);
-    forwards_.erase(&ctx);
-  }
+  auto stub = StubOf(peer);
+  grpc::Status st = ForwardCall(deadline, [&](grpc::ClientContext* ctx) { return stub->Forward(ctx, req, &resp); });
   if (!st.ok()) {
     Status s = FromGrpc(st);
     return Status(s.code(), "forwarded to the leader (node " + std::to_string(leader) + "): " + s.message());
@@ -281,11 +327,32 @@ Result<uint64_t> PeerClient::Forward(NodeId leader, std::string command, replica
   return resp.index();
 }
 
-Status PeerClient::SendSnapshot(const raft::Message& message, const std::string& dir) {
-  auto it = peers_.find(message.to);
-  if (it == peers_.end()) {
-    return Status::Unavailable("node " + std::to_string(message.to) + " has no configured address");
+Result<uint64_t> PeerClient::ForwardAddMember(NodeId leader, NodeId node, const std::string& address,
+                                              replication::Clock::time_point deadline) {
+  Peer* peer = FindPeer(leader);
+  if (peer == nullptr) {
+    return Status::Unavailable("the leader is node " + std::to_string(leader) + ", whose address is not known here");
   }
+  pb::AddMemberRequest req;
+  req.set_node_id(node);
+  req.set_peer_address(address);
+  {
+    std::lock_guard lock(cluster_id_mu_);
+    req.set_cluster_id(cluster_id_);
+  }
+  pb::AddMemberResponse resp;
+  auto stub = StubOf(peer);
+  grpc::Status st = ForwardCall(deadline, [&](grpc::ClientContext* ctx) { return stub->AddMember(ctx, req, &resp); });
+  if (!st.ok()) {
+    Status s = FromGrpc(st);
+    return Status(s.code(), "forwarded to the leader (node " + std::to_string(leader) + "): " + s.message());
+  }
+  return resp.log_index();
+}
+
+Status PeerClient::SendSnapshot(const raft::Message& message, const std::string& dir) {
+  Peer* peer = FindPeer(message.to);
+  if (peer == nullptr) return Status::Unavailable("node " + std::to_string(message.to) + " has no known address");
   std::vector<std::string> files;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
@@ -310,7 +377,8 @@ Status PeerClient::SendSnapshot(const raft::Message& message, const std::string&
   } unregister{this};
 
   pb::SnapshotAck ack;
-  auto writer = it->second->stub->InstallSnapshot(&ctx, &ack);
+  auto stub = StubOf(peer);
+  auto writer = stub->InstallSnapshot(&ctx, &ack);
   pb::SnapshotChunk chunk;
   ToProto(message, chunk.mutable_message());
   {
@@ -393,6 +461,15 @@ grpc::Status PeerService::Send(grpc::ServerContext*, const pb::RaftBatch* req, p
 }
 
 namespace {
+// The caller's deadline (30 s if it set none) on our clock.
+replication::Clock::time_point DeadlineOf(const grpc::ServerContext& ctx) {
+  if (ctx.deadline() == std::chrono::system_clock::time_point::max()) {
+    return replication::Clock::now() + std::chrono::seconds(30);
+  }
+  return replication::Clock::now() + std::chrono::duration_cast<replication::Clock::duration>(
+                                         ctx.deadline() - std::chrono::system_clock::now());
+}
+
 // A staged file name must stay inside the staging directory.
 bool IsPlainFileName(const std::string& name) {
   if (name.empty() || name.size() > 255 || name == "." || name == "..") return false;
@@ -476,13 +553,19 @@ grpc::Status PeerService::InstallSnapshot(grpc::ServerContext*, grpc::ServerRead
   return grpc::Status::OK;
 }
 
+grpc::Status PeerService::AddMember(grpc::ServerContext* ctx, const pb::AddMemberRequest* req,
+                                    pb::AddMemberResponse* resp) {
+  if (Status st = CheckCluster(req->cluster_id(), replicator_->cluster_id()); !st.ok()) return ToGrpc(st);
+  const auto deadline = DeadlineOf(*ctx);
+  Result<uint64_t> index = replicator_->AddMember(req->node_id(), req->peer_address(), deadline);
+  if (!index.ok()) return ToGrpc(index.status());
+  resp->set_log_index(*index);
+  return grpc::Status::OK;
+}
+
 grpc::Status PeerService::Forward(grpc::ServerContext* ctx, const pb::ForwardRequest* req, pb::ForwardResponse* resp) {
   if (Status st = CheckCluster(req->cluster_id(), replicator_->cluster_id()); !st.ok()) return ToGrpc(st);
-  auto deadline = replication::Clock::now() + std::chrono::seconds(30);
-  if (ctx->deadline() != std::chrono::system_clock::time_point::max()) {
-    deadline = replication::Clock::now() + std::chrono::duration_cast<replication::Clock::duration>(
-                                               ctx->deadline() - std::chrono::system_clock::now());
-  }
+  const auto deadline = DeadlineOf(*ctx);
   Result<uint64_t> index = replicator_->ProposeLocal(req->command(), deadline);
   if (!index.ok()) return ToGrpc(index.status());
   resp->set_index(*index);

@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -48,6 +49,11 @@ class PeerClient final : public replication::RaftTransport, public replication::
                            replication::Clock::time_point deadline) override;
   Status SendSnapshot(const replication::raft::Message& message, const std::string& dir) override;
   void CancelSnapshots() override;
+  /// A member added at run time (or moved): starts its channel and sender.
+  void SetPeerAddress(replication::raft::NodeId node, const std::string& address) override;
+  /// Asks the leader to add a node (Cluster.AddNode sent to a follower).
+  Result<uint64_t> ForwardAddMember(replication::raft::NodeId leader, replication::raft::NodeId node,
+                                    const std::string& address, replication::Clock::time_point deadline);
   /// Cancels forwarded writes in flight and refuses new ones (shutdown).
   void CancelForwards();
   /// Stops the sender threads (queued messages are dropped). Idempotent.
@@ -55,18 +61,31 @@ class PeerClient final : public replication::RaftTransport, public replication::
 
  private:
   struct Peer {
+    std::mutex mu;  // address, stub and queue
     std::string address;
-    std::unique_ptr<quiver::internal::v1::Peer::Stub> stub;
-    std::mutex mu;
+    std::shared_ptr<quiver::internal::v1::Peer::Stub> stub;
     std::condition_variable cv;
     std::deque<replication::raft::Message> queue;
     std::thread sender;
     std::string last_refusal;  // sender thread only
   };
   void SenderLoop(Peer* peer);
+  // Null if `node` has no address here.
+  Peer* FindPeer(replication::raft::NodeId node) const;
+  static std::shared_ptr<quiver::internal::v1::Peer::Stub> StubOf(Peer* peer);
+  std::shared_ptr<quiver::internal::v1::Peer::Stub> NewStub(const std::string& address) const;
+  // Adds a peer and starts its sender thread. Requires peers_mu_ held exclusively.
+  void AddPeerLocked(replication::raft::NodeId node, const std::string& address);
+  // Calls `call` with a registered context (CancelForwards cancels it).
+  template <typename Call>
+  grpc::Status ForwardCall(replication::Clock::time_point deadline, Call call);
 
   replication::raft::NodeId self_;
   uint64_t max_message_bytes_;
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;
+  grpc::ChannelArguments channel_args_;
+  // Peers are added (SetPeerAddress), never removed: Peer pointers stay valid.
+  mutable std::shared_mutex peers_mu_;
   std::map<replication::raft::NodeId, std::unique_ptr<Peer>> peers_;
   std::atomic<bool> stopping_{false};
   std::mutex cluster_id_mu_;
@@ -93,6 +112,8 @@ class PeerService final : public quiver::internal::v1::Peer::Service {
   /// checking every name, size and checksum, then hands them over
   /// (RaftReplicator::ReceiveSnapshot). Anything wrong: the directory is
   /// removed and the stream refused (INVALID_ARGUMENT or DATA_LOSS).
+  grpc::Status AddMember(grpc::ServerContext* ctx, const quiver::internal::v1::AddMemberRequest* req,
+                         quiver::internal::v1::AddMemberResponse* resp) override;
   grpc::Status InstallSnapshot(grpc::ServerContext* ctx,
                                grpc::ServerReader<quiver::internal::v1::SnapshotChunk>* reader,
                                quiver::internal::v1::SnapshotAck* resp) override;

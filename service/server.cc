@@ -45,6 +45,12 @@ struct Server::State {
   httplib::Server admin;
   std::thread admin_thread;
   int admin_port = 0;
+
+  // A joining node asks the cluster to add it, until it has (or shutdown).
+  std::thread join_thread;
+  std::shared_ptr<grpc::ChannelCredentials> join_credentials;
+  std::mutex join_mu;
+  grpc::ClientContext* join_call = nullptr;  // under join_mu, for Shutdown
 };
 
 namespace {
@@ -96,6 +102,60 @@ Result<PeerCredentials> MakePeerCredentials(const ServerConfig& config) {
   client.pem_private_key = key;
   client.pem_cert_chain = cert;
   return PeerCredentials{grpc::SslServerCredentials(server), grpc::SslCredentials(client)};
+}
+
+// What a joining node learns from the member it was pointed at.
+struct JoinTarget {
+  std::string cluster_id;
+  std::map<replication::raft::NodeId, std::string> peer_addresses;
+};
+
+std::unique_ptr<quiver::v1::Cluster::Stub> JoinStub(const ServerConfig& config,
+                                                    const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
+  return quiver::v1::Cluster::NewStub(grpc::CreateChannel(config.join, credentials));
+}
+
+void AddApiKey(const ServerConfig& config, grpc::ClientContext* ctx) {
+  if (!config.api_key.empty()) ctx->AddMetadata("authorization", "Bearer " + config.api_key);
+}
+
+// Cluster.Status from `join`, retried (the member may still be starting)
+// until it answers or shutdown.
+Result<JoinTarget> FetchJoinTarget(const ServerConfig& config,
+                                   const std::shared_ptr<grpc::ChannelCredentials>& credentials,
+                                   const std::atomic<bool>* stop) {
+  auto stub = JoinStub(config, credentials);
+  std::string last_error;
+  for (int attempt = 0; !stop->load(); ++attempt) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    AddApiKey(config, &ctx);
+    quiver::v1::ClusterStatusRequest req;
+    quiver::v1::ClusterStatusResponse resp;
+    grpc::Status st = stub->Status(&ctx, req, &resp);
+    if (st.ok() && !resp.cluster_id().empty()) {
+      JoinTarget target;
+      target.cluster_id = resp.cluster_id();
+      for (const auto& m : resp.members()) {
+        if (!m.peer_address().empty()) target.peer_addresses[m.node_id()] = m.peer_address();
+      }
+      if (target.peer_addresses.empty()) {
+        return Status::FailedPrecondition("the cluster at " + config.join +
+                                          " knows no peer addresses: is it a single node without peers?");
+      }
+      return target;
+    }
+    if (st.error_code() == grpc::StatusCode::UNAUTHENTICATED || st.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+      return Status::FailedPrecondition("the cluster at " + config.join + " refuses this node: " + st.error_message() +
+                                        " (set api_key to its read-write key)");
+    }
+    if (st.error_message() != last_error) {
+      spdlog::info("joining: {} does not answer yet ({}); retrying", config.join, st.error_message());
+      last_error = st.error_message();
+    }
+    for (int i = 0; i < 10 && !stop->load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return Status::Cancelled("shutdown requested while joining " + config.join);
 }
 
 Result<std::pair<std::string, int>> SplitHostPort(const std::string& addr) {
@@ -159,8 +219,11 @@ Status Server::Start() {
     std::string why;
     if (!ready_.load() || stop_.load()) {
       why = "starting or stopping";
-    } else if (const auto group = state_->replicator->GetGroupStatus(); group.conf.voters.size() > 1) {
-      if (group.leader == replication::raft::kNoNode) {
+    } else if (const auto group = state_->replicator->GetGroupStatus();
+               group.conf.voters.size() > 1 || !group.conf.voters.contains(config_.node_id)) {
+      if (!group.conf.voters.contains(config_.node_id)) {
+        why = "joining: not a voter yet";
+      } else if (group.leader == replication::raft::kNoNode) {
         why = "no leader known";
       } else if (group.commit > group.applied + kMaxReadyApplyLag) {
         why = "catching up: " + std::to_string(group.commit - group.applied) + " committed entries to apply";
@@ -243,10 +306,32 @@ Status Server::Start() {
   QUIVER_ASSIGN_OR_RETURN(const auto peers, ParsePeers(config_.peers));
   for (const auto& [id, address] : peers) raft_options.initial_voters.insert(id);
   raft_options.cluster_id = NewClusterId(peers);
+  raft_options.peer_addresses = peers;
   QUIVER_ASSIGN_OR_RETURN(const PeerCredentials peer_credentials, MakePeerCredentials(config_));
-  if (!peers.empty()) {
-    s.peer_client =
-        std::make_unique<PeerClient>(config_.node_id, peers, config_.max_message_bytes, peer_credentials.client);
+  QUIVER_ASSIGN_OR_RETURN(const storage::HardState hard_state, s.log->GetHardState());
+  QUIVER_ASSIGN_OR_RETURN(const std::string recorded_peers, s.log->GetPeerAddresses());
+  // --join only matters until the leader has replicated to this node.
+  const bool joining = !config_.join.empty() && s.log->LastIndex() == 0 && hard_state.term == 0;
+  if (joining) {
+    QUIVER_ASSIGN_OR_RETURN(JoinTarget target, FetchJoinTarget(config_, peer_credentials.client, &stop_));
+    QUIVER_ASSIGN_OR_RETURN(const std::string recorded_cluster, s.log->GetClusterId());
+    if (!recorded_cluster.empty() && recorded_cluster != target.cluster_id) {
+      return Status::FailedPrecondition("the data directory was joining cluster '" + recorded_cluster + "', but " +
+                                        config_.join + " belongs to cluster '" + target.cluster_id +
+                                        "': empty the data directory to join another cluster");
+    }
+    raft_options.cluster_id = target.cluster_id;
+    raft_options.peer_addresses = target.peer_addresses;
+    spdlog::info("joining cluster '{}' through {} ({} members known)", target.cluster_id, config_.join,
+                 target.peer_addresses.size());
+  } else if (!config_.join.empty()) {
+    spdlog::info("the data directory already belongs to a cluster: join ignored");
+  }
+  raft_options.join = !config_.join.empty();
+  const bool clustered = !peers.empty() || !config_.join.empty() || !recorded_peers.empty();
+  if (clustered) {
+    s.peer_client = std::make_unique<PeerClient>(config_.node_id, raft_options.peer_addresses,
+                                                 config_.max_message_bytes, peer_credentials.client);
   }
   s.replicator = std::make_unique<replication::RaftReplicator>(s.log.get(), s.engine.get(), s.peer_client.get(),
                                                                raft_options);
@@ -260,7 +345,7 @@ Status Server::Start() {
                s.replicator->replayed_entries(),
                std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count());
 
-  if (!peers.empty()) {
+  if (clustered) {
     // The peer port: Raft messages and forwarded writes, without API keys.
     s.peer_service = std::make_unique<PeerService>(config_.node_id, s.replicator.get());
     grpc::ServerBuilder peer_builder;
@@ -272,14 +357,14 @@ Status Server::Start() {
     if (s.peer_server == nullptr || s.peer_port == 0) {
       return Status::Unavailable("cannot listen on peer address " + config_.peer_listen);
     }
-    spdlog::info("node {} of cluster '{}' ({} voters configured); peer port {}", config_.node_id,
-                 s.replicator->cluster_id(), peers.size(), s.peer_port);
+    spdlog::info("node {} of cluster '{}' ({} voters); peer port {}", config_.node_id, s.replicator->cluster_id(),
+                 s.replicator->GetGroupStatus().conf.voters.size(), s.peer_port);
   }
 
   ApiContext ctx{&config_, s.engine.get(), s.replicator.get(), &s.metrics};
   s.collections_api = std::make_unique<CollectionsApi>(ctx);
   s.points_api = std::make_unique<PointsApi>(ctx);
-  s.cluster_api = std::make_unique<ClusterApi>(ctx, s.replicator.get());
+  s.cluster_api = std::make_unique<ClusterApi>(ctx, s.replicator.get(), s.peer_client.get());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -305,12 +390,67 @@ Status Server::Start() {
   ready_.store(true);
   spdlog::info("serving gRPC on port {}, admin HTTP on port {}, data in {}", s.grpc_port, s.admin_port,
                config_.data_dir);
+  if (joining) {
+    // Once this node answers on its peer port: the leader replicates to it
+    // as soon as it is added.
+    const std::string advertised = config_.peer_advertise.empty() ? config_.peer_listen : config_.peer_advertise;
+    s.join_credentials = peer_credentials.client;
+    s.join_thread = std::thread([this, advertised] { AskToJoin(advertised); });
+  }
   return Status::Ok();
+}
+
+void Server::AskToJoin(const std::string& advertised_peer_address) {
+  State& s = *state_;
+  auto stub = JoinStub(config_, s.join_credentials);
+  std::string last_error;
+  while (!stop_.load()) {
+    grpc::ClientContext ctx;
+    // A large state takes a while to catch up; the leader answers
+    // DEADLINE_EXCEEDED meanwhile and the next call continues.
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    AddApiKey(config_, &ctx);
+    {
+      std::lock_guard lock(s.join_mu);
+      if (stop_.load()) return;
+      s.join_call = &ctx;
+    }
+    quiver::v1::AddNodeRequest req;
+    req.set_node_id(config_.node_id);
+    req.set_peer_address(advertised_peer_address);
+    quiver::v1::AddNodeResponse resp;
+    grpc::Status st = stub->AddNode(&ctx, req, &resp);
+    {
+      std::lock_guard lock(s.join_mu);
+      s.join_call = nullptr;
+    }
+    if (st.ok()) {
+      spdlog::info("joined: node {} is a voter (membership change at index {})", config_.node_id, resp.log_index());
+      return;
+    }
+    const auto code = st.error_code();
+    if (code == grpc::StatusCode::INVALID_ARGUMENT || code == grpc::StatusCode::UNAUTHENTICATED ||
+        code == grpc::StatusCode::PERMISSION_DENIED) {
+      spdlog::error("the cluster refuses to add node {} at {}: {}", config_.node_id, advertised_peer_address,
+                    st.error_message());
+      return;
+    }
+    if (st.error_message() != last_error) {
+      spdlog::info("joining: {} (retrying)", st.error_message());
+      last_error = st.error_message();
+    }
+    for (int i = 0; i < 10 && !stop_.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
 }
 
 void Server::Shutdown() {
   State& s = *state_;
   ready_.store(false);
+  {
+    std::lock_guard lock(s.join_mu);
+    if (s.join_call != nullptr) s.join_call->TryCancel();
+  }
+  if (s.join_thread.joinable()) s.join_thread.join();
   if (s.grpc_server) {
     s.grpc_server->GetHealthCheckService()->SetServingStatus(false);
     // Stops intake now; in-flight calls get until the deadline, then are

@@ -41,6 +41,9 @@ class Server {
   struct State;
   Status Start();
   void Shutdown();
+  // A joining node's request to be added (Cluster.AddNode through `join`),
+  // retried until the cluster answers it or shutdown.
+  void AskToJoin(const std::string& advertised_peer_address);
 
   ServerConfig config_;
   std::unique_ptr<State> state_;

@@ -99,6 +99,11 @@ class LogStore {
   /// empty if none.
   virtual Status SetInstallRecord(std::string_view record) = 0;
   virtual Result<std::string> GetInstallRecord() const = 0;
+
+  /// An opaque record of the peer addresses the replicator learned from
+  /// membership changes, replaced durably in one write; empty if none.
+  virtual Status SetPeerAddresses(std::string_view record) = 0;
+  virtual Result<std::string> GetPeerAddresses() const = 0;
 };
 
 /// A LogStore in memory, for tests and the Raft simulator. Not durable.
@@ -118,10 +123,13 @@ class MemoryLogStore final : public LogStore {
   Result<std::string> GetClusterId() const override;
   Status SetInstallRecord(std::string_view record) override;
   Result<std::string> GetInstallRecord() const override;
+  Status SetPeerAddresses(std::string_view record) override;
+  Result<std::string> GetPeerAddresses() const override;
 
  private:
   std::string snapshot_record_;
   std::string install_record_;
+  std::string peer_addresses_;
   std::string cluster_id_;
   mutable std::mutex mu_;
   HardState hard_state_;

@@ -127,4 +127,15 @@ Result<std::string> MemoryLogStore::GetInstallRecord() const {
   return install_record_;
 }
 
+Status MemoryLogStore::SetPeerAddresses(std::string_view record) {
+  std::lock_guard lock(mu_);
+  peer_addresses_ = std::string(record);
+  return Status::Ok();
+}
+
+Result<std::string> MemoryLogStore::GetPeerAddresses() const {
+  std::lock_guard lock(mu_);
+  return peer_addresses_;
+}
+
 }  // namespace quiver::storage

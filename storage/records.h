@@ -28,6 +28,7 @@ inline constexpr std::string_view kLogCompactedKey = "raft/log_compacted";
 inline constexpr std::string_view kSnapshotRecordKey = "raft/snapshot";
 inline constexpr std::string_view kClusterIdKey = "raft/cluster_id";
 inline constexpr std::string_view kInstallRecordKey = "raft/snapshot_install";
+inline constexpr std::string_view kPeerAddressesKey = "raft/peer_addresses";
 inline constexpr std::string_view kAppliedIndexKey = "applied_index";
 inline constexpr std::string_view kCollectionMetaPrefix = "collection/";
 // One record per client that sent request ids: "request/<client id>".

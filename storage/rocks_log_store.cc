@@ -215,6 +215,14 @@ Result<std::string> RocksLogStore::GetInstallRecord() const {
   return GetMetaBlob(kInstallRecordKey, "the snapshot install record");
 }
 
+Status RocksLogStore::SetPeerAddresses(std::string_view record) {
+  return PutMetaBlob(kPeerAddressesKey, record, "the peer addresses");
+}
+
+Result<std::string> RocksLogStore::GetPeerAddresses() const {
+  return GetMetaBlob(kPeerAddressesKey, "the peer addresses");
+}
+
 Status RocksLogStore::SetClusterId(std::string_view id) { return PutMetaBlob(kClusterIdKey, id, "the cluster id"); }
 
 Result<std::string> RocksLogStore::GetClusterId() const { return GetMetaBlob(kClusterIdKey, "the cluster id"); }

@@ -26,6 +26,8 @@ class RocksLogStore final : public LogStore {
   Result<std::string> GetSnapshotRecord() const override;
   Status SetInstallRecord(std::string_view record) override;
   Result<std::string> GetInstallRecord() const override;
+  Status SetPeerAddresses(std::string_view record) override;
+  Result<std::string> GetPeerAddresses() const override;
   Status SetClusterId(std::string_view id) override;
   Result<std::string> GetClusterId() const override;
 

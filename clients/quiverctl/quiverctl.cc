@@ -186,7 +186,7 @@ int main(int argc, char** argv) {
   auto* count = app.add_subcommand("count", "count the points of a collection");
   count->add_option("collection", name, "collection name")->required();
 
-  auto* cluster = app.add_subcommand("cluster", "the node's Raft group: status, transfer-leader, remove");
+  auto* cluster = app.add_subcommand("cluster", "the node's Raft group: status, add, remove, transfer-leader");
   cluster->require_subcommand(1);
   uint64_t node_id = 0;
   auto* cluster_status = cluster->add_subcommand("status", "role, term, leader and members as this node sees them");
@@ -194,6 +194,11 @@ int main(int argc, char** argv) {
   transfer->add_option("node", node_id, "node id of the next leader")->required();
   auto* remove = cluster->add_subcommand("remove", "remove a voter or learner (send to the leader)");
   remove->add_option("node", node_id, "node id to remove")->required();
+  std::string peer_address;
+  auto* add = cluster->add_subcommand(
+      "add", "add a node: a learner until it has caught up, then a voter (start it with --join; send to any member)");
+  add->add_option("node", node_id, "node id to add")->required();
+  add->add_option("peer_address", peer_address, "host:port where the members reach its peer port")->required();
 
   CLI11_PARSE(app, argc, argv);
 
@@ -386,7 +391,8 @@ int main(int argc, char** argv) {
         const auto& m = resp.members(i);
         std::cout << (i ? "," : "") << "{\"node_id\":" << m.node_id() << ",\"voter\":" << (m.voter() ? "true" : "false")
                   << ",\"match_index\":" << m.match_index()
-                  << ",\"recently_active\":" << (m.recently_active() ? "true" : "false") << "}";
+                  << ",\"recently_active\":" << (m.recently_active() ? "true" : "false") << ",\"peer_address\":\""
+                << m.peer_address() << "\"}";
       }
       std::cout << "]}\n";
     } else {
@@ -395,6 +401,7 @@ int main(int argc, char** argv) {
                 << resp.commit_index() << ", applied " << resp.applied_index() << "\n";
       for (const auto& m : resp.members()) {
         std::cout << "  node " << m.node_id() << "\t" << (m.voter() ? "voter" : "learner");
+        if (!m.peer_address().empty()) std::cout << "\t" << m.peer_address();
         if (resp.role() == "leader") {
           std::cout << "\tmatch " << m.match_index() << (m.recently_active() ? "\tactive" : "\tinactive");
         }
@@ -411,6 +418,19 @@ int main(int argc, char** argv) {
     if (!st.ok()) return Fail(st);
     std::cout << (opt.json ? "{\"leader_id\":" + std::to_string(resp.leader_id()) + "}"
                            : "node " + std::to_string(resp.leader_id()) + " leads")
+              << "\n";
+  } else if (add->parsed()) {
+    quiver::v1::AddNodeRequest req;
+    req.set_node_id(node_id);
+    req.set_peer_address(peer_address);
+    quiver::v1::AddNodeResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, opt);
+    auto st = cluster_stub->AddNode(&ctx, req, &resp);
+    if (!st.ok()) return Fail(st);
+    std::cout << (opt.json ? "{\"log_index\":" + std::to_string(resp.log_index()) + "}"
+                           : "node " + std::to_string(node_id) + " is a voter since log index " +
+                                 std::to_string(resp.log_index()))
               << "\n";
   } else if (remove->parsed()) {
     quiver::v1::RemoveNodeRequest req;

@@ -42,11 +42,14 @@ std::string EncodeConfChange(const ConfChange& change) {
   std::string out(9, '\0');
   out[0] = static_cast<char>(change.type);
   for (int i = 0; i < 8; ++i) out[1 + i] = static_cast<char>((change.node >> (8 * i)) & 0xff);
-  return out;
+  return out + change.context;
 }
 
 Result<ConfChange> DecodeConfChange(std::string_view data) {
-  if (data.size() != 9) return Status::Corruption("conf change entry has " + std::to_string(data.size()) + " bytes, want 9");
+  if (data.size() < 9 || data.size() > 9 + kMaxConfChangeContextBytes) {
+    return Status::Corruption("conf change entry has " + std::to_string(data.size()) + " bytes, want 9 to " +
+                              std::to_string(9 + kMaxConfChangeContextBytes));
+  }
   const auto type = static_cast<uint8_t>(data[0]);
   if (type > static_cast<uint8_t>(ConfChangeType::kRemoveNode)) {
     return Status::Corruption("conf change entry has unknown type " + std::to_string(type));
@@ -55,6 +58,7 @@ Result<ConfChange> DecodeConfChange(std::string_view data) {
   change.type = static_cast<ConfChangeType>(type);
   for (int i = 0; i < 8; ++i) change.node |= static_cast<uint64_t>(static_cast<uint8_t>(data[1 + i])) << (8 * i);
   if (change.node == kNoNode) return Status::Corruption("conf change entry names node 0");
+  change.context = std::string(data.substr(9));
   return change;
 }
 
@@ -901,6 +905,10 @@ Result<uint64_t> Raft::Propose(std::string data) {
 Result<uint64_t> Raft::ProposeConfChange(const ConfChange& change) {
   QUIVER_RETURN_IF_ERROR(CheckCanPropose());
   if (change.node == kNoNode) return Status::InvalidArgument("membership change names node 0");
+  if (change.context.size() > kMaxConfChangeContextBytes) {
+    return Status::InvalidArgument("membership change context exceeds " + std::to_string(kMaxConfChangeContextBytes) +
+                                   " bytes");
+  }
   if (pending_conf_index_ > log_->applied()) {
     return Status::FailedPrecondition("a membership change (or this leader's first entry) at index " +
                                       std::to_string(pending_conf_index_) + " is not applied yet");

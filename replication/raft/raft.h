@@ -66,8 +66,12 @@ enum class ConfChangeType : uint8_t { kAddVoter = 0, kAddLearner = 1, kRemoveNod
 struct ConfChange {
   ConfChangeType type = ConfChangeType::kAddVoter;
   NodeId node = kNoNode;
+  /// Opaque to the core; the host puts the added node's peer address here,
+  /// so every member learns it when it applies the change. At most 1 KiB.
+  std::string context{};
   bool operator==(const ConfChange&) const = default;
 };
+inline constexpr size_t kMaxConfChangeContextBytes = 1024;
 std::string EncodeConfChange(const ConfChange& change);
 Result<ConfChange> DecodeConfChange(std::string_view data);
 

@@ -65,6 +65,7 @@ class Cluster {
     for (auto& [id, node] : nodes_) node->Start(/*wait_ready=*/false);
     for (auto& [id, node] : nodes_) node->WaitReady();
     peers_ = peers;
+    ports_ = ports;
   }
 
   const std::string& peers() const { return peers_; }
@@ -89,8 +90,11 @@ class Cluster {
     return 0;
   }
 
-  uint64_t Gauge(int id, const std::string& name) {
-    httplib::Client admin("127.0.0.1", node(id).admin_port());
+  uint64_t Gauge(int id, const std::string& name) { return GaugeOf(node(id), name); }
+
+  // A metric of any quiverd (0 if it does not answer).
+  static uint64_t GaugeOf(QuiverdProcess& process, const std::string& name) {
+    httplib::Client admin("127.0.0.1", process.admin_port());
     admin.set_connection_timeout(1);
     auto res = admin.Get("/metrics");
     if (!res || res->status != 200) return 0;
@@ -100,10 +104,13 @@ class Cluster {
     return std::stoull(res->body.substr(pos + key.size()));
   }
 
+  int peer_port(int id) const { return ports_.at(static_cast<size_t>(id - 1)); }
+
  private:
   TempDir dir_;
   std::map<int, std::unique_ptr<QuiverdProcess>> nodes_;
   std::string peers_;
+  std::vector<int> ports_;
 };
 
 // Retries UNAVAILABLE (no leader yet, or a leader change) like a client library.
@@ -215,6 +222,22 @@ TEST(Cluster, ThreeNodesReplicateFailOverAndCatchUp) {
 
 // The peer port with mutual TLS: a cluster whose nodes share the CA works; a
 // node with a certificate from another CA is never accepted as a peer.
+std::unique_ptr<quiver::v1::Cluster::Stub> ClusterStub(QuiverdProcess& node) {
+  return quiver::v1::Cluster::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(node.grpc_port()), grpc::InsecureChannelCredentials()));
+}
+
+// Waits until a metric of `node` reaches at least `value`.
+bool WaitForGauge(QuiverdProcess& node, const std::string& name, uint64_t value,
+                  std::chrono::seconds limit = std::chrono::seconds(30)) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (Cluster::GaugeOf(node, name) < value) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return true;
+}
+
 // Waits until `node` holds `n` points (eventual reads: a node that catches up).
 bool WaitForCount(QuiverdProcess& node, uint64_t n, std::chrono::seconds limit = std::chrono::seconds(30)) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
@@ -239,11 +262,84 @@ TEST(Cluster, NodesBehindTheCompactedLogCatchUpBySnapshot) {
   for (uint64_t i = 0; i < 150; ++i) ASSERT_TRUE(Upsert(c.node(leader), 100 * i, 10).ok());
   c.node(down).Start();
   EXPECT_TRUE(WaitForCount(c.node(down), 1500)) << c.node(down).Log();
-  EXPECT_GE(c.Gauge(down, "quiver_raft_snapshots_installed_total"), 1u) << c.node(down).Log();
-  EXPECT_GE(c.Gauge(leader, "quiver_raft_snapshots_sent_total"), 1u);
+  EXPECT_TRUE(WaitForGauge(c.node(down), "quiver_raft_snapshots_installed_total", 1)) << c.node(down).Log();
+  EXPECT_TRUE(WaitForGauge(c.node(leader), "quiver_raft_snapshots_sent_total", 1));
   // Replication goes on from the snapshot's point.
   ASSERT_TRUE(Upsert(c.node(down), 100000, 10).ok());
   for (int id = 1; id <= 3; ++id) EXPECT_EQ(Count(c.node(id)), 1510u) << "node " << id;
+}
+
+// A fourth node joins a running cluster through a follower (`--join`). A node
+// whose data directory was lost is refused with the recovery steps; after
+// `cluster remove` it rejoins with an empty directory and `--join`.
+TEST(Cluster, ANodeJoinsAndALostNodeRejoinsAfterRemoval) {
+  const std::vector<std::string> compact = {"--log-compact-bytes", "4096", "--log-hold-entries", "0"};
+  Cluster c(3, compact);
+  const int leader = c.WaitForLeader({1, 2, 3});
+  ASSERT_NE(leader, 0);
+  ASSERT_TRUE(CreateCollection(c.node(leader)).ok());
+  for (uint64_t i = 0; i < 100; ++i) ASSERT_TRUE(Upsert(c.node(leader), 100 * i, 10).ok());
+
+  const int follower = leader % 3 + 1;
+  auto joiner_flags = [&](int id, int peer_port, int through) {
+    std::vector<std::string> flags = {"--node-id", std::to_string(id), "--join",
+                                      "127.0.0.1:" + std::to_string(c.node(through).grpc_port()), "--peer-listen",
+                                      "127.0.0.1:" + std::to_string(peer_port), "--raft-tick-ms", "50"};
+    flags.insert(flags.end(), compact.begin(), compact.end());
+    return flags;
+  };
+  std::filesystem::create_directories(c.dir() + "/node4");
+  QuiverdProcess fourth(c.dir() + "/node4/data", c.dir() + "/node4", joiner_flags(4, FreePort(), follower));
+  fourth.Start();
+  EXPECT_TRUE(WaitForGauge(fourth, "quiver_raft_voters", 4)) << fourth.Log();
+  EXPECT_TRUE(WaitForCount(fourth, 1000)) << fourth.Log();
+  EXPECT_TRUE(WaitForGauge(fourth, "quiver_raft_snapshots_installed_total", 1));
+  ASSERT_TRUE(Upsert(fourth, 500000, 10).ok());
+  for (int id = 1; id <= 3; ++id) EXPECT_EQ(Count(c.node(id)), 1010u) << "node " << id;
+  EXPECT_EQ(Count(fourth), 1010u);
+
+  // A node comes back with an empty data directory under its old id.
+  const int lost = c.WaitForLeader({1, 2, 3}) % 3 + 1;
+  c.node(lost).Kill(SIGKILL);
+  std::filesystem::remove_all(c.node(lost).data_dir());
+  c.node(lost).Start(/*wait_ready=*/false);
+  auto code = c.node(lost).WaitExit(std::chrono::seconds(20));
+  ASSERT_TRUE(code.has_value()) << c.node(lost).Log();
+  EXPECT_NE(*code, 0);
+  EXPECT_NE(c.node(lost).Log().find("quiverctl cluster remove " + std::to_string(lost)), std::string::npos)
+      << c.node(lost).Log();
+
+  // The documented recovery: remove it, empty its directory, join again.
+  {
+    // Whichever member leads (a follower refuses, naming it).
+    std::vector<QuiverdProcess*> members = {&fourth};
+    for (int id = 1; id <= 3; ++id) {
+      if (id != lost) members.push_back(&c.node(id));
+    }
+    quiver::v1::RemoveNodeRequest req;
+    req.set_node_id(static_cast<uint64_t>(lost));
+    grpc::Status st;
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      QuiverdProcess* member = members[static_cast<size_t>(attempt) % members.size()];
+      quiver::v1::RemoveNodeResponse resp;
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+      st = ClusterStub(*member)->RemoveNode(&ctx, req, &resp);
+      if (st.ok()) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+  std::filesystem::remove_all(c.node(lost).data_dir());
+  const std::string work = c.dir() + "/rejoin";
+  std::filesystem::create_directories(work);
+  QuiverdProcess rejoined(c.node(lost).data_dir(), work, joiner_flags(lost, c.peer_port(lost), follower == lost ? leader : follower));
+  rejoined.Start();
+  EXPECT_TRUE(WaitForGauge(rejoined, "quiver_raft_voters", 4)) << rejoined.Log();
+  EXPECT_TRUE(WaitForCount(rejoined, 1010)) << rejoined.Log();
+  ASSERT_TRUE(Upsert(rejoined, 600000, 10).ok());
+  EXPECT_EQ(Count(rejoined), 1020u);
+  EXPECT_EQ(Count(fourth), 1020u);
 }
 
 TEST(Cluster, PeerPortWithMutualTls) {
@@ -308,11 +404,6 @@ TEST(Cluster, ANodeOfAnotherClusterIsRefused) {
   }
   EXPECT_NE(c.WaitForLeader({1, 2}), 0);
   EXPECT_EQ(c.Gauge(1, "quiver_raft_voters"), 2u);
-}
-
-std::unique_ptr<quiver::v1::Cluster::Stub> ClusterStub(QuiverdProcess& node) {
-  return quiver::v1::Cluster::NewStub(
-      grpc::CreateChannel("127.0.0.1:" + std::to_string(node.grpc_port()), grpc::InsecureChannelCredentials()));
 }
 
 TEST(Cluster, OperatorsSeeStatusTransferLeadershipAndRemoveNodes) {

@@ -798,6 +798,9 @@ TEST(Raft, SnapshotMetaEncodingRoundTripsAndRejectsGarbage) {
 TEST(Raft, ConfChangeEncodingRoundTripsAndRejectsGarbage) {
   const ConfChange change{ConfChangeType::kAddLearner, 0x0102030405060708ull};
   EXPECT_EQ(*DecodeConfChange(EncodeConfChange(change)), change);
+  const ConfChange with_address{ConfChangeType::kAddVoter, 4, "10.0.0.4:7701"};
+  EXPECT_EQ(*DecodeConfChange(EncodeConfChange(with_address)), with_address);
+  EXPECT_FALSE(DecodeConfChange(EncodeConfChange({ConfChangeType::kAddVoter, 4, std::string(2000, 'x')})).ok());
   EXPECT_FALSE(DecodeConfChange("short").ok());
   std::string bad = EncodeConfChange(change);
   bad[0] = 9;

@@ -43,6 +43,8 @@ class SlowLogStore final : public storage::LogStore {
   Result<std::string> GetClusterId() const override { return inner.GetClusterId(); }
   Status SetInstallRecord(std::string_view r) override { return inner.SetInstallRecord(r); }
   Result<std::string> GetInstallRecord() const override { return inner.GetInstallRecord(); }
+  Status SetPeerAddresses(std::string_view r) override { return inner.SetPeerAddresses(r); }
+  Result<std::string> GetPeerAddresses() const override { return inner.GetPeerAddresses(); }
   storage::MemoryLogStore inner;
   std::atomic<int> appends{0};
 };
@@ -266,6 +268,16 @@ class LoopbackNetwork final {
       return net_->DeliverSnapshot(id_, m, dir);
     }
     void CancelSnapshots() override {}
+    void SetPeerAddress(raft::NodeId node, const std::string& address) override {
+      std::lock_guard lock(mu);
+      addresses[node] = address;
+    }
+    std::map<raft::NodeId, std::string> Addresses() {
+      std::lock_guard lock(mu);
+      return addresses;
+    }
+    std::mutex mu;
+    std::map<raft::NodeId, std::string> addresses;  // what the replicator told it
 
    private:
     LoopbackNetwork* net_;
@@ -326,22 +338,30 @@ struct ThreeNodes {
   LoopbackNetwork net;
   std::map<raft::NodeId, Node> nodes;
 
-  ThreeNodes(uint64_t max_log_hold_entries, const std::string& snapshot_root) {
-    for (raft::NodeId id : {1, 2, 3}) {
-      Node& n = nodes[id];
-      n.port = std::make_unique<LoopbackNetwork::Port>(&net, id);
-      RaftReplicatorOptions opts;
-      opts.node_id = id;
-      opts.initial_voters = {1, 2, 3};
-      opts.tick_interval = std::chrono::milliseconds(10);
-      opts.log_retention_entries = 4;
-      opts.checkpoint_every_bytes = 10;
-      opts.max_log_hold_entries = max_log_hold_entries;
-      opts.snapshot_dir = snapshot_root + "/node" + std::to_string(id);
-      n.r = std::make_unique<RaftReplicator>(&n.log, &n.sm, n.port.get(), opts);
-      net.Attach(id, n.r.get());
-    }
+  ThreeNodes(uint64_t max_log_hold_entries, const std::string& snapshot_root)
+      : hold_(max_log_hold_entries), root_(snapshot_root) {
+    for (raft::NodeId id : {1, 2, 3}) Add(id, false);
   }
+  // A node of the cluster "test" (joining: it waits for the leader to add it).
+  Node& Add(raft::NodeId id, bool join) {
+    Node& n = nodes[id];
+    n.port = std::make_unique<LoopbackNetwork::Port>(&net, id);
+    RaftReplicatorOptions opts;
+    opts.node_id = id;
+    opts.initial_voters = {1, 2, 3};
+    opts.cluster_id = "test";
+    opts.join = join;
+    opts.tick_interval = std::chrono::milliseconds(10);
+    opts.log_retention_entries = 4;
+    opts.checkpoint_every_bytes = 10;
+    opts.max_log_hold_entries = hold_;
+    opts.snapshot_dir = root_ + "/node" + std::to_string(id);
+    n.r = std::make_unique<RaftReplicator>(&n.log, &n.sm, n.port.get(), opts);
+    net.Attach(id, n.r.get());
+    return n;
+  }
+  uint64_t hold_;
+  std::string root_;
   raft::NodeId WaitForLeader() {
     for (int i = 0; i < 1000; ++i) {
       for (auto& [id, n] : nodes) {
@@ -417,6 +437,53 @@ TEST(RaftReplicator, AFollowerBehindTheCompactedLogCatchesUpBySnapshot) {
   ASSERT_TRUE(meta.ok());
   EXPECT_EQ(meta->conf.voters, (std::set<raft::NodeId>{1, 2, 3}));
   EXPECT_EQ(*c.nodes[lagging].log.GetInstallRecord(), "");
+}
+
+// A node joining a running cluster whose log was compacted: added as a
+// learner, caught up by snapshot, promoted, and its address known to all.
+TEST(RaftReplicator, AJoiningNodeIsAddedCaughtUpAndPromoted) {
+  ThreeNodes c(0, FreshDir("join"));
+  for (auto& [id, n] : c.nodes) ASSERT_TRUE(n.r->Start(nullptr).ok());
+  const raft::NodeId l = c.WaitForLeader();
+  ASSERT_NE(l, raft::kNoNode);
+  for (int i = 0; i < 40; ++i) ASSERT_TRUE(c.nodes[l].r->Propose("w" + std::to_string(i), Soon()).ok());
+  for (int i = 0; i < 2000 && c.nodes[l].log.FirstIndex() < 10; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  auto& joiner = c.Add(4, true);
+  Status started = joiner.r->Start(nullptr);
+  ASSERT_TRUE(started.ok()) << started.ToString();
+  EXPECT_TRUE(joiner.r->GetGroupStatus().conf.voters.empty()) << "a joining node waits to be added";
+  // Only the leader adds members.
+  const raft::NodeId follower = l % 3 + 1;
+  EXPECT_EQ(c.nodes[follower].r->AddMember(4, "10.0.0.4:7701", Soon()).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(c.nodes[l].r->AddMember(4, "no-port", Soon()).status().code(), StatusCode::kInvalidArgument);
+  auto index = c.nodes[l].r->AddMember(4, "10.0.0.4:7701", Soon());
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  // Retried (the joiner does not know the first call worked): OK at once.
+  EXPECT_TRUE(c.nodes[l].r->AddMember(4, "10.0.0.4:7701", Soon()).ok());
+  EXPECT_EQ(c.nodes[l].r->AddMember(4, "10.0.0.9:7701", Soon()).status().code(), StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(c.nodes[l].r->Propose("after", Soon()).ok());
+  c.WaitUntilCaughtUp(4, l);
+  const auto status = joiner.r->GetGroupStatus();
+  EXPECT_EQ(status.conf.voters, (std::set<raft::NodeId>{1, 2, 3, 4}));
+  EXPECT_GE(status.snapshots_installed, 1u) << "the log was compacted: the joiner needed a snapshot";
+  for (auto& [id, n] : c.nodes) {
+    if (id != 4) {
+      EXPECT_EQ(n.port->Addresses()[4], "10.0.0.4:7701") << "node " << id;
+    }
+    EXPECT_EQ(n.r->PeerAddresses()[4], "10.0.0.4:7701") << "node " << id;
+  }
+  for (auto& [id, n] : c.nodes) n.r->Stop();
+  EXPECT_EQ(joiner.sm.data, c.nodes[l].sm.data);
+  // The address book is durable: a restart knows it.
+  RaftReplicatorOptions restart;
+  restart.node_id = 4;
+  RaftReplicator again(&joiner.log, &joiner.sm, nullptr, restart);
+  ASSERT_TRUE(again.Start(nullptr).ok());
+  EXPECT_EQ(again.PeerAddresses()[4], "10.0.0.4:7701");
+  again.Stop();
 }
 
 TEST(RaftReplicator, AnInterruptedInstallIsFinishedAtStart) {
