@@ -6,6 +6,7 @@
 //   quiver-bench restart --n 1000000 --dim 128
 //   quiver-bench gen    --n 100000 --dim 384 --metric cosine --out DIR
 //   quiver-bench filter --n 1000000 --buckets 100
+//   quiver-bench cluster --rounds 3 --failovers 10
 //
 // `flat` times SearchBatch three ways — Quiver in-process, Quiver through
 // gRPC (a quiverd Server in this process, queries over loopback), and FAISS
@@ -17,7 +18,17 @@
 // fsynced in the log before the reply. `restart` fills an IVF_FLAT collection
 // through gRPC, waits for every sealed segment's index, stops the server and
 // times a restart until it serves again, checking the answers are unchanged.
+// `cluster` starts quiverd processes: durable Upsert of 3 nodes against one
+// (rounds interleaved), then leader failover, kill -9 to the first write
+// acknowledged after it (bench/RESULTS.md).
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <cblas.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIVFFlat.h>
@@ -34,6 +45,7 @@
 #include <fstream>
 #include <functional>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "bench/datasets.h"
@@ -46,6 +58,7 @@
 #include "kernels/ivf_flat.h"
 #include "kernels/ivf_pq.h"
 #include "kernels/simd.h"
+#include "quiver/v1/cluster.grpc.pb.h"
 #include "quiver/v1/collections.grpc.pb.h"
 #include "quiver/v1/points.grpc.pb.h"
 #include "service/server.h"
@@ -809,6 +822,265 @@ int RunUpsert(size_t clients, size_t batch, size_t dim, size_t total) {
   return failed.load() == 0 ? 0 : 1;
 }
 
+// ---------------------------------------------------------------- cluster
+
+// A quiverd child process: the cluster benchmark kills leaders with SIGKILL.
+class QuiverdChild {
+ public:
+  QuiverdChild(std::string quiverd, std::string work, std::vector<std::string> flags)
+      : quiverd_(std::move(quiverd)), work_(std::move(work)), flags_(std::move(flags)) {
+    std::filesystem::create_directories(work_);
+  }
+  ~QuiverdChild() { Kill(SIGKILL); }
+
+  // Starts it and waits (30 s at most) until it serves; false if it did not.
+  bool Start() {
+    const std::string ready = work_ + "/ready-" + std::to_string(++starts_) + ".json";
+    std::vector<std::string> args = {quiverd_, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+                                     "--data-dir", work_ + "/data", "--ready-file", ready, "--log-level", "warn",
+                                     "--max-message-bytes", "1073741824"};
+    args.insert(args.end(), flags_.begin(), flags_.end());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const std::string log = work_ + "/quiverd.log";
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    ::close(fd);
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (Clock::now() < deadline) {
+      std::ifstream f(ready);
+      std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      if (auto p = s.find("\"grpc_port\": "); p != std::string::npos) {
+        grpc_port_ = std::atoi(s.c_str() + p + 13);
+        return true;
+      }
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+  void Kill(int sig) {
+    if (pid_ <= 0) return;
+    ::kill(pid_, sig);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
+  void Wipe() { std::filesystem::remove_all(work_ + "/data"); }
+  std::string address() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
+
+ private:
+  std::string quiverd_, work_;
+  std::vector<std::string> flags_;
+  pid_t pid_ = -1;
+  int starts_ = 0;
+  int grpc_port_ = 0;
+};
+
+int FreeTcpPort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// `n` fresh nodes under `dir` (n = 1: a single node, no peers).
+std::vector<std::unique_ptr<QuiverdChild>> StartNodes(const std::string& quiverd, const std::string& dir, int n) {
+  std::filesystem::remove_all(dir);
+  std::string peers;
+  std::vector<int> ports;
+  for (int i = 1; n > 1 && i <= n; ++i) {
+    ports.push_back(FreeTcpPort());
+    peers += (peers.empty() ? "" : ",") + std::to_string(i) + "=127.0.0.1:" + std::to_string(ports.back());
+  }
+  std::vector<std::unique_ptr<QuiverdChild>> nodes;
+  for (int i = 1; i <= n; ++i) {
+    std::vector<std::string> flags = {"--node-id", std::to_string(i)};
+    if (n > 1) {
+      flags.insert(flags.end(), {"--peers", peers, "--peer-listen",
+                                 "127.0.0.1:" + std::to_string(ports[static_cast<size_t>(i - 1)])});
+    }
+    nodes.push_back(std::make_unique<QuiverdChild>(quiverd, dir + "/node" + std::to_string(i), flags));
+  }
+  for (auto& node : nodes) {
+    if (!node->Start()) {
+      std::fprintf(stderr, "quiverd did not start (see %s)\n", dir.c_str());
+      return {};
+    }
+  }
+  return nodes;
+}
+
+std::shared_ptr<grpc::Channel> ChannelTo(const std::string& address, int client) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(1 << 30);
+  args.SetMaxSendMessageSize(1 << 30);
+  args.SetInt("quiver.bench_client", client);  // its own connection
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+// The node that says it leads (-1 until one does, at most 20 s).
+int FindLeader(const std::vector<std::unique_ptr<QuiverdChild>>& nodes, const std::set<size_t>& skip = {}) {
+  const auto deadline = Clock::now() + std::chrono::seconds(20);
+  while (Clock::now() < deadline) {
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      if (skip.contains(i)) continue;
+      auto stub = quiver::v1::Cluster::NewStub(ChannelTo(nodes[i]->address(), 0));
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+      quiver::v1::ClusterStatusResponse resp;
+      if (stub->Status(&ctx, {}, &resp).ok() && resp.role() == "leader") return static_cast<int>(i);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return -1;
+}
+
+// Durable Upsert throughput: `clients` writers spread over `targets`.
+double MeasureUpserts(const std::vector<std::string>& targets, size_t clients, size_t batch, size_t dim, size_t total) {
+  for (int attempt = 0; attempt < 100; ++attempt) {  // the cluster may still be electing
+    if (CreateCollection(ChannelTo(targets[0], 0).get(), "ingest", static_cast<uint32_t>(dim))) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  auto data = RandomData(batch * 8, dim, 3);
+  const size_t batches = total / batch;
+  std::atomic<size_t> next{0}, failed{0};
+  std::vector<std::thread> threads;
+  const auto t0 = Clock::now();
+  for (size_t c = 0; c < clients; ++c) {
+    threads.emplace_back([&, c] {
+      auto stub = quiver::v1::Points::NewStub(ChannelTo(targets[c % targets.size()], static_cast<int>(c) + 1));
+      for (size_t b = next++; b < batches; b = next++) {
+        auto req = MakeUpsert("ingest", data.data() + (b % 8) * batch * dim, b * batch, batch, dim);
+        quiver::v1::UpsertResponse resp;
+        grpc::ClientContext ctx;
+        if (!stub->Upsert(&ctx, req, &resp).ok()) ++failed;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  const double s = Seconds(t0);
+  if (failed.load() > 0) std::fprintf(stderr, "%zu upserts failed\n", failed.load());
+  return double((batches - failed.load()) * batch) / s;
+}
+
+// The cluster numbers of the Raft issue, with processes on this machine:
+// durable upsert throughput of 3 nodes (through the leader, and spread over
+// all nodes) against a single node, rounds interleaved; then leader failover
+// with default settings: kill -9 of the leader until the first write sent
+// after the kill is acknowledged, through a surviving node.
+int RunCluster(const std::string& quiverd, int rounds, size_t clients, size_t batch, size_t dim, size_t total,
+               int failovers) {
+  const std::string dir = "/tmp/quiver-bench-cluster";
+  std::vector<double> single, leader_only, spread;
+  for (int r = 0; r < rounds; ++r) {
+    {
+      auto nodes = StartNodes(quiverd, dir, 1);
+      if (nodes.empty()) return 1;
+      single.push_back(MeasureUpserts({nodes[0]->address()}, clients, batch, dim, total));
+    }
+    {
+      auto nodes = StartNodes(quiverd, dir, 3);
+      if (nodes.empty()) return 1;
+      const int l = FindLeader(nodes);
+      if (l < 0) return 1;
+      leader_only.push_back(MeasureUpserts({nodes[static_cast<size_t>(l)]->address()}, clients, batch, dim, total));
+    }
+    {
+      auto nodes = StartNodes(quiverd, dir, 3);
+      if (nodes.empty() || FindLeader(nodes) < 0) return 1;
+      std::vector<std::string> all;
+      for (auto& n : nodes) all.push_back(n->address());
+      spread.push_back(MeasureUpserts(all, clients, batch, dim, total));
+    }
+    std::printf("round %d: single %.0f, 3 nodes via leader %.0f, via all nodes %.0f vectors/s\n", r + 1,
+                single.back(), leader_only.back(), spread.back());
+  }
+  const double s = Median(single), l = Median(leader_only), a = Median(spread);
+  std::printf("\nDurable Upsert (%zu clients, batches of %zu x %zu-d, %zu vectors; median of %d rounds):\n"
+              "  single node        %.0f vectors/s\n  3 nodes via leader %.0f vectors/s (%.2f of single)\n"
+              "  3 nodes via all    %.0f vectors/s (%.2f of single)\n",
+              clients, batch, dim, total, rounds, s, l, l / s, a, a / s);
+
+  std::vector<double> failover_s;
+  auto nodes = StartNodes(quiverd, dir, 3);
+  if (nodes.empty() || FindLeader(nodes) < 0) return 1;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    if (CreateCollection(ChannelTo(nodes[0]->address(), 0).get(), "failover", static_cast<uint32_t>(dim))) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  auto data = RandomData(10, dim, 5);
+  for (int f = 0; f < failovers; ++f) {
+    const int l = FindLeader(nodes);
+    if (l < 0) return 1;
+    const size_t via = (static_cast<size_t>(l) + 1) % nodes.size();
+    std::atomic<bool> done{false};
+    std::atomic<int64_t> kill_ns{0}, first_ok_ns{0};
+    auto ns = [] { return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count(); };
+    std::thread writer([&] {
+      auto stub = quiver::v1::Points::NewStub(ChannelTo(nodes[via]->address(), 99));
+      uint64_t id = 0;
+      while (!done.load()) {
+        const int64_t sent = ns();
+        auto req = MakeUpsert("failover", data.data(), (id++ % 1000) * 10, 10, dim);
+        quiver::v1::UpsertResponse resp;
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+        const bool ok = stub->Upsert(&ctx, req, &resp).ok();
+        const int64_t k = kill_ns.load();
+        if (ok && k != 0 && sent > k) {
+          first_ok_ns.store(ns());
+          return;
+        }
+        if (!ok) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    kill_ns.store(ns());
+    nodes[static_cast<size_t>(l)]->Kill(SIGKILL);
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (first_ok_ns.load() == 0 && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    done = true;
+    writer.join();
+    if (first_ok_ns.load() == 0) {
+      std::fprintf(stderr, "failover %d: no write acknowledged within 30 s\n", f + 1);
+      return 1;
+    }
+    failover_s.push_back(double(first_ok_ns.load() - kill_ns.load()) / 1e9);
+    std::printf("failover %d: %.3f s\n", f + 1, failover_s.back());
+    if (!nodes[static_cast<size_t>(l)]->Start()) return 1;  // back in, for the next round
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  std::vector<double> sorted = failover_s;
+  std::sort(sorted.begin(), sorted.end());
+  std::printf("\nLeader failover, kill -9 to the first acknowledged write (default settings, %d runs): "
+              "median %.2f s, min %.2f s, max %.2f s\n",
+              failovers, Median(failover_s), sorted.front(), sorted.back());
+  std::filesystem::create_directories("bench/results");
+  std::ofstream("bench/results/cluster.csv")
+      << "clients,batch,dim,vectors,single_vps,three_via_leader_vps,three_via_all_vps,failover_median_s,"
+         "failover_max_s\n"
+      << clients << "," << batch << "," << dim << "," << total << "," << s << "," << l << "," << a << ","
+      << Median(failover_s) << "," << sorted.back() << "\n";
+  return 0;
+}
+
 std::vector<uint64_t> SearchIds(grpc::Channel* ch, const std::string& name, const std::vector<float>& queries,
                                 size_t nq, size_t dim, size_t k) {
   auto stub = quiver::v1::Points::NewStub(std::shared_ptr<grpc::Channel>(ch, [](grpc::Channel*) {}));
@@ -1019,6 +1291,16 @@ int main(int argc, char** argv) {
   upsert->add_option("--batch", batch, "points per Upsert")->capture_default_str();
   upsert->add_option("--dim", dim, "dimension")->capture_default_str();
   upsert->add_option("--total", total, "vectors in all")->capture_default_str();
+  int cluster_rounds = 3, failovers = 10;
+  std::string quiverd = (std::filesystem::canonical("/proc/self/exe").parent_path().parent_path() / "service/quiverd").string();
+  auto* cluster = app.add_subcommand("cluster", "3-node vs single-node durable Upsert, and leader failover time (processes)");
+  cluster->add_option("--rounds", cluster_rounds, "interleaved rounds (median reported)")->capture_default_str();
+  cluster->add_option("--clients", clients, "concurrent clients")->capture_default_str();
+  cluster->add_option("--batch", batch, "points per Upsert")->capture_default_str();
+  cluster->add_option("--dim", dim, "dimension")->capture_default_str();
+  cluster->add_option("--total", total, "vectors per measurement")->capture_default_str();
+  cluster->add_option("--failovers", failovers, "leader kills timed")->capture_default_str();
+  cluster->add_option("--quiverd", quiverd, "quiverd binary")->capture_default_str();
   auto* restart = app.add_subcommand("restart", "time until a restarted quiverd serves an IVF_FLAT collection again");
   restart->add_option("--n", n, "vectors")->capture_default_str();
   restart->add_option("--nq", nq, "queries compared before and after")->capture_default_str();
@@ -1088,6 +1370,7 @@ int main(int argc, char** argv) {
     return RunGraph(n, nq, dim, k, clusters, threads, repeats, graph_metric, degree, !graph_no_hnsw);
   }
   if (filter->parsed()) return RunFilter(n, nq, dim, k, clusters, buckets, threads);
+  if (cluster->parsed()) return RunCluster(quiverd, cluster_rounds, clients, batch, dim, total, failovers);
   if (gen->parsed()) return RunGen(n, nq, dim, k, clusters, seed, metric_name, out_dir);
   if (restart->parsed()) return RunRestart(n, nq, dim, k, clusters, threads);
   if (flat->parsed()) return RunFlat(n, nq, dim, k, threads, repeats, !no_grpc);

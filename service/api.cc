@@ -140,6 +140,18 @@ Result<std::shared_ptr<const engine::Collection>> FindCollection(const ApiContex
   return ctx.engine->Find(name);
 }
 
+// For a write: this node's view, unless it does not know the collection
+// yet — created through another node and not applied here — in which case
+// it catches up with the leader (ReadBarrier) and looks again.
+Result<std::shared_ptr<const engine::Collection>> FindCollectionForWrite(const ApiContext& ctx,
+                                                                         const grpc::ServerContext* sctx,
+                                                                         const std::string& name) {
+  auto coll = FindCollection(ctx, name);
+  if (coll.ok() || coll.status().code() != StatusCode::kNotFound) return coll;
+  QUIVER_RETURN_IF_ERROR(ReadBarrier(ctx, sctx, quiver::v1::LINEARIZABLE));
+  return FindCollection(ctx, name);
+}
+
 // ---- handler bodies: validate everything, then act; any error changes nothing ----
 
 Status CreateCollection(const ApiContext& ctx, const grpc::ServerContext* sctx,
@@ -180,7 +192,7 @@ Status DeleteCollection(const ApiContext& ctx, const grpc::ServerContext* sctx,
 Status Upsert(const ApiContext& ctx, const grpc::ServerContext* sctx, const quiver::v1::UpsertRequest& req,
               quiver::v1::UpsertResponse* resp) {
   const ServerConfig& cfg = *ctx.config;
-  QUIVER_ASSIGN_OR_RETURN(auto coll, FindCollection(ctx, req.collection()));
+  QUIVER_ASSIGN_OR_RETURN(auto coll, FindCollectionForWrite(ctx, sctx, req.collection()));
   const int n = req.points_size();
   if (n == 0) return Status::InvalidArgument("points is empty");
   if (static_cast<uint32_t>(n) > cfg.max_points_per_request) {
@@ -241,7 +253,7 @@ Status Upsert(const ApiContext& ctx, const grpc::ServerContext* sctx, const quiv
 
 Status DeletePoints(const ApiContext& ctx, const grpc::ServerContext* sctx, const quiver::v1::DeletePointsRequest& req,
                     quiver::v1::DeletePointsResponse* resp) {
-  QUIVER_ASSIGN_OR_RETURN(auto coll, FindCollection(ctx, req.collection()));
+  QUIVER_ASSIGN_OR_RETURN(auto coll, FindCollectionForWrite(ctx, sctx, req.collection()));
   QUIVER_RETURN_IF_ERROR(ValidateIds(req.ids(), *ctx.config));
   Command cmd;
   QUIVER_RETURN_IF_ERROR(SetRequestId(req.request_id(), &cmd));

@@ -6,10 +6,15 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
+#include <thread>
 
 #include "process_fixture.h"
 #include "quiver/v1/cluster.grpc.pb.h"
@@ -42,9 +47,10 @@ int FreePort() {
 
 class Cluster {
  public:
-  // `extra`: flags for every node; `per_node`: more flags for some.
+  // `extra`: flags for every node; `per_node`: more flags for some; `start`:
+  // start them all (and wait until each serves).
   explicit Cluster(int n, std::vector<std::string> extra = {},
-                   std::map<int, std::vector<std::string>> per_node = {}) {
+                   std::map<int, std::vector<std::string>> per_node = {}, bool start = true) {
     std::string peers;
     std::vector<int> ports;
     for (int i = 1; i <= n; ++i) {
@@ -62,10 +68,11 @@ class Cluster {
       flags.insert(flags.end(), per_node[i].begin(), per_node[i].end());
       nodes_[i] = std::make_unique<QuiverdProcess>(work + "/data", work, flags);
     }
-    for (auto& [id, node] : nodes_) node->Start(/*wait_ready=*/false);
-    for (auto& [id, node] : nodes_) node->WaitReady();
     peers_ = peers;
     ports_ = ports;
+    if (!start) return;
+    for (auto& [id, node] : nodes_) node->Start(/*wait_ready=*/false);
+    for (auto& [id, node] : nodes_) node->WaitReady();
   }
 
   const std::string& peers() const { return peers_; }
@@ -154,7 +161,7 @@ grpc::Status Upsert(QuiverdProcess& node, uint64_t first_id, int n) {
   });
 }
 
-uint64_t Count(QuiverdProcess& node, quiver::v1::ReadConsistency consistency = quiver::v1::LINEARIZABLE) {
+grpc::Status TryCount(QuiverdProcess& node, quiver::v1::ReadConsistency consistency, uint64_t* count) {
   CountRequest req;
   req.set_collection("c");
   req.set_consistency(consistency);
@@ -164,8 +171,15 @@ uint64_t Count(QuiverdProcess& node, quiver::v1::ReadConsistency consistency = q
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     return node.points->Count(&ctx, req, &resp);
   });
+  *count = resp.count();
+  return st;
+}
+
+uint64_t Count(QuiverdProcess& node, quiver::v1::ReadConsistency consistency = quiver::v1::LINEARIZABLE) {
+  uint64_t count = 0;
+  grpc::Status st = TryCount(node, consistency, &count);
   EXPECT_TRUE(st.ok()) << st.error_message();
-  return resp.count();
+  return count;
 }
 
 TEST(Cluster, ThreeNodesReplicateFailOverAndCatchUp) {
@@ -242,7 +256,8 @@ bool WaitForGauge(QuiverdProcess& node, const std::string& name, uint64_t value,
 bool WaitForCount(QuiverdProcess& node, uint64_t n, std::chrono::seconds limit = std::chrono::seconds(30)) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
   while (std::chrono::steady_clock::now() < deadline) {
-    if (Count(node, quiver::v1::EVENTUAL) == n) return true;
+    uint64_t count = 0;  // (NOT_FOUND until the collection reaches this node)
+    if (TryCount(node, quiver::v1::EVENTUAL, &count).ok() && count == n) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return false;
@@ -340,6 +355,96 @@ TEST(Cluster, ANodeJoinsAndALostNodeRejoinsAfterRemoval) {
   ASSERT_TRUE(Upsert(rejoined, 600000, 10).ok());
   EXPECT_EQ(Count(rejoined), 1020u);
   EXPECT_EQ(Count(fourth), 1020u);
+}
+
+// Peers start in any order and none waits for one that is not running: in
+// each of the six orders of three nodes, the first serves alone, the first
+// two elect a leader and take writes, and the third catches up when it comes.
+TEST(Cluster, StartsInEveryOrder) {
+  std::vector<int> order = {1, 2, 3};
+  do {
+    Cluster c(3, {}, {}, /*start=*/false);
+    c.node(order[0]).Start();  // serves (reads, health) without its peers
+    c.node(order[1]).Start();
+    const int leader = c.WaitForLeader({order[0], order[1]});
+    ASSERT_NE(leader, 0) << "order " << order[0] << order[1] << order[2];
+    ASSERT_TRUE(CreateCollection(c.node(order[0])).ok());
+    ASSERT_TRUE(Upsert(c.node(order[1]), 1, 10).ok());
+    c.node(order[2]).Start();
+    EXPECT_TRUE(WaitForCount(c.node(order[2]), 10)) << "order " << order[0] << order[1] << order[2];
+    EXPECT_EQ(Count(c.node(order[2])), 10u);
+  } while (std::next_permutation(order.begin(), order.end()));
+}
+
+// Every point of `ids` as `node` holds it, by id (eventual reads: compares replicas).
+std::map<uint64_t, std::vector<float>> PointsOn(QuiverdProcess& node, const std::set<uint64_t>& ids) {
+  quiver::v1::GetPointsRequest req;
+  req.set_collection("c");
+  req.set_with_vector(true);
+  req.set_consistency(quiver::v1::EVENTUAL);
+  for (uint64_t id : ids) req.add_ids(id);
+  quiver::v1::GetPointsResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  EXPECT_TRUE(node.points->Get(&ctx, req, &resp).ok());
+  std::map<uint64_t, std::vector<float>> out;
+  for (const auto& p : resp.points()) out[p.id()].assign(p.vector().begin(), p.vector().end());
+  return out;
+}
+
+// An upgrade: every node in turn gets SIGTERM and restarts while a client
+// keeps writing through all of them. Every acknowledged write is on every
+// node afterwards, and the replicas are identical.
+TEST(Cluster, RollingRestartUnderLoadLosesNothingAcknowledged) {
+  Cluster c(3);
+  ASSERT_NE(c.WaitForLeader({1, 2, 3}), 0);
+  ASSERT_TRUE(CreateCollection(c.node(1)).ok());
+  std::atomic<bool> stop{false};
+  std::atomic<int> restarting{0};  // the node being restarted: the writer avoids it
+  std::mutex mu;
+  std::set<uint64_t> acknowledged;
+  std::thread writer([&] {
+    for (uint64_t batch = 0; !stop.load(); ++batch) {
+      // A batch is retried (same ids) until acknowledged: at most once either way.
+      for (int attempt = 0; !stop.load(); ++attempt) {
+        int target = static_cast<int>((batch + static_cast<uint64_t>(attempt)) % 3) + 1;
+        if (target == restarting.load()) target = target % 3 + 1;
+        if (Upsert(c.node(target), 10 * batch, 10).ok()) {
+          std::lock_guard lock(mu);
+          for (uint64_t id = 10 * batch; id < 10 * batch + 10; ++id) acknowledged.insert(id);
+          break;
+        }
+      }
+    }
+  });
+  for (int id = 1; id <= 3; ++id) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    restarting = id;
+    c.node(id).Kill(SIGTERM);
+    auto code = c.node(id).WaitExit(std::chrono::seconds(10));
+    ASSERT_TRUE(code.has_value()) << "node " << id << " did not stop within 10 s";
+    EXPECT_EQ(*code, 0) << c.node(id).Log();
+    c.node(id).Start();
+    ASSERT_NE(c.WaitForLeader({1, 2, 3}), 0);
+    restarting = 0;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  stop = true;
+  writer.join();
+  std::set<uint64_t> acked;
+  {
+    std::lock_guard lock(mu);
+    acked = acknowledged;
+  }
+  ASSERT_GT(acked.size(), 100u) << "the writer made no progress";
+  // A linearizable count on each node first: it has applied everything acknowledged.
+  for (int id = 1; id <= 3; ++id) EXPECT_GE(Count(c.node(id)), acked.size()) << "node " << id;
+  const auto reference = PointsOn(c.node(1), acked);
+  EXPECT_EQ(reference.size(), acked.size()) << "acknowledged writes missing";
+  for (int id = 2; id <= 3; ++id) {
+    EXPECT_EQ(Count(c.node(id), quiver::v1::EVENTUAL), Count(c.node(1), quiver::v1::EVENTUAL)) << "node " << id;
+    EXPECT_TRUE(PointsOn(c.node(id), acked) == reference) << "node " << id << " differs";
+  }
 }
 
 TEST(Cluster, PeerPortWithMutualTls) {
