@@ -36,6 +36,17 @@ Status ParseUnsigned(const std::string& text, const char* name, T* out) {
   return Status::Ok();
 }
 
+Status ParseBool(const std::string& text, const char* name, bool* out) {
+  if (text == "true" || text == "1") {
+    *out = true;
+  } else if (text == "false" || text == "0") {
+    *out = false;
+  } else {
+    return Status::InvalidArgument(std::string(name) + ": '" + text + "' is not true or false");
+  }
+  return Status::Ok();
+}
+
 std::vector<Key> Keys(ServerConfig* c) {
   auto str = [](std::string* field) { return [field](const std::string& v) { *field = v; return Status::Ok(); }; };
   auto u32 = [](const char* name, uint32_t* field) {
@@ -59,6 +70,9 @@ std::vector<Key> Keys(ServerConfig* c) {
        "PEM CA of the node certificates: mutual TLS on the peer port", str(&c->peer_tls_ca_file)},
       {"raft_tick_ms", "QUIVER_RAFT_TICK_MS", "--raft-tick-ms", "one Raft tick in ms (elections after 10-19)",
        u32("raft_tick_ms", &c->raft_tick_ms)},
+      {"fault_injection", "QUIVER_FAULT_INJECTION", "--fault-injection",
+       "tests only: POST /debug/partition?peers=... on the admin port cuts this node off from them",
+       [c](const std::string& v) { return ParseBool(v, "fault_injection", &c->fault_injection); }},
       {"join", "QUIVER_JOIN", "--join", "public address of a member of the cluster to join (empty data directory)",
        str(&c->join)},
       {"peer_advertise", "QUIVER_PEER_ADVERTISE", "--peer-advertise",

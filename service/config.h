@@ -37,6 +37,10 @@ struct ServerConfig {
   /// One Raft tick, in ms: leaders heartbeat every tick, followers campaign
   /// after 10-19 ticks without one. Default: 100. Env: QUIVER_RAFT_TICK_MS.
   uint32_t raft_tick_ms = 100;
+  /// Tests only: enables POST /debug/partition?peers=2,3 on the admin port,
+  /// which drops all peer traffic to and from those nodes (empty: heal).
+  /// Never set it in production. Default: false. Env: QUIVER_FAULT_INJECTION.
+  bool fault_injection = false;
   /// Public API address (host:port) of any member of an existing cluster:
   /// a node with an empty data directory joins it (asks to be added, then
   /// catches up as a learner and becomes a voter) instead of starting a new

@@ -228,8 +228,16 @@ void PeerClient::SetClusterId(std::string cluster_id) {
   cluster_id_ = std::move(cluster_id);
 }
 
+Status PeerClient::CheckNotCut(NodeId node) const {
+  if (faults_ != nullptr && faults_->IsCut(node)) {
+    return Status::Unavailable("node " + std::to_string(node) + " is cut off (fault injection)");
+  }
+  return Status::Ok();
+}
+
 void PeerClient::Send(std::vector<raft::Message> messages) {
   for (raft::Message& m : messages) {
+    if (!CheckNotCut(m.to).ok()) continue;
     Peer* found = FindPeer(m.to);
     if (found == nullptr) continue;  // a member without an address (not configured here)
     Peer& peer = *found;
@@ -307,12 +315,14 @@ grpc::Status PeerClient::ForwardCall(replication::Clock::time_point deadline, Ca
 }
 
 Result<uint64_t> PeerClient::Forward(NodeId leader, std::string command, replication::Clock::time_point deadline) {
+  QUIVER_RETURN_IF_ERROR(CheckNotCut(leader));
   Peer* peer = FindPeer(leader);
   if (peer == nullptr) {
     return Status::Unavailable("the leader is node " + std::to_string(leader) + ", whose address is not known here");
   }
   pb::ForwardRequest req;
   req.set_command(std::move(command));
+  req.set_from(self_);
   {
     std::lock_guard lock(cluster_id_mu_);
     req.set_cluster_id(cluster_id_);
@@ -329,11 +339,13 @@ Result<uint64_t> PeerClient::Forward(NodeId leader, std::string command, replica
 
 Result<uint64_t> PeerClient::ForwardAddMember(NodeId leader, NodeId node, const std::string& address,
                                               replication::Clock::time_point deadline) {
+  QUIVER_RETURN_IF_ERROR(CheckNotCut(leader));
   Peer* peer = FindPeer(leader);
   if (peer == nullptr) {
     return Status::Unavailable("the leader is node " + std::to_string(leader) + ", whose address is not known here");
   }
   pb::AddMemberRequest req;
+  req.set_from(self_);
   req.set_node_id(node);
   req.set_peer_address(address);
   {
@@ -351,6 +363,7 @@ Result<uint64_t> PeerClient::ForwardAddMember(NodeId leader, NodeId node, const 
 }
 
 Status PeerClient::SendSnapshot(const raft::Message& message, const std::string& dir) {
+  QUIVER_RETURN_IF_ERROR(CheckNotCut(message.to));
   Peer* peer = FindPeer(message.to);
   if (peer == nullptr) return Status::Unavailable("node " + std::to_string(message.to) + " has no known address");
   std::vector<std::string> files;
@@ -446,9 +459,17 @@ Status CheckCluster(const std::string& theirs, const std::string& ours) {
 }
 }  // namespace
 
+grpc::Status PeerService::RefuseIfCut(NodeId from) const {
+  if (faults_ != nullptr && faults_->IsCut(from)) {
+    return ToGrpc(Status::Unavailable("node " + std::to_string(from) + " is cut off (fault injection)"));
+  }
+  return grpc::Status::OK;
+}
+
 grpc::Status PeerService::Send(grpc::ServerContext*, const pb::RaftBatch* req, pb::RaftBatchAck*) {
   if (Status st = CheckCluster(req->cluster_id(), replicator_->cluster_id()); !st.ok()) return ToGrpc(st);
   for (const auto& pm : req->messages()) {
+    if (grpc::Status cut = RefuseIfCut(pm.from()); !cut.ok()) return cut;
     Result<raft::Message> m = FromProto(pm);
     if (!m.ok()) return ToGrpc(m.status());
     if (m->to != self_) {
@@ -534,6 +555,7 @@ grpc::Status PeerService::InstallSnapshot(grpc::ServerContext*, grpc::ServerRead
   if (!first.has_message()) return ToGrpc(Status::InvalidArgument("snapshot stream does not start with its message"));
   Result<raft::Message> m = FromProto(first.message());
   if (!m.ok()) return ToGrpc(m.status());
+  if (grpc::Status cut = RefuseIfCut(m->from); !cut.ok()) return cut;
   if (m->type != raft::MessageType::kSnapshot || m->to != self_ || m->snapshot.index == 0 ||
       m->snapshot.conf.voters.empty()) {
     return ToGrpc(Status::InvalidArgument("snapshot stream for node " + std::to_string(m->to) + " reached node " +
@@ -556,6 +578,7 @@ grpc::Status PeerService::InstallSnapshot(grpc::ServerContext*, grpc::ServerRead
 grpc::Status PeerService::AddMember(grpc::ServerContext* ctx, const pb::AddMemberRequest* req,
                                     pb::AddMemberResponse* resp) {
   if (Status st = CheckCluster(req->cluster_id(), replicator_->cluster_id()); !st.ok()) return ToGrpc(st);
+  if (grpc::Status cut = RefuseIfCut(req->from()); !cut.ok()) return cut;
   const auto deadline = DeadlineOf(*ctx);
   Result<uint64_t> index = replicator_->AddMember(req->node_id(), req->peer_address(), deadline);
   if (!index.ok()) return ToGrpc(index.status());
@@ -565,6 +588,7 @@ grpc::Status PeerService::AddMember(grpc::ServerContext* ctx, const pb::AddMembe
 
 grpc::Status PeerService::Forward(grpc::ServerContext* ctx, const pb::ForwardRequest* req, pb::ForwardResponse* resp) {
   if (Status st = CheckCluster(req->cluster_id(), replicator_->cluster_id()); !st.ok()) return ToGrpc(st);
+  if (grpc::Status cut = RefuseIfCut(req->from()); !cut.ok()) return cut;
   const auto deadline = DeadlineOf(*ctx);
   Result<uint64_t> index = replicator_->ProposeLocal(req->command(), deadline);
   if (!index.ok()) return ToGrpc(index.status());

@@ -33,6 +33,24 @@ void ToProto(const replication::raft::Message& m, quiver::internal::v1::RaftMess
 /// Validates every field that could crash or mislead the core.
 Result<replication::raft::Message> FromProto(const quiver::internal::v1::RaftMessage& m);
 
+/// Test-only network faults (config fault_injection): the peers cut off
+/// from this node; traffic to and from them is dropped both ways.
+class PeerFaults {
+ public:
+  void Cut(std::set<replication::raft::NodeId> peers) {
+    std::lock_guard lock(mu_);
+    cut_ = std::move(peers);
+  }
+  bool IsCut(replication::raft::NodeId peer) const {
+    std::lock_guard lock(mu_);
+    return cut_.contains(peer);
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::set<replication::raft::NodeId> cut_;
+};
+
 /// Sends Raft messages and forwards writes to the other nodes: one channel
 /// and one sender thread per peer, each with a bounded queue (a peer that is
 /// down costs memory up to that bound, then its messages are dropped — Raft
@@ -56,6 +74,8 @@ class PeerClient final : public replication::RaftTransport, public replication::
                                     const std::string& address, replication::Clock::time_point deadline);
   /// Cancels forwarded writes in flight and refuses new ones (shutdown).
   void CancelForwards();
+  /// Tests: drop what goes to the peers `faults` cuts off. Set before Start.
+  void set_faults(const PeerFaults* faults) { faults_ = faults; }
   /// Stops the sender threads (queued messages are dropped). Idempotent.
   void Stop();
 
@@ -80,8 +100,12 @@ class PeerClient final : public replication::RaftTransport, public replication::
   template <typename Call>
   grpc::Status ForwardCall(replication::Clock::time_point deadline, Call call);
 
+  // UNAVAILABLE if fault injection cuts `node` off.
+  Status CheckNotCut(replication::raft::NodeId node) const;
+
   replication::raft::NodeId self_;
   uint64_t max_message_bytes_;
+  const PeerFaults* faults_ = nullptr;
   std::shared_ptr<grpc::ChannelCredentials> credentials_;
   grpc::ChannelArguments channel_args_;
   // Peers are added (SetPeerAddress), never removed: Peer pointers stay valid.
@@ -101,8 +125,10 @@ class PeerClient final : public replication::RaftTransport, public replication::
 /// forwarded writes on this node.
 class PeerService final : public quiver::internal::v1::Peer::Service {
  public:
-  PeerService(replication::raft::NodeId self, replication::RaftReplicator* replicator)
-      : self_(self), replicator_(replicator) {}
+  /// `faults` (tests, may be null): requests from peers it cuts off are refused.
+  PeerService(replication::raft::NodeId self, replication::RaftReplicator* replicator,
+              const PeerFaults* faults = nullptr)
+      : self_(self), replicator_(replicator), faults_(faults) {}
 
   grpc::Status Send(grpc::ServerContext* ctx, const quiver::internal::v1::RaftBatch* req,
                     quiver::internal::v1::RaftBatchAck* resp) override;
@@ -119,8 +145,12 @@ class PeerService final : public quiver::internal::v1::Peer::Service {
                                quiver::internal::v1::SnapshotAck* resp) override;
 
  private:
+  // UNAVAILABLE if fault injection cuts this sender off.
+  grpc::Status RefuseIfCut(replication::raft::NodeId from) const;
+
   replication::raft::NodeId self_;
   replication::RaftReplicator* replicator_;
+  const PeerFaults* faults_;
 };
 
 }  // namespace quiver::service

@@ -8,8 +8,10 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <future>
 #include <thread>
 
@@ -31,6 +33,7 @@ struct Server::State {
   std::unique_ptr<storage::Db> db;
   std::unique_ptr<storage::RocksLogStore> log;
   std::unique_ptr<engine::Engine> engine;
+  PeerFaults peer_faults;  // fault_injection only
   std::unique_ptr<PeerClient> peer_client;
   std::unique_ptr<replication::RaftReplicator> replicator;
   std::unique_ptr<PeerService> peer_service;
@@ -232,6 +235,30 @@ Status Server::Start() {
     res.status = why.empty() ? 200 : 503;
     res.set_content(why.empty() ? "ready\n" : "not ready: " + why + "\n", "text/plain");
   });
+  if (config_.fault_injection) {
+    spdlog::warn("fault injection is on: POST /debug/partition on the admin port cuts peers off (tests only)");
+    s.admin.Post("/debug/partition", [this](const httplib::Request& req, httplib::Response& res) {
+      std::set<replication::raft::NodeId> cut;
+      std::string ids = req.get_param_value("peers");
+      for (size_t pos = 0; pos < ids.size();) {
+        size_t end = ids.find(',', pos);
+        if (end == std::string::npos) end = ids.size();
+        const std::string id = ids.substr(pos, end - pos);
+        pos = end + 1;
+        if (id.empty()) continue;
+        replication::raft::NodeId node = 0;
+        if (std::from_chars(id.data(), id.data() + id.size(), node).ptr != id.data() + id.size() || node == 0) {
+          res.status = 400;
+          res.set_content("peers: '" + id + "' is not a node id\n", "text/plain");
+          return;
+        }
+        cut.insert(node);
+      }
+      spdlog::warn("fault injection: cut off from {} peer(s)", cut.size());
+      state_->peer_faults.Cut(std::move(cut));
+      res.set_content("ok\n", "text/plain");
+    });
+  }
   s.admin.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     State& st = *state_;
     NodeGauges node;
@@ -332,6 +359,7 @@ Status Server::Start() {
   if (clustered) {
     s.peer_client = std::make_unique<PeerClient>(config_.node_id, raft_options.peer_addresses,
                                                  config_.max_message_bytes, peer_credentials.client);
+    if (config_.fault_injection) s.peer_client->set_faults(&s.peer_faults);
   }
   s.replicator = std::make_unique<replication::RaftReplicator>(s.log.get(), s.engine.get(), s.peer_client.get(),
                                                                raft_options);
@@ -347,7 +375,8 @@ Status Server::Start() {
 
   if (clustered) {
     // The peer port: Raft messages and forwarded writes, without API keys.
-    s.peer_service = std::make_unique<PeerService>(config_.node_id, s.replicator.get());
+    s.peer_service = std::make_unique<PeerService>(config_.node_id, s.replicator.get(),
+                                                   config_.fault_injection ? &s.peer_faults : nullptr);
     grpc::ServerBuilder peer_builder;
     peer_builder.AddListeningPort(config_.peer_listen, peer_credentials.server, &s.peer_port);
     peer_builder.SetMaxReceiveMessageSize(static_cast<int>(config_.max_message_bytes));

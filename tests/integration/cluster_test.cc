@@ -392,58 +392,177 @@ std::map<uint64_t, std::vector<float>> PointsOn(QuiverdProcess& node, const std:
   return out;
 }
 
-// An upgrade: every node in turn gets SIGTERM and restarts while a client
-// keeps writing through all of them. Every acknowledged write is on every
-// node afterwards, and the replicas are identical.
+// A client writing through the cluster's nodes in turn until stopped: batches
+// of 10 new points, each retried (same ids) until acknowledged, and every
+// fourth batch deleting an acknowledged batch. It records what was
+// acknowledged: those points must be on every node afterwards, the deleted
+// ones on none.
+class WriteLoad {
+ public:
+  explicit WriteLoad(Cluster& c) : c_(c) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~WriteLoad() { Stop(); }
+  // Writes avoid this node (being restarted); 0: none.
+  void Avoid(int node) { avoid_ = node; }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // Every node holds the acknowledged points, identically, and none of the deleted.
+  void Verify() {
+    ASSERT_GT(live_.size(), 50u) << "the writer made no progress";
+    std::set<uint64_t> all = live_;
+    all.insert(deleted_.begin(), deleted_.end());
+    const auto reference = PointsOn(c_.node(1), all);
+    for (uint64_t id : live_) EXPECT_TRUE(reference.contains(id)) << "acknowledged point " << id << " is missing";
+    for (uint64_t id : deleted_) EXPECT_FALSE(reference.contains(id)) << "deleted point " << id << " is back";
+    for (int id = 1; id <= 3; ++id) {
+      EXPECT_GE(Count(c_.node(id)), live_.size()) << "node " << id;  // linearizable: caught up first
+      EXPECT_TRUE(PointsOn(c_.node(id), all) == reference) << "node " << id << " differs";
+    }
+  }
+
+ private:
+  template <typename Call>
+  bool UntilAcknowledged(uint64_t salt, Call call) {
+    for (uint64_t attempt = 0; !stop_.load(); ++attempt) {
+      int target = static_cast<int>((salt + attempt) % 3) + 1;
+      if (target == avoid_.load()) target = target % 3 + 1;
+      if (call(c_.node(target))) return true;
+    }
+    return false;
+  }
+  void Run() {
+    for (uint64_t batch = 0; !stop_.load(); ++batch) {
+      if (!UntilAcknowledged(batch, [&](QuiverdProcess& n) { return Upsert(n, 10 * batch, 10).ok(); })) return;
+      for (uint64_t id = 10 * batch; id < 10 * batch + 10; ++id) live_.insert(id);
+      if (batch % 4 != 3) continue;
+      const uint64_t victim = batch - 2;
+      quiver::v1::DeletePointsRequest req;
+      req.set_collection("c");
+      for (uint64_t id = 10 * victim; id < 10 * victim + 10; ++id) req.add_ids(id);
+      const bool deleted = UntilAcknowledged(batch, [&](QuiverdProcess& n) {
+        quiver::v1::DeletePointsResponse resp;
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+        return n.points->Delete(&ctx, req, &resp).ok();
+      });
+      if (!deleted) return;
+      for (uint64_t id = 10 * victim; id < 10 * victim + 10; ++id) {
+        live_.erase(id);
+        deleted_.insert(id);
+      }
+    }
+  }
+
+  Cluster& c_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> avoid_{0};
+  std::set<uint64_t> live_, deleted_;  // the writer's until Stop
+  std::thread thread_;
+};
+
+// An upgrade: every node in turn gets SIGTERM (exit 0 within 10 s) and
+// restarts while the client keeps writing and deleting.
 TEST(Cluster, RollingRestartUnderLoadLosesNothingAcknowledged) {
   Cluster c(3);
   ASSERT_NE(c.WaitForLeader({1, 2, 3}), 0);
   ASSERT_TRUE(CreateCollection(c.node(1)).ok());
-  std::atomic<bool> stop{false};
-  std::atomic<int> restarting{0};  // the node being restarted: the writer avoids it
-  std::mutex mu;
-  std::set<uint64_t> acknowledged;
-  std::thread writer([&] {
-    for (uint64_t batch = 0; !stop.load(); ++batch) {
-      // A batch is retried (same ids) until acknowledged: at most once either way.
-      for (int attempt = 0; !stop.load(); ++attempt) {
-        int target = static_cast<int>((batch + static_cast<uint64_t>(attempt)) % 3) + 1;
-        if (target == restarting.load()) target = target % 3 + 1;
-        if (Upsert(c.node(target), 10 * batch, 10).ok()) {
-          std::lock_guard lock(mu);
-          for (uint64_t id = 10 * batch; id < 10 * batch + 10; ++id) acknowledged.insert(id);
-          break;
-        }
-      }
-    }
-  });
+  WriteLoad load(c);
   for (int id = 1; id <= 3; ++id) {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    restarting = id;
+    load.Avoid(id);
     c.node(id).Kill(SIGTERM);
     auto code = c.node(id).WaitExit(std::chrono::seconds(10));
     ASSERT_TRUE(code.has_value()) << "node " << id << " did not stop within 10 s";
     EXPECT_EQ(*code, 0) << c.node(id).Log();
     c.node(id).Start();
     ASSERT_NE(c.WaitForLeader({1, 2, 3}), 0);
-    restarting = 0;
+    load.Avoid(0);
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  stop = true;
-  writer.join();
-  std::set<uint64_t> acked;
-  {
-    std::lock_guard lock(mu);
-    acked = acknowledged;
+  load.Stop();
+  load.Verify();
+}
+
+// kill -9 of the leader, twice, under the same load.
+TEST(Cluster, LeaderKillNineUnderLoadLosesNothingAcknowledged) {
+  Cluster c(3);
+  ASSERT_NE(c.WaitForLeader({1, 2, 3}), 0);
+  ASSERT_TRUE(CreateCollection(c.node(1)).ok());
+  WriteLoad load(c);
+  for (int round = 0; round < 2; ++round) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    const int leader = c.WaitForLeader({1, 2, 3});
+    ASSERT_NE(leader, 0);
+    load.Avoid(leader);
+    c.node(leader).Kill(SIGKILL);
+    std::vector<int> rest;
+    for (int id = 1; id <= 3; ++id) {
+      if (id != leader) rest.push_back(id);
+    }
+    ASSERT_NE(c.WaitForLeader(rest), 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // writes go on without it
+    c.node(leader).Start();
+    load.Avoid(0);
   }
-  ASSERT_GT(acked.size(), 100u) << "the writer made no progress";
-  // A linearizable count on each node first: it has applied everything acknowledged.
-  for (int id = 1; id <= 3; ++id) EXPECT_GE(Count(c.node(id)), acked.size()) << "node " << id;
-  const auto reference = PointsOn(c.node(1), acked);
-  EXPECT_EQ(reference.size(), acked.size()) << "acknowledged writes missing";
-  for (int id = 2; id <= 3; ++id) {
-    EXPECT_EQ(Count(c.node(id), quiver::v1::EVENTUAL), Count(c.node(1), quiver::v1::EVENTUAL)) << "node " << id;
-    EXPECT_TRUE(PointsOn(c.node(id), acked) == reference) << "node " << id << " differs";
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  load.Stop();
+  load.Verify();
+}
+
+// Fault injection (tests only): `node` drops all peer traffic to and from `peers`.
+void Partition(QuiverdProcess& node, const std::string& peers) {
+  httplib::Client admin("127.0.0.1", node.admin_port());
+  auto res = admin.Post("/debug/partition?peers=" + peers, "", "text/plain");
+  ASSERT_TRUE(res && res->status == 200) << (res ? res->body : "no answer");
+}
+
+// The leader is cut off from both followers: a write to it is never
+// acknowledged, the majority elects a new leader and keeps writing, and once
+// the partition heals the old leader follows and holds exactly what the
+// others hold — its unacknowledged write included nowhere.
+TEST(Cluster, APartitionedLeaderLosesItsQuorumAndTheMajorityGoesOn) {
+  Cluster c(3, {"--fault-injection", "true"});
+  const int old = c.WaitForLeader({1, 2, 3});
+  ASSERT_NE(old, 0);
+  ASSERT_TRUE(CreateCollection(c.node(old)).ok());
+  ASSERT_TRUE(Upsert(c.node(old), 1, 10).ok());
+  std::vector<int> majority;
+  for (int id = 1; id <= 3; ++id) {
+    if (id != old) majority.push_back(id);
+  }
+  Partition(c.node(old), std::to_string(majority[0]) + "," + std::to_string(majority[1]));
+  {
+    UpsertRequest req;
+    req.set_collection("c");
+    auto* p = req.add_points();
+    p->set_id(1000);
+    for (int j = 0; j < 8; ++j) p->add_vector(1.0f);
+    UpsertResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
+    EXPECT_FALSE(c.node(old).points->Upsert(&ctx, req, &resp).ok()) << "a leader without its quorum acknowledged";
+  }
+  const int next = c.WaitForLeader(majority);
+  ASSERT_NE(next, 0);
+  ASSERT_TRUE(Upsert(c.node(next), 2000, 10).ok());
+  EXPECT_EQ(Count(c.node(next)), 20u);
+
+  Partition(c.node(old), "");  // heal
+  EXPECT_TRUE(WaitForCount(c.node(old), 20)) << c.node(old).Log();
+  EXPECT_EQ(c.WaitForLeader({1, 2, 3}), next) << "the old leader must follow, not disrupt";
+  std::set<uint64_t> ids = {1000};
+  for (uint64_t id = 1; id <= 10; ++id) ids.insert(id);
+  for (uint64_t id = 2000; id < 2010; ++id) ids.insert(id);
+  const auto reference = PointsOn(c.node(next), ids);
+  EXPECT_EQ(reference.size(), 20u);
+  EXPECT_FALSE(reference.contains(1000));
+  for (int id = 1; id <= 3; ++id) {
+    EXPECT_EQ(Count(c.node(id)), 20u) << "node " << id;
+    EXPECT_TRUE(PointsOn(c.node(id), ids) == reference) << "node " << id << " differs";
   }
 }
 
