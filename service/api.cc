@@ -10,6 +10,7 @@
 #include "engine/validation.h"
 #include "quiver/internal/v1/wal.pb.h"
 #include "service/auth.h"
+#include "replication/backup.h"
 #include "service/grpc_status.h"
 #include "service/peer.h"
 
@@ -36,6 +37,8 @@ class RpcScope {
 };
 
 // The client's deadline if it set one, else the configured write timeout.
+std::string BackupDir(const ServerConfig& cfg) { return cfg.data_dir + "/backups"; }
+
 Clock::time_point WriteDeadline(const grpc::ServerContext* ctx, const ServerConfig& cfg) {
   const auto fallback = Clock::now() + std::chrono::milliseconds(cfg.write_timeout_ms);
   const auto client = ctx->deadline();
@@ -453,6 +456,45 @@ grpc::Status ClusterApi::RemoveNode(grpc::ServerContext* sctx, const quiver::v1:
                                                     WriteDeadline(sctx, *ctx_.config));
   if (index.ok()) resp->set_log_index(*index);
   return scope.Done(index.status());
+}
+
+namespace {
+void ToProto(const replication::BackupInfo& b, quiver::v1::BackupInfo* out) {
+  out->set_name(b.name);
+  out->set_applied_index(b.applied_index);
+  out->set_cluster_id(b.cluster_id);
+  out->set_created_unix_ms(b.created_unix_ms);
+  out->set_bytes(b.bytes);
+  out->set_files(b.files);
+  out->set_path(b.path);
+}
+}  // namespace
+
+grpc::Status ClusterApi::CreateBackup(grpc::ServerContext* sctx, const quiver::v1::CreateBackupRequest* req,
+                                      quiver::v1::CreateBackupResponse* resp) {
+  RpcScope scope(ctx_.metrics, Rpc::kCreateBackup);
+  if (quiver::Status auth = Authorize(*ctx_.config, *sctx, Access::kWrite); !auth.ok()) return scope.Done(auth);
+  std::string name = req->name();
+  if (name.empty()) {
+    name = "backup-" + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count());
+  }
+  Result<replication::BackupInfo> backup = replication::CreateBackup(
+      ctx_.engine, BackupDir(*ctx_.config), name, raft_->cluster_id(), /*stop=*/nullptr);
+  if (backup.ok()) ToProto(*backup, resp->mutable_backup());
+  return scope.Done(backup.status());
+}
+
+grpc::Status ClusterApi::ListBackups(grpc::ServerContext* sctx, const quiver::v1::ListBackupsRequest*,
+                                     quiver::v1::ListBackupsResponse* resp) {
+  RpcScope scope(ctx_.metrics, Rpc::kListBackups);
+  if (quiver::Status auth = Authorize(*ctx_.config, *sctx, Access::kRead); !auth.ok()) return scope.Done(auth);
+  Result<std::vector<replication::BackupInfo>> backups = replication::ListBackups(BackupDir(*ctx_.config));
+  if (backups.ok()) {
+    for (const auto& b : *backups) ToProto(b, resp->add_backups());
+  }
+  return scope.Done(backups.status());
 }
 
 grpc::Status ClusterApi::AddNode(grpc::ServerContext* sctx, const quiver::v1::AddNodeRequest* req,

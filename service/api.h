@@ -67,6 +67,10 @@ class ClusterApi final : public quiver::v1::Cluster::Service {
   grpc::Status RemoveNode(grpc::ServerContext*, const quiver::v1::RemoveNodeRequest*,
                           quiver::v1::RemoveNodeResponse*) override;
   grpc::Status AddNode(grpc::ServerContext*, const quiver::v1::AddNodeRequest*, quiver::v1::AddNodeResponse*) override;
+  grpc::Status CreateBackup(grpc::ServerContext*, const quiver::v1::CreateBackupRequest*,
+                            quiver::v1::CreateBackupResponse*) override;
+  grpc::Status ListBackups(grpc::ServerContext*, const quiver::v1::ListBackupsRequest*,
+                           quiver::v1::ListBackupsResponse*) override;
 
  private:
   ApiContext ctx_;

@@ -75,6 +75,8 @@ std::vector<Key> Keys(ServerConfig* c) {
        [c](const std::string& v) { return ParseBool(v, "fault_injection", &c->fault_injection); }},
       {"join", "QUIVER_JOIN", "--join", "public address of a member of the cluster to join (empty data directory)",
        str(&c->join)},
+      {"restore_from", "QUIVER_RESTORE_FROM", "--restore-from",
+       "backup directory to start an empty data directory from", str(&c->restore_from)},
       {"peer_advertise", "QUIVER_PEER_ADVERTISE", "--peer-advertise",
        "address the members reach this node's peer port at (default: peer_listen)", str(&c->peer_advertise)},
       {"log_compact_bytes", "QUIVER_LOG_COMPACT_BYTES", "--log-compact-bytes",
@@ -170,6 +172,9 @@ Status ServerConfig::Validate() const {
   }
   if (raft_tick_ms < 10 || raft_tick_ms > 10000) return Status::InvalidArgument("raft_tick_ms must be in 10..10000");
   if (log_compact_bytes < 4096) return Status::InvalidArgument("log_compact_bytes must be at least 4096");
+  if (!join.empty() && !restore_from.empty()) {
+    return Status::InvalidArgument("join and restore_from exclude each other: a joining node gets the cluster's state");
+  }
   if (!join.empty()) {
     if (!peer_map.empty()) {
       return Status::InvalidArgument("join and peers exclude each other: a joining node learns its peers from the cluster");

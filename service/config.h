@@ -47,6 +47,11 @@ struct ServerConfig {
   /// cluster. Ignored once the data directory holds a cluster. Excludes
   /// `peers`. Default: "". Env: QUIVER_JOIN. Flag: --join.
   std::string join;
+  /// A backup directory (Cluster.CreateBackup, `quiverctl snapshot create`)
+  /// to start an empty data directory from: a new cluster (this node, or
+  /// `peers`) whose state is the backup's. Ignored once the data directory
+  /// holds data. Excludes `join`. Default: "". Env: QUIVER_RESTORE_FROM.
+  std::string restore_from;
   /// The address other members reach this node's peer port at (host:port),
   /// sent when joining. Default: "" (peer_listen). Env: QUIVER_PEER_ADVERTISE.
   std::string peer_advertise;
@@ -59,7 +64,8 @@ struct ServerConfig {
   /// Further behind, it gets a snapshot. Default: 1000000.
   /// Env: QUIVER_LOG_HOLD_ENTRIES.
   uint64_t log_hold_entries = 1'000'000;
-  /// Where RocksDB keeps the node's data. Default: ./data. Env: QUIVER_DATA_DIR.
+  /// Where RocksDB keeps the node's data (and backups/, snapshots/).
+  /// Default: ./data. Env: QUIVER_DATA_DIR.
   std::string data_dir = "./data";
   /// Largest k a search may ask for. Default: 10000. Env: QUIVER_MAX_K.
   uint32_t max_k = 10000;

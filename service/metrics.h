@@ -13,7 +13,8 @@ namespace quiver::service {
 enum class Rpc : int {
   kCreateCollection, kGetCollection, kListCollections, kDeleteCollection,
   kUpsert, kDeletePoints, kGetPoints, kCount, kSearch, kSearchBatch,
-  kClusterStatus, kTransferLeader, kRemoveNode, kAddNode, kNumRpcs
+  kClusterStatus, kTransferLeader, kRemoveNode, kAddNode, kCreateBackup, kListBackups,
+  kNumRpcs
 };
 
 /// Node state sampled at scrape time (zero until the node is ready).

@@ -19,6 +19,7 @@
 #include "engine/engine.h"
 #include "kernels/blas.h"
 #include "kernels/simd.h"
+#include "replication/backup.h"
 #include "replication/replicator.h"
 #include "service/api.h"
 #include "service/metrics.h"
@@ -337,6 +338,19 @@ Status Server::Start() {
   QUIVER_ASSIGN_OR_RETURN(const PeerCredentials peer_credentials, MakePeerCredentials(config_));
   QUIVER_ASSIGN_OR_RETURN(const storage::HardState hard_state, s.log->GetHardState());
   QUIVER_ASSIGN_OR_RETURN(const std::string recorded_peers, s.log->GetPeerAddresses());
+  if (!config_.restore_from.empty()) {
+    if (s.log->LastIndex() == 0 && hard_state.term == 0 && s.engine->AppliedIndex() == 0) {
+      std::set<replication::raft::NodeId> voters = raft_options.initial_voters;
+      if (voters.empty()) voters = {config_.node_id};
+      QUIVER_RETURN_IF_ERROR(replication::RestoreBackup(config_.restore_from, s.log.get(), s.engine.get(), voters,
+                                                        raft_options.cluster_id, &stop_)
+                                 .WithContext("restoring from " + config_.restore_from));
+      spdlog::info("restored the backup in {}: applied index {}, {} collection(s), {} points", config_.restore_from,
+                   s.engine->AppliedIndex(), s.engine->List().size(), s.engine->TotalPoints());
+    } else {
+      spdlog::warn("restore_from ignored: the data directory holds data already");
+    }
+  }
   // --join only matters until the leader has replicated to this node.
   const bool joining = !config_.join.empty() && s.log->LastIndex() == 0 && hard_state.term == 0;
   if (joining) {

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <filesystem>
 #include <cstring>
 #include <set>
 #include <utility>
@@ -247,7 +248,11 @@ Status SegmentStore::ReplaceFrom(const std::string& dir, std::vector<std::string
     if (::stat(from.c_str(), &st) != 0) return Errno("reading", from);
     ref.file_bytes = static_cast<uint64_t>(st.st_size);
     if (::unlink(to.c_str()) != 0 && errno != ENOENT) return Errno("deleting", to);
-    if (::link(from.c_str(), to.c_str()) != 0) return Errno("linking " + from + " to", to);
+    if (::link(from.c_str(), to.c_str()) != 0) {
+      // Another file system (a backup restored from elsewhere): copy.
+      std::error_code ec;
+      if (errno != EXDEV || !std::filesystem::copy_file(from, to, ec)) return Errno("linking " + from + " to", to);
+    }
     if (Result<SegmentContent> content = Read(ref); !content.ok()) {
       rejected->push_back(name + ": " + content.status().message());
       ::unlink(to.c_str());

@@ -83,7 +83,8 @@ class SegmentStore {
   Status LinkListedInto(const std::string& dir) const;
 
   /// Replaces every listed segment with the segment files found in `dir`
-  /// (hard-linked, so `dir` keeps them for a redo). A file that fails
+  /// (hard-linked, so `dir` keeps them for a redo; copied from another file
+  /// system). A file that fails
   /// validation is not listed; `rejected` receives its name and why.
   Status ReplaceFrom(const std::string& dir, std::vector<std::string>* rejected);
 

@@ -183,6 +183,13 @@ int main(int argc, char** argv) {
   search->add_option("--itopk", itopk, "graph: search beam (0 = collection default)");
   search->add_option("--search-width", search_width, "graph: nodes expanded per step (0 = 1)");
 
+  auto* snapshot = app.add_subcommand("snapshot", "backups of a node's state: create, list");
+  snapshot->require_subcommand(1);
+  std::string backup_name;
+  auto* snapshot_create = snapshot->add_subcommand(
+      "create", "copy the node's state into <data_dir>/backups/NAME while it serves (restore: quiverd --restore-from)");
+  snapshot_create->add_option("name", backup_name, "backup name (default: backup-<unix ms>)");
+  auto* snapshot_list = snapshot->add_subcommand("list", "the node's complete backups");
   auto* count = app.add_subcommand("count", "count the points of a collection");
   count->add_option("collection", name, "collection name")->required();
 
@@ -444,6 +451,36 @@ int main(int argc, char** argv) {
                            : "node " + std::to_string(node_id) + " removed at log index " +
                                  std::to_string(resp.log_index()))
               << "\n";
+  } else if (snapshot_create->parsed() || snapshot_list->parsed()) {
+    std::vector<quiver::v1::BackupInfo> backups;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, opt);
+    if (snapshot_create->parsed()) {
+      quiver::v1::CreateBackupRequest req;
+      req.set_name(backup_name);
+      quiver::v1::CreateBackupResponse resp;
+      auto st = cluster_stub->CreateBackup(&ctx, req, &resp);
+      if (!st.ok()) return Fail(st);
+      backups.push_back(resp.backup());
+    } else {
+      quiver::v1::ListBackupsResponse resp;
+      auto st = cluster_stub->ListBackups(&ctx, {}, &resp);
+      if (!st.ok()) return Fail(st);
+      backups.assign(resp.backups().begin(), resp.backups().end());
+    }
+    if (opt.json) std::cout << "[";
+    for (size_t i = 0; i < backups.size(); ++i) {
+      const auto& b = backups[i];
+      if (opt.json) {
+        std::cout << (i ? "," : "") << "{\"name\":\"" << b.name() << "\",\"applied_index\":" << b.applied_index()
+                  << ",\"bytes\":" << b.bytes() << ",\"files\":" << b.files()
+                  << ",\"created_unix_ms\":" << b.created_unix_ms() << ",\"path\":\"" << b.path() << "\"}";
+      } else {
+        std::cout << b.name() << "\tindex " << b.applied_index() << "\t" << b.bytes() << " bytes in " << b.files()
+                  << " files\t" << b.path() << "\n";
+      }
+    }
+    if (opt.json) std::cout << "]\n";
   } else if (count->parsed()) {
     quiver::v1::CountRequest req;
     req.set_collection(name);

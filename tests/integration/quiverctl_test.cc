@@ -127,6 +127,47 @@ TEST(Quiverctl, ApiKeyAndTlsAgainstARealServer) {
   EXPECT_EQ(r.code, 1) << "plaintext to a TLS port fails: " << r.out;
 }
 
+// Backups: `snapshot create` while the node serves, `snapshot list`, and a
+// new data directory started from the backup with quiverd --restore-from.
+TEST(Quiverctl, SnapshotCreateListAndRestoreIntoANewNode) {
+  TempDir dir;
+  QuiverdProcess q(dir.path() + "/data", dir.path());
+  q.Start();
+  const std::string addr = "--addr 127.0.0.1:" + std::to_string(q.grpc_port()) + " ";
+  FloatMatrix m{300, 8, RandomVectors(300, 8, 4)};
+  ASSERT_TRUE(WriteNpy(dir.path() + "/v.npy", m).ok());
+  ASSERT_EQ(Ctl(addr + "collections create docs --dim 8 --index ivf_flat --nlist 4 --segment-points 100").code, 0);
+  ASSERT_EQ(Ctl(addr + "upsert docs " + dir.path() + "/v.npy --batch 50").code, 0);
+  CtlResult r = Ctl(addr + "snapshot create nightly");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("nightly"), std::string::npos) << r.out;
+  EXPECT_EQ(Ctl(addr + "snapshot create nightly").code, 1) << "names are unique";
+  EXPECT_NE(Ctl(addr + "snapshot create ../escape").code, 0);
+  // Later writes are not in the backup.
+  ASSERT_EQ(Ctl(addr + "upsert docs " + dir.path() + "/v.npy --start-id 5000").code, 0);
+  r = Ctl(addr + "--json snapshot list");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(r.out.rfind("[{\"name\":\"nightly\"", 0), 0u) << r.out;
+  const std::string path = dir.path() + "/data/backups/nightly";
+  EXPECT_NE(r.out.find(path), std::string::npos) << r.out;
+
+  TempDir other;
+  QuiverdProcess restored(other.path() + "/data", other.path(), {"--restore-from", path});
+  restored.Start();
+  const std::string addr2 = "--addr 127.0.0.1:" + std::to_string(restored.grpc_port()) + " ";
+  r = Ctl(addr2 + "--json count docs");
+  EXPECT_EQ(r.out, "{\"count\":300}\n");
+  EXPECT_EQ(Ctl(addr + "--json count docs").out, "{\"count\":600}\n");
+  // The restored node takes writes, and a restart does not restore again.
+  ASSERT_EQ(Ctl(addr2 + "upsert docs " + dir.path() + "/v.npy --start-id 9000").code, 0);
+  restored.Kill(SIGTERM);
+  ASSERT_TRUE(restored.WaitExit(std::chrono::seconds(10)).has_value());
+  restored.Start();
+  const std::string addr3 = "--addr 127.0.0.1:" + std::to_string(restored.grpc_port()) + " ";
+  EXPECT_EQ(Ctl(addr3 + "--json count docs").out, "{\"count\":600}\n");
+  EXPECT_NE(restored.Log().find("restore_from ignored"), std::string::npos);
+}
+
 TEST(Quiverctl, HelpEverywhere) {
   for (const char* sub : {"", "collections", "collections create", "collections list", "collections describe",
                           "collections delete", "upsert", "search", "count"}) {

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "common/encoding.h"
+#include "replication/backup.h"
 #include "replication/replicator.h"
 #include "storage/log_store.h"
 
@@ -484,6 +485,50 @@ TEST(RaftReplicator, AJoiningNodeIsAddedCaughtUpAndPromoted) {
   ASSERT_TRUE(again.Start(nullptr).ok());
   EXPECT_EQ(again.PeerAddresses()[4], "10.0.0.4:7701");
   again.Stop();
+}
+
+TEST(Backup, CreateListVerifyAndRestoreIntoANewGroup) {
+  const std::string dir = FreshDir("backups");
+  RecordingStateMachine source;
+  source.applied = 42;
+  source.data = {"a", "b", "c"};
+  EXPECT_EQ(CreateBackup(&source, dir, "../x", "c1", nullptr).status().code(), StatusCode::kInvalidArgument);
+  auto b1 = CreateBackup(&source, dir, "b1", "c1", nullptr);
+  ASSERT_TRUE(b1.ok()) << b1.status().ToString();
+  EXPECT_EQ(b1->applied_index, 42u);
+  EXPECT_EQ(CreateBackup(&source, dir, "b1", "c1", nullptr).status().code(), StatusCode::kAlreadyExists);
+  std::filesystem::create_directories(dir + "/half-written");  // no MANIFEST: not a backup
+  auto list = ListBackups(dir);
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].name, "b1");
+  EXPECT_EQ((*list)[0].cluster_id, "c1");
+  ASSERT_TRUE(VerifyBackup(b1->path).ok());
+
+  // A damaged backup is refused before anything changes.
+  ASSERT_TRUE(CreateBackup(&source, dir, "b2", "c1", nullptr).ok());
+  { std::ofstream(dir + "/b2/state", std::ios::app) << "tampered\n"; }
+  EXPECT_EQ(VerifyBackup(dir + "/b2").status().code(), StatusCode::kDataLoss);
+  {
+    storage::MemoryLogStore log;
+    RecordingStateMachine sm;
+    EXPECT_EQ(RestoreBackup(dir + "/b2", &log, &sm, {1}, "new", nullptr).code(), StatusCode::kDataLoss);
+    EXPECT_EQ(sm.installs.load(), 0);
+  }
+
+  storage::MemoryLogStore log;
+  RecordingStateMachine sm;
+  ASSERT_TRUE(RestoreBackup(b1->path, &log, &sm, {1}, "new", nullptr).ok());
+  EXPECT_EQ(RestoreBackup(b1->path, &log, &sm, {1}, "new", nullptr).code(), StatusCode::kFailedPrecondition)
+      << "only into an empty data directory";
+  RaftReplicator r(&log, &sm, nullptr);
+  ASSERT_TRUE(r.Start(nullptr).ok());
+  EXPECT_EQ(r.cluster_id(), "new");
+  auto index = r.Propose("d", Soon());
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  EXPECT_GT(*index, 42u);
+  r.Stop();
+  EXPECT_EQ(sm.data, (std::vector<std::string>{"a", "b", "c", "d"}));
 }
 
 TEST(RaftReplicator, AnInterruptedInstallIsFinishedAtStart) {
