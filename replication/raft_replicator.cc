@@ -685,7 +685,20 @@ Status RaftReplicator::HandleOneReady() {
     raft::Ready rd = raft_->GetReady();
     // 0. A snapshot from the leader replaces the state and the log first.
     if (rd.snapshot) QUIVER_RETURN_IF_ERROR(InstallSnapshot(*rd.snapshot, rd.hard_state));
-    // 1. Entries and hard state, durable in one synced write.
+    // 1. A leader's appends and heartbeats leave first, so followers write
+    // the entries while this node does (etcd's parallel append). Safe: they
+    // promise nothing about this node's disk, and no acknowledgement is
+    // counted before this Ready is done — this thread handles them next.
+    if (rd.role == raft::Role::kLeader && transport_ != nullptr) {
+      std::vector<raft::Message> early;
+      std::erase_if(rd.messages, [&](raft::Message& m) {
+        if (m.type != raft::MessageType::kAppend && m.type != raft::MessageType::kHeartbeat) return false;
+        early.push_back(std::move(m));
+        return true;
+      });
+      if (!early.empty()) transport_->Send(std::move(early));
+    }
+    // 2. Entries and hard state, durable in one synced write.
     if (!rd.entries.empty() || rd.hard_state) {
       const auto t0 = Clock::now();
       QUIVER_RETURN_IF_ERROR(log_->Append(rd.entries, rd.hard_state ? &*rd.hard_state : nullptr));
@@ -695,10 +708,10 @@ Status RaftReplicator::HandleOneReady() {
       log_sync_counts_[bucket].fetch_add(1, std::memory_order_relaxed);
       log_sync_micros_.fetch_add(static_cast<uint64_t>(seconds * 1e6), std::memory_order_relaxed);
     }
-    // 2. Only then the messages that promise them.
+    // 3. Only then the messages that promise them (votes, acknowledgements).
     QueueSnapshotSends(&rd.messages);
     if (!rd.messages.empty() && transport_ != nullptr) transport_->Send(std::move(rd.messages));
-    // 3. Apply what is committed, and answer its proposers.
+    // 4. Apply what is committed, and answer its proposers.
     if (!rd.committed_entries.empty()) {
       QUIVER_RETURN_IF_ERROR(state_->Apply(rd.committed_entries, &outcomes_));
       if (outcomes_.size() != rd.committed_entries.size()) {

@@ -3,10 +3,11 @@
 // acknowledged.
 //
 // RaftReplicator is the host side of the Raft core (replication/raft): one
-// driver thread owns the core and follows the etcd-raft order strictly —
-// persist entries and hard state in one synced write, then send messages,
-// then apply committed entries, then answer the clients whose entries they
-// are. A single node is a one-voter group on the same code path.
+// driver thread owns the core and follows the etcd-raft order — a leader's
+// appends and heartbeats go out, entries and hard state are persisted in one
+// synced write, then the other messages (votes, acknowledgements) are sent,
+// then committed entries applied and their clients answered. A single node
+// is a one-voter group on the same code path.
 #pragma once
 
 #include <array>

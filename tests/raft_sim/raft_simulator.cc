@@ -21,6 +21,7 @@ using replication::raft::ConfChange;
 using replication::raft::ConfChangeType;
 using replication::raft::ConfState;
 using replication::raft::Message;
+using replication::raft::MessageType;
 using replication::raft::MessageTypeName;
 using replication::raft::NodeId;
 using replication::raft::Raft;
@@ -211,6 +212,24 @@ void Simulation::Process(Node& n) {
         ++result_.leader_terms;
         Trace("node " + std::to_string(n.id) + " leads term " + std::to_string(term));
         CheckLeaderCompleteness(n);
+      }
+    }
+    if (rd.role == Role::kLeader) {
+      // A leader's appends leave before its own write of them is durable
+      // (RaftReplicator overlaps the two fsyncs); a crash may fall between.
+      std::vector<Message> after_persist;
+      for (Message& m : rd.messages) {
+        if (m.type == MessageType::kAppend || m.type == MessageType::kHeartbeat) {
+          Send(n, std::move(m));
+        } else {
+          after_persist.push_back(std::move(m));
+        }
+      }
+      rd.messages = std::move(after_persist);
+      if (!rd.entries.empty() && faulty() && options_.crash_rate > 0 && Chance(options_.crash_before_persist_rate)) {
+        Trace("node " + std::to_string(n.id) + " crashes before its appends are durable");
+        Crash(n);
+        return;
       }
     }
     Persist(n, rd);

@@ -39,6 +39,9 @@ struct SimOptions {
   uint64_t max_delay = 30;
   /// Per-unit probability of a crash / a partition change.
   double crash_rate = 0.0015;
+  /// Probability that a leader crashes after sending a Ready's appends and
+  /// before its own write of them is durable (the host overlaps the two).
+  double crash_before_persist_rate = 0.02;
   double partition_rate = 0.001;
   double propose_rate = 0.08;
   double read_rate = 0.02;
