@@ -115,6 +115,7 @@ class LocalServer {
     thread_.join();
   }
   std::shared_ptr<grpc::Channel> channel;
+  const std::string& address() const { return target_; }
 
   // A channel with its own connection (distinct arguments keep gRPC from
   // sharing the subchannel), as a separate client process would have.
@@ -790,18 +791,31 @@ int RunPq(size_t n, size_t nq, size_t dim, size_t k, size_t nlist, size_t cluste
   return 0;
 }
 
-int RunUpsert(size_t clients, size_t batch, size_t dim, size_t total) {
-  LocalServer server("/tmp/quiver-bench-upsert", 0);
-  if (!CreateCollection(server.channel.get(), "ingest", static_cast<uint32_t>(dim))) return 1;
+std::shared_ptr<grpc::Channel> ChannelTo(const std::string& address, int client) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(1 << 30);
+  args.SetMaxSendMessageSize(1 << 30);
+  args.SetInt("quiver.bench_client", client);  // its own connection
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+struct UpsertRun {
+  double seconds = 0;
+  size_t vectors = 0;  // acknowledged
+  size_t failed = 0;   // calls
+};
+
+// Durable Upserts into "ingest": `clients` writers, each on its own
+// connection like separate pipeline workers, spread over `targets`.
+UpsertRun TimeUpserts(const std::vector<std::string>& targets, size_t clients, size_t batch, size_t dim, size_t total) {
   auto data = RandomData(batch * 8, dim, 3);  // reused rows, distinct ids
   const size_t batches = total / batch;
   std::atomic<size_t> next{0}, failed{0};
   std::vector<std::thread> threads;
-  auto t0 = Clock::now();
+  const auto t0 = Clock::now();
   for (size_t c = 0; c < clients; ++c) {
     threads.emplace_back([&, c] {
-      // Each client on its own connection, like separate pipeline workers.
-      auto stub = quiver::v1::Points::NewStub(server.NewChannel(static_cast<int>(c) + 1));
+      auto stub = quiver::v1::Points::NewStub(ChannelTo(targets[c % targets.size()], static_cast<int>(c) + 1));
       for (size_t b = next++; b < batches; b = next++) {
         auto req = MakeUpsert("ingest", data.data() + (b % 8) * batch * dim, b * batch, batch, dim);
         quiver::v1::UpsertResponse resp;
@@ -811,15 +825,21 @@ int RunUpsert(size_t clients, size_t batch, size_t dim, size_t total) {
     });
   }
   for (auto& t : threads) t.join();
-  const double s = Seconds(t0);
-  const double vps = double(batches * batch) / s;
+  return {Seconds(t0), (batches - failed.load()) * batch, failed.load()};
+}
+
+int RunUpsert(size_t clients, size_t batch, size_t dim, size_t total) {
+  LocalServer server("/tmp/quiver-bench-upsert", 0);
+  if (!CreateCollection(server.channel.get(), "ingest", static_cast<uint32_t>(dim))) return 1;
+  const UpsertRun run = TimeUpserts({server.address()}, clients, batch, dim, total);
+  const double vps = double(run.vectors) / run.seconds;
   std::printf("\nDurable Upsert: %zu clients, batches of %zu x %zu-d, %zu vectors: %.0f vectors/s (%.2f s, %zu failed)\n",
-              clients, batch, dim, batches * batch, vps, s, failed.load());
+              clients, batch, dim, run.vectors, vps, run.seconds, run.failed);
   std::filesystem::create_directories("bench/results");
   std::ofstream("bench/results/upsert.csv") << "clients,batch,dim,vectors,seconds,vectors_per_s,failed\n"
-                                            << clients << "," << batch << "," << dim << "," << batches * batch << ","
-                                            << s << "," << vps << "," << failed.load() << "\n";
-  return failed.load() == 0 ? 0 : 1;
+                                            << clients << "," << batch << "," << dim << "," << run.vectors << ","
+                                            << run.seconds << "," << vps << "," << run.failed << "\n";
+  return run.failed == 0 ? 0 : 1;
 }
 
 // ---------------------------------------------------------------- cluster
@@ -927,14 +947,6 @@ std::vector<std::unique_ptr<QuiverdChild>> StartNodes(const std::string& quiverd
   return nodes;
 }
 
-std::shared_ptr<grpc::Channel> ChannelTo(const std::string& address, int client) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(1 << 30);
-  args.SetMaxSendMessageSize(1 << 30);
-  args.SetInt("quiver.bench_client", client);  // its own connection
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
-}
-
 // The node that says it leads (-1 until one does, at most 20 s).
 int FindLeader(const std::vector<std::unique_ptr<QuiverdChild>>& nodes, const std::set<size_t>& skip = {}) {
   const auto deadline = Clock::now() + std::chrono::seconds(20);
@@ -952,32 +964,15 @@ int FindLeader(const std::vector<std::unique_ptr<QuiverdChild>>& nodes, const st
   return -1;
 }
 
-// Durable Upsert throughput: `clients` writers spread over `targets`.
+// Durable Upsert throughput into a new collection through `targets`.
 double MeasureUpserts(const std::vector<std::string>& targets, size_t clients, size_t batch, size_t dim, size_t total) {
   for (int attempt = 0; attempt < 100; ++attempt) {  // the cluster may still be electing
     if (CreateCollection(ChannelTo(targets[0], 0).get(), "ingest", static_cast<uint32_t>(dim))) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  auto data = RandomData(batch * 8, dim, 3);
-  const size_t batches = total / batch;
-  std::atomic<size_t> next{0}, failed{0};
-  std::vector<std::thread> threads;
-  const auto t0 = Clock::now();
-  for (size_t c = 0; c < clients; ++c) {
-    threads.emplace_back([&, c] {
-      auto stub = quiver::v1::Points::NewStub(ChannelTo(targets[c % targets.size()], static_cast<int>(c) + 1));
-      for (size_t b = next++; b < batches; b = next++) {
-        auto req = MakeUpsert("ingest", data.data() + (b % 8) * batch * dim, b * batch, batch, dim);
-        quiver::v1::UpsertResponse resp;
-        grpc::ClientContext ctx;
-        if (!stub->Upsert(&ctx, req, &resp).ok()) ++failed;
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  const double s = Seconds(t0);
-  if (failed.load() > 0) std::fprintf(stderr, "%zu upserts failed\n", failed.load());
-  return double((batches - failed.load()) * batch) / s;
+  const UpsertRun run = TimeUpserts(targets, clients, batch, dim, total);
+  if (run.failed > 0) std::fprintf(stderr, "%zu upserts failed\n", run.failed);
+  return double(run.vectors) / run.seconds;
 }
 
 // The cluster numbers of the Raft issue, with processes on this machine:

@@ -161,6 +161,19 @@ grpc::Status Upsert(QuiverdProcess& node, uint64_t first_id, int n) {
   });
 }
 
+// One point (id, every coordinate `value`) in one call, without retries.
+grpc::Status UpsertOnce(QuiverdProcess& node, uint64_t id, float value, std::chrono::seconds deadline) {
+  UpsertRequest req;
+  req.set_collection("c");
+  auto* p = req.add_points();
+  p->set_id(id);
+  for (int j = 0; j < 8; ++j) p->add_vector(value);
+  UpsertResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + deadline);
+  return node.points->Upsert(&ctx, req, &resp);
+}
+
 grpc::Status TryCount(QuiverdProcess& node, quiver::v1::ReadConsistency consistency, uint64_t* count) {
   CountRequest req;
   req.set_collection("c");
@@ -535,17 +548,8 @@ TEST(Cluster, APartitionedLeaderLosesItsQuorumAndTheMajorityGoesOn) {
     if (id != old) majority.push_back(id);
   }
   Partition(c.node(old), std::to_string(majority[0]) + "," + std::to_string(majority[1]));
-  {
-    UpsertRequest req;
-    req.set_collection("c");
-    auto* p = req.add_points();
-    p->set_id(1000);
-    for (int j = 0; j < 8; ++j) p->add_vector(1.0f);
-    UpsertResponse resp;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(3));
-    EXPECT_FALSE(c.node(old).points->Upsert(&ctx, req, &resp).ok()) << "a leader without its quorum acknowledged";
-  }
+  EXPECT_FALSE(UpsertOnce(c.node(old), 1000, 1.0f, std::chrono::seconds(3)).ok())
+      << "a leader without its quorum acknowledged";
   const int next = c.WaitForLeader(majority);
   ASSERT_NE(next, 0);
   ASSERT_TRUE(Upsert(c.node(next), 2000, 10).ok());
@@ -699,17 +703,7 @@ TEST(Cluster, ANodeWithoutAMajorityStillStopsWithinItsBound) {
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
     read_status = c.node(survivor).points->Count(&ctx, req, &resp);
   });
-  std::thread writer([&] {
-    UpsertRequest req;
-    req.set_collection("c");
-    auto* p = req.add_points();
-    p->set_id(1);
-    for (int i = 0; i < 8; ++i) p->add_vector(0.5f);
-    UpsertResponse resp;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-    write_status = c.node(survivor).points->Upsert(&ctx, req, &resp);
-  });
+  std::thread writer([&] { write_status = UpsertOnce(c.node(survivor), 1, 0.5f, std::chrono::seconds(60)); });
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   const auto t0 = std::chrono::steady_clock::now();
   c.node(survivor).Kill(SIGTERM);

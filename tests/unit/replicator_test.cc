@@ -372,6 +372,15 @@ struct ThreeNodes {
     }
     return raft::kNoNode;
   }
+  // Starts the three, cuts a follower off and writes `writes` entries.
+  void StartAndWriteWithOneCutOff(int writes, raft::NodeId* leader, raft::NodeId* cut) {
+    for (raft::NodeId id : {1, 2, 3}) ASSERT_TRUE(nodes[id].r->Start(nullptr).ok());
+    *leader = WaitForLeader();
+    ASSERT_NE(*leader, raft::kNoNode);
+    *cut = *leader % 3 + 1;
+    net.Cut(*cut, true);
+    for (int i = 0; i < writes; ++i) ASSERT_TRUE(nodes[*leader].r->Propose("w" + std::to_string(i), Soon()).ok());
+  }
   void WaitUntilCaughtUp(raft::NodeId node, raft::NodeId leader) {
     // (applied is atomic; data is read only after Stop)
     for (int i = 0; i < 2000 && nodes[node].sm.applied.load() < nodes[leader].sm.applied.load(); ++i) {
@@ -379,6 +388,18 @@ struct ThreeNodes {
     }
   }
 };
+
+// What InstallSnapshot records before replacing the state.
+std::string InstallRecord(uint64_t index, const std::string& staged_dir) {
+  raft::SnapshotMeta meta;
+  meta.index = index;
+  meta.term = 2;
+  meta.conf.voters = {1};
+  const std::string m = raft::EncodeSnapshotMeta(meta);
+  std::string record;
+  PutFixed32LE(&record, static_cast<uint32_t>(m.size()));
+  return record + m + staged_dir;
+}
 
 std::string FreshDir(const std::string& name) {
   const std::string dir = testing::TempDir() + "/replicator_test_" + name;
@@ -388,12 +409,8 @@ std::string FreshDir(const std::string& name) {
 
 TEST(RaftReplicator, ThreeNodesReplicateAndALaggingFollowerCatchesUpAfterCompaction) {
   ThreeNodes c(1'000'000, FreshDir("hold"));
-  for (auto& [id, n] : c.nodes) ASSERT_TRUE(n.r->Start(nullptr).ok());
-  const raft::NodeId l = c.WaitForLeader();
-  ASSERT_NE(l, raft::kNoNode);
-  const raft::NodeId lagging = l % 3 + 1;
-  c.net.Cut(lagging, true);
-  for (int i = 0; i < 60; ++i) ASSERT_TRUE(c.nodes[l].r->Propose("w" + std::to_string(i), Soon()).ok());
+  raft::NodeId l = raft::kNoNode, lagging = raft::kNoNode;
+  ASSERT_NO_FATAL_FAILURE(c.StartAndWriteWithOneCutOff(60, &l, &lagging));
   // The leader checkpoints and compacts, but keeps what the cut-off node needs.
   for (int i = 0; i < 2000 && c.nodes[l].log.FirstIndex() == 1; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -410,12 +427,8 @@ TEST(RaftReplicator, ThreeNodesReplicateAndALaggingFollowerCatchesUpAfterCompact
 
 TEST(RaftReplicator, AFollowerBehindTheCompactedLogCatchesUpBySnapshot) {
   ThreeNodes c(0, FreshDir("snapshot"));  // the leader keeps nothing for laggards
-  for (auto& [id, n] : c.nodes) ASSERT_TRUE(n.r->Start(nullptr).ok());
-  const raft::NodeId l = c.WaitForLeader();
-  ASSERT_NE(l, raft::kNoNode);
-  const raft::NodeId lagging = l % 3 + 1;
-  c.net.Cut(lagging, true);
-  for (int i = 0; i < 60; ++i) ASSERT_TRUE(c.nodes[l].r->Propose("w" + std::to_string(i), Soon()).ok());
+  raft::NodeId l = raft::kNoNode, lagging = raft::kNoNode;
+  ASSERT_NO_FATAL_FAILURE(c.StartAndWriteWithOneCutOff(60, &l, &lagging));
   for (int i = 0; i < 2000 && c.nodes[l].log.FirstIndex() <= c.nodes[lagging].log.LastIndex() + 1; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -544,15 +557,7 @@ TEST(RaftReplicator, AnInterruptedInstallIsFinishedAtStart) {
   // The node crashed after recording its intent, before the log was reset.
   storage::MemoryLogStore log;
   ASSERT_TRUE(raft::Bootstrap(&log, {1}).ok());
-  raft::SnapshotMeta meta;
-  meta.index = 7;
-  meta.term = 2;
-  meta.conf.voters = {1};
-  const std::string m = raft::EncodeSnapshotMeta(meta);
-  std::string record;
-  PutFixed32LE(&record, static_cast<uint32_t>(m.size()));
-  record += m + "incoming-2-7-1";
-  ASSERT_TRUE(log.SetInstallRecord(record).ok());
+  ASSERT_TRUE(log.SetInstallRecord(InstallRecord(7, "incoming-2-7-1")).ok());
   RecordingStateMachine sm;  // the state was wiped before the crash
   RaftReplicator r(&log, &sm, nullptr, opts);
   ASSERT_TRUE(r.Start(nullptr).ok());
@@ -573,15 +578,7 @@ TEST(RaftReplicator, AnInstallWhoseFilesAreGoneStopsWithRecoverySteps) {
   opts.snapshot_dir = FreshDir("gone");
   storage::MemoryLogStore log;
   ASSERT_TRUE(raft::Bootstrap(&log, {1}).ok());
-  raft::SnapshotMeta meta;
-  meta.index = 7;
-  meta.term = 2;
-  meta.conf.voters = {1};
-  const std::string m = raft::EncodeSnapshotMeta(meta);
-  std::string record;
-  PutFixed32LE(&record, static_cast<uint32_t>(m.size()));
-  record += m + "incoming-2-7-1";
-  ASSERT_TRUE(log.SetInstallRecord(record).ok());
+  ASSERT_TRUE(log.SetInstallRecord(InstallRecord(7, "incoming-2-7-1")).ok());
   RecordingStateMachine sm;
   RaftReplicator r(&log, &sm, nullptr, opts);
   Status st = r.Start(nullptr);
