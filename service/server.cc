@@ -11,8 +11,8 @@
 #include <charconv>
 #include <filesystem>
 #include <fstream>
-#include <set>
 #include <future>
+#include <set>
 #include <thread>
 
 #include "cuda/gpu_runtime.h"
