@@ -38,8 +38,10 @@ struct ServerConfig {
   /// after 10-19 ticks without one. Default: 100. Env: QUIVER_RAFT_TICK_MS.
   uint32_t raft_tick_ms = 100;
   /// Tests only: enables POST /debug/partition?peers=2,3 on the admin port,
-  /// which drops all peer traffic to and from those nodes (empty: heal).
-  /// Never set it in production. Default: false. Env: QUIVER_FAULT_INJECTION.
+  /// which drops all peer traffic to and from those nodes (empty: heal), and
+  /// POST /debug/lossy?drop=0.2&delay_ms=20 (what this node sends is lost
+  /// and delayed). Never set it in production. Default: false.
+  /// Env: QUIVER_FAULT_INJECTION.
   bool fault_injection = false;
   /// Public API address (host:port) of any member of an existing cluster:
   /// a node with an empty data directory joins it (asks to be added, then

@@ -237,7 +237,7 @@ Status PeerClient::CheckNotCut(NodeId node) const {
 
 void PeerClient::Send(std::vector<raft::Message> messages) {
   for (raft::Message& m : messages) {
-    if (!CheckNotCut(m.to).ok()) continue;
+    if (!CheckNotCut(m.to).ok() || (faults_ != nullptr && faults_->DropNow())) continue;
     Peer* found = FindPeer(m.to);
     if (found == nullptr) continue;  // a member without an address (not configured here)
     Peer& peer = *found;
@@ -268,6 +268,10 @@ void PeerClient::SenderLoop(Peer* peer) {
       }
       stub = peer->stub;
       address = peer->address;
+    }
+    if (faults_ != nullptr && faults_->delay().count() > 0) {  // a slow link (fault injection)
+      std::unique_lock lock(peer->mu);
+      peer->cv.wait_for(lock, faults_->delay(), [&] { return stopping_.load(); });
     }
     {
       std::lock_guard lock(cluster_id_mu_);

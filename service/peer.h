@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <set>
 #include <shared_mutex>
 #include <string>
@@ -34,7 +35,9 @@ void ToProto(const replication::raft::Message& m, quiver::internal::v1::RaftMess
 Result<replication::raft::Message> FromProto(const quiver::internal::v1::RaftMessage& m);
 
 /// Test-only network faults (config fault_injection): the peers cut off
-/// from this node; traffic to and from them is dropped both ways.
+/// from this node, whose traffic is dropped both ways; and a lossy, slow
+/// link for what this node sends (each Raft message dropped with some
+/// probability, each batch delayed).
 class PeerFaults {
  public:
   void Cut(std::set<replication::raft::NodeId> peers) {
@@ -45,10 +48,27 @@ class PeerFaults {
     std::lock_guard lock(mu_);
     return cut_.contains(peer);
   }
+  void SetLossy(double drop_rate, std::chrono::milliseconds delay) {
+    std::lock_guard lock(mu_);
+    drop_rate_ = drop_rate;
+    delay_ = delay;
+  }
+  /// True for the share of outgoing messages a lossy link loses.
+  bool DropNow() {
+    std::lock_guard lock(mu_);
+    return drop_rate_ > 0 && std::uniform_real_distribution<double>(0.0, 1.0)(rng_) < drop_rate_;
+  }
+  std::chrono::milliseconds delay() const {
+    std::lock_guard lock(mu_);
+    return delay_;
+  }
 
  private:
   mutable std::mutex mu_;
   std::set<replication::raft::NodeId> cut_;
+  double drop_rate_ = 0;
+  std::chrono::milliseconds delay_{0};
+  std::mt19937_64 rng_{std::random_device()()};
 };
 
 /// Sends Raft messages and forwards writes to the other nodes: one channel
@@ -74,8 +94,8 @@ class PeerClient final : public replication::RaftTransport, public replication::
                                     const std::string& address, replication::Clock::time_point deadline);
   /// Cancels forwarded writes in flight and refuses new ones (shutdown).
   void CancelForwards();
-  /// Tests: drop what goes to the peers `faults` cuts off. Set before Start.
-  void set_faults(const PeerFaults* faults) { faults_ = faults; }
+  /// Tests: drop (or delay) what `faults` says. Set before Start.
+  void set_faults(PeerFaults* faults) { faults_ = faults; }
   /// Stops the sender threads (queued messages are dropped). Idempotent.
   void Stop();
 
@@ -105,7 +125,7 @@ class PeerClient final : public replication::RaftTransport, public replication::
 
   replication::raft::NodeId self_;
   uint64_t max_message_bytes_;
-  const PeerFaults* faults_ = nullptr;
+  PeerFaults* faults_ = nullptr;
   std::shared_ptr<grpc::ChannelCredentials> credentials_;
   grpc::ChannelArguments channel_args_;
   // Peers are added (SetPeerAddress), never removed: Peer pointers stay valid.

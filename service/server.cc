@@ -259,6 +259,26 @@ Status Server::Start() {
       state_->peer_faults.Cut(std::move(cut));
       res.set_content("ok\n", "text/plain");
     });
+    // POST /debug/lossy?drop=0.2&delay_ms=20: what this node sends to its
+    // peers is lost with that probability and delayed (drop=0: a good link).
+    s.admin.Post("/debug/lossy", [this](const httplib::Request& req, httplib::Response& res) {
+      double drop = 0;
+      int delay_ms = 0;
+      try {
+        drop = req.has_param("drop") ? std::stod(req.get_param_value("drop")) : 0.0;
+        delay_ms = req.has_param("delay_ms") ? std::stoi(req.get_param_value("delay_ms")) : 0;
+      } catch (const std::exception&) {
+        drop = -1;
+      }
+      if (drop < 0 || drop > 1 || delay_ms < 0 || delay_ms > 10000) {
+        res.status = 400;
+        res.set_content("drop must be in 0..1 and delay_ms in 0..10000\n", "text/plain");
+        return;
+      }
+      spdlog::warn("fault injection: dropping {:.0f}% of peer messages, delaying batches {} ms", drop * 100, delay_ms);
+      state_->peer_faults.SetLossy(drop, std::chrono::milliseconds(delay_ms));
+      res.set_content("ok\n", "text/plain");
+    });
   }
   s.admin.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     State& st = *state_;
