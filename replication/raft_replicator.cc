@@ -78,10 +78,11 @@ Status RaftReplicator::Start(const std::atomic<bool>* stop) {
   // A snapshot install cut short by a crash is finished before anything
   // else: until then the state may be empty.
   QUIVER_ASSIGN_OR_RETURN(const std::string install, log_->GetInstallRecord());
+  std::optional<std::pair<raft::SnapshotMeta, std::string>> pending_install;
   std::string pending_install_dir;
   if (!install.empty()) {
-    QUIVER_ASSIGN_OR_RETURN(auto meta_and_dir, DecodeInstallRecord(install));
-    pending_install_dir = meta_and_dir.second;
+    QUIVER_ASSIGN_OR_RETURN(pending_install, DecodeInstallRecord(install));
+    pending_install_dir = pending_install->second;
     if (options_.snapshot_dir.empty() ||
         !std::filesystem::is_directory(options_.snapshot_dir + "/" + pending_install_dir)) {
       return Status::FailedPrecondition("a snapshot install was interrupted and its files (" +
@@ -98,9 +99,8 @@ Status RaftReplicator::Start(const std::atomic<bool>* stop) {
       if (entry.path().filename() != pending_install_dir) std::filesystem::remove_all(entry.path(), ec);
     }
   }
-  if (!install.empty()) {
-    QUIVER_ASSIGN_OR_RETURN(auto meta_and_dir, DecodeInstallRecord(install));
-    QUIVER_RETURN_IF_ERROR(FinishInstall(meta_and_dir.first, meta_and_dir.second, hs)
+  if (pending_install) {
+    QUIVER_RETURN_IF_ERROR(FinishInstall(pending_install->first, pending_install->second, hs)
                                .WithContext("finishing the snapshot install a restart interrupted"));
     QUIVER_ASSIGN_OR_RETURN(hs, log_->GetHardState());
   }

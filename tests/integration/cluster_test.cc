@@ -418,6 +418,16 @@ class WriteLoad {
   ~WriteLoad() { Stop(); }
   // Writes avoid this node (being restarted); 0: none.
   void Avoid(int node) { avoid_ = node; }
+  // Returns once `batches` more upserts have been acknowledged (fails the
+  // test if that takes 30 s): the cluster makes progress at this point.
+  void WaitForBatches(uint64_t batches) {
+    const uint64_t target = acknowledged_batches_.load() + batches;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (acknowledged_batches_.load() < target) {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "no write was acknowledged for 30 s";
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
   void Stop() {
     stop_ = true;
     if (thread_.joinable()) thread_.join();
@@ -451,6 +461,7 @@ class WriteLoad {
     for (uint64_t batch = 0; !stop_.load(); ++batch) {
       if (!UntilAcknowledged(batch, [&](QuiverdProcess& n) { return Upsert(n, 10 * batch, 10).ok(); })) return;
       for (uint64_t id = 10 * batch; id < 10 * batch + 10; ++id) live_.insert(id);
+      ++acknowledged_batches_;
       if (batch % 4 != 3) continue;
       const uint64_t victim = batch - 2;
       quiver::v1::DeletePointsRequest req;
@@ -473,6 +484,7 @@ class WriteLoad {
   Cluster& c_;
   std::atomic<bool> stop_{false};
   std::atomic<int> avoid_{0};
+  std::atomic<uint64_t> acknowledged_batches_{0};
   std::set<uint64_t> live_, deleted_;  // the writer's until Stop
   std::thread thread_;
 };
@@ -485,7 +497,7 @@ TEST(Cluster, RollingRestartUnderLoadLosesNothingAcknowledged) {
   ASSERT_TRUE(CreateCollection(c.node(1)).ok());
   WriteLoad load(c);
   for (int id = 1; id <= 3; ++id) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    ASSERT_NO_FATAL_FAILURE(load.WaitForBatches(10));
     load.Avoid(id);
     c.node(id).Kill(SIGTERM);
     auto code = c.node(id).WaitExit(std::chrono::seconds(10));
@@ -495,7 +507,7 @@ TEST(Cluster, RollingRestartUnderLoadLosesNothingAcknowledged) {
     ASSERT_NE(c.WaitForLeader({1, 2, 3}), 0);
     load.Avoid(0);
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_NO_FATAL_FAILURE(load.WaitForBatches(10));
   load.Stop();
   load.Verify();
 }
@@ -507,7 +519,7 @@ TEST(Cluster, LeaderKillNineUnderLoadLosesNothingAcknowledged) {
   ASSERT_TRUE(CreateCollection(c.node(1)).ok());
   WriteLoad load(c);
   for (int round = 0; round < 2; ++round) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    ASSERT_NO_FATAL_FAILURE(load.WaitForBatches(10));
     const int leader = c.WaitForLeader({1, 2, 3});
     ASSERT_NE(leader, 0);
     load.Avoid(leader);
@@ -517,11 +529,11 @@ TEST(Cluster, LeaderKillNineUnderLoadLosesNothingAcknowledged) {
       if (id != leader) rest.push_back(id);
     }
     ASSERT_NE(c.WaitForLeader(rest), 0);
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // writes go on without it
+    ASSERT_NO_FATAL_FAILURE(load.WaitForBatches(10));  // writes go on without it
     c.node(leader).Start();
     load.Avoid(0);
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_NO_FATAL_FAILURE(load.WaitForBatches(10));
   load.Stop();
   load.Verify();
 }
