@@ -36,7 +36,7 @@ test-main:
 test-asan: deps
 	cmake -S . -B $(ASAN_BUILD) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQUIVER_CUDA=OFF \
 	  -DQUIVER_BUILD_BENCH=OFF -DQUIVER_SANITIZE=address,undefined
-	cmake --build $(ASAN_BUILD) -j $(JOBS) --target quiver_unit_tests quiver_service_tests quiver_raft_tests
+	cmake --build $(ASAN_BUILD) -j $(JOBS) --target quiver_unit_tests quiver_kernel_tests quiver_service_tests quiver_raft_tests
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  QUIVER_RAFT_SIM_SEEDS=150 ctest --test-dir $(ASAN_BUILD) --output-on-failure -j 2 -L 'unit|service' --timeout 900
 

@@ -33,8 +33,10 @@ struct Resources {
   /// CPU threads a call may use; 0 = every core (OpenMP's default).
   /// Default: 0.
   int num_threads = 0;
-  /// Opaque GPU resources (stream, memory pool, cuBLAS handle) owned by the
-  /// caller; nullptr = CPU. Default: nullptr.
+  /// The calling thread's cuda::GpuResources (cuda/gpu_resources.h: stream,
+  /// cuBLAS handle, the device's memory pool), owned by the caller; nullptr =
+  /// CPU. Kernels with a GPU implementation run there and return its Status
+  /// (the caller falls back to the CPU on error). Default: nullptr.
   void* gpu = nullptr;
 };
 

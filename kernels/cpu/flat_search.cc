@@ -20,6 +20,7 @@
 
 #include "kernels/cpu/topk.h"
 #include "kernels/flat_search.h"
+#include "kernels/gpu_search.h"
 #include "kernels/simd.h"
 
 namespace quiver::kernels {
@@ -245,7 +246,9 @@ Status FlatSearch(const Resources& res, const BaseView& base, const float* queri
   if (base.rows > 0 && params.metric != Metric::kInnerProduct && base.sq_norms == nullptr) {
     return Status::InvalidArgument("L2 and cosine search need the base norms");
   }
-  if (res.gpu != nullptr) return Status::Unimplemented("GPU FLAT search is not built yet");
+  if (res.gpu != nullptr) {
+    return gpu::FlatSearch(*static_cast<cuda::GpuResources*>(res.gpu), base, queries, nq, params, rows, scores);
+  }
 
   std::vector<QueryInfo> qinfo(nq);
   if (params.metric == Metric::kCosine) {

@@ -1,20 +1,29 @@
 // FLAT kernels against the float64 reference, over metrics, sizes that do not
 // fit the tiles, k above n, dimensions 1 and 4096, and many equal distances.
-// The same fixture will run the GPU path once kernels/gpu exists.
+// The same fixtures run the CPU path and the GPU path (Gpu/ cases skip where
+// no device can be opened), plus the GPU select-k on its own.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <tuple>
 
+#include "cuda/gpu_runtime.h"
+#include "gpu_test_util.h"
 #include "kernels/flat_search.h"
+#include "kernels/gpu_search.h"
 #include "kernels/simd.h"
 #include "test_util.h"
 
 namespace quiver::kernels {
 namespace {
 
+using quiver::testing::Backend;
+using quiver::testing::BackendName;
 using quiver::testing::RandomVectors;
 using quiver::testing::ReferenceSearch;
+using quiver::testing::ResourcesFor;
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
 
 // ---- distance primitives, every level this CPU has ----
 
@@ -49,10 +58,12 @@ struct FlatCase {
   size_t nq;
   size_t dim;
   size_t k;
+  Backend backend = Backend::kCpu;
 };
 
 void PrintTo(const FlatCase& c, std::ostream* os) {
-  *os << "metric=" << int(c.metric) << " n=" << c.n << " nq=" << c.nq << " dim=" << c.dim << " k=" << c.k;
+  *os << BackendName(c.backend) << " metric=" << int(c.metric) << " n=" << c.n << " nq=" << c.nq << " dim=" << c.dim
+      << " k=" << c.k;
 }
 
 std::string CaseName(const ::testing::TestParamInfo<FlatCase>& info) {
@@ -70,7 +81,9 @@ void CheckAgainstReference(const FlatCase& c, const std::vector<float>& base, co
   std::vector<int64_t> rows(c.nq * c.k);
   std::vector<float> scores(c.nq * c.k);
   BaseView view{base.data(), norms.data(), c.n, c.dim};
-  ASSERT_TRUE(FlatSearch(Resources{}, view, queries.data(), c.nq, {c.metric, c.k}, rows.data(), scores.data()).ok());
+  const Status st = FlatSearch(ResourcesFor(c.backend), view, queries.data(), c.nq, {c.metric, c.k}, rows.data(),
+                               scores.data());
+  ASSERT_TRUE(st.ok()) << st.ToString();
   auto ref = ReferenceSearch(c.metric, base.data(), c.n, queries.data(), c.nq, c.dim);
   // Scale of the quantities whose difference forms a score: |q|^2 + |x|^2.
   const double scale = c.metric == Metric::kCosine ? 1.0 : 2.0 * c.dim;
@@ -105,6 +118,7 @@ void CheckAgainstReference(const FlatCase& c, const std::vector<float>& base, co
 
 TEST_P(FlatSearchTest, MatchesFloat64Reference) {
   const FlatCase& c = GetParam();
+  QUIVER_SKIP_UNLESS_BACKEND_AVAILABLE(c.backend);
   auto base = RandomVectors(c.n, c.dim, 42 + c.n);
   auto queries = RandomVectors(c.nq, c.dim, 7 + c.nq);
   CheckAgainstReference(c, base, queries);
@@ -113,6 +127,7 @@ TEST_P(FlatSearchTest, MatchesFloat64Reference) {
 TEST_P(FlatSearchTest, ManyEqualDistances) {
   // Values from a tiny set: many rows are exact duplicates, so many ties.
   FlatCase c = GetParam();
+  QUIVER_SKIP_UNLESS_BACKEND_AVAILABLE(c.backend);
   auto base = RandomVectors(c.n, c.dim, 5);
   for (auto& x : base) x = std::round(x);
   auto queries = RandomVectors(c.nq, c.dim, 6);
@@ -135,22 +150,44 @@ std::vector<FlatCase> Cases() {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(Cpu, FlatSearchTest, ::testing::ValuesIn(Cases()), CaseName);
+// The GPU runs every CPU case (its tests use 1,000-row base tiles, so most of
+// them cross tiles) plus the largest k it accepts.
+std::vector<FlatCase> GpuCases() {
+  std::vector<FlatCase> out = Cases();
+  for (Metric m : {Metric::kL2, Metric::kInnerProduct, Metric::kCosine}) {
+    out.push_back({m, 3001, 9, 24, 1024});  // k = kMaxK over several tiles
+    out.push_back({m, 700, 4, 8, 1000});    // k above n, one tile
+    out.push_back({m, 2000, 33, 1, 129});   // the larger select configuration, dimension 1
+  }
+  for (auto& c : out) c.backend = Backend::kGpu;
+  return out;
+}
 
-TEST(FlatSearch, DeletedRowsAreSkippedInsideBothPaths) {
+INSTANTIATE_TEST_SUITE_P(Cpu, FlatSearchTest, ::testing::ValuesIn(Cases()), CaseName);
+INSTANTIATE_TEST_SUITE_P(Gpu, FlatSearchTest, ::testing::ValuesIn(GpuCases()), CaseName);
+
+// ---- behaviour on every backend ----
+
+class FlatBackendTest : public ::testing::TestWithParam<Backend> {
+ protected:
+  void SetUp() override { QUIVER_SKIP_UNLESS_BACKEND_AVAILABLE(GetParam()); }
+  Resources res() const { return ResourcesFor(GetParam()); }
+};
+
+TEST_P(FlatBackendTest, DeletedRowsAreSkippedInsideTheScan) {
   const size_t n = 3000, dim = 16, k = 10;
   auto base = RandomVectors(n, dim, 31);
   std::vector<float> norms(n);
   SquaredNorms(base.data(), n, dim, norms.data());
   std::vector<uint64_t> deleted((n + 63) / 64, 0);
   for (size_t r = 0; r < n; r += 3) deleted[r / 64] |= 1ull << (r % 64);
-  for (size_t nq : {1, 40}) {  // scan path and GEMM path
+  for (size_t nq : {1, 40}) {  // CPU: scan path and GEMM path
     std::vector<float> queries(base.begin(), base.begin() + long(nq * dim));  // exact matches, some deleted
     for (Metric m : {Metric::kL2, Metric::kInnerProduct, Metric::kCosine}) {
       std::vector<int64_t> rows(nq * k);
       std::vector<float> scores(nq * k);
       BaseView view{base.data(), norms.data(), n, dim, deleted.data()};
-      ASSERT_TRUE(FlatSearch({}, view, queries.data(), nq, {m, k}, rows.data(), scores.data()).ok());
+      ASSERT_TRUE(FlatSearch(res(), view, queries.data(), nq, {m, k}, rows.data(), scores.data()).ok());
       for (size_t i = 0; i < nq * k; ++i) {
         ASSERT_GE(rows[i], 0);
         EXPECT_NE(rows[i] % 3, 0) << "deleted row " << rows[i] << " returned (nq " << nq << ")";
@@ -159,40 +196,207 @@ TEST(FlatSearch, DeletedRowsAreSkippedInsideBothPaths) {
   }
 }
 
-TEST(FlatSearch, EmptyBaseGivesPaddedResults) {
+TEST_P(FlatBackendTest, EmptyBaseGivesPaddedResults) {
   std::vector<float> q(4, 1.0f);
   std::vector<int64_t> rows(3, 123);
   std::vector<float> scores(3);
-  ASSERT_TRUE(FlatSearch({}, {nullptr, nullptr, 0, 4}, q.data(), 1, {Metric::kInnerProduct, 3}, rows.data(),
+  ASSERT_TRUE(FlatSearch(res(), {nullptr, nullptr, 0, 4}, q.data(), 1, {Metric::kInnerProduct, 3}, rows.data(),
                          scores.data()).ok());
   for (int i = 0; i < 3; ++i) EXPECT_EQ(rows[i], -1);
 }
 
-TEST(FlatSearch, RejectsBadArguments) {
+TEST_P(FlatBackendTest, RejectsBadArguments) {
   std::vector<float> v(4, 1.0f), norms(1, 4.0f);
   std::vector<int64_t> rows(1);
   std::vector<float> scores(1);
-  EXPECT_EQ(FlatSearch({}, {v.data(), norms.data(), 1, 4}, v.data(), 1, {Metric::kL2, 0}, rows.data(), scores.data())
-                .code(),
+  EXPECT_EQ(FlatSearch(res(), {v.data(), norms.data(), 1, 4}, v.data(), 1, {Metric::kL2, 0}, rows.data(),
+                       scores.data()).code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ(FlatSearch({}, {v.data(), nullptr, 1, 4}, v.data(), 1, {Metric::kL2, 1}, rows.data(), scores.data()).code(),
+  EXPECT_EQ(FlatSearch(res(), {v.data(), nullptr, 1, 4}, v.data(), 1, {Metric::kL2, 1}, rows.data(), scores.data())
+                .code(),
             StatusCode::kInvalidArgument);
 }
 
-TEST(FlatSearch, ZeroVectorsUnderCosineScoreZero) {
+TEST_P(FlatBackendTest, ZeroVectorsUnderCosineScoreZero) {
   std::vector<float> base = {0, 0, 1, 0};  // row 0 is the zero vector
   std::vector<float> norms(2);
   SquaredNorms(base.data(), 2, 2, norms.data());
   std::vector<float> q = {1, 0};
   std::vector<int64_t> rows(2);
   std::vector<float> scores(2);
-  ASSERT_TRUE(FlatSearch({}, {base.data(), norms.data(), 2, 2}, q.data(), 1, {Metric::kCosine, 2}, rows.data(),
+  ASSERT_TRUE(FlatSearch(res(), {base.data(), norms.data(), 2, 2}, q.data(), 1, {Metric::kCosine, 2}, rows.data(),
                          scores.data()).ok());
   EXPECT_EQ(rows[0], 1);
   EXPECT_FLOAT_EQ(scores[0], 1.0f);
   EXPECT_EQ(rows[1], 0);
   EXPECT_FLOAT_EQ(scores[1], 0.0f);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, FlatBackendTest, ::testing::Values(Backend::kCpu, Backend::kGpu),
+                         [](const ::testing::TestParamInfo<Backend>& info) { return BackendName(info.param); });
+
+// ---- the GPU alone ----
+
+TEST(GpuRuntime, OpensExactlyWhenDiscoveryFindsADevice) {
+  const cuda::GpuDiscovery found = cuda::DiscoverGpus();
+  auto device = cuda::GpuDevice::Open({});
+  if (found.devices.empty()) {
+    ASSERT_FALSE(device.ok());
+    EXPECT_EQ(device.status().code(), StatusCode::kUnavailable) << device.status().ToString();
+    EXPECT_FALSE(device.status().message().empty());
+    return;
+  }
+  ASSERT_TRUE(device.ok()) << device.status().ToString();
+  EXPECT_GT((*device)->budget_bytes(), 0u);
+  EXPECT_EQ((*device)->bytes_in_use(), 0u);
+}
+
+TEST(GpuRuntime, AllocationsBeyondTheBudgetAreResourceExhausted) {
+  QUIVER_SKIP_WITHOUT_GPU();
+  cuda::GpuOptions options;
+  options.memory_budget_bytes = 1 << 20;
+  auto device = cuda::GpuDevice::Open(options);
+  ASSERT_TRUE(device.ok()) << device.status().ToString();
+  auto res = (*device)->NewResources();
+  ASSERT_TRUE(res.ok()) << res.status().ToString();
+  {
+    auto half = cuda::DeviceBuffer<float>::Allocate(**res, (512 << 10) / sizeof(float), "half");
+    ASSERT_TRUE(half.ok()) << half.status().ToString();
+    EXPECT_EQ((*device)->bytes_in_use(), size_t{512} << 10);
+    auto too_much = cuda::DeviceBuffer<float>::Allocate(**res, (768 << 10) / sizeof(float), "too much");
+    ASSERT_FALSE(too_much.ok());
+    EXPECT_EQ(too_much.status().code(), StatusCode::kResourceExhausted);
+    EXPECT_NE(too_much.status().message().find("too much"), std::string::npos) << too_much.status().ToString();
+    EXPECT_EQ((*device)->bytes_in_use(), size_t{512} << 10) << "a refused allocation counts nothing";
+    // A round trip through the buffer.
+    std::vector<float> in(1000), out(1000);
+    for (size_t i = 0; i < in.size(); ++i) in[i] = float(i) * 0.5f;
+    ASSERT_TRUE(half->CopyFromHost(**res, in.data(), in.size()).ok());
+    ASSERT_TRUE(half->CopyToHost(**res, out.data(), out.size()).ok());
+    ASSERT_TRUE((*res)->Synchronize().ok());
+    EXPECT_EQ(in, out);
+  }
+  EXPECT_EQ((*device)->bytes_in_use(), 0u) << "released buffers give their bytes back";
+  EXPECT_EQ((*device)->peak_bytes(), size_t{512} << 10);
+  // A search that needs more than the budget fails cleanly (the caller falls back).
+  kernels::Resources kres;
+  kres.gpu = res->get();
+  auto base = RandomVectors(4096, 128, 3);  // 2 MiB of vectors
+  std::vector<float> norms(4096);
+  SquaredNorms(base.data(), 4096, 128, norms.data());
+  std::vector<int64_t> rows(10);
+  std::vector<float> scores(10);
+  const Status st = FlatSearch(kres, {base.data(), norms.data(), 4096, 128}, base.data(), 1, {Metric::kL2, 10},
+                               rows.data(), scores.data());
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted) << st.ToString();
+  EXPECT_EQ((*device)->bytes_in_use(), 0u);
+}
+
+TEST(GpuFlatSearch, KAboveTheGpuLimitIsInvalidArgument) {
+  QUIVER_SKIP_WITHOUT_GPU();
+  auto base = RandomVectors(2000, 4, 1);
+  std::vector<float> norms(2000);
+  SquaredNorms(base.data(), 2000, 4, norms.data());
+  std::vector<int64_t> rows(gpu::kMaxK + 1);
+  std::vector<float> scores(gpu::kMaxK + 1);
+  const Status st = FlatSearch(ResourcesFor(Backend::kGpu), {base.data(), norms.data(), 2000, 4}, base.data(), 1,
+                               {Metric::kL2, gpu::kMaxK + 1}, rows.data(), scores.data());
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.ToString();
+}
+
+TEST(GpuFlatSearch, ResidentBaseMatchesTheCpuWithPerCallTombstones) {
+  QUIVER_SKIP_WITHOUT_GPU();
+  auto& gpu = *quiver::testing::SharedTestGpu().resources;
+  const size_t n = 5000, dim = 40, nq = 25, k = 16;
+  auto base = RandomVectors(n, dim, 77);
+  auto queries = RandomVectors(nq, dim, 78);
+  std::vector<float> norms(n);
+  SquaredNorms(base.data(), n, dim, norms.data());
+  auto resident = gpu::DeviceFlatBase::Upload(gpu, {base.data(), norms.data(), n, dim}, /*long_lived=*/true);
+  ASSERT_TRUE(resident.ok()) << resident.status().ToString();
+  EXPECT_EQ(resident->bytes(), (n * dim + n) * sizeof(float));
+  std::vector<uint64_t> deleted((n + 63) / 64, 0);
+  for (size_t r = 0; r < n; r += 2) deleted[r / 64] |= 1ull << (r % 64);
+  for (const uint64_t* tombstones : {static_cast<const uint64_t*>(nullptr), static_cast<const uint64_t*>(deleted.data())}) {
+    for (Metric m : {Metric::kL2, Metric::kInnerProduct, Metric::kCosine}) {
+      std::vector<int64_t> g_rows(nq * k), c_rows(nq * k);
+      std::vector<float> g_scores(nq * k), c_scores(nq * k);
+      const Status st = gpu::FlatSearch(gpu, *resident, tombstones, queries.data(), nq, {m, k}, g_rows.data(),
+                                        g_scores.data());
+      ASSERT_TRUE(st.ok()) << st.ToString();
+      BaseView view{base.data(), norms.data(), n, dim, tombstones};
+      ASSERT_TRUE(FlatSearch({}, view, queries.data(), nq, {m, k}, c_rows.data(), c_scores.data()).ok());
+      for (size_t i = 0; i < nq * k; ++i) {
+        EXPECT_NEAR(g_scores[i], c_scores[i], 1e-4 * std::max(1.0f, std::abs(c_scores[i]))) << "slot " << i;
+        if (tombstones != nullptr) {
+          EXPECT_EQ(g_rows[i] % 2, 1) << "deleted row returned";
+        }
+      }
+    }
+  }
+}
+
+// The k best of each row by std::stable_sort (ties by lower column).
+void ReferenceSelect(const std::vector<float>& v, size_t rows, size_t len, size_t k, bool select_max,
+                     std::vector<int64_t>* cols, std::vector<float>* vals) {
+  cols->assign(rows * k, -1);
+  vals->assign(rows * k, select_max ? -kInf : kInf);
+  for (size_t r = 0; r < rows; ++r) {
+    std::vector<int64_t> idx;
+    for (size_t j = 0; j < len; ++j) {
+      if (!std::isnan(v[r * len + j])) idx.push_back(int64_t(j));
+    }
+    std::stable_sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) {
+      const float x = v[r * len + size_t(a)], y = v[r * len + size_t(b)];
+      return select_max ? x > y : x < y;
+    });
+    for (size_t i = 0; i < std::min(k, idx.size()); ++i) {
+      (*cols)[r * k + i] = idx[i];
+      (*vals)[r * k + i] = v[r * len + size_t(idx[i])];
+    }
+  }
+}
+
+struct SelectCase {
+  const char* name;
+  size_t rows, len, k;
+  bool select_max;
+  int pattern;  // 0 random, 1 few distinct values, 2 descending, 3 all equal, 4 some NaN
+};
+
+class GpuSelectKTest : public ::testing::TestWithParam<SelectCase> {};
+
+TEST_P(GpuSelectKTest, MatchesStableSort) {
+  QUIVER_SKIP_WITHOUT_GPU();
+  const SelectCase& c = GetParam();
+  std::vector<float> v = RandomVectors(c.rows, c.len, 17 + c.len);
+  for (size_t i = 0; i < v.size(); ++i) {
+    const size_t j = i % c.len;
+    if (c.pattern == 1) v[i] = std::round(v[i] * 3);
+    if (c.pattern == 2) v[i] = -float(j);  // each new value beats all before it (select_max: worst case for min)
+    if (c.pattern == 3) v[i] = 0.25f;
+    if (c.pattern == 4 && j % 7 == 3) v[i] = std::nanf("");
+  }
+  std::vector<int64_t> cols(c.rows * c.k), want_cols;
+  std::vector<float> vals(c.rows * c.k), want_vals;
+  const Status st = gpu::SelectK(*quiver::testing::SharedTestGpu().resources, v.data(), c.rows, c.len, c.k,
+                                 c.select_max, cols.data(), vals.data());
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ReferenceSelect(v, c.rows, c.len, c.k, c.select_max, &want_cols, &want_vals);
+  EXPECT_EQ(cols, want_cols);
+  EXPECT_EQ(vals, want_vals);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, GpuSelectKTest,
+    ::testing::Values(SelectCase{"random_k10", 64, 10000, 10, false, 0}, SelectCase{"random_max_k10", 64, 10000, 10, true, 0},
+                      SelectCase{"k1", 8, 5000, 1, false, 0}, SelectCase{"k128", 16, 70001, 128, false, 0},
+                      SelectCase{"k129", 16, 7001, 129, true, 0}, SelectCase{"k1024", 8, 50000, 1024, false, 0},
+                      SelectCase{"k_above_len", 5, 300, 1000, false, 0}, SelectCase{"len1", 3, 1, 4, true, 0},
+                      SelectCase{"ties", 32, 4000, 100, false, 1}, SelectCase{"all_equal", 4, 3000, 1024, true, 3},
+                      SelectCase{"descending", 4, 20000, 64, false, 2}, SelectCase{"descending_k1024", 2, 20000, 1024, false, 2},
+                      SelectCase{"nan", 8, 1000, 50, false, 4}),
+    [](const ::testing::TestParamInfo<SelectCase>& info) { return std::string(info.param.name); });
 
 }  // namespace
 }  // namespace quiver::kernels

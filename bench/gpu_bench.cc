@@ -1,0 +1,164 @@
+// quiver-gpu-bench: the GPU kernels against Quiver's CPU path on the same host,
+// same data, same run. A binary of its own that needs only the kernels, so
+// scripts/gpu-check.sh can ship it to a GPU machine without the service's
+// libraries. Exits 2 (after saying why) where no GPU can be opened.
+//
+//   quiver-gpu-bench flat --n 1000000 --nq 10000 --dim 128 --k 10
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/gpu_resources.h"
+#include "kernels/blas.h"
+#include "kernels/flat_search.h"
+#include "kernels/gpu_search.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+std::vector<float> RandomData(size_t n, size_t dim, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  std::vector<float> v(n * dim);
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+struct FlatOptions {
+  size_t n = 1000000, nq = 10000, dim = 128, k = 10;
+  int repeats = 5, threads = 0;
+  size_t cpu_queries = 100;
+  double peak_tflops = 67.0;  // H100 SXM FP32 (non-tensor)
+};
+
+// FLAT with the base resident on the device (what a served segment does) and
+// copied per call, against the CPU path on the first cpu_queries queries
+// (which also gives the agreement check). Reports achieved FP32 TFLOP/s.
+int RunFlat(const FlatOptions& o) {
+  std::printf("flat: n=%zu nq=%zu dim=%zu k=%zu repeats=%d; CPU: first %zu queries\n", o.n, o.nq, o.dim, o.k,
+              o.repeats, o.cpu_queries);
+  auto device = quiver::cuda::GpuDevice::Open({});
+  if (!device.ok()) {
+    std::printf("no GPU: %s\n", device.status().ToString().c_str());
+    return 2;
+  }
+  auto gpu = (*device)->NewResources();
+  if (!gpu.ok()) {
+    std::fprintf(stderr, "%s\n", gpu.status().ToString().c_str());
+    return 1;
+  }
+  std::printf("device: %s, budget %.1f GiB\n", (*device)->name().c_str(), double((*device)->budget_bytes()) / (1 << 30));
+  const auto base = RandomData(o.n, o.dim, 1);
+  const auto queries = RandomData(o.nq, o.dim, 2);
+  std::vector<float> norms(o.n);
+  quiver::kernels::SquaredNorms(base.data(), o.n, o.dim, norms.data());
+  const quiver::kernels::BaseView view{base.data(), norms.data(), o.n, o.dim};
+  const quiver::kernels::FlatSearchParams params{quiver::kernels::Metric::kL2, o.k};
+
+  auto t0 = Clock::now();
+  auto resident = quiver::kernels::gpu::DeviceFlatBase::Upload(**gpu, view, /*long_lived=*/true);
+  if (!resident.ok()) {
+    std::fprintf(stderr, "upload: %s\n", resident.status().ToString().c_str());
+    return 1;
+  }
+  std::printf("base upload: %.3f s\n", Seconds(t0));
+
+  const size_t cq = std::min(o.cpu_queries, o.nq);
+  std::vector<int64_t> g_rows(o.nq * o.k), h_rows(o.nq * o.k), c_rows(cq * o.k);
+  std::vector<float> g_scores(o.nq * o.k), h_scores(o.nq * o.k), c_scores(cq * o.k);
+  std::vector<double> t_resident, t_copied, t_cpu;
+  quiver::kernels::Resources cpu;
+  cpu.num_threads = o.threads;
+  quiver::kernels::Resources on_gpu;
+  on_gpu.gpu = gpu->get();
+  for (int r = 0; r < o.repeats + 1; ++r) {  // the first round warms up and is dropped
+    t0 = Clock::now();
+    quiver::Status st = quiver::kernels::gpu::FlatSearch(**gpu, *resident, nullptr, queries.data(), o.nq, params,
+                                                         g_rows.data(), g_scores.data());
+    if (r > 0) t_resident.push_back(Seconds(t0));
+    t0 = Clock::now();
+    if (st.ok()) {
+      st = quiver::kernels::FlatSearch(on_gpu, view, queries.data(), o.nq, params, h_rows.data(), h_scores.data());
+    }
+    if (r > 0) t_copied.push_back(Seconds(t0));
+    t0 = Clock::now();
+    if (st.ok()) st = quiver::kernels::FlatSearch(cpu, view, queries.data(), cq, params, c_rows.data(), c_scores.data());
+    if (r > 0) t_cpu.push_back(Seconds(t0));
+    if (!st.ok()) {
+      std::fprintf(stderr, "%s\n", st.ToString().c_str());
+      return 1;
+    }
+  }
+  size_t same = 0;
+  double worst = 0;
+  for (size_t i = 0; i < cq * o.k; ++i) {
+    same += g_rows[i] == c_rows[i];
+    worst = std::max(worst, std::abs(double(g_scores[i]) - c_scores[i]) / std::max(1.0, std::abs(double(c_scores[i]))));
+  }
+  const double agree = double(same) / double(cq * o.k);
+  const double tflops = 2.0 * double(o.nq) * double(o.n) * double(o.dim) / Median(t_resident) / 1e12;
+  const double qps_resident = double(o.nq) / Median(t_resident);
+  const double qps_copied = double(o.nq) / Median(t_copied);
+  const double qps_cpu = double(cq) / Median(t_cpu);
+
+  std::filesystem::create_directories("bench/results");
+  std::ofstream md("bench/results/gpu_flat.md");
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "### GPU FLAT: %zu queries vs %zu x %zu random, k = %zu (%s)\n\n"
+                "| method | QPS (median of %d) | seconds | × CPU |\n|---|---:|---:|---:|\n",
+                o.nq, o.n, o.dim, o.k, (*device)->name().c_str(), o.repeats);
+  md << line;
+  std::printf("\n%s", line);
+  auto row = [&](const char* name, double qps, double secs) {
+    std::snprintf(line, sizeof line, "| %s | %.0f | %.4f | %.1f |\n", name, qps, secs, qps / qps_cpu);
+    md << line;
+    std::printf("%s", line);
+  };
+  row("GPU, resident base", qps_resident, Median(t_resident));
+  row("GPU, base copied per call", qps_copied, Median(t_copied));
+  row("CPU (Quiver, this host)", qps_cpu, Median(t_cpu));
+  std::snprintf(line, sizeof line,
+                "\nGPU resident: %.2f TFLOP/s = %.0f%% of the %.1f TFLOP/s FP32 peak. Ids equal to the CPU's: %.4f; "
+                "worst relative score difference: %.2e.\n",
+                tflops, 100.0 * tflops / o.peak_tflops, o.peak_tflops, agree, worst);
+  md << line;
+  std::printf("%s", line);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  quiver::kernels::EnsureFastBlas(argv);
+  CLI::App app{"quiver-gpu-bench: Quiver's GPU kernels against its CPU path, same data, same run", "quiver-gpu-bench"};
+  app.require_subcommand(1);
+  FlatOptions flat_options;
+  auto* flat = app.add_subcommand("flat", "exact search: resident base, per-call base, CPU");
+  flat->add_option("--n", flat_options.n, "base vectors")->capture_default_str();
+  flat->add_option("--nq", flat_options.nq, "queries")->capture_default_str();
+  flat->add_option("--dim", flat_options.dim, "dimension")->capture_default_str();
+  flat->add_option("--k", flat_options.k, "neighbours")->capture_default_str();
+  flat->add_option("--repeats", flat_options.repeats, "timed rounds (median reported)")->capture_default_str();
+  flat->add_option("--threads", flat_options.threads, "CPU threads (0 = all)")->capture_default_str();
+  flat->add_option("--cpu-queries", flat_options.cpu_queries, "queries the CPU runs (agreement check)")
+      ->capture_default_str();
+  flat->add_option("--peak-tflops", flat_options.peak_tflops, "FP32 peak for the roofline fraction")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (flat->parsed()) return RunFlat(flat_options);
+  return 1;
+}

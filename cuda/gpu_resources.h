@@ -1,0 +1,218 @@
+// The GPU runtime handles every GPU call takes: a device (memory pool with a
+// budget, shared by threads) and per-thread resources (a stream and a cuBLAS
+// handle), plus RAII device and pinned buffers. No CUDA type appears here, so
+// code above cuda/ and kernels/gpu includes this header in any build; in a
+// build without CUDA, GpuDevice::Open returns UNAVAILABLE and nothing else is
+// reachable.
+//
+// Ownership rules (the bugs of shared or embedded GPU handles are well known):
+// - one GpuDevice per physical device, shared (std::shared_ptr) by everything
+//   that allocates on it; it is thread-safe;
+// - one GpuResources per thread, passed first to every GPU call and never
+//   stored inside an index; it is not thread-safe;
+// - a DeviceBuffer allocated through a GpuResources is stream-ordered on that
+//   resources' stream and must be released before the resources are; one
+//   allocated through the GpuDevice (long-lived data, e.g. a resident segment)
+//   may outlive any GpuResources.
+//
+// Example:
+//   QUIVER_ASSIGN_OR_RETURN(auto device, cuda::GpuDevice::Open({.device = 0}));
+//   QUIVER_ASSIGN_OR_RETURN(auto res, device->NewResources());
+//   QUIVER_ASSIGN_OR_RETURN(auto buf, cuda::DeviceBuffer<float>::Allocate(*res, n, "queries"));
+//   QUIVER_RETURN_IF_ERROR(buf.CopyFromHost(*res, host_queries, n));
+//   ...
+//   QUIVER_RETURN_IF_ERROR(res->Synchronize());
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "common/status.h"
+
+namespace quiver::cuda {
+
+struct GpuOptions {
+  /// CUDA device ordinal. Default: 0.
+  int device = 0;
+  /// Bytes of device memory Quiver may hold at once on this device (every
+  /// buffer counts, cached segments and per-call workspace alike); an
+  /// allocation beyond it fails with RESOURCE_EXHAUSTED, which callers treat
+  /// as "serve this on the CPU". 0 = 90% of the memory free when the device
+  /// is opened. Default: 0.
+  size_t memory_budget_bytes = 0;
+  /// FLAT search: base rows per tile of the distance matrix; 0 = chosen from
+  /// the workspace (65,536 rows). Tests set it small so that every size
+  /// crosses tiles. Default: 0.
+  size_t flat_base_tile_rows = 0;
+};
+
+class GpuResources;
+
+/// One CUDA device: its memory pool and budget. Thread-safe.
+class GpuDevice : public std::enable_shared_from_this<GpuDevice> {
+ public:
+  /// Opens the device: checks it answers, creates a stream-ordered memory pool
+  /// (freed memory stays cached up to the budget) and an internal stream for
+  /// long-lived allocations. UNAVAILABLE (naming the CUDA error) if the
+  /// device cannot be used or the build has no CUDA layer.
+  static Result<std::shared_ptr<GpuDevice>> Open(const GpuOptions& options);
+  ~GpuDevice();
+  GpuDevice(const GpuDevice&) = delete;
+  GpuDevice& operator=(const GpuDevice&) = delete;
+
+  /// New per-thread resources (a non-blocking stream and a cuBLAS handle).
+  Result<std::unique_ptr<GpuResources>> NewResources();
+
+  const GpuOptions& options() const { return options_; }
+  const std::string& name() const { return name_; }
+  size_t budget_bytes() const { return budget_bytes_; }
+  size_t bytes_in_use() const { return bytes_in_use_.load(std::memory_order_relaxed); }
+  size_t peak_bytes() const { return peak_bytes_.load(std::memory_order_relaxed); }
+
+  // ---- for cuda/ and kernels/gpu only ----
+  struct Impl;
+  Impl& impl() { return *impl_; }
+  /// Counts `bytes` against the budget; false (and nothing counted) if they
+  /// do not fit.
+  bool Reserve(size_t bytes);
+  void Unreserve(size_t bytes);
+
+ private:
+  GpuDevice(const GpuOptions& options, std::unique_ptr<Impl> impl, std::string name, size_t budget);
+
+  GpuOptions options_;
+  std::unique_ptr<Impl> impl_;
+  std::string name_;
+  size_t budget_bytes_ = 0;
+  std::atomic<size_t> bytes_in_use_{0};
+  std::atomic<size_t> peak_bytes_{0};
+};
+
+/// Per-thread handles: a stream and a cuBLAS handle bound to it. Not
+/// thread-safe; create one per thread with GpuDevice::NewResources.
+class GpuResources {
+ public:
+  ~GpuResources();
+  GpuResources(const GpuResources&) = delete;
+  GpuResources& operator=(const GpuResources&) = delete;
+
+  GpuDevice& device() { return *device_; }
+  /// Waits for everything queued on this stream; the first CUDA error of the
+  /// queued work, if any, as a Status naming the call.
+  Status Synchronize();
+
+  // ---- for cuda/ and kernels/gpu only ----
+  struct Impl;
+  Impl& impl() { return *impl_; }
+
+ private:
+  friend class GpuDevice;
+  GpuResources(std::shared_ptr<GpuDevice> device, std::unique_ptr<Impl> impl);
+
+  std::shared_ptr<GpuDevice> device_;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Untyped device memory, counted against its device's budget, released (stream
+/// ordered) when destroyed. Move-only.
+class DeviceMemory {
+ public:
+  DeviceMemory() = default;
+  /// Stream-ordered on `res`'s stream: for memory used within one call.
+  static Result<DeviceMemory> Allocate(GpuResources& res, size_t bytes, const char* what);
+  /// On the device's internal stream, synchronised: for long-lived memory that
+  /// outlives the calling thread's resources.
+  static Result<DeviceMemory> AllocateLongLived(GpuDevice& device, size_t bytes, const char* what);
+  ~DeviceMemory() { Release(); }
+  DeviceMemory(DeviceMemory&& o) noexcept { *this = std::move(o); }
+  DeviceMemory& operator=(DeviceMemory&& o) noexcept {
+    if (this != &o) {
+      Release();
+      device_ = std::move(o.device_);
+      stream_ = std::exchange(o.stream_, nullptr);
+      data_ = std::exchange(o.data_, nullptr);
+      bytes_ = std::exchange(o.bytes_, 0);
+      long_lived_ = o.long_lived_;
+    }
+    return *this;
+  }
+  DeviceMemory(const DeviceMemory&) = delete;
+  DeviceMemory& operator=(const DeviceMemory&) = delete;
+
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+
+  /// Copies `bytes` from host memory at `src` to offset 0 (queued on `res`'s stream).
+  Status CopyFromHost(GpuResources& res, const void* src, size_t bytes);
+  /// Copies `bytes` from offset 0 to host memory at `dst` (queued on `res`'s
+  /// stream; the host data is valid after res.Synchronize()).
+  Status CopyToHost(GpuResources& res, void* dst, size_t bytes) const;
+
+ private:
+  void Release();
+
+  std::shared_ptr<GpuDevice> device_;
+  void* stream_ = nullptr;  // cudaStream_t the memory is freed on
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+  bool long_lived_ = false;  // other streams may read it: wait for the device before freeing
+};
+
+/// Typed view over DeviceMemory.
+template <typename T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  static Result<DeviceBuffer> Allocate(GpuResources& res, size_t count, const char* what) {
+    QUIVER_ASSIGN_OR_RETURN(DeviceMemory mem, DeviceMemory::Allocate(res, count * sizeof(T), what));
+    return DeviceBuffer(std::move(mem), count);
+  }
+  static Result<DeviceBuffer> AllocateLongLived(GpuDevice& device, size_t count, const char* what) {
+    QUIVER_ASSIGN_OR_RETURN(DeviceMemory mem, DeviceMemory::AllocateLongLived(device, count * sizeof(T), what));
+    return DeviceBuffer(std::move(mem), count);
+  }
+  T* data() const { return static_cast<T*>(mem_.data()); }
+  size_t size() const { return count_; }
+  Status CopyFromHost(GpuResources& res, const T* src, size_t count) {
+    return mem_.CopyFromHost(res, src, count * sizeof(T));
+  }
+  Status CopyToHost(GpuResources& res, T* dst, size_t count) const { return mem_.CopyToHost(res, dst, count * sizeof(T)); }
+
+ private:
+  DeviceBuffer(DeviceMemory mem, size_t count) : mem_(std::move(mem)), count_(count) {}
+  DeviceMemory mem_;
+  size_t count_ = 0;
+};
+
+/// Page-locked host memory (fast, asynchronous copies). Not counted against
+/// the device budget. Move-only.
+class PinnedMemory {
+ public:
+  PinnedMemory() = default;
+  static Result<PinnedMemory> Allocate(size_t bytes, const char* what);
+  ~PinnedMemory() { Release(); }
+  PinnedMemory(PinnedMemory&& o) noexcept { *this = std::move(o); }
+  PinnedMemory& operator=(PinnedMemory&& o) noexcept {
+    if (this != &o) {
+      Release();
+      data_ = std::exchange(o.data_, nullptr);
+      bytes_ = std::exchange(o.bytes_, 0);
+    }
+    return *this;
+  }
+  PinnedMemory(const PinnedMemory&) = delete;
+  PinnedMemory& operator=(const PinnedMemory&) = delete;
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void Release();
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+}  // namespace quiver::cuda

@@ -1,0 +1,366 @@
+// GPU FLAT search and select-k (kernels/gpu_search.h).
+//
+// A batch runs as query tiles x base tiles. For each pair, one cuBLAS SGEMM
+// writes the tile's dot products (row-major, qt x bt) and the select kernel
+// turns them into keys (norms, cosine scaling and tombstones applied on the
+// fly) and keeps k per query. With several base tiles the per-tile winners
+// (qt x tiles x k keys) are selected again. Finally one block per query
+// recomputes the winners' scores exactly and re-sorts them, like the CPU path,
+// so L2 scores carry no |x|^2 - 2q.x + |q|^2 cancellation.
+//
+// Memory per query tile: bt floats of dot products plus the candidates; tiles
+// are sized to stay within a workspace of at most 512 MiB or half of the free
+// budget, whichever is smaller.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "cuda/cuda_check.cuh"
+#include "kernels/gpu/select_k.cuh"
+#include "kernels/gpu_search.h"
+
+namespace quiver::kernels::gpu {
+namespace {
+
+constexpr int kFinalBlock = 256;
+
+__device__ __forceinline__ float WarpSum(float v) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// 1/|q| for each query (0 for the zero vector), one warp per query.
+__global__ void QueryInvNormsKernel(const float* queries, int nq, int dim, float* inv_norms) {
+  const int q = static_cast<int>((blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x) / 32);
+  const int lane = threadIdx.x & 31;
+  if (q >= nq) return;  // whole warps leave together
+  const float* v = queries + static_cast<size_t>(q) * dim;
+  float s = 0.0f;
+  for (int d = lane; d < dim; d += 32) s += v[d] * v[d];
+  s = WarpSum(s);
+  if (lane == 0) inv_norms[q] = s > 0.0f ? 1.0f / sqrtf(s) : 0.0f;
+}
+
+// Keys (smaller is better) of one GEMM tile: query q of the tile, base row
+// row0 + j. Same key as the CPU's: L2 |x|^2 - 2q.x (|q|^2 is constant per
+// query), IP -q.x, cosine -q.x / (|q||x|) (0 for a zero vector).
+struct TileKeys {
+  const float* dots;
+  size_t ld;
+  uint32_t row0;
+  const float* sq_norms;
+  const uint64_t* deleted;
+  const float* q_inv_norms;
+  Metric metric;
+
+  __device__ uint64_t operator()(int q, int j) const {
+    const uint32_t row = row0 + static_cast<uint32_t>(j);
+    if (deleted != nullptr && ((deleted[row >> 6] >> (row & 63u)) & 1ull)) return kEmptyKey;
+    const float dot = dots[static_cast<size_t>(q) * ld + j];
+    float key;
+    if (metric == Metric::kL2) {
+      key = sq_norms[row] - 2.0f * dot;
+    } else if (metric == Metric::kInnerProduct) {
+      key = -dot;
+    } else {
+      const float n = sq_norms[row];
+      key = n > 0.0f ? -dot * q_inv_norms[q] * rsqrtf(n) : 0.0f;
+    }
+    return MakeKey(key, row);
+  }
+};
+
+// Raw values for SelectK.
+struct ValueKeys {
+  const float* values;
+  size_t ld;
+  bool select_max;
+  __device__ uint64_t operator()(int row, int j) const {
+    const float v = values[static_cast<size_t>(row) * ld + j];
+    return MakeKey(select_max ? -v : v, static_cast<uint32_t>(j));
+  }
+};
+
+// One block per query: exact scores of the k winners (a warp per winner),
+// re-sorted, written as rows and metric scores.
+__global__ void __launch_bounds__(kFinalBlock)
+    FinalizeKernel(const uint64_t* keys, int k, int cap, const float* queries, const float* base,
+                   const float* sq_norms, const float* q_inv_norms, int dim, Metric metric, int64_t* out_rows,
+                   float* out_scores) {
+  extern __shared__ uint64_t buf[];
+  const int q = blockIdx.x;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x & 31;
+  for (int i = threadIdx.x; i < cap; i += kFinalBlock) buf[i] = kEmptyKey;
+  __syncthreads();
+  const float* qv = queries + static_cast<size_t>(q) * dim;
+  for (int i = warp; i < k; i += kFinalBlock / 32) {
+    const uint64_t key = keys[static_cast<size_t>(q) * k + i];
+    if (key == kEmptyKey) continue;  // the same for the whole warp
+    const uint32_t row = KeyRow(key);
+    const float* x = base + static_cast<size_t>(row) * dim;
+    float acc = 0.0f;
+    if (metric == Metric::kL2) {
+      for (int d = lane; d < dim; d += 32) {
+        const float diff = qv[d] - x[d];
+        acc += diff * diff;
+      }
+    } else {
+      for (int d = lane; d < dim; d += 32) acc += qv[d] * x[d];
+    }
+    acc = WarpSum(acc);
+    if (lane == 0) {
+      float smaller_better;
+      if (metric == Metric::kL2) {
+        smaller_better = acc;
+      } else if (metric == Metric::kInnerProduct) {
+        smaller_better = -acc;
+      } else {
+        const float n = sq_norms[row];
+        smaller_better = n > 0.0f ? -(acc * q_inv_norms[q] / sqrtf(n)) : 0.0f;
+      }
+      buf[i] = MakeKey(smaller_better, row);
+    }
+  }
+  __syncthreads();
+  BlockBitonicSort<kFinalBlock>(buf, cap);
+  const bool l2 = metric == Metric::kL2;
+  for (int i = threadIdx.x; i < k; i += kFinalBlock) {
+    const uint64_t key = buf[i];
+    const size_t at = static_cast<size_t>(q) * k + i;
+    if (key == kEmptyKey) {
+      out_rows[at] = -1;
+      out_scores[at] = l2 ? INFINITY : -INFINITY;
+    } else {
+      out_rows[at] = KeyRow(key);
+      out_scores[at] = l2 ? KeyScore(key) : -KeyScore(key);
+    }
+  }
+}
+
+__global__ void DecodeKeysKernel(const uint64_t* keys, size_t count, bool select_max, int64_t* columns,
+                                 float* values) {
+  const size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
+  if (i >= count) return;
+  const uint64_t key = keys[i];
+  if (key == kEmptyKey) {
+    columns[i] = -1;
+    values[i] = select_max ? -INFINITY : INFINITY;
+  } else {
+    columns[i] = KeyRow(key);
+    values[i] = select_max ? -KeyScore(key) : KeyScore(key);
+  }
+}
+
+// Launches the select kernel with the configuration for k: 128 threads x 4
+// items up to k = 128 (8 KiB of shared memory), 256 x 2 above (16 KiB at
+// k = 1,024).
+template <class KeyFn>
+Status LaunchSelect(cudaStream_t stream, const KeyFn& keys, int rows, int len, int k, uint64_t* out, size_t out_ld) {
+  if (rows == 0) return Status::Ok();
+  if (k <= 128) {
+    const int cap = SelectBufferLength(k, 128, 4);
+    SelectKKernel<128, 4, KeyFn><<<rows, 128, cap * sizeof(uint64_t), stream>>>(keys, len, k, cap, out, out_ld);
+  } else {
+    const int cap = SelectBufferLength(k, 256, 2);
+    SelectKKernel<256, 2, KeyFn><<<rows, 256, cap * sizeof(uint64_t), stream>>>(keys, len, k, cap, out, out_ld);
+  }
+  return cuda::CheckLaunch("SelectKKernel");
+}
+
+Status CheckK(size_t k) {
+  if (k == 0) return Status::InvalidArgument("k must be at least 1");
+  if (k > kMaxK) {
+    return Status::InvalidArgument("the GPU selects at most " + std::to_string(kMaxK) + " results, asked for " +
+                                   std::to_string(k));
+  }
+  return Status::Ok();
+}
+
+struct DeviceBase {
+  const float* vectors;
+  const float* sq_norms;
+  const uint64_t* deleted;
+  size_t rows;
+  size_t dim;
+};
+
+// The search on device-resident data; results in device memory.
+Status SearchDevice(cuda::GpuResources& res, const DeviceBase& base, const float* queries, size_t nq,
+                    const FlatSearchParams& params, int64_t* out_rows, float* out_scores) {
+  cudaStream_t stream = res.impl().stream;
+  cublasHandle_t cublas = res.impl().cublas;
+  const int k = static_cast<int>(params.k);
+  const int dim = static_cast<int>(base.dim);
+  const size_t n = base.rows;
+
+  QUIVER_ASSIGN_OR_RETURN(auto q_inv, cuda::DeviceBuffer<float>::Allocate(res, nq, "query norms"));
+  {
+    const int threads = 256;
+    const size_t blocks = (nq * 32 + threads - 1) / threads;
+    QueryInvNormsKernel<<<static_cast<unsigned>(blocks), threads, 0, stream>>>(queries, static_cast<int>(nq), dim,
+                                                                               q_inv.data());
+    QUIVER_RETURN_IF_ERROR(cuda::CheckLaunch("QueryInvNormsKernel"));
+  }
+
+  // Tiles: bt base rows x qt queries, within the workspace.
+  cuda::GpuDevice& device = res.device();
+  size_t bt = device.options().flat_base_tile_rows > 0 ? device.options().flat_base_tile_rows : size_t{65536};
+  bt = std::min(bt, n);
+  const size_t tiles = (n + bt - 1) / bt;
+  const size_t free_budget = device.budget_bytes() - std::min(device.budget_bytes(), device.bytes_in_use());
+  const size_t workspace = std::min<size_t>(size_t{512} << 20, free_budget / 2);
+  const size_t per_query = bt * sizeof(float) + (tiles > 1 ? tiles * k * sizeof(uint64_t) : 0) + k * sizeof(uint64_t);
+  const size_t qt = std::clamp<size_t>(workspace / per_query, 1, std::min<size_t>(nq, 16384));
+  if (tiles * k > static_cast<size_t>(std::numeric_limits<int>::max())) {
+    return Status::InvalidArgument("too many base tiles for k = " + std::to_string(k));
+  }
+
+  QUIVER_ASSIGN_OR_RETURN(auto dots, cuda::DeviceBuffer<float>::Allocate(res, qt * bt, "distance tile"));
+  QUIVER_ASSIGN_OR_RETURN(auto candidates, cuda::DeviceBuffer<uint64_t>::Allocate(
+                                               res, tiles > 1 ? qt * tiles * k : 0, "per-tile candidates"));
+  QUIVER_ASSIGN_OR_RETURN(auto winners, cuda::DeviceBuffer<uint64_t>::Allocate(res, qt * k, "winners"));
+
+  const float one = 1.0f, zero = 0.0f;
+  const int final_cap = NextPow2(k);
+  for (size_t q0 = 0; q0 < nq; q0 += qt) {
+    const int qn = static_cast<int>(std::min(qt, nq - q0));
+    const float* tile_queries = queries + q0 * base.dim;
+    for (size_t t = 0; t < tiles; ++t) {
+      const size_t b0 = t * bt;
+      const int bn = static_cast<int>(std::min(bt, n - b0));
+      // Column-major view: dots^T (bn x qn, ld bt) = base_tile (dim x bn)^T * queries (dim x qn).
+      QUIVER_CUBLAS_TRY(cublasSgemm(cublas, CUBLAS_OP_T, CUBLAS_OP_N, bn, qn, dim, &one, base.vectors + b0 * base.dim,
+                                    dim, tile_queries, dim, &zero, dots.data(), static_cast<int>(bt)));
+      const TileKeys keys{dots.data(), bt, static_cast<uint32_t>(b0), base.sq_norms, base.deleted,
+                          q_inv.data() + q0, params.metric};
+      if (tiles == 1) {
+        QUIVER_RETURN_IF_ERROR(LaunchSelect(stream, keys, qn, bn, k, winners.data(), k));
+      } else {
+        QUIVER_RETURN_IF_ERROR(
+            LaunchSelect(stream, keys, qn, bn, k, candidates.data() + t * k, tiles * k));
+      }
+    }
+    if (tiles > 1) {
+      const StoredKeys keys{candidates.data(), tiles * k};
+      QUIVER_RETURN_IF_ERROR(LaunchSelect(stream, keys, qn, static_cast<int>(tiles * k), k, winners.data(), k));
+    }
+    FinalizeKernel<<<qn, kFinalBlock, final_cap * sizeof(uint64_t), stream>>>(
+        winners.data(), k, final_cap, tile_queries, base.vectors, base.sq_norms, q_inv.data() + q0, dim,
+        params.metric, out_rows + q0 * k, out_scores + q0 * k);
+    QUIVER_RETURN_IF_ERROR(cuda::CheckLaunch("FinalizeKernel"));
+  }
+  return Status::Ok();
+}
+
+Status CheckArguments(size_t rows, size_t dim, bool has_norms, const FlatSearchParams& params) {
+  QUIVER_RETURN_IF_ERROR(CheckK(params.k));
+  if (dim == 0) return Status::InvalidArgument("dimension must be at least 1");
+  if (rows > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+    return Status::InvalidArgument("the GPU path addresses at most 2^31 - 1 rows per base");
+  }
+  if (rows > 0 && params.metric != Metric::kInnerProduct && !has_norms) {
+    return Status::InvalidArgument("L2 and cosine search need the base norms");
+  }
+  return Status::Ok();
+}
+
+void FillEmpty(Metric metric, size_t count, int64_t* rows, float* scores) {
+  const float empty =
+      metric == Metric::kL2 ? std::numeric_limits<float>::infinity() : -std::numeric_limits<float>::infinity();
+  std::fill(rows, rows + count, int64_t{-1});
+  std::fill(scores, scores + count, empty);
+}
+
+}  // namespace
+
+Result<DeviceFlatBase> DeviceFlatBase::Upload(cuda::GpuResources& res, const BaseView& base, bool long_lived) {
+  QUIVER_CUDA_TRY(cudaSetDevice(res.device().impl().ordinal));
+  auto allocate = [&](size_t count, const char* what) {
+    return long_lived ? cuda::DeviceBuffer<float>::AllocateLongLived(res.device(), count, what)
+                      : cuda::DeviceBuffer<float>::Allocate(res, count, what);
+  };
+  DeviceFlatBase out;
+  out.rows_ = base.rows;
+  out.dim_ = base.dim;
+  QUIVER_ASSIGN_OR_RETURN(out.vectors_, allocate(base.rows * base.dim, "base vectors"));
+  QUIVER_RETURN_IF_ERROR(out.vectors_.CopyFromHost(res, base.vectors, base.rows * base.dim));
+  if (base.sq_norms != nullptr) {
+    QUIVER_ASSIGN_OR_RETURN(out.norms_, allocate(base.rows, "base norms"));
+    QUIVER_RETURN_IF_ERROR(out.norms_.CopyFromHost(res, base.sq_norms, base.rows));
+  }
+  // The host data may go away, and other streams may read a long-lived base.
+  QUIVER_RETURN_IF_ERROR(res.Synchronize());
+  return std::move(out);
+}
+
+Status FlatSearch(cuda::GpuResources& res, const DeviceFlatBase& base, const uint64_t* deleted, const float* queries,
+                  size_t nq, const FlatSearchParams& params, int64_t* rows, float* scores) {
+  QUIVER_RETURN_IF_ERROR(CheckArguments(base.rows(), base.dim(), base.has_norms(), params));
+  if (nq == 0) return Status::Ok();
+  const size_t k = params.k, n = base.rows(), dim = base.dim();
+  if (n == 0) {
+    FillEmpty(params.metric, nq * k, rows, scores);
+    return Status::Ok();
+  }
+  QUIVER_CUDA_TRY(cudaSetDevice(res.device().impl().ordinal));
+  cuda::DeviceBuffer<uint64_t> d_deleted;
+  if (deleted != nullptr) {
+    const size_t words = (n + 63) / 64;
+    QUIVER_ASSIGN_OR_RETURN(d_deleted, cuda::DeviceBuffer<uint64_t>::Allocate(res, words, "tombstones"));
+    QUIVER_RETURN_IF_ERROR(d_deleted.CopyFromHost(res, deleted, words));
+  }
+  QUIVER_ASSIGN_OR_RETURN(auto d_queries, cuda::DeviceBuffer<float>::Allocate(res, nq * dim, "queries"));
+  QUIVER_RETURN_IF_ERROR(d_queries.CopyFromHost(res, queries, nq * dim));
+  QUIVER_ASSIGN_OR_RETURN(auto d_rows, cuda::DeviceBuffer<int64_t>::Allocate(res, nq * k, "result rows"));
+  QUIVER_ASSIGN_OR_RETURN(auto d_scores, cuda::DeviceBuffer<float>::Allocate(res, nq * k, "result scores"));
+
+  const DeviceBase device_base{base.vectors(), base.sq_norms(), d_deleted.data(), n, dim};
+  QUIVER_RETURN_IF_ERROR(SearchDevice(res, device_base, d_queries.data(), nq, params, d_rows.data(), d_scores.data()));
+  QUIVER_RETURN_IF_ERROR(d_rows.CopyToHost(res, rows, nq * k));
+  QUIVER_RETURN_IF_ERROR(d_scores.CopyToHost(res, scores, nq * k));
+  return res.Synchronize();
+}
+
+Status FlatSearch(cuda::GpuResources& res, const BaseView& base, const float* queries, size_t nq,
+                  const FlatSearchParams& params, int64_t* rows, float* scores) {
+  QUIVER_RETURN_IF_ERROR(CheckArguments(base.rows, base.dim, base.sq_norms != nullptr, params));
+  if (nq == 0) return Status::Ok();
+  if (base.rows == 0) {
+    FillEmpty(params.metric, nq * params.k, rows, scores);
+    return Status::Ok();
+  }
+  QUIVER_ASSIGN_OR_RETURN(DeviceFlatBase device_base, DeviceFlatBase::Upload(res, base, /*long_lived=*/false));
+  return FlatSearch(res, device_base, base.deleted, queries, nq, params, rows, scores);
+}
+
+Status SelectK(cuda::GpuResources& res, const float* values, size_t rows, size_t len, size_t k, bool select_max,
+               int64_t* out_columns, float* out_values) {
+  QUIVER_RETURN_IF_ERROR(CheckK(k));
+  if (len > static_cast<size_t>(std::numeric_limits<int32_t>::max()) ||
+      rows > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+    return Status::InvalidArgument("SelectK takes fewer than 2^31 rows and columns");
+  }
+  if (rows == 0) return Status::Ok();
+  QUIVER_CUDA_TRY(cudaSetDevice(res.device().impl().ordinal));
+  cudaStream_t stream = res.impl().stream;
+  QUIVER_ASSIGN_OR_RETURN(auto d_values, cuda::DeviceBuffer<float>::Allocate(res, rows * len, "select-k input"));
+  QUIVER_RETURN_IF_ERROR(d_values.CopyFromHost(res, values, rows * len));
+  QUIVER_ASSIGN_OR_RETURN(auto d_keys, cuda::DeviceBuffer<uint64_t>::Allocate(res, rows * k, "select-k keys"));
+  QUIVER_ASSIGN_OR_RETURN(auto d_columns, cuda::DeviceBuffer<int64_t>::Allocate(res, rows * k, "select-k columns"));
+  QUIVER_ASSIGN_OR_RETURN(auto d_out, cuda::DeviceBuffer<float>::Allocate(res, rows * k, "select-k values"));
+  const ValueKeys keys{d_values.data(), len, select_max};
+  QUIVER_RETURN_IF_ERROR(LaunchSelect(stream, keys, static_cast<int>(rows), static_cast<int>(len),
+                                      static_cast<int>(k), d_keys.data(), k));
+  const size_t count = rows * k;
+  DecodeKeysKernel<<<static_cast<unsigned>((count + 255) / 256), 256, 0, stream>>>(d_keys.data(), count, select_max,
+                                                                                   d_columns.data(), d_out.data());
+  QUIVER_RETURN_IF_ERROR(cuda::CheckLaunch("DecodeKeysKernel"));
+  QUIVER_RETURN_IF_ERROR(d_columns.CopyToHost(res, out_columns, count));
+  QUIVER_RETURN_IF_ERROR(d_out.CopyToHost(res, out_values, count));
+  return res.Synchronize();
+}
+
+}  // namespace quiver::kernels::gpu

@@ -1,0 +1,25 @@
+// kernels/gpu_search.h for builds without the CUDA layer: no device can be
+// opened there, so these are reached only by a caller that ignored that.
+#include "kernels/gpu_search.h"
+
+namespace quiver::kernels::gpu {
+
+namespace {
+Status NoCuda() { return Status::Unavailable("built without CUDA: GPU kernels are not available"); }
+}  // namespace
+
+Result<DeviceFlatBase> DeviceFlatBase::Upload(cuda::GpuResources&, const BaseView&, bool) { return NoCuda(); }
+
+Status FlatSearch(cuda::GpuResources&, const DeviceFlatBase&, const uint64_t*, const float*, size_t,
+                  const FlatSearchParams&, int64_t*, float*) {
+  return NoCuda();
+}
+
+Status FlatSearch(cuda::GpuResources&, const BaseView&, const float*, size_t, const FlatSearchParams&, int64_t*,
+                  float*) {
+  return NoCuda();
+}
+
+Status SelectK(cuda::GpuResources&, const float*, size_t, size_t, size_t, bool, int64_t*, float*) { return NoCuda(); }
+
+}  // namespace quiver::kernels::gpu

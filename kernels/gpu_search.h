@@ -1,0 +1,81 @@
+// GPU kernels behind CUDA-free declarations (implemented in kernels/gpu/*.cu;
+// in a build without CUDA they return UNAVAILABLE). Every call takes the
+// calling thread's cuda::GpuResources first, runs on its stream and returns
+// when the results are in host memory. A failed call (out of the memory
+// budget, a CUDA error) returns its Status and leaves the outputs unspecified:
+// the caller serves the request on the CPU.
+//
+// kernels::FlatSearch with Resources::gpu set calls gpu::FlatSearch, so most
+// code never includes this header.
+//
+// Example:
+//   QUIVER_ASSIGN_OR_RETURN(auto device, cuda::GpuDevice::Open({}));
+//   QUIVER_ASSIGN_OR_RETURN(auto gpu, device->NewResources());
+//   kernels::Resources res;
+//   res.gpu = gpu.get();
+//   Status st = kernels::FlatSearch(res, view, queries, nq, {Metric::kL2, 10}, rows, scores);
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "common/status.h"
+#include "cuda/gpu_resources.h"
+#include "kernels/flat_search.h"
+
+namespace quiver::kernels::gpu {
+
+/// Largest k the GPU select handles (its shared-memory buffer is sized for
+/// it); a larger k is INVALID_ARGUMENT here and served on the CPU.
+constexpr size_t kMaxK = 1024;
+
+/// A FLAT base (vectors and squared norms) copied to the device. Tombstones
+/// are not part of it: they change after the upload and come with each search.
+/// Move-only.
+class DeviceFlatBase {
+ public:
+  DeviceFlatBase() = default;
+  /// Copies `base` (host memory; base.deleted is ignored) to the device and
+  /// waits for the copy. long_lived = false: stream-ordered on `res`, for use
+  /// within the calling thread before `res` goes away; true: allocated through
+  /// the device, usable from any thread's resources (a resident segment).
+  static Result<DeviceFlatBase> Upload(cuda::GpuResources& res, const BaseView& base, bool long_lived);
+
+  size_t rows() const { return rows_; }
+  size_t dim() const { return dim_; }
+  bool has_norms() const { return norms_.size() > 0; }
+  /// Device memory held.
+  size_t bytes() const { return (vectors_.size() + norms_.size()) * sizeof(float); }
+  const float* vectors() const { return vectors_.data(); }
+  const float* sq_norms() const { return norms_.data(); }
+
+ private:
+  cuda::DeviceBuffer<float> vectors_;
+  cuda::DeviceBuffer<float> norms_;
+  size_t rows_ = 0;
+  size_t dim_ = 0;
+};
+
+/// FlatSearch (kernels/flat_search.h, same contract and tie order) over a
+/// device-resident base; `deleted` is the host tombstone bitset (may be null)
+/// and is copied with the queries.
+Status FlatSearch(cuda::GpuResources& res, const DeviceFlatBase& base, const uint64_t* deleted, const float* queries,
+                  size_t nq, const FlatSearchParams& params, int64_t* rows, float* scores);
+
+/// FlatSearch (kernels/flat_search.h, same contract and tie order) on the GPU:
+/// the base (host memory) is copied to the device for this call. Batches are
+/// cut into query tiles x base tiles; each tile is one cuBLAS SGEMM (FP32)
+/// whose output is folded into k candidates per query by the select kernel
+/// (norms and tombstones applied there), so the full distance matrix is never
+/// in memory. The winners' scores are recomputed exactly and re-sorted.
+Status FlatSearch(cuda::GpuResources& res, const BaseView& base, const float* queries, size_t nq,
+                  const FlatSearchParams& params, int64_t* rows, float* scores);
+
+/// For each of `rows` rows of `len` floats (row-major, host memory), the k
+/// smallest (or largest with select_max) values and their column numbers,
+/// best first, exact ties by lower column; slots past len hold column -1 and
+/// +inf (-inf with select_max). NaN values are never selected. 1 <= k <= kMaxK.
+Status SelectK(cuda::GpuResources& res, const float* values, size_t rows, size_t len, size_t k, bool select_max,
+               int64_t* out_columns, float* out_values);
+
+}  // namespace quiver::kernels::gpu
