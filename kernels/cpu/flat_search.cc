@@ -201,6 +201,45 @@ Status SearchGemm(const Resources& res, const BaseView& base, const float* queri
       inv_norms[r] = base.sq_norms[r] > 0.0f ? 1.0f / std::sqrt(base.sq_norms[r]) : 0.0f;
     }
   }
+  if (threads > 1 && nq <= 256 && base.rows >= static_cast<size_t>(threads) * bb) {
+    // Few queries: query blocks would leave threads idle, or make each thread
+    // stream the whole base through a thin GEMM. Split the base tiles across
+    // threads instead (each thread: every query, its own heaps) and merge.
+    std::vector<float> keys(static_cast<size_t>(threads) * nq * k);
+    std::vector<int64_t> ids(keys.size());
+    std::vector<size_t> sizes(static_cast<size_t>(threads) * nq, 0);
+    const size_t tiles = (base.rows + bb - 1) / bb;
+#pragma omp parallel num_threads(threads)
+    {
+      const size_t t = static_cast<size_t>(omp_get_thread_num());
+      const size_t nt = static_cast<size_t>(omp_get_num_threads());
+      std::vector<float> dots(nq * bb);
+      std::vector<float> scratch(bb);
+      std::vector<TopK> heaps;
+      for (size_t q = 0; q < nq; ++q) heaps.emplace_back(keys.data() + (t * nq + q) * k, ids.data() + (t * nq + q) * k, k);
+      for (size_t tile = tiles * t / nt; tile < tiles * (t + 1) / nt; ++tile) {
+        const size_t r0 = tile * bb;
+        const size_t nr = std::min(bb, base.rows - r0);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(nq), static_cast<int>(nr),
+                    static_cast<int>(dim), 1.0f, queries, static_cast<int>(dim), base.vectors + r0 * dim,
+                    static_cast<int>(dim), 0.0f, dots.data(), static_cast<int>(bb));
+        select_tile(p.metric, dots.data(), bb, nq, nr, base.sq_norms ? base.sq_norms + r0 : nullptr,
+                    inv_norms.empty() ? nullptr : inv_norms.data() + r0, qinfo.data(), static_cast<int64_t>(r0),
+                    heaps.data(), scratch.data(), base.deleted);
+      }
+      for (size_t q = 0; q < nq; ++q) sizes[t * nq + q] = heaps[q].size();
+    }
+    for (size_t q = 0; q < nq; ++q) {
+      TopK merged(scores + q * k, rows + q * k, k);
+      for (size_t t = 0; t < static_cast<size_t>(threads); ++t) {
+        const size_t off = (t * nq + q) * k;
+        for (size_t i = 0; i < sizes[t * nq + q]; ++i) merged.Push(keys[off + i], ids[off + i]);
+      }
+      merged.Finish();
+      FinishQuery(p.metric, base, queries + q * dim, scores + q * k, rows + q * k, k, /*keys_are_exact=*/false);
+    }
+    return Status::Ok();
+  }
 #pragma omp parallel num_threads(threads)
   {
     std::vector<float> dots(bq * bb);
