@@ -479,7 +479,9 @@ TEST(RaftReplicator, AJoiningNodeIsAddedCaughtUpAndPromoted) {
   EXPECT_TRUE(c.nodes[l].r->AddMember(4, "10.0.0.4:7701", Soon()).ok());
   EXPECT_EQ(c.nodes[l].r->AddMember(4, "10.0.0.9:7701", Soon()).status().code(), StatusCode::kFailedPrecondition);
   ASSERT_TRUE(c.nodes[l].r->Propose("after", Soon()).ok());
-  c.WaitUntilCaughtUp(4, l);
+  // Every member, not only the joiner, has applied the membership change (and
+  // so learned the address) once it has applied what the leader has.
+  for (raft::NodeId id : {1, 2, 3, 4}) c.WaitUntilCaughtUp(id, l);
   const auto status = joiner.r->GetGroupStatus();
   EXPECT_EQ(status.conf.voters, (std::set<raft::NodeId>{1, 2, 3, 4}));
   EXPECT_GE(status.snapshots_installed, 1u) << "the log was compacted: the joiner needed a snapshot";
