@@ -86,7 +86,8 @@ std::vector<float> RandomData(size_t n, size_t dim, uint64_t seed) {
 class LocalServer {
  public:
   // `keep_data`: restart on what an earlier server in `dir` left.
-  explicit LocalServer(const std::string& dir, uint32_t threads, bool keep_data = false) {
+  // `batch_wait_us`: search_batch_max_wait_us (0 = no dynamic batching).
+  explicit LocalServer(const std::string& dir, uint32_t threads, bool keep_data = false, uint32_t batch_wait_us = 200) {
     if (!keep_data) std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
     std::filesystem::remove(dir + "/ready.json");
@@ -96,6 +97,7 @@ class LocalServer {
     cfg.data_dir = dir + "/data";
     cfg.ready_file = dir + "/ready.json";
     cfg.search_threads = threads;
+    cfg.search_batch_max_wait_us = batch_wait_us;
     cfg.max_message_bytes = 1ull << 30;
     cfg.log_level = "warn";
     server_ = std::make_unique<quiver::service::Server>(cfg);
@@ -322,6 +324,64 @@ int RunFlat(size_t n, size_t nq, size_t dim, size_t k, int threads, int repeats,
   std::snprintf(title, sizeof title, "FLAT SearchBatch: %zu queries vs %zu x %zu random, k=%zu, %d threads", nq, n,
                 dim, k, threads);
   WriteResults("flat", title, rows, "faiss IndexFlatL2 (Debian)");
+  return 0;
+}
+
+// Dynamic batching: `clients` closed-loop clients, each on its own
+// connection, send single-query Search calls for `seconds` to a server with
+// batching off and then on (same data, FLAT, exact), interleaved `rounds`
+// times. Reports QPS and the ratio per round.
+int RunConcurrent(size_t n, size_t dim, size_t k, int threads, int clients, double seconds, int rounds,
+                  uint32_t batch_wait_us) {
+  std::printf("concurrent: n=%zu dim=%zu k=%zu, %d single-query clients, %.1f s per run, %d rounds, batching wait "
+              "%u us, %d search threads\n",
+              n, dim, k, clients, seconds, rounds, batch_wait_us, threads);
+  const auto base = RandomData(n, dim, 1);
+  const auto queries = RandomData(4096, dim, 2);
+  auto run = [&](uint32_t wait_us, double* qps) -> bool {
+    LocalServer server("/tmp/quiver-bench-concurrent", static_cast<uint32_t>(threads), false, wait_us);
+    if (!CreateCollection(server.channel.get(), "c", static_cast<uint32_t>(dim))) return false;
+    if (!UpsertAll(server.channel.get(), "c", base.data(), n, dim)) return false;
+    std::atomic<bool> stop{false};
+    std::atomic<uint64_t> done{0}, failed{0};
+    std::vector<std::thread> pool;
+    for (int c = 0; c < clients; ++c) {
+      pool.emplace_back([&, c] {
+        auto stub = quiver::v1::Points::NewStub(server.NewChannel(c + 1));
+        quiver::v1::SearchRequest req;
+        req.set_collection("c");
+        req.set_k(static_cast<uint32_t>(k));
+        for (size_t i = static_cast<size_t>(c); !stop.load(std::memory_order_relaxed); i += static_cast<size_t>(clients)) {
+          const float* q = queries.data() + (i % 4096) * dim;
+          req.mutable_vector()->Assign(q, q + dim);
+          quiver::v1::SearchResponse resp;
+          grpc::ClientContext ctx;
+          const grpc::Status st = stub->Search(&ctx, req, &resp);
+          if (st.ok()) {
+            done.fetch_add(1, std::memory_order_relaxed);
+          } else if (failed.fetch_add(1, std::memory_order_relaxed) == 0) {
+            std::fprintf(stderr, "first failed search: %s\n", st.error_message().c_str());
+          }
+        }
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::duration<double>(seconds / 4));  // warm-up, not counted
+    const uint64_t start_done = done.load();
+    const auto t0 = Clock::now();
+    std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+    *qps = double(done.load() - start_done) / Seconds(t0);
+    stop = true;
+    for (auto& t : pool) t.join();
+    if (failed.load() > 0) std::fprintf(stderr, "%llu searches failed\n", static_cast<unsigned long long>(failed.load()));
+    return failed.load() == 0;
+  };
+  std::printf("\n| round | unbatched QPS | batched QPS | batched / unbatched |\n|---:|---:|---:|---:|\n");
+  for (int r = 1; r <= rounds; ++r) {
+    double off = 0, on = 0;
+    if (!run(0, &off) || !run(batch_wait_us, &on)) return 1;
+    std::printf("| %d | %.0f | %.0f | %.2f |\n", r, off, on, on / off);
+    std::fflush(stdout);
+  }
   return 0;
 }
 
@@ -1252,6 +1312,19 @@ int main(int argc, char** argv) {
   size_t n = 100000, nq = 1000, dim = 128, k = 10;
   int threads = 2, repeats = 5;
   bool no_grpc = false;
+  int conc_clients = 64;
+  double seconds = 5;
+  int rounds = 3;
+  uint32_t batch_wait_us = 200;
+  auto* concurrent = app.add_subcommand("concurrent", "single-query clients against a server with dynamic batching off, then on");
+  concurrent->add_option("--n", n, "base vectors (FLAT)")->capture_default_str();
+  concurrent->add_option("--dim", dim, "dimension")->capture_default_str();
+  concurrent->add_option("--k", k, "neighbours")->capture_default_str();
+  concurrent->add_option("--threads", threads, "server search threads")->capture_default_str();
+  concurrent->add_option("--clients", conc_clients, "concurrent closed-loop clients")->capture_default_str();
+  concurrent->add_option("--seconds", seconds, "measured seconds per run")->capture_default_str();
+  concurrent->add_option("--rounds", rounds, "off/on pairs")->capture_default_str();
+  concurrent->add_option("--batch-wait-us", batch_wait_us, "search_batch_max_wait_us when on")->capture_default_str();
   auto* flat = app.add_subcommand("flat", "exact SearchBatch: Quiver in-process and via gRPC vs FAISS IndexFlatL2");
   flat->add_option("--n", n, "base vectors")->capture_default_str();
   flat->add_option("--nq", nq, "queries")->capture_default_str();
@@ -1368,6 +1441,7 @@ int main(int argc, char** argv) {
   if (cluster->parsed()) return RunCluster(quiverd, cluster_rounds, clients, batch, dim, total, failovers);
   if (gen->parsed()) return RunGen(n, nq, dim, k, clusters, seed, metric_name, out_dir);
   if (restart->parsed()) return RunRestart(n, nq, dim, k, clusters, threads);
+  if (concurrent->parsed()) return RunConcurrent(n, dim, k, threads, conc_clients, seconds, rounds, batch_wait_us);
   if (flat->parsed()) return RunFlat(n, nq, dim, k, threads, repeats, !no_grpc);
   if (ivf->parsed()) return RunIvf(n, nq, dim, k, nlist, clusters, threads, repeats, ivf_grpc, grpc_clients, !ivf_no_hnsw, hdf5);
   return RunUpsert(clients, batch, dim, total);

@@ -24,7 +24,7 @@ kernels::Metric ToKernelMetric(quiver::v1::Metric metric) {
   }
 }
 
-Collection::Collection(quiver::v1::CollectionInfo info)
+Collection::Collection(quiver::v1::CollectionInfo info, std::shared_ptr<GpuExecutor> gpu)
     : info_(std::move(info)),
       metric_(ToKernelMetric(info_.config().metric())),
       dim_(info_.config().dimension()),
@@ -44,6 +44,12 @@ Collection::Collection(quiver::v1::CollectionInfo info)
                                  : 8),
       payload_fields_(info_.config().indexed_payload_fields().begin(), info_.config().indexed_payload_fields().end()) {
   info_.clear_points_count();
+  gpu_ = std::move(gpu);
+}
+
+Collection::~Collection() {
+  if (gpu_ == nullptr) return;
+  for (const auto& s : sealed_) gpu_->Forget(s->uid);
 }
 
 quiver::v1::CollectionInfo Collection::Info() const {
@@ -182,6 +188,13 @@ Status Collection::SearchSegmentLocked(const kernels::Resources& res, const Segm
     params.search_width = options.search_width != 0 ? options.search_width : 1;
     params.refine_factor = options.refine_factor != 0 ? options.refine_factor : default_refine_factor_;
     return seg.index->Search(res, base, queries, nq, k, params, rows, scores);
+  }
+  if (gpu_ != nullptr && &seg != &growing_ && k <= kernels::gpu::kMaxK) {
+    // Sealed rows never change: the GPU keeps a copy; tombstones and the
+    // filter travel with each call. Any failure is served on the CPU below.
+    const Status st = gpu_->SearchSealed(seg.uid, base, queries, nq, {metric_, k}, rows, scores);
+    if (st.ok()) return st;
+    gpu_->NoteFallback(st);
   }
   return kernels::FlatSearch(res, base, queries, nq, {metric_, k}, rows, scores);
 }
@@ -453,6 +466,7 @@ Result<bool> Collection::CompactOne(const kernels::Resources& res, double delete
       --fresh->live;
     }
   }
+  if (gpu_ != nullptr) gpu_->Forget(sealed_[slot]->uid);
   sealed_[slot] = std::move(fresh);
   if (!build_status.ok()) return build_status;
   return true;

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "engine/gpu_executor.h"
 #include "engine/payload_index.h"
 #include "engine/rw_lock.h"
 #include "kernels/flat_search.h"
@@ -80,8 +81,13 @@ inline constexpr double kExactFilterFraction = 0.2;
 
 class Collection {
  public:
-  /// `info.created_at_index` is the collection's unique id.
-  explicit Collection(quiver::v1::CollectionInfo info);
+  /// `info.created_at_index` is the collection's unique id. `gpu`, when not
+  /// null, serves exact search of sealed segments (CPU on any GPU error).
+  explicit Collection(quiver::v1::CollectionInfo info, std::shared_ptr<GpuExecutor> gpu = nullptr);
+  /// Drops the GPU copies of its segments.
+  ~Collection();
+  Collection(const Collection&) = delete;
+  Collection& operator=(const Collection&) = delete;
 
   const quiver::v1::CollectionConfig& config() const { return info_.config(); }
   uint64_t id() const { return info_.created_at_index(); }
@@ -156,6 +162,7 @@ class Collection {
     bool payload_index_started = false;
     bool compacting = false;
     uint64_t number = 0;          // sealed segments: names its file
+    uint64_t uid = NextSegmentUid();  // process-unique: names its GPU copy
     bool persist_started = false;
     bool persisted = false;       // its file is written and listed
     size_t rows() const { return ids.size(); }
@@ -197,6 +204,7 @@ class Collection {
   mutable WriterPreferringRwLock mu_;
   Segment growing_;
   std::vector<std::shared_ptr<Segment>> sealed_;
+  std::shared_ptr<GpuExecutor> gpu_;  // null: CPU only
   std::unordered_map<uint64_t, Location> where_;
   uint64_t next_segment_number_ = 1;
   std::vector<uint64_t> retired_files_;  // segment numbers whose files compaction made stale

@@ -58,7 +58,7 @@ Status Engine::LoadState(const std::atomic<bool>* stop) {
     }
     Status valid = ValidateCollectionConfig(info.config());
     if (!valid.ok()) return Status::Corruption("collection record " + key + " is invalid: " + valid.message());
-    auto coll = std::make_shared<Collection>(info);
+    auto coll = std::make_shared<Collection>(info, options_.gpu);
     std::vector<storage::SegmentRef> refs;
     for (const auto& ref : segment_refs) {
       if (ref.collection_id == sc.id) refs.push_back(ref);
@@ -373,7 +373,7 @@ Status Engine::ApplyCommand(uint64_t index, const Command& cmd, storage::StateSt
       info.set_created_at_index(index);
       batch->PutCollection(index, info.SerializeAsString());
       std::unique_lock lock(mu_);
-      collections_[config.name()] = std::make_shared<Collection>(std::move(info));
+      collections_[config.name()] = std::make_shared<Collection>(std::move(info), options_.gpu);
       return Status::Ok();
     }
     case Command::kDeleteCollection: {

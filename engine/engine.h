@@ -23,6 +23,7 @@
 
 #include "common/status.h"
 #include "engine/collection.h"
+#include "engine/gpu_executor.h"
 #include "storage/db.h"
 #include "storage/state_machine.h"
 #include "storage/state_store.h"
@@ -39,6 +40,9 @@ struct EngineOptions {
   /// A sealed segment is compacted once this fraction of its rows are
   /// tombstones. Default: 0.3.
   double compact_deleted_fraction = 0.3;
+  /// Serves exact search of sealed segments on a GPU (engine/gpu_executor.h);
+  /// null = CPU only. Default: null.
+  std::shared_ptr<GpuExecutor> gpu;
 };
 
 class Engine final : public storage::StateMachine {

@@ -111,8 +111,13 @@ Status SearchInto(const ApiContext& ctx, const engine::Collection& coll, const s
   } end_search{ctx.metrics};
   const int cores = ctx.config->search_threads != 0 ? static_cast<int>(ctx.config->search_threads)
                                                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  kernels::Resources res;
-  res.num_threads = std::max(1, cores / in_flight);
+  // A batch serving several calls gets every core: the calls it serves wait
+  // for it, and the batcher runs one batch per collection and settings at a time.
+  auto resources = [&](size_t calls) {
+    kernels::Resources res;
+    res.num_threads = calls > 1 ? cores : std::max(1, cores / in_flight);
+    return res;
+  };
   engine::SearchOptions options;
   options.nprobe = params.nprobe();
   options.itopk = params.itopk();
@@ -121,7 +126,7 @@ Status SearchInto(const ApiContext& ctx, const engine::Collection& coll, const s
   options.with_payload = with_payload;
   options.with_vector = with_vector;
   options.filter = filter;
-  QUIVER_RETURN_IF_ERROR(coll.Search(res, queries.data(), nq, k, options, &hits));
+  QUIVER_RETURN_IF_ERROR(ctx.batcher->Search(coll, queries.data(), nq, k, options, resources, &hits));
   for (size_t q = 0; q < nq; ++q) {
     quiver::v1::SearchResponse* resp = out(q);
     resp->mutable_hits()->Reserve(static_cast<int>(hits[q].size()));

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "engine/engine.h"
+#include "engine/search_batcher.h"
 #include "quiver/v1/cluster.grpc.pb.h"
 #include "quiver/v1/collections.grpc.pb.h"
 #include "quiver/v1/points.grpc.pb.h"
@@ -18,6 +19,7 @@ struct ApiContext {
   engine::Engine* engine;
   replication::Replicator* replicator;
   Metrics* metrics;
+  engine::SearchBatcher* batcher;  // groups concurrent compatible searches
 };
 
 class CollectionsApi final : public quiver::v1::Collections::Service {

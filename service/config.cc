@@ -98,9 +98,25 @@ std::vector<Key> Keys(ServerConfig* c) {
       {"shutdown_drain_ms", "QUIVER_SHUTDOWN_DRAIN_MS", "--shutdown-drain-ms",
        "how long in-flight requests may finish at shutdown", u32("shutdown_drain_ms", &c->shutdown_drain_ms)},
       {"grpc_max_threads", "QUIVER_GRPC_MAX_THREADS", "--grpc-max-threads",
-       "most gRPC request threads (calls beyond wait)", u32("grpc_max_threads", &c->grpc_max_threads)},
+       "most gRPC request threads (calls beyond are refused: RESOURCE_EXHAUSTED)", u32("grpc_max_threads", &c->grpc_max_threads)},
       {"search_threads", "QUIVER_SEARCH_THREADS", "--search-threads",
        "CPU threads for searches, shared by concurrent calls (0 = all cores)", u32("search_threads", &c->search_threads)},
+      {"search_batch_max_queries", "QUIVER_SEARCH_BATCH_MAX_QUERIES", "--search-batch-max-queries",
+       "most queries one batched search holds", u32("search_batch_max_queries", &c->search_batch_max_queries)},
+      {"search_batch_max_wait_us", "QUIVER_SEARCH_BATCH_MAX_WAIT_US", "--search-batch-max-wait-us",
+       "how long a search waits for others to batch with, us (0 = off)",
+       u32("search_batch_max_wait_us", &c->search_batch_max_wait_us)},
+      {"gpu", "QUIVER_GPU", "--gpu", "GPU for searches: auto | off | a device number",
+       [c](const std::string& v) {
+         uint32_t device = 0;
+         if (v != "auto" && v != "off" && (!ParseUnsigned(v, "gpu", &device).ok() || device > 1023)) {
+           return Status::InvalidArgument("gpu: '" + v + "' is not auto, off or a device number");
+         }
+         c->gpu = v;
+         return Status::Ok();
+       }},
+      {"gpu_memory_budget_mb", "QUIVER_GPU_MEMORY_BUDGET_MB", "--gpu-memory-budget-mb",
+       "GPU memory Quiver may hold, MiB (0 = 90% of free)", u64("gpu_memory_budget_mb", &c->gpu_memory_budget_mb)},
       {"log_level", "QUIVER_LOG_LEVEL", "--log-level", "trace|debug|info|warn|error", str(&c->log_level)},
       {"log_format", "QUIVER_LOG_FORMAT", "--log-format", "text|json", str(&c->log_format)},
       {"ready_file", "QUIVER_READY_FILE", "--ready-file", "JSON file with the bound ports, written once serving",
@@ -193,6 +209,7 @@ Status ServerConfig::Validate() const {
   }
   if (max_points_per_request == 0) return Status::InvalidArgument("max_points_per_request must be at least 1");
   if (max_batch_queries == 0) return Status::InvalidArgument("max_batch_queries must be at least 1");
+  if (search_batch_max_queries == 0) return Status::InvalidArgument("search_batch_max_queries must be at least 1");
   if (grpc_max_threads < 4) return Status::InvalidArgument("grpc_max_threads must be at least 4");
   if (shutdown_drain_ms > 60000) return Status::InvalidArgument("shutdown_drain_ms must be at most 60000");
   static const char* levels[] = {"trace", "debug", "info", "warn", "error"};

@@ -89,14 +89,33 @@ struct ServerConfig {
   /// cancelled, in ms; the process exits within this plus the final flush.
   /// Default: 5000. Env: QUIVER_SHUTDOWN_DRAIN_MS.
   uint32_t shutdown_drain_ms = 5000;
-  /// Most threads the gRPC server may run for requests; calls beyond wait for
-  /// one, so load cannot grow threads and memory without bound.
-  /// Default: 64. Env: QUIVER_GRPC_MAX_THREADS.
-  uint32_t grpc_max_threads = 64;
+  /// Most threads the gRPC server may run for requests, so load cannot grow
+  /// threads and memory without bound; a call arriving when all are busy is
+  /// refused with RESOURCE_EXHAUSTED ("Server Threadpool Exhausted"), which
+  /// clients retry. Well above the concurrent clients expected: searches
+  /// waiting in a batch hold their thread. Default: 256.
+  /// Env: QUIVER_GRPC_MAX_THREADS.
+  uint32_t grpc_max_threads = 256;
   /// CPU threads for searches: a lone call uses them all, N concurrent calls
   /// get 1/N each (at least 1); 0 = all cores. Default: 0.
   /// Env: QUIVER_SEARCH_THREADS.
   uint32_t search_threads = 0;
+  /// Most queries one batched search holds: concurrent unfiltered searches of
+  /// a collection with the same k and settings run as one (engine/search_batcher.h).
+  /// Default: 64. Env: QUIVER_SEARCH_BATCH_MAX_QUERIES.
+  uint32_t search_batch_max_queries = 64;
+  /// How long the first search of a batch waits for others, in microseconds,
+  /// when other searches are running; 0 = no batching. Default: 200.
+  /// Env: QUIVER_SEARCH_BATCH_MAX_WAIT_US.
+  uint32_t search_batch_max_wait_us = 200;
+  /// Which GPU serves searches: "auto" (device 0 when one is found), "off",
+  /// or a device number. A GPU that cannot be opened means CPU serving, with
+  /// the reason in the log. Default: auto. Env: QUIVER_GPU.
+  std::string gpu = "auto";
+  /// GPU memory Quiver may hold (resident segments and search workspace), in
+  /// MiB; 0 = 90% of the memory free at start. Default: 0.
+  /// Env: QUIVER_GPU_MEMORY_BUDGET_MB.
+  uint64_t gpu_memory_budget_mb = 0;
   /// trace, debug, info, warn, error. Default: info. Env: QUIVER_LOG_LEVEL.
   std::string log_level = "info";
   /// text or json. Default: text. Env: QUIVER_LOG_FORMAT.

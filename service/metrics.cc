@@ -103,6 +103,22 @@ std::string Metrics::Render(const NodeGauges& node) const {
          "Segment files found damaged or stale at start (rebuilt).", node.segment_files_discarded);
   sample("quiver_background_failures_total", "counter",
          "Failed index builds, compactions and segment file writes.", node.background_failures);
+  sample("quiver_search_batches_total", "counter",
+         "Batched searches run (each serves one or more concurrent Search/SearchBatch calls).", node.search_batches);
+  sample("quiver_search_batch_calls_total", "counter",
+         "Calls served by batched searches (divided by quiver_search_batches_total: the mean batch size).",
+         node.search_batched_calls);
+  sample("quiver_gpu_present", "gauge", "1 if a GPU serves searches on this node.", node.gpu_present ? 1 : 0);
+  sample("quiver_gpu_searches_total", "counter", "Segment searches served on the GPU.", node.gpu_searches);
+  sample("quiver_gpu_fallbacks_total", "counter",
+         "Segment searches the GPU failed (out of memory, CUDA error) and the CPU served.", node.gpu_fallbacks);
+  sample("quiver_gpu_resident_segments", "gauge", "Sealed segments with a copy in GPU memory.",
+         node.gpu_resident_segments);
+  sample("quiver_gpu_resident_bytes", "gauge", "GPU memory held by resident segment copies.",
+         node.gpu_resident_bytes);
+  sample("quiver_gpu_memory_in_use_bytes", "gauge", "GPU memory Quiver holds now (segments and search workspace).",
+         node.gpu_memory_in_use_bytes);
+  sample("quiver_gpu_memory_budget_bytes", "gauge", "GPU memory Quiver may hold.", node.gpu_memory_budget_bytes);
   sample("quiver_searches_in_flight", "gauge", "Search and SearchBatch calls running now.",
          searches_in_flight_.load(std::memory_order_relaxed));
   sample("quiver_ready", "gauge", "1 when the node serves requests.", node.ready ? 1 : 0);

@@ -44,6 +44,17 @@ struct NodeGauges {
   std::vector<double> log_sync_bounds;
   std::vector<uint64_t> log_sync_counts;
   double log_sync_sum_seconds = 0;
+  // The GPU (engine/gpu_executor.h); all zero on a CPU-only node.
+  bool gpu_present = false;
+  uint64_t gpu_searches = 0;
+  uint64_t gpu_fallbacks = 0;
+  uint64_t gpu_resident_segments = 0;
+  uint64_t gpu_resident_bytes = 0;
+  uint64_t gpu_memory_in_use_bytes = 0;
+  uint64_t gpu_memory_budget_bytes = 0;
+  // Dynamic batching (engine/search_batcher.h).
+  uint64_t search_batches = 0;
+  uint64_t search_batched_calls = 0;
 };
 
 class Metrics {

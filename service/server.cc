@@ -15,7 +15,6 @@
 #include <set>
 #include <thread>
 
-#include "cuda/gpu_runtime.h"
 #include "engine/engine.h"
 #include "kernels/blas.h"
 #include "kernels/simd.h"
@@ -34,6 +33,8 @@ struct Server::State {
   std::unique_ptr<storage::Db> db;
   std::unique_ptr<storage::RocksLogStore> log;
   std::unique_ptr<engine::Engine> engine;
+  std::shared_ptr<engine::GpuExecutor> gpu;  // null: CPU only
+  std::unique_ptr<engine::SearchBatcher> batcher;
   PeerFaults peer_faults;  // fault_injection only
   std::unique_ptr<PeerClient> peer_client;
   std::unique_ptr<replication::RaftReplicator> replicator;
@@ -294,6 +295,19 @@ Status Server::Start() {
         node.tombstones += info.tombstones();
       }
       node.applied_index = st.engine->AppliedIndex();
+      const auto batching = st.batcher->stats();
+      node.search_batches = batching.searches;
+      node.search_batched_calls = batching.calls;
+      if (st.gpu != nullptr) {
+        const auto gpu = st.gpu->stats();
+        node.gpu_present = true;
+        node.gpu_searches = gpu.searches;
+        node.gpu_fallbacks = gpu.fallbacks;
+        node.gpu_resident_segments = gpu.resident_segments;
+        node.gpu_resident_bytes = gpu.resident_bytes;
+        node.gpu_memory_in_use_bytes = gpu.bytes_in_use;
+        node.gpu_memory_budget_bytes = gpu.budget_bytes;
+      }
       const auto group = st.replicator->GetGroupStatus();
       node.raft_term = group.term;
       node.raft_commit_index = group.commit;
@@ -330,12 +344,21 @@ Status Server::Start() {
   for (int i = 0; i < 5000 && !s.admin.is_running(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   if (!s.admin.is_running()) return Status::Unavailable("admin HTTP server did not start");
 
-  const cuda::GpuDiscovery gpus = cuda::DiscoverGpus();
-  if (gpus.devices.empty()) {
-    spdlog::info("serving on the CPU: {}", gpus.unavailable_reason);
-  } else {
-    spdlog::info("found {} GPU(s), first {}; GPU search is not built yet, serving on the CPU", gpus.devices.size(),
-                 gpus.devices[0].name);
+  engine::EngineOptions engine_options;
+  {
+    engine::GpuExecutorOptions gpu_options;
+    gpu_options.device = config_.gpu == "off" ? -1 : config_.gpu == "auto" ? 0 : std::stoi(config_.gpu);
+    gpu_options.memory_budget_bytes = config_.gpu_memory_budget_mb << 20;
+    std::string why_not;
+    engine_options.gpu = engine::GpuExecutor::Open(gpu_options, &why_not);
+    s.gpu = engine_options.gpu;
+    if (engine_options.gpu == nullptr) {
+      spdlog::info("serving on the CPU: {}", why_not);
+    } else {
+      const auto gpu = engine_options.gpu->stats();
+      spdlog::info("serving exact search of sealed segments on GPU {} ({}), budget {} MiB; the rest on the CPU",
+                   gpu_options.device, gpu.device_name, gpu.budget_bytes >> 20);
+    }
   }
   spdlog::info("CPU kernels: SIMD {}, BLAS core {}", kernels::SimdLevelName(kernels::ActiveSimdLevel()),
                kernels::BlasCoreName());
@@ -344,7 +367,9 @@ Status Server::Start() {
   QUIVER_ASSIGN_OR_RETURN(s.db, storage::Db::Open(config_.data_dir));
   QUIVER_ASSIGN_OR_RETURN(s.log, storage::RocksLogStore::Open(s.db.get()));
   const auto load_start = std::chrono::steady_clock::now();
-  QUIVER_ASSIGN_OR_RETURN(s.engine, engine::Engine::Open(s.db.get(), {}, &stop_));
+  QUIVER_ASSIGN_OR_RETURN(s.engine, engine::Engine::Open(s.db.get(), engine_options, &stop_));
+  s.batcher = std::make_unique<engine::SearchBatcher>(
+      engine::SearchBatcherOptions{config_.search_batch_max_queries, config_.search_batch_max_wait_us});
   replication::RaftReplicatorOptions raft_options;
   raft_options.node_id = config_.node_id;
   raft_options.tick_interval = std::chrono::milliseconds(config_.raft_tick_ms);
@@ -424,7 +449,7 @@ Status Server::Start() {
                  s.replicator->GetGroupStatus().conf.voters.size(), s.peer_port);
   }
 
-  ApiContext ctx{&config_, s.engine.get(), s.replicator.get(), &s.metrics};
+  ApiContext ctx{&config_, s.engine.get(), s.replicator.get(), &s.metrics, s.batcher.get()};
   s.collections_api = std::make_unique<CollectionsApi>(ctx);
   s.points_api = std::make_unique<PointsApi>(ctx);
   s.cluster_api = std::make_unique<ClusterApi>(ctx, s.replicator.get(), s.peer_client.get());

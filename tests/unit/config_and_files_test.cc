@@ -47,6 +47,10 @@ TEST(Config, ReferenceFileListsEveryKeyWithItsDefault) {
   EXPECT_EQ(from_file.shutdown_drain_ms, defaults.shutdown_drain_ms);
   EXPECT_EQ(from_file.grpc_max_threads, defaults.grpc_max_threads);
   EXPECT_EQ(from_file.search_threads, defaults.search_threads);
+  EXPECT_EQ(from_file.search_batch_max_queries, defaults.search_batch_max_queries);
+  EXPECT_EQ(from_file.search_batch_max_wait_us, defaults.search_batch_max_wait_us);
+  EXPECT_EQ(from_file.gpu, defaults.gpu);
+  EXPECT_EQ(from_file.gpu_memory_budget_mb, defaults.gpu_memory_budget_mb);
   EXPECT_EQ(from_file.log_level, defaults.log_level);
   EXPECT_EQ(from_file.log_format, defaults.log_format);
   EXPECT_EQ(from_file.ready_file, defaults.ready_file);
@@ -56,7 +60,8 @@ TEST(Config, ReferenceFileListsEveryKeyWithItsDefault) {
   std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   for (const char* key : {"listen:", "admin_listen:", "data_dir:", "max_k:", "max_message_bytes:",
                           "max_points_per_request:", "max_batch_queries:", "max_payload_bytes:", "write_timeout_ms:",
-                          "shutdown_drain_ms:", "grpc_max_threads:", "search_threads:", "log_level:", "log_format:",
+                          "shutdown_drain_ms:", "grpc_max_threads:", "search_threads:", "search_batch_max_queries:",
+                          "search_batch_max_wait_us:", "gpu:", "gpu_memory_budget_mb:", "log_level:", "log_format:",
                           "ready_file:"}) {
     EXPECT_NE(text.find(std::string("\n") + key), std::string::npos) << key;
   }
@@ -91,6 +96,17 @@ TEST(Config, BadValuesNameTheKey) {
   service::ServerConfig cfg3;
   r = Parse({"quiverd", "--log-format", "xml"}, &cfg3);
   EXPECT_FALSE(r.ok());
+  for (const char* gpu : {"gpu0", "-1", "99999"}) {
+    service::ServerConfig cfg4;
+    r = Parse({"quiverd", "--gpu", gpu}, &cfg4);
+    ASSERT_FALSE(r.ok()) << gpu;
+    EXPECT_NE(r.status().message().find("gpu"), std::string::npos);
+  }
+  for (const char* gpu : {"auto", "off", "1"}) {
+    service::ServerConfig cfg5;
+    EXPECT_TRUE(Parse({"quiverd", "--gpu", gpu}, &cfg5).ok()) << gpu;
+    EXPECT_EQ(cfg5.gpu, gpu);
+  }
 }
 
 TEST(Config, ClusterKeysAreChecked) {

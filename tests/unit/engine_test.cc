@@ -10,6 +10,7 @@
 
 #include "common/encoding.h"
 #include "engine/engine.h"
+#include "engine/search_batcher.h"
 #include "engine/validation.h"
 #include "quiver/internal/v1/wal.pb.h"
 #include "test_util.h"
@@ -63,7 +64,7 @@ class EngineTest : public ::testing::Test {
     engine_.reset();
     db_.reset();
     db_ = std::move(storage::Db::Open(dir_.path())).value();
-    auto e = Engine::Open(db_.get(), {}, nullptr);
+    auto e = Engine::Open(db_.get(), options_, nullptr);
     ASSERT_TRUE(e.ok()) << e.status().ToString();
     engine_ = std::move(e).value();
   }
@@ -74,6 +75,7 @@ class EngineTest : public ::testing::Test {
     return outcomes;
   }
   quiver::testing::TempDir dir_;
+  EngineOptions options_;
   std::unique_ptr<storage::Db> db_;
   std::unique_ptr<Engine> engine_;
 };
@@ -412,6 +414,170 @@ TEST_F(EngineTest, CompactionDropsTombstonesAndKeepsResultsExact) {
   live[3].assign(dim, 0.5f);
   ExpectMatchesReference(*c, kernels::Metric::kL2, live, queries, 15, dim, 10, nlist);
   EXPECT_EQ(c->Count(), live.size());
+}
+
+// ---- the GPU ----
+
+TEST(GpuExecutor, SaysWhyItCannotServe) {
+  std::string why;
+  EXPECT_EQ(GpuExecutor::Open({.device = -1}, &why), nullptr);
+  EXPECT_NE(why.find("disabled"), std::string::npos) << why;
+  why.clear();
+  auto gpu = GpuExecutor::Open({}, &why);
+  if (gpu == nullptr) {
+    EXPECT_FALSE(why.empty()) << "no GPU and no reason";
+  } else {
+    EXPECT_GT(gpu->stats().budget_bytes, 0u);
+  }
+}
+
+// Sealed FLAT segments are served by the GPU, tombstones applied inside the
+// kernel, with the CPU's results; a GPU that cannot hold a segment falls back
+// to the CPU, counted, with the same results.
+TEST_F(EngineTest, GpuServesSealedSegmentsExactlyAndFallsBackWhenItCannot) {
+  std::string why;
+  auto gpu = GpuExecutor::Open({}, &why);
+  if (gpu == nullptr) GTEST_SKIP() << "no GPU: " << why;
+  const uint32_t dim = 12;
+  const size_t n = 2100;  // four sealed segments of 500 and a growing one
+  std::vector<uint64_t> ids(n);
+  for (uint64_t i = 0; i < n; ++i) ids[i] = i;
+  auto v = quiver::testing::RandomVectors(n, dim, 21);
+  std::map<uint64_t, std::vector<float>> live;
+  for (uint64_t i = 0; i < n; ++i) live[i].assign(v.begin() + long(i * dim), v.begin() + long((i + 1) * dim));
+  std::vector<uint64_t> gone;
+  for (uint64_t i = 0; i < n; i += 7) gone.push_back(i);
+  for (uint64_t id : gone) live.erase(id);
+  auto queries = quiver::testing::RandomVectors(20, dim, 22);
+  const std::vector<std::pair<quiver::v1::Metric, kernels::Metric>> metrics = {
+      {quiver::v1::L2, kernels::Metric::kL2},
+      {quiver::v1::IP, kernels::Metric::kInnerProduct},
+      {quiver::v1::COSINE, kernels::Metric::kCosine}};
+  auto load = [&] {
+    uint64_t index = 1;
+    for (const auto& [metric, kmetric] : metrics) {
+      const std::string name = "c" + std::to_string(int(metric));
+      Apply({Entry(index++, CreateSegmented(name, dim, metric, quiver::v1::FLAT, 500, 1))});
+      Apply({Entry(index++, UpsertVectors(name, dim, ids, v))});
+      Apply({Entry(index++, DeletePoints(name, gone))});
+    }
+  };
+
+  options_.gpu = gpu;
+  Reopen();
+  load();
+  for (const auto& [metric, kmetric] : metrics) {
+    auto c = *engine_->Find("c" + std::to_string(int(metric)));
+    EXPECT_EQ(c->Info().sealed_segments(), 4u);
+    ExpectMatchesReference(*c, kmetric, live, queries, 20, dim, 10, 1);
+  }
+  auto stats = gpu->stats();
+  EXPECT_EQ(stats.searches, 3u * 4u) << "every sealed segment of every collection, on the GPU";
+  EXPECT_EQ(stats.fallbacks, 0u);
+  EXPECT_EQ(stats.resident_segments, 3u * 4u);
+  EXPECT_GT(stats.resident_bytes, 0u);
+
+  // A budget too small for any segment: every sealed search falls back.
+  auto tiny = GpuExecutor::Open({.memory_budget_bytes = 4096}, &why);
+  ASSERT_NE(tiny, nullptr) << why;
+  options_.gpu = tiny;
+  engine_.reset();
+  db_.reset();
+  std::filesystem::remove_all(dir_.path());
+  std::filesystem::create_directories(dir_.path());
+  Reopen();
+  load();
+  for (const auto& [metric, kmetric] : metrics) {
+    ExpectMatchesReference(**engine_->Find("c" + std::to_string(int(metric))), kmetric, live, queries, 20, dim, 10, 1);
+  }
+  EXPECT_EQ(tiny->stats().searches, 0u);
+  EXPECT_EQ(tiny->stats().fallbacks, 3u * 4u);
+  // Collections that go away release their segments. GPU copies.
+  engine_.reset();
+  EXPECT_EQ(gpu->stats().resident_segments, 0u) << "the first engine's collections are gone";
+}
+
+// ---- dynamic batching ----
+
+// Many threads searching at once through the batcher: every call gets exactly
+// what a direct search of its own queries returns, whatever it was batched
+// with (other k, other sizes); filtered calls bypass batching.
+TEST_F(EngineTest, BatchedSearchesReturnEachCallsOwnResults) {
+  const uint32_t dim = 8;
+  const size_t n = 1500;
+  Apply({Entry(1, CreateSegmented("c", dim, quiver::v1::L2, quiver::v1::FLAT, 400, 1))});
+  std::vector<uint64_t> ids(n);
+  for (uint64_t i = 0; i < n; ++i) ids[i] = i;
+  Apply({Entry(2, UpsertVectors("c", dim, ids, quiver::testing::RandomVectors(n, dim, 5)))});
+  auto coll = *engine_->Find("c");
+  // The points have no payload, so NOT(bucket == 1) keeps them all.
+  quiver::v1::Filter keep_all;
+  keep_all.mutable_not_()->mutable_match()->set_key("bucket");
+  keep_all.mutable_not_()->mutable_match()->mutable_value()->set_int_value(1);
+
+  SearchBatcher batcher({.max_queries = 16, .max_wait_us = 2000});
+  const size_t threads = 12, calls_per_thread = 40;
+  const auto queries = quiver::testing::RandomVectors(threads * calls_per_thread * 3, dim, 6);
+  std::atomic<size_t> mismatches{0}, failures{0};
+  std::vector<std::thread> pool;
+  for (size_t t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      for (size_t i = 0; i < calls_per_thread; ++i) {
+        const size_t call = t * calls_per_thread + i;
+        const size_t nq = 1 + call % 3;        // 1..3 queries
+        const size_t k = call % 2 ? 5 : 10;    // two keys batch apart
+        SearchOptions options;
+        if (call % 11 == 0) options.filter = &keep_all;
+        const float* q = queries.data() + call * 3 * dim;
+        std::vector<std::vector<Hit>> got, want;
+        const Status st = batcher.Search(*coll, q, nq, k, options, [](size_t) { return kernels::Resources{1, nullptr}; },
+                                         &got);
+        if (!st.ok() || !coll->Search({1, nullptr}, q, nq, k, options, &want).ok()) {
+          ++failures;
+          continue;
+        }
+        if (got.size() != want.size()) {
+          ++mismatches;
+          continue;
+        }
+        for (size_t j = 0; j < nq; ++j) {
+          if (got[j].size() != want[j].size()) {
+            ++mismatches;
+            continue;
+          }
+          for (size_t r = 0; r < got[j].size(); ++r) {
+            if (got[j][r].id != want[j][r].id || got[j][r].score != want[j][r].score) ++mismatches;
+          }
+        }
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  EXPECT_EQ(failures.load(), 0u);
+  EXPECT_EQ(mismatches.load(), 0u);
+  const auto stats = batcher.stats();
+  const size_t filtered = (threads * calls_per_thread + 10) / 11;
+  EXPECT_EQ(stats.calls, threads * calls_per_thread - filtered) << "every unfiltered call went through a batch";
+  EXPECT_LT(stats.searches, stats.calls) << "12 threads searching at once never shared a search";
+}
+
+TEST_F(EngineTest, ALoneSearchIsNotDelayedOrBatched) {
+  const uint32_t dim = 4;
+  Apply({Entry(1, Create("c", dim))});
+  Apply({Entry(2, Upsert("c", dim, {1, 2, 3}, 0.0f))});
+  auto coll = *engine_->Find("c");
+  // A wait far longer than any test timeout: a lone call must not take it.
+  SearchBatcher batcher({.max_queries = 64, .max_wait_us = 600'000'000});
+  std::vector<float> q(dim, 2.0f);
+  for (int i = 0; i < 3; ++i) {
+    std::vector<std::vector<Hit>> hits;
+    ASSERT_TRUE(batcher.Search(*coll, q.data(), 1, 2, {}, [](size_t) { return kernels::Resources{}; }, &hits).ok());
+    ASSERT_EQ(hits.size(), 1u);
+    ASSERT_EQ(hits[0].size(), 2u);
+    EXPECT_EQ(hits[0][0].id, 2u);
+  }
+  EXPECT_EQ(batcher.stats().searches, 3u);
+  EXPECT_EQ(batcher.stats().calls, 3u);
 }
 
 // ---- segment files ----

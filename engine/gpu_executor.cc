@@ -1,0 +1,147 @@
+// GPU execution for the engine (gpu_executor.h).
+#include "engine/gpu_executor.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <limits>
+
+namespace quiver::engine {
+
+uint64_t NextSegmentUid() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+namespace {
+std::atomic<uint64_t> next_instance{1};
+}  // namespace
+
+GpuExecutor::GpuExecutor(std::shared_ptr<cuda::GpuDevice> device, size_t resident_capacity)
+    : instance_(next_instance.fetch_add(1)), device_(std::move(device)), resident_capacity_(resident_capacity) {}
+
+GpuExecutor::~GpuExecutor() = default;
+
+std::shared_ptr<GpuExecutor> GpuExecutor::Open(const GpuExecutorOptions& options, std::string* why_not) {
+  if (options.device < 0) {
+    *why_not = "GPU disabled (gpu_device = -1)";
+    return nullptr;
+  }
+  cuda::GpuOptions gpu_options;
+  gpu_options.device = options.device;
+  gpu_options.memory_budget_bytes = options.memory_budget_bytes;
+  auto device = cuda::GpuDevice::Open(gpu_options);
+  if (!device.ok()) {
+    *why_not = device.status().message();
+    return nullptr;
+  }
+  // A device that opens but cannot create a stream or a cuBLAS handle is
+  // broken: find out now rather than at the first search.
+  if (auto probe = (*device)->NewResources(); !probe.ok()) {
+    *why_not = probe.status().message();
+    return nullptr;
+  }
+  const double fraction = std::clamp(options.resident_fraction, 0.0, 1.0);
+  const auto capacity = static_cast<size_t>(double((*device)->budget_bytes()) * fraction);
+  return std::shared_ptr<GpuExecutor>(new GpuExecutor(std::move(device).value(), capacity));
+}
+
+Result<cuda::GpuResources*> GpuExecutor::ThreadResources() {
+  // One stream and cuBLAS handle per thread and executor, never shared; they
+  // live as long as the thread (gRPC's request threads are long-lived).
+  thread_local std::unordered_map<uint64_t, std::unique_ptr<cuda::GpuResources>> per_thread;
+  std::unique_ptr<cuda::GpuResources>& slot = per_thread[instance_];
+  if (slot == nullptr) {
+    auto created = device_->NewResources();
+    if (!created.ok()) return created.status();
+    slot = std::move(created).value();
+  }
+  return slot.get();
+}
+
+Result<std::shared_ptr<const kernels::gpu::DeviceFlatBase>> GpuExecutor::Resident(cuda::GpuResources& res,
+                                                                                   uint64_t segment_uid,
+                                                                                   const kernels::BaseView& base) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = resident_.find(segment_uid);
+    if (it != resident_.end()) {
+      it->second.last_use = ++use_clock_;
+      return it->second.base;
+    }
+  }
+  const size_t bytes = (base.rows * base.dim + (base.sq_norms != nullptr ? base.rows : 0)) * sizeof(float);
+  if (bytes > resident_capacity_) {
+    return Status::ResourceExhausted("segment of " + std::to_string(bytes) + " bytes exceeds the GPU's resident share (" +
+                                     std::to_string(resident_capacity_) + " bytes)");
+  }
+  {
+    // Least recently used copies make room; searches still holding one keep
+    // it alive until they finish.
+    std::lock_guard lock(mu_);
+    while (resident_bytes_ + bytes > resident_capacity_ && !resident_.empty()) {
+      auto lru = resident_.begin();
+      for (auto it = resident_.begin(); it != resident_.end(); ++it) {
+        if (it->second.last_use < lru->second.last_use) lru = it;
+      }
+      resident_bytes_ -= lru->second.base->bytes();
+      resident_.erase(lru);
+    }
+  }
+  // Uploaded without the lock: a concurrent search of the same segment may
+  // upload it too, and the first copy in is kept.
+  kernels::BaseView vectors = base;
+  vectors.deleted = nullptr;
+  auto uploaded = kernels::gpu::DeviceFlatBase::Upload(res, vectors, /*long_lived=*/true);
+  if (!uploaded.ok()) return uploaded.status();
+  auto copy = std::make_shared<const kernels::gpu::DeviceFlatBase>(std::move(uploaded).value());
+  std::lock_guard lock(mu_);
+  auto [it, inserted] = resident_.try_emplace(segment_uid, Entry{copy, ++use_clock_});
+  if (inserted) resident_bytes_ += copy->bytes();
+  return it->second.base;
+}
+
+Status GpuExecutor::SearchSealed(uint64_t segment_uid, const kernels::BaseView& base, const float* queries, size_t nq,
+                                 const kernels::FlatSearchParams& params, int64_t* rows, float* scores) {
+  QUIVER_ASSIGN_OR_RETURN(cuda::GpuResources * res, ThreadResources());
+  QUIVER_ASSIGN_OR_RETURN(auto resident, Resident(*res, segment_uid, base));
+  QUIVER_RETURN_IF_ERROR(kernels::gpu::FlatSearch(*res, *resident, base.deleted, queries, nq, params, rows, scores));
+  searches_.fetch_add(1, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
+void GpuExecutor::Forget(uint64_t segment_uid) {
+  std::lock_guard lock(mu_);
+  auto it = resident_.find(segment_uid);
+  if (it == resident_.end()) return;
+  resident_bytes_ -= it->second.base->bytes();
+  resident_.erase(it);
+}
+
+void GpuExecutor::NoteFallback(const Status& why) {
+  fallbacks_.fetch_add(1, std::memory_order_relaxed);
+  const uint32_t bit = 1u << (static_cast<uint32_t>(why.code()) & 31u);
+  {
+    std::lock_guard lock(mu_);
+    if (logged_codes_ & bit) return;
+    logged_codes_ |= bit;
+  }
+  spdlog::warn("GPU search failed, served on the CPU (logged once per kind of error; quiver_gpu_fallbacks_total "
+               "counts them all): {}",
+               why.ToString());
+}
+
+GpuExecutor::Stats GpuExecutor::stats() const {
+  Stats s;
+  s.device_name = device_->name();
+  s.searches = searches_.load(std::memory_order_relaxed);
+  s.fallbacks = fallbacks_.load(std::memory_order_relaxed);
+  s.bytes_in_use = device_->bytes_in_use();
+  s.budget_bytes = device_->budget_bytes();
+  std::lock_guard lock(mu_);
+  s.resident_segments = resident_.size();
+  s.resident_bytes = resident_bytes_;
+  return s;
+}
+
+}  // namespace quiver::engine
