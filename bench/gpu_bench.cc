@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "cuda/gpu_resources.h"
 #include "kernels/blas.h"
 #include "kernels/flat_search.h"
@@ -22,20 +23,10 @@
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-std::vector<float> RandomData(size_t n, size_t dim, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> u(0.0f, 1.0f);
-  std::vector<float> v(n * dim);
-  for (auto& x : v) x = u(rng);
-  return v;
-}
+using quiver::bench::Clock;
+using quiver::bench::Median;
+using quiver::bench::RandomData;
+using quiver::bench::Seconds;
 
 struct FlatOptions {
   size_t n = 1000000, nq = 10000, dim = 128, k = 10;

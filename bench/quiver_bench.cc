@@ -48,6 +48,7 @@
 #include <set>
 #include <thread>
 
+#include "bench/bench_util.h"
 #include "bench/datasets.h"
 #include "bench/hnswlib_baseline.h"
 #include "common/synthetic_data.h"
@@ -65,22 +66,10 @@
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-std::vector<float> RandomData(size_t n, size_t dim, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> u(0.0f, 1.0f);
-  std::vector<float> v(n * dim);
-  for (auto& x : v) x = u(rng);
-  return v;
-}
+using quiver::bench::Clock;
+using quiver::bench::Median;
+using quiver::bench::RandomData;
+using quiver::bench::Seconds;
 
 // A quiverd Server in this process on ephemeral ports, for the gRPC numbers.
 class LocalServer {

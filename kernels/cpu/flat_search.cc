@@ -128,6 +128,23 @@ void FinishQuery(Metric metric, const BaseView& base, const float* q, float* key
   for (size_t i = 0; i < k; ++i) keys[i] = rows[i] >= 0 ? -keys[i] : -kInf;
 }
 
+// Merges per-thread heaps (thread t's heap for query q holds sizes[t * nq + q]
+// entries at (t * nq + q) * k of keys/ids) into each query's k best, ties to
+// the lower row, and finishes them into scores.
+void MergeThreadHeaps(Metric metric, const BaseView& base, const float* queries, size_t nq, size_t k, int threads,
+                      const std::vector<float>& keys, const std::vector<int64_t>& ids,
+                      const std::vector<size_t>& sizes, bool keys_are_exact, int64_t* rows, float* scores) {
+  for (size_t q = 0; q < nq; ++q) {
+    TopK merged(scores + q * k, rows + q * k, k);
+    for (size_t t = 0; t < static_cast<size_t>(threads); ++t) {
+      const size_t off = (t * nq + q) * k;
+      for (size_t i = 0; i < sizes[t * nq + q]; ++i) merged.Push(keys[off + i], ids[off + i]);
+    }
+    merged.Finish();
+    FinishQuery(metric, base, queries + q * base.dim, scores + q * k, rows + q * k, k, keys_are_exact);
+  }
+}
+
 Status SearchScan(const Resources& res, const BaseView& base, const float* queries, size_t nq,
                   const FlatSearchParams& p, const std::vector<QueryInfo>& qinfo, int64_t* rows, float* scores) {
   const DistanceFns& fns = ActiveDistanceFns();
@@ -170,15 +187,7 @@ Status SearchScan(const Resources& res, const BaseView& base, const float* queri
     }
     for (size_t q = 0; q < nq; ++q) sizes[t * nq + q] = heaps[q].size();
   }
-  for (size_t q = 0; q < nq; ++q) {
-    TopK merged(scores + q * k, rows + q * k, k);
-    for (size_t t = 0; t < static_cast<size_t>(threads); ++t) {
-      const size_t off = (t * nq + q) * k;
-      for (size_t i = 0; i < sizes[t * nq + q]; ++i) merged.Push(keys[off + i], ids[off + i]);
-    }
-    merged.Finish();
-    FinishQuery(p.metric, base, queries + q * base.dim, scores + q * k, rows + q * k, k, /*keys_are_exact=*/true);
-  }
+  MergeThreadHeaps(p.metric, base, queries, nq, k, threads, keys, ids, sizes, /*keys_are_exact=*/true, rows, scores);
   return Status::Ok();
 }
 
@@ -229,15 +238,8 @@ Status SearchGemm(const Resources& res, const BaseView& base, const float* queri
       }
       for (size_t q = 0; q < nq; ++q) sizes[t * nq + q] = heaps[q].size();
     }
-    for (size_t q = 0; q < nq; ++q) {
-      TopK merged(scores + q * k, rows + q * k, k);
-      for (size_t t = 0; t < static_cast<size_t>(threads); ++t) {
-        const size_t off = (t * nq + q) * k;
-        for (size_t i = 0; i < sizes[t * nq + q]; ++i) merged.Push(keys[off + i], ids[off + i]);
-      }
-      merged.Finish();
-      FinishQuery(p.metric, base, queries + q * dim, scores + q * k, rows + q * k, k, /*keys_are_exact=*/false);
-    }
+    MergeThreadHeaps(p.metric, base, queries, nq, k, threads, keys, ids, sizes, /*keys_are_exact=*/false, rows,
+                     scores);
     return Status::Ok();
   }
 #pragma omp parallel num_threads(threads)
