@@ -59,18 +59,16 @@ Result<cuda::GpuResources*> GpuExecutor::ThreadResources() {
   return slot.get();
 }
 
-Result<std::shared_ptr<const kernels::gpu::DeviceFlatBase>> GpuExecutor::Resident(cuda::GpuResources& res,
-                                                                                   uint64_t segment_uid,
-                                                                                   const kernels::BaseView& base) {
+template <class T, class Upload>
+Result<std::shared_ptr<const T>> GpuExecutor::Resident(uint64_t key, size_t bytes, const Upload& upload) {
   {
     std::lock_guard lock(mu_);
-    auto it = resident_.find(segment_uid);
+    auto it = resident_.find(key);
     if (it != resident_.end()) {
       it->second.last_use = ++use_clock_;
-      return it->second.base;
+      return std::static_pointer_cast<const T>(it->second.copy);
     }
   }
-  const size_t bytes = (base.rows * base.dim + (base.sq_norms != nullptr ? base.rows : 0)) * sizeof(float);
   if (bytes > resident_capacity_) {
     return Status::ResourceExhausted("segment of " + std::to_string(bytes) + " bytes exceeds the GPU's resident share (" +
                                      std::to_string(resident_capacity_) + " bytes)");
@@ -84,38 +82,57 @@ Result<std::shared_ptr<const kernels::gpu::DeviceFlatBase>> GpuExecutor::Residen
       for (auto it = resident_.begin(); it != resident_.end(); ++it) {
         if (it->second.last_use < lru->second.last_use) lru = it;
       }
-      resident_bytes_ -= lru->second.base->bytes();
+      resident_bytes_ -= lru->second.bytes;
       resident_.erase(lru);
     }
   }
   // Uploaded without the lock: a concurrent search of the same segment may
   // upload it too, and the first copy in is kept.
-  kernels::BaseView vectors = base;
-  vectors.deleted = nullptr;
-  auto uploaded = kernels::gpu::DeviceFlatBase::Upload(res, vectors, /*long_lived=*/true);
+  Result<T> uploaded = upload();
   if (!uploaded.ok()) return uploaded.status();
-  auto copy = std::make_shared<const kernels::gpu::DeviceFlatBase>(std::move(uploaded).value());
+  auto copy = std::make_shared<const T>(std::move(uploaded).value());
   std::lock_guard lock(mu_);
-  auto [it, inserted] = resident_.try_emplace(segment_uid, Entry{copy, ++use_clock_});
+  auto [it, inserted] = resident_.try_emplace(key, Entry{copy, copy->bytes(), ++use_clock_});
   if (inserted) resident_bytes_ += copy->bytes();
-  return it->second.base;
+  return std::static_pointer_cast<const T>(it->second.copy);
 }
 
 Status GpuExecutor::SearchSealed(uint64_t segment_uid, const kernels::BaseView& base, const float* queries, size_t nq,
                                  const kernels::FlatSearchParams& params, int64_t* rows, float* scores) {
   QUIVER_ASSIGN_OR_RETURN(cuda::GpuResources * res, ThreadResources());
-  QUIVER_ASSIGN_OR_RETURN(auto resident, Resident(*res, segment_uid, base));
+  const size_t bytes = (base.rows * base.dim + (base.sq_norms != nullptr ? base.rows : 0)) * sizeof(float);
+  QUIVER_ASSIGN_OR_RETURN(auto resident, Resident<kernels::gpu::DeviceFlatBase>(FlatKey(segment_uid), bytes, [&] {
+                            kernels::BaseView vectors = base;
+                            vectors.deleted = nullptr;
+                            return kernels::gpu::DeviceFlatBase::Upload(*res, vectors, /*long_lived=*/true);
+                          }));
   QUIVER_RETURN_IF_ERROR(kernels::gpu::FlatSearch(*res, *resident, base.deleted, queries, nq, params, rows, scores));
+  searches_.fetch_add(1, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
+Status GpuExecutor::SearchIvfFlat(uint64_t segment_uid, const kernels::IvfFlatIndex& index, const uint64_t* deleted,
+                                  const float* queries, size_t nq, size_t k, uint32_t nprobe, int64_t* rows,
+                                  float* scores) {
+  QUIVER_ASSIGN_OR_RETURN(cuda::GpuResources * res, ThreadResources());
+  QUIVER_ASSIGN_OR_RETURN(auto resident,
+                          Resident<kernels::gpu::DeviceIvfFlat>(IvfKey(segment_uid), index.MemoryBytes(), [&] {
+                            return kernels::gpu::DeviceIvfFlat::Upload(*res, index, /*long_lived=*/true);
+                          }));
+  QUIVER_RETURN_IF_ERROR(
+      kernels::gpu::IvfFlatSearch(*res, *resident, deleted, queries, nq, k, nprobe, rows, scores));
   searches_.fetch_add(1, std::memory_order_relaxed);
   return Status::Ok();
 }
 
 void GpuExecutor::Forget(uint64_t segment_uid) {
   std::lock_guard lock(mu_);
-  auto it = resident_.find(segment_uid);
-  if (it == resident_.end()) return;
-  resident_bytes_ -= it->second.base->bytes();
-  resident_.erase(it);
+  for (uint64_t key : {FlatKey(segment_uid), IvfKey(segment_uid)}) {
+    auto it = resident_.find(key);
+    if (it == resident_.end()) continue;
+    resident_bytes_ -= it->second.bytes;
+    resident_.erase(it);
+  }
 }
 
 void GpuExecutor::NoteFallback(const Status& why) {

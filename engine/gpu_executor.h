@@ -4,9 +4,10 @@
 // fell back to the CPU. The engine asks it first and serves on the CPU when it
 // says no: a node with a broken or absent GPU serves everything on the CPU.
 //
-// Today the GPU serves exact (FLAT) search of sealed segments; segments with
-// an IVF or GRAPH index, the growing segment and selective filters (few rows
-// gathered) stay on the CPU until their GPU kernels exist.
+// Today the GPU serves sealed segments searched exactly (FLAT) or through an
+// IVF_FLAT index; IVF_PQ and GRAPH segments, the growing segment and
+// selective filters (few rows gathered) stay on the CPU until their GPU
+// kernels exist.
 //
 // Example:
 //   std::string why_not;
@@ -60,7 +61,13 @@ class GpuExecutor {
   Status SearchSealed(uint64_t segment_uid, const kernels::BaseView& base, const float* queries, size_t nq,
                       const kernels::FlatSearchParams& params, int64_t* rows, float* scores);
 
-  /// Drops a segment's device copy (the segment was compacted away or its
+  /// IVF_FLAT search of a sealed segment's index (IvfFlatIndex::Search's
+  /// contract); the index is copied on first use like SearchSealed's vectors.
+  /// `deleted`: this call's excluded rows (host), may be null.
+  Status SearchIvfFlat(uint64_t segment_uid, const kernels::IvfFlatIndex& index, const uint64_t* deleted,
+                       const float* queries, size_t nq, size_t k, uint32_t nprobe, int64_t* rows, float* scores);
+
+  /// Drops a segment's device copies (the segment was compacted away or its
   /// collection deleted). Searches still using it keep it until they finish.
   void Forget(uint64_t segment_uid);
 
@@ -83,13 +90,19 @@ class GpuExecutor {
   GpuExecutor(std::shared_ptr<cuda::GpuDevice> device, size_t resident_capacity);
   // The calling thread's resources for this executor, created on first use.
   Result<cuda::GpuResources*> ThreadResources();
-  Result<std::shared_ptr<const kernels::gpu::DeviceFlatBase>> Resident(cuda::GpuResources& res, uint64_t segment_uid,
-                                                                      const kernels::BaseView& base);
+  // The device copy under `key`, made by `upload` (about `bytes` large) when
+  // missing, evicting least recently used copies to make room.
+  template <class T, class Upload>
+  Result<std::shared_ptr<const T>> Resident(uint64_t key, size_t bytes, const Upload& upload);
 
   struct Entry {
-    std::shared_ptr<const kernels::gpu::DeviceFlatBase> base;
+    std::shared_ptr<const void> copy;  // a DeviceFlatBase or a DeviceIvfFlat
+    size_t bytes = 0;
     uint64_t last_use = 0;
   };
+  // Keys of the resident map: a segment's vectors and its index apart.
+  static uint64_t FlatKey(uint64_t uid) { return uid << 1; }
+  static uint64_t IvfKey(uint64_t uid) { return (uid << 1) | 1; }
 
   const uint64_t instance_;  // keys the per-thread resources
   std::shared_ptr<cuda::GpuDevice> device_;

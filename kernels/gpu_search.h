@@ -22,6 +22,7 @@
 #include "common/status.h"
 #include "cuda/gpu_resources.h"
 #include "kernels/flat_search.h"
+#include "kernels/ivf_flat.h"
 
 namespace quiver::kernels::gpu {
 
@@ -70,6 +71,57 @@ Status FlatSearch(cuda::GpuResources& res, const DeviceFlatBase& base, const uin
 /// in memory. The winners' scores are recomputed exactly and re-sorted.
 Status FlatSearch(cuda::GpuResources& res, const BaseView& base, const float* queries, size_t nq,
                   const FlatSearchParams& params, int64_t* rows, float* scores);
+
+/// An IVF_FLAT index copied to the device unchanged: centroids, the lists'
+/// interleaved groups of 32 (kernels/ivf_flat.h) one after another, a row id
+/// per slot. Move-only.
+class DeviceIvfFlat {
+ public:
+  DeviceIvfFlat() = default;
+  /// Copies `index` to the device and waits for the copy; long_lived as in
+  /// DeviceFlatBase::Upload.
+  static Result<DeviceIvfFlat> Upload(cuda::GpuResources& res, const IvfFlatIndex& index, bool long_lived);
+
+  Metric metric() const { return metric_; }
+  size_t dim() const { return dim_; }
+  size_t nlist() const { return nlist_; }
+  size_t size() const { return n_; }
+  /// Device memory held.
+  size_t bytes() const {
+    return (centroids_.size() + centroid_norms_.size() + data_.size()) * sizeof(float) +
+           slot_rows_.size() * sizeof(uint32_t) + list_slots_.size() * sizeof(uint64_t);
+  }
+
+  // ---- for kernels/gpu ----
+  const float* centroids() const { return centroids_.data(); }
+  const float* centroid_norms() const { return centroid_norms_.data(); }
+  const float* data() const { return data_.data(); }
+  const uint32_t* slot_rows() const { return slot_rows_.data(); }  // 0xffffffff: padding
+  const uint64_t* list_slots() const { return list_slots_.data(); }  // nlist + 1 slot offsets
+
+ private:
+  cuda::DeviceBuffer<float> centroids_;       // nlist x dim
+  cuda::DeviceBuffer<float> centroid_norms_;  // nlist
+  cuda::DeviceBuffer<float> data_;            // slots x dim, interleaved per group of 32
+  cuda::DeviceBuffer<uint32_t> slot_rows_;
+  cuda::DeviceBuffer<uint64_t> list_slots_;
+  Metric metric_ = Metric::kL2;
+  size_t dim_ = 0;
+  size_t nlist_ = 0;
+  size_t n_ = 0;
+};
+
+/// IvfFlatIndex::Search (same contract: nprobe nearest lists, exact scores,
+/// tombstones skipped inside the scan, ties to the lower row) on the GPU:
+/// coarse search with the FLAT kernels, then one thread block per (query,
+/// probe) scans its list's interleaved groups (a thread per vector, coalesced)
+/// into k candidates, merged per query. `deleted` is host memory.
+Status IvfFlatSearch(cuda::GpuResources& res, const DeviceIvfFlat& index, const uint64_t* deleted,
+                     const float* queries, size_t nq, size_t k, uint32_t nprobe, int64_t* rows, float* scores);
+
+/// The same with the index copied to the device for this call.
+Status IvfFlatSearch(cuda::GpuResources& res, const IvfFlatIndex& index, const uint64_t* deleted,
+                     const float* queries, size_t nq, size_t k, uint32_t nprobe, int64_t* rows, float* scores);
 
 /// For each of `rows` rows of `len` floats (row-major, host memory), the k
 /// smallest (or largest with select_max) values and their column numbers,

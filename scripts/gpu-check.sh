@@ -73,11 +73,13 @@ run() {
   fi
   step "bench flat 1M x 128" bench-flat.log "$DIR/bin/quiver-gpu-bench" flat --n 1000000 --nq 10000 --dim 128 --k 10
   step "bench flat k=1024" bench-flat-k1024.log "$DIR/bin/quiver-gpu-bench" flat --n 1000000 --nq 1000 --dim 128 --k 1024
+  step "bench ivf 1M nlist 1024" bench-ivf.log "$DIR/bin/quiver-gpu-bench" ivf --n 1000000 --nq 10000 --nlist 1024 \
+    --nprobe 1,4,8,32,128
   echo
   echo "| step                     | result                   | time  | log |"
   echo "|---|---|---:|---|"
   printf '%s\n' "${summary[@]}"
-  grep -h -A12 '^### GPU FLAT' "$logs"/bench-flat*.log
+  grep -h -A12 '^### GPU' "$logs"/bench-*.log
   return $failed
 }
 

@@ -18,6 +18,7 @@
 #include "kernels/cpu/kmeans.h"
 #include "kernels/cpu/serialize.h"
 #include "kernels/cpu/topk.h"
+#include "kernels/gpu_search.h"
 #include "kernels/ivf_flat.h"
 #include "kernels/simd.h"
 
@@ -174,7 +175,10 @@ Status IvfFlatIndex::Search(const Resources& res, const float* queries, size_t n
   if (k == 0) return Status::InvalidArgument("k must be at least 1");
   if (nprobe == 0) return Status::InvalidArgument("nprobe must be at least 1");
   if (nq == 0) return Status::Ok();
-  if (res.gpu != nullptr) return Status::Unimplemented("GPU IVF_FLAT search is not built yet");
+  if (res.gpu != nullptr) {
+    return gpu::IvfFlatSearch(*static_cast<cuda::GpuResources*>(res.gpu), *this, deleted, queries, nq, k, nprobe, rows,
+                              scores);
+  }
   const size_t probes = std::min<size_t>(nprobe, lists_.size());
 
   std::vector<float> unit;

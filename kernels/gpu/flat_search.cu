@@ -17,10 +17,15 @@
 #include <string>
 
 #include "cuda/cuda_check.cuh"
+#include "kernels/gpu/flat_detail.cuh"
 #include "kernels/gpu/select_k.cuh"
 #include "kernels/gpu_search.h"
 
 namespace quiver::kernels::gpu {
+
+using detail::CheckK;
+using detail::LaunchSelect;
+
 namespace {
 
 constexpr int kFinalBlock = 256;
@@ -55,6 +60,7 @@ struct TileKeys {
   const float* q_inv_norms;
   Metric metric;
 
+  __device__ int Length(int, int len) const { return len; }
   __device__ uint64_t operator()(int q, int j) const {
     const uint32_t row = row0 + static_cast<uint32_t>(j);
     if (deleted != nullptr && ((deleted[row >> 6] >> (row & 63u)) & 1ull)) return kEmptyKey;
@@ -77,6 +83,7 @@ struct ValueKeys {
   const float* values;
   size_t ld;
   bool select_max;
+  __device__ int Length(int, int len) const { return len; }
   __device__ uint64_t operator()(int row, int j) const {
     const float v = values[static_cast<size_t>(row) * ld + j];
     return MakeKey(select_max ? -v : v, static_cast<uint32_t>(j));
@@ -154,40 +161,10 @@ __global__ void DecodeKeysKernel(const uint64_t* keys, size_t count, bool select
   }
 }
 
-// Launches the select kernel with the configuration for k: 128 threads x 4
-// items up to k = 128 (8 KiB of shared memory), 256 x 2 above (16 KiB at
-// k = 1,024).
-template <class KeyFn>
-Status LaunchSelect(cudaStream_t stream, const KeyFn& keys, int rows, int len, int k, uint64_t* out, size_t out_ld) {
-  if (rows == 0) return Status::Ok();
-  if (k <= 128) {
-    const int cap = SelectBufferLength(k, 128, 4);
-    SelectKKernel<128, 4, KeyFn><<<rows, 128, cap * sizeof(uint64_t), stream>>>(keys, len, k, cap, out, out_ld);
-  } else {
-    const int cap = SelectBufferLength(k, 256, 2);
-    SelectKKernel<256, 2, KeyFn><<<rows, 256, cap * sizeof(uint64_t), stream>>>(keys, len, k, cap, out, out_ld);
-  }
-  return cuda::CheckLaunch("SelectKKernel");
-}
+}  // namespace
 
-Status CheckK(size_t k) {
-  if (k == 0) return Status::InvalidArgument("k must be at least 1");
-  if (k > kMaxK) {
-    return Status::InvalidArgument("the GPU selects at most " + std::to_string(kMaxK) + " results, asked for " +
-                                   std::to_string(k));
-  }
-  return Status::Ok();
-}
+namespace detail {
 
-struct DeviceBase {
-  const float* vectors;
-  const float* sq_norms;
-  const uint64_t* deleted;
-  size_t rows;
-  size_t dim;
-};
-
-// The search on device-resident data; results in device memory.
 Status SearchDevice(cuda::GpuResources& res, const DeviceBase& base, const float* queries, size_t nq,
                     const FlatSearchParams& params, int64_t* out_rows, float* out_scores) {
   cudaStream_t stream = res.impl().stream;
@@ -255,6 +232,10 @@ Status SearchDevice(cuda::GpuResources& res, const DeviceBase& base, const float
   return Status::Ok();
 }
 
+}  // namespace detail
+
+namespace {
+
 Status CheckArguments(size_t rows, size_t dim, bool has_norms, const FlatSearchParams& params) {
   QUIVER_RETURN_IF_ERROR(CheckK(params.k));
   if (dim == 0) return Status::InvalidArgument("dimension must be at least 1");
@@ -317,8 +298,9 @@ Status FlatSearch(cuda::GpuResources& res, const DeviceFlatBase& base, const uin
   QUIVER_ASSIGN_OR_RETURN(auto d_rows, cuda::DeviceBuffer<int64_t>::Allocate(res, nq * k, "result rows"));
   QUIVER_ASSIGN_OR_RETURN(auto d_scores, cuda::DeviceBuffer<float>::Allocate(res, nq * k, "result scores"));
 
-  const DeviceBase device_base{base.vectors(), base.sq_norms(), d_deleted.data(), n, dim};
-  QUIVER_RETURN_IF_ERROR(SearchDevice(res, device_base, d_queries.data(), nq, params, d_rows.data(), d_scores.data()));
+  const detail::DeviceBase device_base{base.vectors(), base.sq_norms(), d_deleted.data(), n, dim};
+  QUIVER_RETURN_IF_ERROR(
+      detail::SearchDevice(res, device_base, d_queries.data(), nq, params, d_rows.data(), d_scores.data()));
   QUIVER_RETURN_IF_ERROR(d_rows.CopyToHost(res, rows, nq * k));
   QUIVER_RETURN_IF_ERROR(d_scores.CopyToHost(res, scores, nq * k));
   return res.Synchronize();

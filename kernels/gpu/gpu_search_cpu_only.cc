@@ -20,6 +20,18 @@ Status FlatSearch(cuda::GpuResources&, const BaseView&, const float*, size_t, co
   return NoCuda();
 }
 
+Result<DeviceIvfFlat> DeviceIvfFlat::Upload(cuda::GpuResources&, const IvfFlatIndex&, bool) { return NoCuda(); }
+
+Status IvfFlatSearch(cuda::GpuResources&, const DeviceIvfFlat&, const uint64_t*, const float*, size_t, size_t, uint32_t,
+                     int64_t*, float*) {
+  return NoCuda();
+}
+
+Status IvfFlatSearch(cuda::GpuResources&, const IvfFlatIndex&, const uint64_t*, const float*, size_t, size_t, uint32_t,
+                     int64_t*, float*) {
+  return NoCuda();
+}
+
 Status SelectK(cuda::GpuResources&, const float*, size_t, size_t, size_t, bool, int64_t*, float*) { return NoCuda(); }
 
 }  // namespace quiver::kernels::gpu

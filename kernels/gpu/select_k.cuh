@@ -80,9 +80,9 @@ __host__ __device__ constexpr int NextPow2(int n) {
 __host__ __device__ constexpr int SelectBufferLength(int k, int block, int items) { return NextPow2(k + block * items); }
 
 /// For row blockIdx.x: out[row * out_ld + i], i < k, = the k smallest of
-/// keys(row, j), j < len, ascending; kEmptyKey pads rows with fewer than k
-/// keys below kEmptyKey. Dynamic shared memory: SelectBufferLength(k, kBlock,
-/// kItems) * 8 bytes, passed as `cap`.
+/// keys(row, j), j < keys.Length(row, len), ascending; kEmptyKey pads rows
+/// with fewer than k keys below kEmptyKey. Dynamic shared memory:
+/// SelectBufferLength(k, kBlock, kItems) * 8 bytes, passed as `cap`.
 template <int kBlock, int kItems, class KeyFn>
 __global__ void __launch_bounds__(kBlock)
     SelectKKernel(KeyFn keys, int len, int k, int cap, uint64_t* out, size_t out_ld) {
@@ -90,6 +90,7 @@ __global__ void __launch_bounds__(kBlock)
   __shared__ int count;
   __shared__ uint64_t threshold;
   const int row = blockIdx.x;
+  len = keys.Length(row, len);  // rows of different lengths (IVF lists)
   for (int i = threadIdx.x; i < cap; i += kBlock) buf[i] = kEmptyKey;
   if (threadIdx.x == 0) {
     count = 0;
@@ -131,6 +132,7 @@ __global__ void __launch_bounds__(kBlock)
 struct StoredKeys {
   const uint64_t* keys;
   size_t ld;
+  __device__ int Length(int, int len) const { return len; }
   __device__ uint64_t operator()(int row, int j) const { return keys[static_cast<size_t>(row) * ld + j]; }
 };
 

@@ -580,6 +580,37 @@ TEST_F(EngineTest, ALoneSearchIsNotDelayedOrBatched) {
   EXPECT_EQ(batcher.stats().calls, 3u);
 }
 
+// IVF_FLAT segments are searched on the GPU through their index (all lists
+// probed here, so the results are exact and checkable).
+TEST_F(EngineTest, GpuServesIvfFlatSegmentsThroughTheirIndex) {
+  std::string why;
+  auto gpu = GpuExecutor::Open({}, &why);
+  if (gpu == nullptr) GTEST_SKIP() << "no GPU: " << why;
+  options_.gpu = gpu;
+  Reopen();
+  const uint32_t dim = 10, nlist = 4;
+  const size_t n = 2100;
+  std::vector<uint64_t> ids(n);
+  for (uint64_t i = 0; i < n; ++i) ids[i] = i;
+  auto v = quiver::testing::RandomVectors(n, dim, 31);
+  std::map<uint64_t, std::vector<float>> live;
+  for (uint64_t i = 0; i < n; ++i) live[i].assign(v.begin() + long(i * dim), v.begin() + long((i + 1) * dim));
+  std::vector<uint64_t> gone;
+  for (uint64_t i = 0; i < n; i += 9) gone.push_back(i);
+  for (uint64_t id : gone) live.erase(id);
+  Apply({Entry(1, CreateSegmented("c", dim, quiver::v1::L2, quiver::v1::IVF_FLAT, 500, nlist))});
+  Apply({Entry(2, UpsertVectors("c", dim, ids, v))});
+  Apply({Entry(3, DeletePoints("c", gone))});
+  ASSERT_TRUE(engine_->WaitForBackgroundWork(std::chrono::seconds(60)));
+  auto c = *engine_->Find("c");
+  ASSERT_EQ(c->Info().indexed_segments(), 4u);
+  auto queries = quiver::testing::RandomVectors(12, dim, 32);
+  ExpectMatchesReference(*c, kernels::Metric::kL2, live, queries, 12, dim, 10, nlist);
+  EXPECT_EQ(gpu->stats().searches, 4u);
+  EXPECT_EQ(gpu->stats().fallbacks, 0u);
+  EXPECT_EQ(gpu->stats().resident_segments, 4u);
+}
+
 // ---- segment files ----
 
 size_t ListedSegmentFiles(storage::Db* db) {

@@ -11,6 +11,7 @@
 #include "gpu_test_util.h"
 #include "kernels/flat_search.h"
 #include "kernels/gpu_search.h"
+#include "kernels/ivf_flat.h"
 #include "kernels/simd.h"
 #include "test_util.h"
 
@@ -335,6 +336,63 @@ TEST(GpuFlatSearch, ResidentBaseMatchesTheCpuWithPerCallTombstones) {
     }
   }
 }
+
+// IVF_FLAT on the GPU against the CPU index it was copied from: the same
+// lists probed, so the same rows and scores (ties and rounding aside), with
+// tombstones, for every metric, k above a list's size and nprobe above nlist.
+class GpuIvfFlatTest : public ::testing::TestWithParam<Metric> {};
+
+TEST_P(GpuIvfFlatTest, MatchesTheCpuIndex) {
+  QUIVER_SKIP_WITHOUT_GPU();
+  const Metric metric = GetParam();
+  const size_t n = 6000, dim = 24, nq = 37;
+  auto base = quiver::testing::ClusteredVectors(n, dim, 40, 3, metric != Metric::kL2);
+  auto queries = quiver::testing::ClusteredVectors(nq, dim, 40, 4, metric != Metric::kL2);
+  IvfFlatBuildParams params;
+  params.nlist = 50;
+  auto index = IvfFlatIndex::Build({}, metric, base.data(), n, dim, params);
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  std::vector<uint64_t> deleted((n + 63) / 64, 0);
+  for (size_t r = 0; r < n; r += 5) deleted[r / 64] |= 1ull << (r % 64);
+  auto& gpu = *quiver::testing::SharedTestGpu().resources;
+  auto resident = gpu::DeviceIvfFlat::Upload(gpu, **index, /*long_lived=*/true);
+  ASSERT_TRUE(resident.ok()) << resident.status().ToString();
+  EXPECT_EQ(resident->size(), n);
+  for (const uint64_t* tombstones : {static_cast<const uint64_t*>(nullptr), static_cast<const uint64_t*>(deleted.data())}) {
+    for (auto [k, nprobe] : {std::pair<size_t, uint32_t>{10, 1}, {10, 8}, {300, 4}, {50, 80}}) {
+      std::vector<int64_t> c_rows(nq * k), g_rows(nq * k), h_rows(nq * k);
+      std::vector<float> c_scores(nq * k), g_scores(nq * k), h_scores(nq * k);
+      ASSERT_TRUE((*index)->Search({}, queries.data(), nq, k, nprobe, tombstones, c_rows.data(), c_scores.data()).ok());
+      Status st = gpu::IvfFlatSearch(gpu, *resident, tombstones, queries.data(), nq, k, nprobe, g_rows.data(),
+                                     g_scores.data());
+      ASSERT_TRUE(st.ok()) << st.ToString();
+      // Through the index's own Search with GPU resources (copied per call).
+      st = (*index)->Search(ResourcesFor(Backend::kGpu), queries.data(), nq, k, nprobe, tombstones, h_rows.data(),
+                            h_scores.data());
+      ASSERT_TRUE(st.ok()) << st.ToString();
+      size_t same = 0;
+      for (size_t i = 0; i < nq * k; ++i) {
+        EXPECT_EQ(g_rows[i] < 0, c_rows[i] < 0) << "slot " << i << " k " << k << " nprobe " << nprobe;
+        if (c_rows[i] < 0) continue;
+        EXPECT_NEAR(g_scores[i], c_scores[i], 1e-4 * std::max(1.0f, std::abs(c_scores[i]))) << "slot " << i;
+        EXPECT_EQ(h_rows[i], g_rows[i]);
+        if (tombstones != nullptr) {
+          EXPECT_NE(g_rows[i] % 5, 0) << "deleted row returned";
+        }
+        same += g_rows[i] == c_rows[i];
+      }
+      EXPECT_GE(same, nq * k * 99 / 100 - 1) << "ids may differ only on ties, k " << k << " nprobe " << nprobe;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Metrics, GpuIvfFlatTest,
+                         ::testing::Values(Metric::kL2, Metric::kInnerProduct, Metric::kCosine),
+                         [](const ::testing::TestParamInfo<Metric>& info) {
+                           return std::string(info.param == Metric::kL2             ? "L2"
+                                              : info.param == Metric::kInnerProduct ? "IP"
+                                                                                    : "Cos");
+                         });
 
 // The k best of each row by std::stable_sort (ties by lower column).
 void ReferenceSelect(const std::vector<float>& v, size_t rows, size_t len, size_t k, bool select_max,

@@ -1,0 +1,59 @@
+// Internals shared by the GPU kernels' translation units (kernels/gpu/*.cu):
+// launching the select kernel, checking k, and the FLAT search over
+// device-resident data that IVF's coarse search reuses.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "common/status.h"
+#include "cuda/cuda_check.cuh"
+#include "kernels/gpu/select_k.cuh"
+#include "kernels/gpu_search.h"
+
+namespace quiver::kernels::gpu::detail {
+
+/// Launches the select kernel with the configuration for k: 128 threads x 4
+/// items up to k = 128 (8 KiB of shared memory), 256 x 2 above (16 KiB at
+/// k = 1,024).
+template <class KeyFn>
+Status LaunchSelect(cudaStream_t stream, const KeyFn& keys, int rows, int len, int k, uint64_t* out, size_t out_ld) {
+  if (rows == 0) return Status::Ok();
+  if (k <= 128) {
+    const int cap = SelectBufferLength(k, 128, 4);
+    SelectKKernel<128, 4, KeyFn><<<rows, 128, cap * sizeof(uint64_t), stream>>>(keys, len, k, cap, out, out_ld);
+  } else {
+    const int cap = SelectBufferLength(k, 256, 2);
+    SelectKKernel<256, 2, KeyFn><<<rows, 256, cap * sizeof(uint64_t), stream>>>(keys, len, k, cap, out, out_ld);
+  }
+  return cuda::CheckLaunch("SelectKKernel");
+}
+
+inline Status CheckK(size_t k) {
+  if (k == 0) return Status::InvalidArgument("k must be at least 1");
+  if (k > kMaxK) {
+    return Status::InvalidArgument("the GPU selects at most " + std::to_string(kMaxK) + " results, asked for " +
+                                   std::to_string(k));
+  }
+  return Status::Ok();
+}
+
+/// A FLAT base in device memory (deleted: device tombstone bitset or null).
+struct DeviceBase {
+  const float* vectors;
+  const float* sq_norms;
+  const uint64_t* deleted;
+  size_t rows;
+  size_t dim;
+};
+
+/// FLAT search with everything in device memory (queries, results too),
+/// queued on res's stream; the caller synchronises. 1 <= k <= kMaxK,
+/// base.rows >= 1.
+Status SearchDevice(cuda::GpuResources& res, const DeviceBase& base, const float* queries, size_t nq,
+                    const FlatSearchParams& params, int64_t* out_rows, float* out_scores);
+
+}  // namespace quiver::kernels::gpu::detail

@@ -1,0 +1,208 @@
+// GPU IVF_FLAT search (kernels/gpu_search.h).
+//
+// 1. Coarse search: the nprobe nearest centroids per query, with the FLAT
+//    kernels (L2 for L2, inner product for IP and cosine, as on the CPU).
+// 2. List scan: one block of the select kernel per (query, probe). Thread j
+//    of the block scores slot j of the list: lane j % 32 of its group of 32,
+//    reading dimension d at group[d * 32 + lane], so a warp reads 32
+//    consecutive floats per dimension (the interleaved layout exists for
+//    this). Scores are exact (L2 as a sum of squared differences), keys carry
+//    the row, tombstoned and padding slots never enter.
+// 3. The nprobe x k candidates of each query are selected again, and decoded.
+// Queries are processed in tiles so the candidates stay under 256 MiB.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/kmeans.h"
+#include "kernels/gpu/flat_detail.cuh"
+#include "kernels/gpu_search.h"
+
+namespace quiver::kernels::gpu {
+namespace {
+
+constexpr uint32_t kPaddingRow = 0xffffffffu;
+
+struct IvfListKeys {
+  const float* data;
+  const uint32_t* slot_rows;
+  const uint64_t* list_slots;
+  const int64_t* probe_lists;  // (query, probe) -> list, -1 = none
+  const float* queries;
+  const uint64_t* deleted;
+  int nprobe;
+  int dim;
+  bool l2;
+
+  __device__ int Length(int row, int) const {
+    const int64_t list = probe_lists[row];
+    return list < 0 ? 0 : static_cast<int>(list_slots[list + 1] - list_slots[list]);
+  }
+  __device__ uint64_t operator()(int row, int j) const {
+    const uint64_t first = list_slots[probe_lists[row]];
+    const uint32_t r = slot_rows[first + j];
+    if (r == kPaddingRow) return kEmptyKey;
+    if (deleted != nullptr && ((deleted[r >> 6] >> (r & 63u)) & 1ull)) return kEmptyKey;
+    const float* q = queries + static_cast<size_t>(row / nprobe) * dim;
+    const float* group = data + (first + (static_cast<uint64_t>(j) & ~uint64_t{31})) * dim;
+    const int lane = j & 31;
+    float acc = 0.0f;
+    if (l2) {
+      for (int d = 0; d < dim; ++d) {
+        const float diff = q[d] - group[d * 32 + lane];
+        acc += diff * diff;
+      }
+      return MakeKey(acc, r);
+    }
+    for (int d = 0; d < dim; ++d) acc += q[d] * group[d * 32 + lane];
+    return MakeKey(-acc, r);
+  }
+};
+
+__global__ void DecodeIvfKernel(const uint64_t* keys, size_t count, bool l2, int64_t* rows, float* scores) {
+  const size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
+  if (i >= count) return;
+  const uint64_t key = keys[i];
+  if (key == kEmptyKey) {
+    rows[i] = -1;
+    scores[i] = l2 ? INFINITY : -INFINITY;
+  } else {
+    rows[i] = KeyRow(key);
+    scores[i] = l2 ? KeyScore(key) : -KeyScore(key);
+  }
+}
+
+}  // namespace
+
+Result<DeviceIvfFlat> DeviceIvfFlat::Upload(cuda::GpuResources& res, const IvfFlatIndex& index, bool long_lived) {
+  if (index.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+    return Status::InvalidArgument("the GPU path addresses at most 2^31 - 1 rows per index");
+  }
+  QUIVER_CUDA_TRY(cudaSetDevice(res.device().impl().ordinal));
+  const size_t dim = index.dim(), nlist = index.nlist();
+  std::vector<uint64_t> list_slots(nlist + 1, 0);
+  for (size_t l = 0; l < nlist; ++l) list_slots[l + 1] = list_slots[l] + index.list(l).rows.size();
+  const size_t slots = list_slots[nlist];
+  std::vector<float> data;
+  data.reserve(slots * dim);
+  std::vector<uint32_t> slot_rows;
+  slot_rows.reserve(slots);
+  for (size_t l = 0; l < nlist; ++l) {
+    const auto& list = index.list(l);
+    data.insert(data.end(), list.interleaved.begin(), list.interleaved.end());
+    for (int64_t r : list.rows) slot_rows.push_back(r < 0 ? kPaddingRow : static_cast<uint32_t>(r));
+  }
+  std::vector<float> norms(nlist);
+  SquaredNorms(index.centroids().data(), nlist, dim, norms.data());
+
+  DeviceIvfFlat out;
+  out.metric_ = index.metric();
+  out.dim_ = dim;
+  out.nlist_ = nlist;
+  out.n_ = index.size();
+  auto copy = [&](auto* buffer, const auto& host, const char* what) -> Status {
+    using T = typename std::decay_t<decltype(host)>::value_type;
+    auto allocated = long_lived ? cuda::DeviceBuffer<T>::AllocateLongLived(res.device(), host.size(), what)
+                                : cuda::DeviceBuffer<T>::Allocate(res, host.size(), what);
+    if (!allocated.ok()) return allocated.status();
+    *buffer = std::move(allocated).value();
+    return buffer->CopyFromHost(res, host.data(), host.size());
+  };
+  QUIVER_RETURN_IF_ERROR(copy(&out.centroids_, index.centroids(), "IVF centroids"));
+  QUIVER_RETURN_IF_ERROR(copy(&out.centroid_norms_, norms, "IVF centroid norms"));
+  QUIVER_RETURN_IF_ERROR(copy(&out.data_, data, "IVF lists"));
+  QUIVER_RETURN_IF_ERROR(copy(&out.slot_rows_, slot_rows, "IVF row ids"));
+  QUIVER_RETURN_IF_ERROR(copy(&out.list_slots_, list_slots, "IVF list offsets"));
+  // The host vectors above go away; other streams may read a long-lived copy.
+  QUIVER_RETURN_IF_ERROR(res.Synchronize());
+  return std::move(out);
+}
+
+Status IvfFlatSearch(cuda::GpuResources& res, const DeviceIvfFlat& index, const uint64_t* deleted,
+                     const float* queries, size_t nq, size_t k, uint32_t nprobe, int64_t* rows, float* scores) {
+  QUIVER_RETURN_IF_ERROR(detail::CheckK(k));
+  if (nprobe == 0) return Status::InvalidArgument("nprobe must be at least 1");
+  if (nq == 0) return Status::Ok();
+  const bool l2 = index.metric() == Metric::kL2;
+  if (index.nlist() == 0 || index.size() == 0) {
+    std::fill(rows, rows + nq * k, int64_t{-1});
+    std::fill(scores, scores + nq * k, l2 ? std::numeric_limits<float>::infinity()
+                                          : -std::numeric_limits<float>::infinity());
+    return Status::Ok();
+  }
+  const size_t probes = std::min<size_t>({nprobe, index.nlist(), kMaxK});
+  const size_t dim = index.dim();
+  QUIVER_CUDA_TRY(cudaSetDevice(res.device().impl().ordinal));
+  cudaStream_t stream = res.impl().stream;
+
+  // Cosine lists hold unit vectors: queries are normalised as on the CPU.
+  std::vector<float> unit;
+  const float* q = queries;
+  if (index.metric() == Metric::kCosine) {
+    unit = Normalized(queries, nq, dim);
+    q = unit.data();
+  }
+  QUIVER_ASSIGN_OR_RETURN(auto d_queries, cuda::DeviceBuffer<float>::Allocate(res, nq * dim, "queries"));
+  QUIVER_RETURN_IF_ERROR(d_queries.CopyFromHost(res, q, nq * dim));
+  cuda::DeviceBuffer<uint64_t> d_deleted;
+  if (deleted != nullptr) {
+    const size_t words = (index.size() + 63) / 64;
+    QUIVER_ASSIGN_OR_RETURN(d_deleted, cuda::DeviceBuffer<uint64_t>::Allocate(res, words, "tombstones"));
+    QUIVER_RETURN_IF_ERROR(d_deleted.CopyFromHost(res, deleted, words));
+  }
+  QUIVER_ASSIGN_OR_RETURN(auto probe_lists, cuda::DeviceBuffer<int64_t>::Allocate(res, nq * probes, "probed lists"));
+  QUIVER_ASSIGN_OR_RETURN(auto probe_scores, cuda::DeviceBuffer<float>::Allocate(res, nq * probes, "probe scores"));
+  const Metric coarse = l2 ? Metric::kL2 : Metric::kInnerProduct;
+  const detail::DeviceBase centroids{index.centroids(), index.centroid_norms(), nullptr, index.nlist(), dim};
+  QUIVER_RETURN_IF_ERROR(detail::SearchDevice(res, centroids, d_queries.data(), nq, {coarse, probes},
+                                              probe_lists.data(), probe_scores.data()));
+
+  // Query tiles whose candidates fit in 256 MiB.
+  const size_t per_query = probes * k * sizeof(uint64_t);
+  const size_t qt = std::clamp<size_t>((size_t{256} << 20) / per_query, 1, nq);
+  if (qt * probes > static_cast<size_t>(std::numeric_limits<int>::max())) {
+    return Status::InvalidArgument("too many (query, probe) pairs in one tile");
+  }
+  QUIVER_ASSIGN_OR_RETURN(auto candidates, cuda::DeviceBuffer<uint64_t>::Allocate(res, qt * probes * k, "candidates"));
+  QUIVER_ASSIGN_OR_RETURN(auto winners, cuda::DeviceBuffer<uint64_t>::Allocate(res, nq * k, "winners"));
+  const int ik = static_cast<int>(k);
+  for (size_t q0 = 0; q0 < nq; q0 += qt) {
+    const size_t qn = std::min(qt, nq - q0);
+    const IvfListKeys keys{index.data(),
+                           index.slot_rows(),
+                           index.list_slots(),
+                           probe_lists.data() + q0 * probes,
+                           d_queries.data() + q0 * dim,
+                           d_deleted.data(),
+                           static_cast<int>(probes),
+                           static_cast<int>(dim),
+                           l2};
+    // len is per list (IvfListKeys::Length); the argument is unused.
+    QUIVER_RETURN_IF_ERROR(
+        detail::LaunchSelect(stream, keys, static_cast<int>(qn * probes), 0, ik, candidates.data(), k));
+    const StoredKeys merged{candidates.data(), probes * k};
+    QUIVER_RETURN_IF_ERROR(detail::LaunchSelect(stream, merged, static_cast<int>(qn), static_cast<int>(probes * k),
+                                                ik, winners.data() + q0 * k, k));
+  }
+  QUIVER_ASSIGN_OR_RETURN(auto d_rows, cuda::DeviceBuffer<int64_t>::Allocate(res, nq * k, "result rows"));
+  QUIVER_ASSIGN_OR_RETURN(auto d_scores, cuda::DeviceBuffer<float>::Allocate(res, nq * k, "result scores"));
+  const size_t count = nq * k;
+  DecodeIvfKernel<<<static_cast<unsigned>((count + 255) / 256), 256, 0, stream>>>(winners.data(), count, l2,
+                                                                                  d_rows.data(), d_scores.data());
+  QUIVER_RETURN_IF_ERROR(cuda::CheckLaunch("DecodeIvfKernel"));
+  QUIVER_RETURN_IF_ERROR(d_rows.CopyToHost(res, rows, count));
+  QUIVER_RETURN_IF_ERROR(d_scores.CopyToHost(res, scores, count));
+  return res.Synchronize();
+}
+
+Status IvfFlatSearch(cuda::GpuResources& res, const IvfFlatIndex& index, const uint64_t* deleted,
+                     const float* queries, size_t nq, size_t k, uint32_t nprobe, int64_t* rows, float* scores) {
+  QUIVER_RETURN_IF_ERROR(detail::CheckK(k));
+  if (nq == 0) return Status::Ok();
+  QUIVER_ASSIGN_OR_RETURN(DeviceIvfFlat device_index, DeviceIvfFlat::Upload(res, index, /*long_lived=*/false));
+  return IvfFlatSearch(res, device_index, deleted, queries, nq, k, nprobe, rows, scores);
+}
+
+}  // namespace quiver::kernels::gpu
