@@ -60,6 +60,13 @@ class PrometheusScrapesQuiverd(unittest.TestCase):
                 self.assertTrue(query("quiver_request_duration_seconds_bucket"))
                 # The bootstrap and the election wrote the log at least once.
                 self.assertGreater(float(query("quiver_wal_fsync_duration_seconds_count")[0]["value"][1]), 0)
+                # GPU and batching series exist on every node (zero without a GPU or searches).
+                gpu_present = query("quiver_gpu_present")
+                self.assertTrue(gpu_present)
+                self.assertIn(gpu_present[0]["value"][1], ("0", "1"))
+                for series in ("quiver_gpu_fallbacks_total", "quiver_gpu_memory_in_use_bytes",
+                               "quiver_search_batches_total", "quiver_search_batch_calls_total"):
+                    self.assertTrue(query(series), series)
             finally:
                 for p in procs:
                     p.terminate()
