@@ -9,7 +9,10 @@
 #   scripts/gpu-check.sh run [DIR]  on the GPU machine: run what `pack` put into DIR
 #
 # The binaries (quiver_kernel_tests, quiver-gpu-bench) need only the kernels,
-# not the service, so a machine with the CUDA toolkit and nothing else runs them.
+# not the service, so a machine with the CUDA toolkit and nothing else runs them
+# (the lent H100/H200: `pack` here, then the device tool's run with command
+# "scripts/gpu-check.sh run" and carry [".gpu-pack"]; the pack is ~50 MB of
+# the 64 MiB a call may carry).
 # Logs go to $OUT (when set) or DIR/logs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +32,7 @@ pack() {
   cmake --build "$BUILD" --target quiver_kernel_tests quiver-gpu-bench || exit 1
   rm -rf "$DIR" && mkdir -p "$DIR/bin" "$DIR/lib"
   cp "$BUILD/tests/quiver_kernel_tests" "$BUILD/bench/quiver-gpu-bench" "$DIR/bin/"
+  strip "$DIR"/bin/*
   # Every shared library except the C/C++ runtime and CUDA's own (a CUDA machine has those).
   for bin in "$DIR"/bin/*; do
     ldd "$bin" | awk '$3 ~ /^\// {print $3}'
