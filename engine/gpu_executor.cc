@@ -24,7 +24,7 @@ GpuExecutor::~GpuExecutor() = default;
 
 std::shared_ptr<GpuExecutor> GpuExecutor::Open(const GpuExecutorOptions& options, std::string* why_not) {
   if (options.device < 0) {
-    *why_not = "GPU disabled (gpu_device = -1)";
+    *why_not = "GPU disabled (config gpu: off)";
     return nullptr;
   }
   cuda::GpuOptions gpu_options;
