@@ -318,51 +318,47 @@ grpc::Status PeerClient::ForwardCall(replication::Clock::time_point deadline, Ca
   return st;
 }
 
-Result<uint64_t> PeerClient::Forward(NodeId leader, std::string command, replication::Clock::time_point deadline) {
+template <typename Request, typename Response, typename Rpc>
+Status PeerClient::CallLeader(NodeId leader, Request* req, Response* resp, replication::Clock::time_point deadline,
+                              Rpc rpc) {
   QUIVER_RETURN_IF_ERROR(CheckNotCut(leader));
   Peer* peer = FindPeer(leader);
   if (peer == nullptr) {
     return Status::Unavailable("the leader is node " + std::to_string(leader) + ", whose address is not known here");
   }
-  pb::ForwardRequest req;
-  req.set_command(std::move(command));
-  req.set_from(self_);
+  req->set_from(self_);
   {
     std::lock_guard lock(cluster_id_mu_);
-    req.set_cluster_id(cluster_id_);
+    req->set_cluster_id(cluster_id_);
   }
-  pb::ForwardResponse resp;
   auto stub = StubOf(peer);
-  grpc::Status st = ForwardCall(deadline, [&](grpc::ClientContext* ctx) { return stub->Forward(ctx, req, &resp); });
+  grpc::Status st = ForwardCall(deadline, [&](grpc::ClientContext* ctx) { return rpc(*stub, ctx, *req, resp); });
   if (!st.ok()) {
     Status s = FromGrpc(st);
     return Status(s.code(), "forwarded to the leader (node " + std::to_string(leader) + "): " + s.message());
   }
+  return Status::Ok();
+}
+
+Result<uint64_t> PeerClient::Forward(NodeId leader, std::string command, replication::Clock::time_point deadline) {
+  pb::ForwardRequest req;
+  req.set_command(std::move(command));
+  pb::ForwardResponse resp;
+  QUIVER_RETURN_IF_ERROR(CallLeader(leader, &req, &resp, deadline, [](auto& stub, auto* ctx, const auto& r, auto* out) {
+    return stub.Forward(ctx, r, out);
+  }));
   return resp.index();
 }
 
 Result<uint64_t> PeerClient::ForwardAddMember(NodeId leader, NodeId node, const std::string& address,
                                               replication::Clock::time_point deadline) {
-  QUIVER_RETURN_IF_ERROR(CheckNotCut(leader));
-  Peer* peer = FindPeer(leader);
-  if (peer == nullptr) {
-    return Status::Unavailable("the leader is node " + std::to_string(leader) + ", whose address is not known here");
-  }
   pb::AddMemberRequest req;
-  req.set_from(self_);
   req.set_node_id(node);
   req.set_peer_address(address);
-  {
-    std::lock_guard lock(cluster_id_mu_);
-    req.set_cluster_id(cluster_id_);
-  }
   pb::AddMemberResponse resp;
-  auto stub = StubOf(peer);
-  grpc::Status st = ForwardCall(deadline, [&](grpc::ClientContext* ctx) { return stub->AddMember(ctx, req, &resp); });
-  if (!st.ok()) {
-    Status s = FromGrpc(st);
-    return Status(s.code(), "forwarded to the leader (node " + std::to_string(leader) + "): " + s.message());
-  }
+  QUIVER_RETURN_IF_ERROR(CallLeader(leader, &req, &resp, deadline, [](auto& stub, auto* ctx, const auto& r, auto* out) {
+    return stub.AddMember(ctx, r, out);
+  }));
   return resp.log_index();
 }
 

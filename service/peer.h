@@ -119,6 +119,12 @@ class PeerClient final : public replication::RaftTransport, public replication::
   // Calls `call` with a registered context (CancelForwards cancels it).
   template <typename Call>
   grpc::Status ForwardCall(replication::Clock::time_point deadline, Call call);
+  // One request to the leader: fault-injection cut, known address, this
+  // node's id and cluster id stamped on `req`, the deadline, cancellation at
+  // shutdown; an error names the leader. `rpc(stub, ctx, req, resp)` makes the call.
+  template <typename Request, typename Response, typename Rpc>
+  Status CallLeader(replication::raft::NodeId leader, Request* req, Response* resp,
+                    replication::Clock::time_point deadline, Rpc rpc);
 
   // UNAVAILABLE if fault injection cuts `node` off.
   Status CheckNotCut(replication::raft::NodeId node) const;
