@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -31,6 +32,31 @@ using quiver::bench::Median;
 using quiver::bench::RandomData;
 using quiver::bench::Seconds;
 
+struct Gpu {
+  std::shared_ptr<quiver::cuda::GpuDevice> device;
+  std::unique_ptr<quiver::cuda::GpuResources> resources;
+};
+
+// Opens device 0 and this thread's resources; the exit code on failure (2:
+// no GPU, said on stdout), 0 on success.
+int OpenGpu(Gpu* out) {
+  auto device = quiver::cuda::GpuDevice::Open({});
+  if (!device.ok()) {
+    std::printf("no GPU: %s\n", device.status().ToString().c_str());
+    return 2;
+  }
+  auto resources = (*device)->NewResources();
+  if (!resources.ok()) {
+    std::fprintf(stderr, "%s\n", resources.status().ToString().c_str());
+    return 1;
+  }
+  out->device = *device;
+  out->resources = std::move(resources).value();
+  std::printf("device: %s, budget %.1f GiB\n", out->device->name().c_str(),
+              double(out->device->budget_bytes()) / (1 << 30));
+  return 0;
+}
+
 struct FlatOptions {
   size_t n = 1000000, nq = 10000, dim = 128, k = 10;
   int repeats = 5, threads = 0;
@@ -44,17 +70,10 @@ struct FlatOptions {
 int RunFlat(const FlatOptions& o) {
   std::printf("flat: n=%zu nq=%zu dim=%zu k=%zu repeats=%d; CPU: first %zu queries\n", o.n, o.nq, o.dim, o.k,
               o.repeats, o.cpu_queries);
-  auto device = quiver::cuda::GpuDevice::Open({});
-  if (!device.ok()) {
-    std::printf("no GPU: %s\n", device.status().ToString().c_str());
-    return 2;
-  }
-  auto gpu = (*device)->NewResources();
-  if (!gpu.ok()) {
-    std::fprintf(stderr, "%s\n", gpu.status().ToString().c_str());
-    return 1;
-  }
-  std::printf("device: %s, budget %.1f GiB\n", (*device)->name().c_str(), double((*device)->budget_bytes()) / (1 << 30));
+  Gpu gpu_handles;
+  if (const int rc = OpenGpu(&gpu_handles); rc != 0) return rc;
+  auto& device = gpu_handles.device;
+  auto& gpu = gpu_handles.resources;
   const auto base = RandomData(o.n, o.dim, 1);
   const auto queries = RandomData(o.nq, o.dim, 2);
   std::vector<float> norms(o.n);
@@ -63,7 +82,7 @@ int RunFlat(const FlatOptions& o) {
   const quiver::kernels::FlatSearchParams params{quiver::kernels::Metric::kL2, o.k};
 
   auto t0 = Clock::now();
-  auto resident = quiver::kernels::gpu::DeviceFlatBase::Upload(**gpu, view, /*long_lived=*/true);
+  auto resident = quiver::kernels::gpu::DeviceFlatBase::Upload(*gpu, view, /*long_lived=*/true);
   if (!resident.ok()) {
     std::fprintf(stderr, "upload: %s\n", resident.status().ToString().c_str());
     return 1;
@@ -77,10 +96,10 @@ int RunFlat(const FlatOptions& o) {
   quiver::kernels::Resources cpu;
   cpu.num_threads = o.threads;
   quiver::kernels::Resources on_gpu;
-  on_gpu.gpu = gpu->get();
+  on_gpu.gpu = gpu.get();
   for (int r = 0; r < o.repeats + 1; ++r) {  // the first round warms up and is dropped
     t0 = Clock::now();
-    quiver::Status st = quiver::kernels::gpu::FlatSearch(**gpu, *resident, nullptr, queries.data(), o.nq, params,
+    quiver::Status st = quiver::kernels::gpu::FlatSearch(*gpu, *resident, nullptr, queries.data(), o.nq, params,
                                                          g_rows.data(), g_scores.data());
     if (r > 0) t_resident.push_back(Seconds(t0));
     t0 = Clock::now();
@@ -114,7 +133,7 @@ int RunFlat(const FlatOptions& o) {
   std::snprintf(line, sizeof line,
                 "### GPU FLAT: %zu queries vs %zu x %zu random, k = %zu (%s)\n\n"
                 "| method | QPS (median of %d) | seconds | × CPU |\n|---|---:|---:|---:|\n",
-                o.nq, o.n, o.dim, o.k, (*device)->name().c_str(), o.repeats);
+                o.nq, o.n, o.dim, o.k, device->name().c_str(), o.repeats);
   md << line;
   std::printf("\n%s", line);
   auto row = [&](const char* name, double qps, double secs) {
@@ -147,16 +166,10 @@ struct IvfOptions {
 int RunIvf(const IvfOptions& o) {
   std::printf("ivf: n=%zu nq=%zu dim=%zu k=%zu nlist=%u clusters=%zu repeats=%d\n", o.n, o.nq, o.dim, o.k, o.nlist,
               o.clusters, o.repeats);
-  auto device = quiver::cuda::GpuDevice::Open({});
-  if (!device.ok()) {
-    std::printf("no GPU: %s\n", device.status().ToString().c_str());
-    return 2;
-  }
-  auto gpu = (*device)->NewResources();
-  if (!gpu.ok()) {
-    std::fprintf(stderr, "%s\n", gpu.status().ToString().c_str());
-    return 1;
-  }
+  Gpu gpu_handles;
+  if (const int rc = OpenGpu(&gpu_handles); rc != 0) return rc;
+  auto& device = gpu_handles.device;
+  auto& gpu = gpu_handles.resources;
   const auto base = quiver::GaussianMixture(o.n, o.dim, o.clusters, 42);
   const auto queries = quiver::GaussianMixture(o.nq, o.dim, o.clusters, 43);
   quiver::kernels::Resources cpu;
@@ -170,7 +183,7 @@ int RunIvf(const IvfOptions& o) {
     return 1;
   }
   std::printf("CPU build: %.1f s\n", Seconds(t0));
-  auto resident = quiver::kernels::gpu::DeviceIvfFlat::Upload(**gpu, **index, /*long_lived=*/true);
+  auto resident = quiver::kernels::gpu::DeviceIvfFlat::Upload(*gpu, **index, /*long_lived=*/true);
   if (!resident.ok()) {
     std::fprintf(stderr, "upload: %s\n", resident.status().ToString().c_str());
     return 1;
@@ -181,7 +194,7 @@ int RunIvf(const IvfOptions& o) {
   std::vector<int64_t> truth(o.nq * o.k);
   std::vector<float> truth_scores(o.nq * o.k);
   quiver::kernels::Resources on_gpu;
-  on_gpu.gpu = gpu->get();
+  on_gpu.gpu = gpu.get();
   quiver::Status st = quiver::kernels::FlatSearch(on_gpu, {base.data(), norms.data(), o.n, o.dim}, queries.data(), o.nq,
                                                   {quiver::kernels::Metric::kL2, o.k}, truth.data(), truth_scores.data());
   if (!st.ok()) {
@@ -203,7 +216,7 @@ int RunIvf(const IvfOptions& o) {
   std::snprintf(line, sizeof line,
                 "### GPU IVF_FLAT: %zu queries vs %zu x %zu (%zu clusters), nlist %u, k = %zu (%s)\n\n"
                 "| nprobe | recall GPU / CPU | GPU QPS | CPU QPS | GPU / CPU |\n|---:|---|---:|---:|---:|\n",
-                o.nq, o.n, o.dim, o.clusters, o.nlist, o.k, (*device)->name().c_str());
+                o.nq, o.n, o.dim, o.clusters, o.nlist, o.k, device->name().c_str());
   md << line;
   std::printf("\n%s", line);
   std::vector<int64_t> g_rows(o.nq * o.k), c_rows(o.nq * o.k);
@@ -212,7 +225,7 @@ int RunIvf(const IvfOptions& o) {
     std::vector<double> t_gpu, t_cpu;
     for (int r = 0; r < o.repeats + 1; ++r) {
       t0 = Clock::now();
-      st = quiver::kernels::gpu::IvfFlatSearch(**gpu, *resident, nullptr, queries.data(), o.nq, o.k, nprobe,
+      st = quiver::kernels::gpu::IvfFlatSearch(*gpu, *resident, nullptr, queries.data(), o.nq, o.k, nprobe,
                                                g_rows.data(), g_scores.data());
       if (r > 0) t_gpu.push_back(Seconds(t0));
       t0 = Clock::now();
