@@ -189,6 +189,50 @@ Status WriteReadyFile(const std::string& path, int grpc_port, int admin_port, in
   return Status::Ok();
 }
 
+// restore_from: an empty data directory starts from the backup (a new
+// cluster at the backup's applied index); one holding data ignores it.
+Status RestoreFromBackup(const ServerConfig& config, const storage::HardState& hard_state,
+                         const replication::RaftReplicatorOptions& raft_options, storage::RocksLogStore* log,
+                         engine::Engine* engine, const std::atomic<bool>* stop) {
+  if (log->LastIndex() != 0 || hard_state.term != 0 || engine->AppliedIndex() != 0) {
+    spdlog::warn("restore_from ignored: the data directory holds data already");
+    return Status::Ok();
+  }
+  std::set<replication::raft::NodeId> voters = raft_options.initial_voters;
+  if (voters.empty()) voters = {config.node_id};
+  QUIVER_RETURN_IF_ERROR(
+      replication::RestoreBackup(config.restore_from, log, engine, voters, raft_options.cluster_id, stop)
+          .WithContext("restoring from " + config.restore_from));
+  spdlog::info("restored the backup in {}: applied index {}, {} collection(s), {} points", config.restore_from,
+               engine->AppliedIndex(), engine->List().size(), engine->TotalPoints());
+  return Status::Ok();
+}
+
+// join: a node without Raft state takes the cluster id and the members'
+// addresses from the member it names. --join only matters until the leader
+// has replicated to this node; afterwards it is ignored.
+Status ResolveJoin(const ServerConfig& config, const storage::HardState& hard_state,
+                   const PeerCredentials& peer_credentials, storage::RocksLogStore* log,
+                   const std::atomic<bool>* stop, replication::RaftReplicatorOptions* raft_options) {
+  raft_options->join = true;
+  if (log->LastIndex() != 0 || hard_state.term != 0) {
+    spdlog::info("the data directory already belongs to a cluster: join ignored");
+    return Status::Ok();
+  }
+  QUIVER_ASSIGN_OR_RETURN(JoinTarget target, FetchJoinTarget(config, peer_credentials.client, stop));
+  QUIVER_ASSIGN_OR_RETURN(const std::string recorded_cluster, log->GetClusterId());
+  if (!recorded_cluster.empty() && recorded_cluster != target.cluster_id) {
+    return Status::FailedPrecondition("the data directory was joining cluster '" + recorded_cluster + "', but " +
+                                      config.join + " belongs to cluster '" + target.cluster_id +
+                                      "': empty the data directory to join another cluster");
+  }
+  raft_options->cluster_id = target.cluster_id;
+  raft_options->peer_addresses = target.peer_addresses;
+  spdlog::info("joining cluster '{}' through {} ({} members known)", target.cluster_id, config.join,
+               target.peer_addresses.size());
+  return Status::Ok();
+}
+
 }  // namespace
 
 // A cluster node further behind its leader's commit index than this is not
@@ -384,36 +428,13 @@ Status Server::Start() {
   QUIVER_ASSIGN_OR_RETURN(const storage::HardState hard_state, s.log->GetHardState());
   QUIVER_ASSIGN_OR_RETURN(const std::string recorded_peers, s.log->GetPeerAddresses());
   if (!config_.restore_from.empty()) {
-    if (s.log->LastIndex() == 0 && hard_state.term == 0 && s.engine->AppliedIndex() == 0) {
-      std::set<replication::raft::NodeId> voters = raft_options.initial_voters;
-      if (voters.empty()) voters = {config_.node_id};
-      QUIVER_RETURN_IF_ERROR(replication::RestoreBackup(config_.restore_from, s.log.get(), s.engine.get(), voters,
-                                                        raft_options.cluster_id, &stop_)
-                                 .WithContext("restoring from " + config_.restore_from));
-      spdlog::info("restored the backup in {}: applied index {}, {} collection(s), {} points", config_.restore_from,
-                   s.engine->AppliedIndex(), s.engine->List().size(), s.engine->TotalPoints());
-    } else {
-      spdlog::warn("restore_from ignored: the data directory holds data already");
-    }
+    QUIVER_RETURN_IF_ERROR(RestoreFromBackup(config_, hard_state, raft_options, s.log.get(), s.engine.get(), &stop_));
   }
-  // --join only matters until the leader has replicated to this node.
+  // Still joining: no Raft state yet (the leader has not replicated here).
   const bool joining = !config_.join.empty() && s.log->LastIndex() == 0 && hard_state.term == 0;
-  if (joining) {
-    QUIVER_ASSIGN_OR_RETURN(JoinTarget target, FetchJoinTarget(config_, peer_credentials.client, &stop_));
-    QUIVER_ASSIGN_OR_RETURN(const std::string recorded_cluster, s.log->GetClusterId());
-    if (!recorded_cluster.empty() && recorded_cluster != target.cluster_id) {
-      return Status::FailedPrecondition("the data directory was joining cluster '" + recorded_cluster + "', but " +
-                                        config_.join + " belongs to cluster '" + target.cluster_id +
-                                        "': empty the data directory to join another cluster");
-    }
-    raft_options.cluster_id = target.cluster_id;
-    raft_options.peer_addresses = target.peer_addresses;
-    spdlog::info("joining cluster '{}' through {} ({} members known)", target.cluster_id, config_.join,
-                 target.peer_addresses.size());
-  } else if (!config_.join.empty()) {
-    spdlog::info("the data directory already belongs to a cluster: join ignored");
+  if (!config_.join.empty()) {
+    QUIVER_RETURN_IF_ERROR(ResolveJoin(config_, hard_state, peer_credentials, s.log.get(), &stop_, &raft_options));
   }
-  raft_options.join = !config_.join.empty();
   const bool clustered = !peers.empty() || !config_.join.empty() || !recorded_peers.empty();
   if (clustered) {
     s.peer_client = std::make_unique<PeerClient>(config_.node_id, raft_options.peer_addresses,
