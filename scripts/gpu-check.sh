@@ -4,20 +4,26 @@
 # quiver-gpu-bench; prints a short table. Results go to bench/RESULTS.md by hand.
 #
 #   scripts/gpu-check.sh            build here, then run here (a GPU machine with the build dependencies)
-#   scripts/gpu-check.sh pack [DIR] build here (no GPU needed) and put the two binaries plus the shared
-#                                   libraries a bare CUDA machine lacks into DIR (default .gpu-pack)
-#   scripts/gpu-check.sh run [DIR]  on the GPU machine: run what `pack` put into DIR
+#   scripts/gpu-check.sh pack [DIR] build here (no GPU needed) and put the binaries plus the shared
+#                                   libraries a bare CUDA machine lacks into DIR (default .gpu-pack),
+#                                   then compress it into DIR.tar.xz (~21 MB)
+#   scripts/gpu-check.sh run [DIR] [PARTS]
+#                                   on the GPU machine: run what `pack` made (DIR, or DIR.tar.xz
+#                                   unpacked); PARTS: tests,sanitize,bench (default all three;
+#                                   one part per call keeps each under the device tool's 10 minutes)
 #
-# The binaries (quiver_kernel_tests, quiver-gpu-bench) need only the kernels,
-# not the service, so a machine with the CUDA toolkit and nothing else runs them
-# (the lent H100/H200: `pack` here, then the device tool's run with command
-# "scripts/gpu-check.sh run" and carry [".gpu-pack"]; the pack is ~50 MB of
-# the 64 MiB a call may carry).
+# The binaries: quiver_kernel_tests and quiver-gpu-bench need only the
+# kernels; quiver-bench (for `concurrent`: 64 clients through gRPC against an
+# in-process server whose sealed segments live on the GPU) brings every
+# library of the service along. A machine with the CUDA toolkit and nothing
+# else runs them: for the lent H100/H200, `pack` here, then the device tool's
+# run with command "scripts/gpu-check.sh run" and carry [".gpu-pack.tar.xz"].
 # Logs go to $OUT (when set) or DIR/logs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-all}
 DIR=${2:-.gpu-pack}
+PARTS=${3:-tests,sanitize,bench}
 BUILD=${BUILD:-build}
 GPU_TESTS='*Gpu*'
 # Under the sanitizers: every GPU case except the largest reference sizes, which
@@ -29,19 +35,23 @@ pack() {
     cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DQUIVER_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=80;90" || exit 1
   fi
   grep -q '^QUIVER_CUDA:STRING=OFF' "$BUILD/CMakeCache.txt" && { echo "gpu-check: $BUILD has QUIVER_CUDA=OFF" >&2; exit 1; }
-  cmake --build "$BUILD" --target quiver_kernel_tests quiver-gpu-bench || exit 1
-  rm -rf "$DIR" && mkdir -p "$DIR/bin" "$DIR/lib"
-  cp "$BUILD/tests/quiver_kernel_tests" "$BUILD/bench/quiver-gpu-bench" "$DIR/bin/"
+  cmake --build "$BUILD" --target quiver_kernel_tests quiver-gpu-bench quiver-bench || exit 1
+  rm -rf "$DIR" "$DIR.tar.xz" && mkdir -p "$DIR/bin" "$DIR/lib"
+  cp "$BUILD/tests/quiver_kernel_tests" "$BUILD/bench/quiver-gpu-bench" "$BUILD/bench/quiver-bench" "$DIR/bin/"
   strip "$DIR"/bin/*
   # Every shared library except the C/C++ runtime and CUDA's own (a CUDA machine has those).
   for bin in "$DIR"/bin/*; do
     ldd "$bin" | awk '$3 ~ /^\// {print $3}'
   done | sort -u | grep -Ev '/(libc|libm|libstdc\+\+|libgcc_s|libpthread|libdl|librt|ld-linux[^/]*|libcuda|libcudart|libcublas|libcublasLt)\.so' |
     while read -r lib; do cp -L "$lib" "$DIR/lib/"; done
-  du -sh "$DIR"
+  tar -C "$(dirname "$DIR")" -cJf "$DIR.tar.xz" "$(basename "$DIR")" || exit 1
+  du -sh "$DIR" "$DIR.tar.xz"
 }
 
 run() {
+  if [ ! -x "$DIR/bin/quiver_kernel_tests" ] && [ -f "$DIR.tar.xz" ]; then
+    tar -C "$(dirname "$DIR")" -xJf "$DIR.tar.xz" || exit 1
+  fi
   [ -x "$DIR/bin/quiver_kernel_tests" ] || { echo "gpu-check: no $DIR/bin: run 'scripts/gpu-check.sh pack' first" >&2; exit 1; }
   local logs=${OUT:-$DIR/logs}
   mkdir -p "$logs"
@@ -63,9 +73,13 @@ run() {
     summary+=("$(printf '| %-24s | %-24s | %5ss | %s |' "$name" "$verdict" $((SECONDS - t0)) "$log")")
     tail -n 3 "$logs/$log"
   }
-  step "GPU tests" gpu-tests.log "$DIR/bin/quiver_kernel_tests" --gtest_filter="$GPU_TESTS"
-  step "CPU kernel tests" cpu-tests.log "$DIR/bin/quiver_kernel_tests" --gtest_filter="-$GPU_TESTS"
-  if command -v compute-sanitizer >/dev/null; then
+  if [[ ",$PARTS," == *,tests,* ]]; then
+    step "GPU tests" gpu-tests.log "$DIR/bin/quiver_kernel_tests" --gtest_filter="$GPU_TESTS"
+    step "CPU kernel tests" cpu-tests.log "$DIR/bin/quiver_kernel_tests" --gtest_filter="-$GPU_TESTS"
+  fi
+  if [[ ",$PARTS," != *,sanitize,* ]]; then
+    :
+  elif command -v compute-sanitizer >/dev/null; then
     step "compute-sanitizer memcheck" memcheck.log compute-sanitizer --tool memcheck --leak-check full \
       "$DIR/bin/quiver_kernel_tests" --gtest_filter="$SANITIZER_TESTS"
     step "compute-sanitizer racecheck" racecheck.log compute-sanitizer --tool racecheck \
@@ -75,15 +89,22 @@ run() {
   else
     summary+=("| compute-sanitizer        | not installed            |       | |")
   fi
-  step "bench flat 1M x 128" bench-flat.log "$DIR/bin/quiver-gpu-bench" flat --n 1000000 --nq 10000 --dim 128 --k 10
-  step "bench flat k=1024" bench-flat-k1024.log "$DIR/bin/quiver-gpu-bench" flat --n 1000000 --nq 1000 --dim 128 --k 1024
-  step "bench ivf 1M nlist 1024" bench-ivf.log "$DIR/bin/quiver-gpu-bench" ivf --n 1000000 --nq 10000 --nlist 1024 \
-    --nprobe 1,4,8,32,128
+  if [[ ",$PARTS," == *,bench,* ]]; then
+    step "bench flat 1M x 128" bench-flat.log "$DIR/bin/quiver-gpu-bench" flat --n 1000000 --nq 10000 --dim 128 --k 10
+    step "bench flat k=1024" bench-flat-k1024.log "$DIR/bin/quiver-gpu-bench" flat --n 1000000 --nq 1000 --dim 128 \
+      --k 1024
+    step "bench ivf 1M nlist 1024" bench-ivf.log "$DIR/bin/quiver-gpu-bench" ivf --n 1000000 --nq 10000 --nlist 1024 \
+      --nprobe 1,4,8,32,128
+    # 1M points = 10 sealed FLAT segments, served from the GPU; batching off, then on.
+    step "bench batching 64 clients" bench-concurrent.log "$DIR/bin/quiver-bench" concurrent --n 1000000 \
+      --clients 64 --seconds 5 --rounds 2 --threads "$(nproc)"
+  fi
   echo
   echo "| step                     | result                   | time  | log |"
   echo "|---|---|---:|---|"
   printf '%s\n' "${summary[@]}"
-  grep -h -A12 '^### GPU' "$logs"/bench-*.log
+  grep -h -A12 '^### GPU' "$logs"/bench-*.log 2>/dev/null
+  grep -h -A6 '^| round | unbatched' "$logs"/bench-concurrent.log 2>/dev/null
   return $failed
 }
 
