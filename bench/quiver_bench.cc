@@ -101,6 +101,9 @@ class LocalServer {
     target_ = "127.0.0.1:" + std::to_string(port);
     channel = NewChannel(0);
   }
+  // Index builds and segment files written in the background compete with
+  // the searches being timed: wait for them.
+  void WaitForBackgroundWork() { (void)server_->WaitForBackgroundWork(std::chrono::minutes(10)); }
   ~LocalServer() {
     server_->RequestStop();
     thread_.join();
@@ -402,6 +405,7 @@ std::vector<double> GrpcIvfTimes(const std::vector<float>& base, const std::vect
     return {};
   }
   WaitForIndexes(server.channel.get(), "ivf");
+  server.WaitForBackgroundWork();
   // Each client has its own connection and sends its batches one after the
   // other, as separate pipeline workers would.
   std::vector<std::unique_ptr<quiver::v1::Points::Stub>> stubs;
@@ -1205,6 +1209,7 @@ int RunFilter(size_t n, size_t nq, size_t dim, size_t k, size_t clusters, size_t
   });
   if (!filled) return 1;
   WaitForIndexes(server.channel.get(), "filtered");
+  server.WaitForBackgroundWork();
   std::printf("filter: %zu points with payloads upserted and indexed in %.1f s\n", n, Seconds(t0));
   // Exact filtered truth: the points of bucket 7 only.
   const int64_t bucket = 7;

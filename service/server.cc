@@ -249,6 +249,11 @@ Server::~Server() {
   }
 }
 
+bool Server::WaitForBackgroundWork(std::chrono::milliseconds timeout) {
+  if (!ready_.load()) return false;
+  return state_->engine->WaitForBackgroundWork(timeout);
+}
+
 void Server::RequestStop() {
   {
     std::lock_guard lock(mu_);

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -36,6 +37,11 @@ class Server {
   void RequestStop();
 
   bool ready() const { return ready_.load(); }
+
+  /// For benchmarks and tests in the same process: waits until the engine's
+  /// background work (index builds, compactions, segment files) is done, at
+  /// most `timeout`. False if not serving yet or still busy at the timeout.
+  bool WaitForBackgroundWork(std::chrono::milliseconds timeout);
 
  private:
   struct State;
