@@ -187,9 +187,9 @@ Status Collection::SearchSegmentLocked(const kernels::Resources& res, const Segm
     params.itopk = static_cast<uint32_t>(std::min<double>(std::ceil(itopk), kMaxItopk));
     params.search_width = options.search_width != 0 ? options.search_width : 1;
     params.refine_factor = options.refine_factor != 0 ? options.refine_factor : default_refine_factor_;
-    if (gpu_ != nullptr && k <= kernels::gpu::kMaxK && std::string_view(seg.index->kind()) == "IVF_FLAT") {
-      const Status st = gpu_->SearchIvfFlat(seg.uid, static_cast<const kernels::IvfFlatIndex&>(*seg.index),
-                                            excluded, queries, nq, k, params.nprobe, rows, scores);
+    const auto* ivf = dynamic_cast<const kernels::IvfFlatIndex*>(seg.index.get());
+    if (gpu_ != nullptr && ivf != nullptr && k <= kernels::gpu::kMaxK) {
+      const Status st = gpu_->SearchIvfFlat(seg.uid, *ivf, excluded, queries, nq, k, params.nprobe, rows, scores);
       if (st.ok()) return st;
       gpu_->NoteFallback(st);
     }

@@ -50,6 +50,15 @@ struct DeviceBase {
   size_t dim;
 };
 
+/// Turns selected keys into rows (-1 for empty slots) and values; with
+/// larger_is_better the key held the negated value (IP, cosine, max-select).
+/// Queued on `stream`.
+Status DecodeKeys(cudaStream_t stream, const uint64_t* keys, size_t count, bool larger_is_better, int64_t* rows,
+                  float* values);
+
+/// Host results for an empty base: row -1, the metric's worst score.
+void FillEmpty(Metric metric, size_t count, int64_t* rows, float* scores);
+
 /// FLAT search with everything in device memory (queries, results too),
 /// queued on res's stream; the caller synchronises. 1 <= k <= kMaxK,
 /// base.rows >= 1.

@@ -147,17 +147,17 @@ __global__ void __launch_bounds__(kFinalBlock)
   }
 }
 
-__global__ void DecodeKeysKernel(const uint64_t* keys, size_t count, bool select_max, int64_t* columns,
+__global__ void DecodeKeysKernel(const uint64_t* keys, size_t count, bool larger_is_better, int64_t* rows,
                                  float* values) {
   const size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
   if (i >= count) return;
   const uint64_t key = keys[i];
   if (key == kEmptyKey) {
-    columns[i] = -1;
-    values[i] = select_max ? -INFINITY : INFINITY;
+    rows[i] = -1;
+    values[i] = larger_is_better ? -INFINITY : INFINITY;
   } else {
-    columns[i] = KeyRow(key);
-    values[i] = select_max ? -KeyScore(key) : KeyScore(key);
+    rows[i] = KeyRow(key);
+    values[i] = larger_is_better ? -KeyScore(key) : KeyScore(key);
   }
 }
 
@@ -232,6 +232,21 @@ Status SearchDevice(cuda::GpuResources& res, const DeviceBase& base, const float
   return Status::Ok();
 }
 
+Status DecodeKeys(cudaStream_t stream, const uint64_t* keys, size_t count, bool larger_is_better, int64_t* rows,
+                  float* values) {
+  if (count == 0) return Status::Ok();
+  DecodeKeysKernel<<<static_cast<unsigned>((count + 255) / 256), 256, 0, stream>>>(keys, count, larger_is_better,
+                                                                                   rows, values);
+  return cuda::CheckLaunch("DecodeKeysKernel");
+}
+
+void FillEmpty(Metric metric, size_t count, int64_t* rows, float* scores) {
+  const float empty =
+      metric == Metric::kL2 ? std::numeric_limits<float>::infinity() : -std::numeric_limits<float>::infinity();
+  std::fill(rows, rows + count, int64_t{-1});
+  std::fill(scores, scores + count, empty);
+}
+
 }  // namespace detail
 
 namespace {
@@ -246,13 +261,6 @@ Status CheckArguments(size_t rows, size_t dim, bool has_norms, const FlatSearchP
     return Status::InvalidArgument("L2 and cosine search need the base norms");
   }
   return Status::Ok();
-}
-
-void FillEmpty(Metric metric, size_t count, int64_t* rows, float* scores) {
-  const float empty =
-      metric == Metric::kL2 ? std::numeric_limits<float>::infinity() : -std::numeric_limits<float>::infinity();
-  std::fill(rows, rows + count, int64_t{-1});
-  std::fill(scores, scores + count, empty);
 }
 
 }  // namespace
@@ -283,7 +291,7 @@ Status FlatSearch(cuda::GpuResources& res, const DeviceFlatBase& base, const uin
   if (nq == 0) return Status::Ok();
   const size_t k = params.k, n = base.rows(), dim = base.dim();
   if (n == 0) {
-    FillEmpty(params.metric, nq * k, rows, scores);
+    detail::FillEmpty(params.metric, nq * k, rows, scores);
     return Status::Ok();
   }
   QUIVER_CUDA_TRY(cudaSetDevice(res.device().impl().ordinal));
@@ -311,7 +319,7 @@ Status FlatSearch(cuda::GpuResources& res, const BaseView& base, const float* qu
   QUIVER_RETURN_IF_ERROR(CheckArguments(base.rows, base.dim, base.sq_norms != nullptr, params));
   if (nq == 0) return Status::Ok();
   if (base.rows == 0) {
-    FillEmpty(params.metric, nq * params.k, rows, scores);
+    detail::FillEmpty(params.metric, nq * params.k, rows, scores);
     return Status::Ok();
   }
   QUIVER_ASSIGN_OR_RETURN(DeviceFlatBase device_base, DeviceFlatBase::Upload(res, base, /*long_lived=*/false));
@@ -337,9 +345,7 @@ Status SelectK(cuda::GpuResources& res, const float* values, size_t rows, size_t
   QUIVER_RETURN_IF_ERROR(LaunchSelect(stream, keys, static_cast<int>(rows), static_cast<int>(len),
                                       static_cast<int>(k), d_keys.data(), k));
   const size_t count = rows * k;
-  DecodeKeysKernel<<<static_cast<unsigned>((count + 255) / 256), 256, 0, stream>>>(d_keys.data(), count, select_max,
-                                                                                   d_columns.data(), d_out.data());
-  QUIVER_RETURN_IF_ERROR(cuda::CheckLaunch("DecodeKeysKernel"));
+  QUIVER_RETURN_IF_ERROR(detail::DecodeKeys(stream, d_keys.data(), count, select_max, d_columns.data(), d_out.data()));
   QUIVER_RETURN_IF_ERROR(d_columns.CopyToHost(res, out_columns, count));
   QUIVER_RETURN_IF_ERROR(d_out.CopyToHost(res, out_values, count));
   return res.Synchronize();

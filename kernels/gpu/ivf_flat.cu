@@ -61,19 +61,6 @@ struct IvfListKeys {
   }
 };
 
-__global__ void DecodeIvfKernel(const uint64_t* keys, size_t count, bool l2, int64_t* rows, float* scores) {
-  const size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
-  if (i >= count) return;
-  const uint64_t key = keys[i];
-  if (key == kEmptyKey) {
-    rows[i] = -1;
-    scores[i] = l2 ? INFINITY : -INFINITY;
-  } else {
-    rows[i] = KeyRow(key);
-    scores[i] = l2 ? KeyScore(key) : -KeyScore(key);
-  }
-}
-
 }  // namespace
 
 Result<DeviceIvfFlat> DeviceIvfFlat::Upload(cuda::GpuResources& res, const IvfFlatIndex& index, bool long_lived) {
@@ -127,9 +114,7 @@ Status IvfFlatSearch(cuda::GpuResources& res, const DeviceIvfFlat& index, const 
   if (nq == 0) return Status::Ok();
   const bool l2 = index.metric() == Metric::kL2;
   if (index.nlist() == 0 || index.size() == 0) {
-    std::fill(rows, rows + nq * k, int64_t{-1});
-    std::fill(scores, scores + nq * k, l2 ? std::numeric_limits<float>::infinity()
-                                          : -std::numeric_limits<float>::infinity());
+    detail::FillEmpty(index.metric(), nq * k, rows, scores);
     return Status::Ok();
   }
   const size_t probes = std::min<size_t>({nprobe, index.nlist(), kMaxK});
@@ -189,9 +174,7 @@ Status IvfFlatSearch(cuda::GpuResources& res, const DeviceIvfFlat& index, const 
   QUIVER_ASSIGN_OR_RETURN(auto d_rows, cuda::DeviceBuffer<int64_t>::Allocate(res, nq * k, "result rows"));
   QUIVER_ASSIGN_OR_RETURN(auto d_scores, cuda::DeviceBuffer<float>::Allocate(res, nq * k, "result scores"));
   const size_t count = nq * k;
-  DecodeIvfKernel<<<static_cast<unsigned>((count + 255) / 256), 256, 0, stream>>>(winners.data(), count, l2,
-                                                                                  d_rows.data(), d_scores.data());
-  QUIVER_RETURN_IF_ERROR(cuda::CheckLaunch("DecodeIvfKernel"));
+  QUIVER_RETURN_IF_ERROR(detail::DecodeKeys(stream, winners.data(), count, !l2, d_rows.data(), d_scores.data()));
   QUIVER_RETURN_IF_ERROR(d_rows.CopyToHost(res, rows, count));
   QUIVER_RETURN_IF_ERROR(d_scores.CopyToHost(res, scores, count));
   return res.Synchronize();

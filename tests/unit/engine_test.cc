@@ -5,6 +5,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <thread>
 
@@ -418,6 +419,29 @@ TEST_F(EngineTest, CompactionDropsTombstonesAndKeepsResultsExact) {
 
 // ---- the GPU ----
 
+// Points 0..n-1 with random vectors; every `delete_every`-th is in `gone`, and
+// `live` maps the rest to their vectors (what searches must see).
+struct PointSet {
+  std::vector<uint64_t> ids;
+  std::vector<float> vectors;
+  std::vector<uint64_t> gone;
+  std::map<uint64_t, std::vector<float>> live;
+};
+
+PointSet MakePointSet(size_t n, uint32_t dim, uint64_t seed, uint64_t delete_every) {
+  PointSet p;
+  p.vectors = quiver::testing::RandomVectors(n, dim, seed);
+  for (uint64_t i = 0; i < n; ++i) {
+    p.ids.push_back(i);
+    if (i % delete_every == 0) {
+      p.gone.push_back(i);
+    } else {
+      p.live[i].assign(p.vectors.begin() + long(i * dim), p.vectors.begin() + long((i + 1) * dim));
+    }
+  }
+  return p;
+}
+
 TEST(GpuExecutor, SaysWhyItCannotServe) {
   std::string why;
   EXPECT_EQ(GpuExecutor::Open({.device = -1}, &why), nullptr);
@@ -439,15 +463,8 @@ TEST_F(EngineTest, GpuServesSealedSegmentsExactlyAndFallsBackWhenItCannot) {
   auto gpu = GpuExecutor::Open({}, &why);
   if (gpu == nullptr) GTEST_SKIP() << "no GPU: " << why;
   const uint32_t dim = 12;
-  const size_t n = 2100;  // four sealed segments of 500 and a growing one
-  std::vector<uint64_t> ids(n);
-  for (uint64_t i = 0; i < n; ++i) ids[i] = i;
-  auto v = quiver::testing::RandomVectors(n, dim, 21);
-  std::map<uint64_t, std::vector<float>> live;
-  for (uint64_t i = 0; i < n; ++i) live[i].assign(v.begin() + long(i * dim), v.begin() + long((i + 1) * dim));
-  std::vector<uint64_t> gone;
-  for (uint64_t i = 0; i < n; i += 7) gone.push_back(i);
-  for (uint64_t id : gone) live.erase(id);
+  // Four sealed segments of 500 and a growing one; every 7th point deleted.
+  const auto [ids, v, gone, live] = MakePointSet(2100, dim, 21, 7);
   auto queries = quiver::testing::RandomVectors(20, dim, 22);
   const std::vector<std::pair<quiver::v1::Metric, kernels::Metric>> metrics = {
       {quiver::v1::L2, kernels::Metric::kL2},
@@ -555,10 +572,54 @@ TEST_F(EngineTest, BatchedSearchesReturnEachCallsOwnResults) {
   for (auto& th : pool) th.join();
   EXPECT_EQ(failures.load(), 0u);
   EXPECT_EQ(mismatches.load(), 0u);
-  const auto stats = batcher.stats();
   const size_t filtered = (threads * calls_per_thread + 10) / 11;
-  EXPECT_EQ(stats.calls, threads * calls_per_thread - filtered) << "every unfiltered call went through a batch";
-  EXPECT_LT(stats.searches, stats.calls) << "12 threads searching at once never shared a search";
+  EXPECT_EQ(batcher.stats().calls, threads * calls_per_thread - filtered) << "every unfiltered call went through a batch";
+}
+
+// While another search is running (a filtered call, held inside its resources
+// callback), two compatible calls arrive: the first waits for company, the
+// second fills the batch, and one search serves both with their own results.
+TEST_F(EngineTest, CallsArrivingWhileAnotherSearchRunsShareOneSearch) {
+  const uint32_t dim = 4;
+  Apply({Entry(1, Create("c", dim))});
+  Apply({Entry(2, Upsert("c", dim, {1, 2, 3}, 0.0f))});
+  auto coll = *engine_->Find("c");
+  // No deadline in play: the batch closes when full (2 queries), long before.
+  SearchBatcher batcher({.max_queries = 2, .max_wait_us = 600'000'000});
+  quiver::v1::Filter keep_all;  // points without payload: NOT(bucket == 1) keeps them all
+  keep_all.mutable_not_()->mutable_match()->set_key("bucket");
+  keep_all.mutable_not_()->mutable_match()->mutable_value()->set_int_value(1);
+  std::promise<void> entered, release;
+  std::shared_future<void> released = release.get_future().share();
+  std::thread running([&] {
+    SearchOptions filtered;
+    filtered.filter = &keep_all;
+    std::vector<float> q(dim, 0.0f);
+    std::vector<std::vector<Hit>> hits;
+    EXPECT_TRUE(batcher.Search(*coll, q.data(), 1, 1, filtered, [&](size_t) {
+                  entered.set_value();
+                  released.wait();
+                  return kernels::Resources{};
+                }, &hits).ok());
+  });
+  entered.get_future().wait();
+  const std::vector<float> q1(dim, 1.0f), q3(dim, 3.0f);
+  std::vector<std::vector<Hit>> a, b;
+  auto cpu = [](size_t) { return kernels::Resources{}; };
+  std::thread first([&] { EXPECT_TRUE(batcher.Search(*coll, q1.data(), 1, 1, {}, cpu, &a).ok()); });
+  std::thread second([&] { EXPECT_TRUE(batcher.Search(*coll, q3.data(), 1, 1, {}, cpu, &b).ok()); });
+  first.join();
+  second.join();
+  release.set_value();
+  running.join();
+  EXPECT_EQ(batcher.stats().searches, 1u) << "the two calls were not batched";
+  EXPECT_EQ(batcher.stats().calls, 2u);
+  ASSERT_EQ(a.size(), 1u);
+  ASSERT_EQ(b.size(), 1u);
+  ASSERT_EQ(a[0].size(), 1u);
+  ASSERT_EQ(b[0].size(), 1u);
+  EXPECT_EQ(a[0][0].id, 1u);  // Upsert puts point i at (i + 0.01 j): q1 is nearest to 1, q3 to 3
+  EXPECT_EQ(b[0][0].id, 3u);
 }
 
 TEST_F(EngineTest, ALoneSearchIsNotDelayedOrBatched) {
@@ -589,15 +650,7 @@ TEST_F(EngineTest, GpuServesIvfFlatSegmentsThroughTheirIndex) {
   options_.gpu = gpu;
   Reopen();
   const uint32_t dim = 10, nlist = 4;
-  const size_t n = 2100;
-  std::vector<uint64_t> ids(n);
-  for (uint64_t i = 0; i < n; ++i) ids[i] = i;
-  auto v = quiver::testing::RandomVectors(n, dim, 31);
-  std::map<uint64_t, std::vector<float>> live;
-  for (uint64_t i = 0; i < n; ++i) live[i].assign(v.begin() + long(i * dim), v.begin() + long((i + 1) * dim));
-  std::vector<uint64_t> gone;
-  for (uint64_t i = 0; i < n; i += 9) gone.push_back(i);
-  for (uint64_t id : gone) live.erase(id);
+  const auto [ids, v, gone, live] = MakePointSet(2100, dim, 31, 9);
   Apply({Entry(1, CreateSegmented("c", dim, quiver::v1::L2, quiver::v1::IVF_FLAT, 500, nlist))});
   Apply({Entry(2, UpsertVectors("c", dim, ids, v))});
   Apply({Entry(3, DeletePoints("c", gone))});
