@@ -5,6 +5,7 @@
 //
 //   quiver-gpu-bench flat --n 1000000 --nq 10000 --dim 128 --k 10
 //   quiver-gpu-bench ivf --n 1000000 --nq 10000 --nlist 1024 --nprobe 1,8,32
+//   quiver-gpu-bench graph --n 1000000 --nq 10000 --batch 10 --itopk 16,32,64
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -23,6 +24,7 @@
 #include "kernels/blas.h"
 #include "kernels/flat_search.h"
 #include "kernels/gpu_search.h"
+#include "kernels/graph.h"
 #include "kernels/ivf_flat.h"
 
 namespace {
@@ -55,6 +57,32 @@ int OpenGpu(Gpu* out) {
   std::printf("device: %s, budget %.1f GiB\n", out->device->name().c_str(),
               double(out->device->budget_bytes()) / (1 << 30));
   return 0;
+}
+
+// Exact L2 neighbours of every query, searched on the GPU; false (after
+// saying why) on failure.
+bool GpuGroundTruth(quiver::cuda::GpuResources& gpu, const std::vector<float>& base, const std::vector<float>& norms,
+                    const std::vector<float>& queries, size_t dim, size_t k, std::vector<int64_t>* truth) {
+  const size_t n = base.size() / dim, nq = queries.size() / dim;
+  truth->resize(nq * k);
+  std::vector<float> scores(nq * k);
+  quiver::kernels::Resources on_gpu;
+  on_gpu.gpu = &gpu;
+  const quiver::Status st = quiver::kernels::FlatSearch(on_gpu, {base.data(), norms.data(), n, dim}, queries.data(), nq,
+                                                        {quiver::kernels::Metric::kL2, k}, truth->data(), scores.data());
+  if (!st.ok()) std::fprintf(stderr, "ground truth: %s\n", st.ToString().c_str());
+  return st.ok();
+}
+
+// Recall@k of `got` against `truth` (both nq x k).
+double Recall(const std::vector<int64_t>& truth, const std::vector<int64_t>& got, size_t nq, size_t k) {
+  size_t hit = 0;
+  for (size_t q = 0; q < nq; ++q) {
+    for (size_t a = 0; a < k; ++a) {
+      for (size_t b = 0; b < k; ++b) hit += got[q * k + a] == truth[q * k + b];
+    }
+  }
+  return double(hit) / double(nq * k);
 }
 
 struct FlatOptions {
@@ -188,28 +216,12 @@ int RunIvf(const IvfOptions& o) {
     std::fprintf(stderr, "upload: %s\n", resident.status().ToString().c_str());
     return 1;
   }
-  // Ground truth: exact search on the GPU.
   std::vector<float> norms(o.n);
   quiver::kernels::SquaredNorms(base.data(), o.n, o.dim, norms.data());
-  std::vector<int64_t> truth(o.nq * o.k);
-  std::vector<float> truth_scores(o.nq * o.k);
-  quiver::kernels::Resources on_gpu;
-  on_gpu.gpu = gpu.get();
-  quiver::Status st = quiver::kernels::FlatSearch(on_gpu, {base.data(), norms.data(), o.n, o.dim}, queries.data(), o.nq,
-                                                  {quiver::kernels::Metric::kL2, o.k}, truth.data(), truth_scores.data());
-  if (!st.ok()) {
-    std::fprintf(stderr, "ground truth: %s\n", st.ToString().c_str());
-    return 1;
-  }
-  auto recall = [&](const std::vector<int64_t>& got) {
-    size_t hit = 0;
-    for (size_t q = 0; q < o.nq; ++q) {
-      for (size_t a = 0; a < o.k; ++a) {
-        for (size_t b = 0; b < o.k; ++b) hit += got[q * o.k + a] == truth[q * o.k + b];
-      }
-    }
-    return double(hit) / double(o.nq * o.k);
-  };
+  std::vector<int64_t> truth;
+  if (!GpuGroundTruth(*gpu, base, norms, queries, o.dim, o.k, &truth)) return 1;
+  auto recall = [&](const std::vector<int64_t>& got) { return Recall(truth, got, o.nq, o.k); };
+  quiver::Status st;
   std::filesystem::create_directories("bench/results");
   std::ofstream md("bench/results/gpu_ivf.md");
   char line[512];
@@ -239,6 +251,93 @@ int RunIvf(const IvfOptions& o) {
     const double g = double(o.nq) / Median(t_gpu), c = double(o.nq) / Median(t_cpu);
     std::snprintf(line, sizeof line, "| %u | %.4f / %.4f | %.0f | %.0f | %.1f |\n", nprobe, recall(g_rows),
                   recall(c_rows), g, c, g / c);
+    md << line;
+    std::printf("%s", line);
+  }
+  return 0;
+}
+
+struct GraphOptions {
+  size_t n = 1000000, nq = 10000, dim = 128, k = 10, clusters = 1000, batch = 10;
+  uint32_t degree = 32;
+  std::vector<uint32_t> itopks = {16, 32, 64, 128, 256};
+  int repeats = 3, threads = 0;
+};
+
+// GRAPH on a Gaussian mixture: the graph built on the CPU, searched on the GPU
+// (resident) in batches of `batch` queries one after another (the issue's
+// latency-bound case) and in one batch of all, and on the CPU; recall@k
+// against exact search done on the GPU.
+int RunGraph(const GraphOptions& o) {
+  std::printf("graph: n=%zu nq=%zu dim=%zu k=%zu degree=%u batch=%zu clusters=%zu repeats=%d\n", o.n, o.nq, o.dim, o.k,
+              o.degree, o.batch, o.clusters, o.repeats);
+  Gpu gpu_handles;
+  if (const int rc = OpenGpu(&gpu_handles); rc != 0) return rc;
+  auto& gpu = *gpu_handles.resources;
+  const auto base = quiver::GaussianMixture(o.n, o.dim, o.clusters, 42);
+  const auto queries = quiver::GaussianMixture(o.nq, o.dim, o.clusters, 43);
+  std::vector<float> norms(o.n);
+  quiver::kernels::SquaredNorms(base.data(), o.n, o.dim, norms.data());
+  quiver::kernels::Resources cpu;
+  cpu.num_threads = o.threads;
+  auto t0 = Clock::now();
+  quiver::kernels::GraphBuildParams params;
+  params.degree = o.degree;
+  auto index = quiver::kernels::GraphIndex::Build(cpu, quiver::kernels::Metric::kL2, base.data(), o.n, o.dim, params);
+  if (!index.ok()) {
+    std::fprintf(stderr, "build: %s\n", index.status().ToString().c_str());
+    return 1;
+  }
+  std::printf("CPU build: %.1f s\n", Seconds(t0));
+  const quiver::kernels::BaseView view{base.data(), norms.data(), o.n, o.dim};
+  auto resident = quiver::kernels::gpu::DeviceGraph::Upload(gpu, **index, view, /*long_lived=*/true);
+  if (!resident.ok()) {
+    std::fprintf(stderr, "upload: %s\n", resident.status().ToString().c_str());
+    return 1;
+  }
+  std::vector<int64_t> truth;
+  if (!GpuGroundTruth(gpu, base, norms, queries, o.dim, o.k, &truth)) return 1;
+  std::filesystem::create_directories("bench/results");
+  std::ofstream md("bench/results/gpu_graph.md");
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "### GPU GRAPH: %zu queries vs %zu x %zu (%zu clusters), degree %u, k = %zu (%s)\n\n"
+                "| itopk | recall GPU / CPU | GPU QPS, batches of %zu | GPU QPS, one batch | CPU QPS | GPU (batches) / CPU |\n"
+                "|---:|---|---:|---:|---:|---:|\n",
+                o.nq, o.n, o.dim, o.clusters, o.degree, o.k, gpu_handles.device->name().c_str(), o.batch);
+  md << line;
+  std::printf("\n%s", line);
+  std::vector<int64_t> g_rows(o.nq * o.k), c_rows(o.nq * o.k);
+  std::vector<float> g_scores(o.nq * o.k), c_scores(o.nq * o.k);
+  for (uint32_t itopk : o.itopks) {
+    std::vector<double> t_batches, t_whole, t_cpu;
+    quiver::Status st;
+    for (int r = 0; r < o.repeats + 1 && st.ok(); ++r) {
+      t0 = Clock::now();
+      for (size_t q0 = 0; q0 < o.nq && st.ok(); q0 += o.batch) {
+        const size_t count = std::min(o.batch, o.nq - q0);
+        st = quiver::kernels::gpu::GraphSearch(gpu, *resident, nullptr, queries.data() + q0 * o.dim, count, o.k, itopk,
+                                               1, g_rows.data() + q0 * o.k, g_scores.data() + q0 * o.k);
+      }
+      if (r > 0) t_batches.push_back(Seconds(t0));
+      t0 = Clock::now();
+      if (st.ok()) {
+        st = quiver::kernels::gpu::GraphSearch(gpu, *resident, nullptr, queries.data(), o.nq, o.k, itopk, 1,
+                                               g_rows.data(), g_scores.data());
+      }
+      if (r > 0) t_whole.push_back(Seconds(t0));
+      t0 = Clock::now();
+      if (st.ok()) st = (*index)->Search(cpu, view, queries.data(), o.nq, o.k, {.itopk = itopk}, c_rows.data(), c_scores.data());
+      if (r > 0) t_cpu.push_back(Seconds(t0));
+    }
+    if (!st.ok()) {
+      std::fprintf(stderr, "itopk %u: %s\n", itopk, st.ToString().c_str());
+      return 1;
+    }
+    const double b = double(o.nq) / Median(t_batches), w = double(o.nq) / Median(t_whole),
+                 c = double(o.nq) / Median(t_cpu);
+    std::snprintf(line, sizeof line, "| %u | %.4f / %.4f | %.0f | %.0f | %.0f | %.1f |\n", itopk, Recall(truth, g_rows, o.nq, o.k),
+                  Recall(truth, c_rows, o.nq, o.k), b, w, c, b / c);
     md << line;
     std::printf("%s", line);
   }
@@ -276,8 +375,23 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   ivf->add_option("--repeats", ivf_options.repeats, "timed rounds (median reported)")->capture_default_str();
   ivf->add_option("--threads", ivf_options.threads, "CPU threads (0 = all)")->capture_default_str();
+  GraphOptions graph_options;
+  auto* graph = app.add_subcommand("graph", "GRAPH: GPU (resident, batches and whole) against the CPU, recall against exact");
+  graph->add_option("--n", graph_options.n, "base vectors")->capture_default_str();
+  graph->add_option("--nq", graph_options.nq, "queries")->capture_default_str();
+  graph->add_option("--dim", graph_options.dim, "dimension")->capture_default_str();
+  graph->add_option("--k", graph_options.k, "neighbours")->capture_default_str();
+  graph->add_option("--clusters", graph_options.clusters, "Gaussian mixture components")->capture_default_str();
+  graph->add_option("--degree", graph_options.degree, "graph out-degree")->capture_default_str();
+  graph->add_option("--batch", graph_options.batch, "queries per GPU call in the batched run")->capture_default_str();
+  graph->add_option("--itopk", graph_options.itopks, "beam sizes (comma-separated sweep)")
+      ->delimiter(',')
+      ->capture_default_str();
+  graph->add_option("--repeats", graph_options.repeats, "timed rounds (median reported)")->capture_default_str();
+  graph->add_option("--threads", graph_options.threads, "CPU threads (0 = all)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (flat->parsed()) return RunFlat(flat_options);
   if (ivf->parsed()) return RunIvf(ivf_options);
+  if (graph->parsed()) return RunGraph(graph_options);
   return 1;
 }

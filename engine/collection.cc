@@ -187,9 +187,14 @@ Status Collection::SearchSegmentLocked(const kernels::Resources& res, const Segm
     params.itopk = static_cast<uint32_t>(std::min<double>(std::ceil(itopk), kMaxItopk));
     params.search_width = options.search_width != 0 ? options.search_width : 1;
     params.refine_factor = options.refine_factor != 0 ? options.refine_factor : default_refine_factor_;
+    // IVF_FLAT and GRAPH have GPU kernels; IVF_PQ is searched on the CPU.
     const auto* ivf = dynamic_cast<const kernels::IvfFlatIndex*>(seg.index.get());
-    if (gpu_ != nullptr && ivf != nullptr && k <= kernels::gpu::kMaxK) {
-      const Status st = gpu_->SearchIvfFlat(seg.uid, *ivf, excluded, queries, nq, k, params.nprobe, rows, scores);
+    const auto* graph = dynamic_cast<const kernels::GraphIndex*>(seg.index.get());
+    if (gpu_ != nullptr && (ivf != nullptr || graph != nullptr) && k <= kernels::gpu::kMaxK) {
+      const Status st =
+          ivf != nullptr
+              ? gpu_->SearchIvfFlat(seg.uid, *ivf, excluded, queries, nq, k, params.nprobe, rows, scores)
+              : gpu_->SearchGraph(seg.uid, *graph, base, queries, nq, k, params.itopk, params.search_width, rows, scores);
       if (st.ok()) return st;
       gpu_->NoteFallback(st);
     }

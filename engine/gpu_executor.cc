@@ -116,7 +116,7 @@ Status GpuExecutor::SearchIvfFlat(uint64_t segment_uid, const kernels::IvfFlatIn
                                   float* scores) {
   QUIVER_ASSIGN_OR_RETURN(cuda::GpuResources * res, ThreadResources());
   QUIVER_ASSIGN_OR_RETURN(auto resident,
-                          Resident<kernels::gpu::DeviceIvfFlat>(IvfKey(segment_uid), index.MemoryBytes(), [&] {
+                          Resident<kernels::gpu::DeviceIvfFlat>(IndexKey(segment_uid), index.MemoryBytes(), [&] {
                             return kernels::gpu::DeviceIvfFlat::Upload(*res, index, /*long_lived=*/true);
                           }));
   QUIVER_RETURN_IF_ERROR(
@@ -125,9 +125,23 @@ Status GpuExecutor::SearchIvfFlat(uint64_t segment_uid, const kernels::IvfFlatIn
   return Status::Ok();
 }
 
+Status GpuExecutor::SearchGraph(uint64_t segment_uid, const kernels::GraphIndex& index, const kernels::BaseView& base,
+                                const float* queries, size_t nq, size_t k, uint32_t itopk, uint32_t search_width,
+                                int64_t* rows, float* scores) {
+  QUIVER_ASSIGN_OR_RETURN(cuda::GpuResources * res, ThreadResources());
+  const size_t bytes = (base.rows * base.dim + index.size() * index.degree()) * sizeof(float);
+  QUIVER_ASSIGN_OR_RETURN(auto resident, Resident<kernels::gpu::DeviceGraph>(IndexKey(segment_uid), bytes, [&] {
+                            return kernels::gpu::DeviceGraph::Upload(*res, index, base, /*long_lived=*/true);
+                          }));
+  QUIVER_RETURN_IF_ERROR(kernels::gpu::GraphSearch(*res, *resident, base.deleted, queries, nq, k, itopk, search_width,
+                                                   rows, scores));
+  searches_.fetch_add(1, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
 void GpuExecutor::Forget(uint64_t segment_uid) {
   std::lock_guard lock(mu_);
-  for (uint64_t key : {FlatKey(segment_uid), IvfKey(segment_uid)}) {
+  for (uint64_t key : {FlatKey(segment_uid), IndexKey(segment_uid)}) {
     auto it = resident_.find(key);
     if (it == resident_.end()) continue;
     resident_bytes_ -= it->second.bytes;

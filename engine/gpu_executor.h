@@ -67,6 +67,14 @@ class GpuExecutor {
   Status SearchIvfFlat(uint64_t segment_uid, const kernels::IvfFlatIndex& index, const uint64_t* deleted,
                        const float* queries, size_t nq, size_t k, uint32_t nprobe, int64_t* rows, float* scores);
 
+  /// GRAPH search of a sealed segment's index (GraphIndex::Search's contract,
+  /// exact fp32 traversal on the GPU); `base` holds the build vectors, with
+  /// base.deleted this call's excluded rows. The graph and vectors are copied
+  /// on first use like SearchSealed's vectors.
+  Status SearchGraph(uint64_t segment_uid, const kernels::GraphIndex& index, const kernels::BaseView& base,
+                     const float* queries, size_t nq, size_t k, uint32_t itopk, uint32_t search_width, int64_t* rows,
+                     float* scores);
+
   /// Drops a segment's device copies (the segment was compacted away or its
   /// collection deleted). Searches still using it keep it until they finish.
   void Forget(uint64_t segment_uid);
@@ -96,13 +104,14 @@ class GpuExecutor {
   Result<std::shared_ptr<const T>> Resident(uint64_t key, size_t bytes, const Upload& upload);
 
   struct Entry {
-    std::shared_ptr<const void> copy;  // a DeviceFlatBase or a DeviceIvfFlat
+    std::shared_ptr<const void> copy;  // a DeviceFlatBase, DeviceIvfFlat or DeviceGraph
     size_t bytes = 0;
     uint64_t last_use = 0;
   };
-  // Keys of the resident map: a segment's vectors and its index apart.
+  // Keys of the resident map: a segment's vectors and its index (IVF_FLAT or
+  // GRAPH; a segment has one) apart.
   static uint64_t FlatKey(uint64_t uid) { return uid << 1; }
-  static uint64_t IvfKey(uint64_t uid) { return (uid << 1) | 1; }
+  static uint64_t IndexKey(uint64_t uid) { return (uid << 1) | 1; }
 
   const uint64_t instance_;  // keys the per-thread resources
   std::shared_ptr<cuda::GpuDevice> device_;

@@ -22,6 +22,7 @@
 #include "common/status.h"
 #include "cuda/gpu_resources.h"
 #include "kernels/flat_search.h"
+#include "kernels/graph.h"
 #include "kernels/ivf_flat.h"
 
 namespace quiver::kernels::gpu {
@@ -122,6 +123,64 @@ Status IvfFlatSearch(cuda::GpuResources& res, const DeviceIvfFlat& index, const 
 /// The same with the index copied to the device for this call.
 Status IvfFlatSearch(cuda::GpuResources& res, const IvfFlatIndex& index, const uint64_t* deleted,
                      const float* queries, size_t nq, size_t k, uint32_t nprobe, int64_t* rows, float* scores);
+
+/// Largest beam (itopk) and expansion (search_width x degree) the GPU GRAPH
+/// search holds in shared memory; larger requests are INVALID_ARGUMENT here
+/// and served on the CPU.
+constexpr size_t kMaxGraphItopk = 1024;
+constexpr size_t kMaxGraphExpansion = 1024;
+
+/// A GRAPH index as the GPU search reads it: layer 0's neighbour matrix
+/// unchanged (n x degree, kNoEdge-padded), the fp32 vectors it links (unit
+/// vectors for cosine) and the seed nodes (the top layer and layer 0's extra
+/// seeds). The GPU traverses with exact fp32 distances, so it needs neither
+/// the 8-bit codes nor the upper layers. Move-only.
+class DeviceGraph {
+ public:
+  DeviceGraph() = default;
+  /// Copies `index` and its build vectors `base` (host memory; base.deleted
+  /// is ignored) to the device and waits; long_lived as in
+  /// DeviceFlatBase::Upload.
+  static Result<DeviceGraph> Upload(cuda::GpuResources& res, const GraphIndex& index, const BaseView& base,
+                                    bool long_lived);
+
+  Metric metric() const { return metric_; }
+  size_t dim() const { return dim_; }
+  size_t size() const { return n_; }
+  uint32_t degree() const { return degree_; }
+  size_t num_seeds() const { return seeds_.size(); }
+  /// Device memory held.
+  size_t bytes() const { return vectors_.size() * sizeof(float) + (graph_.size() + seeds_.size()) * sizeof(uint32_t); }
+
+  // ---- for kernels/gpu ----
+  const float* vectors() const { return vectors_.data(); }
+  const uint32_t* graph() const { return graph_.data(); }
+  const uint32_t* seeds() const { return seeds_.data(); }
+
+ private:
+  cuda::DeviceBuffer<float> vectors_;   // n x dim
+  cuda::DeviceBuffer<uint32_t> graph_;  // n x degree
+  cuda::DeviceBuffer<uint32_t> seeds_;
+  Metric metric_ = Metric::kL2;
+  size_t dim_ = 0;
+  size_t n_ = 0;
+  uint32_t degree_ = 0;
+};
+
+/// GraphIndex::Search on the GPU (same contract: k best of the nodes the
+/// search scores, tombstoned rows traversed but never returned, ties to the
+/// lower row; scores exact fp32). One thread block per query keeps a beam of
+/// max(itopk, k) nodes, a visited hash and the best returnable rows in shared
+/// memory; each step expands the search_width best unexpanded nodes, scores
+/// their neighbours a warp per node, and merges. The beam may differ from the
+/// CPU's, which traverses 8-bit codes: results agree up to recall, not id for
+/// id. `deleted` is host memory.
+Status GraphSearch(cuda::GpuResources& res, const DeviceGraph& graph, const uint64_t* deleted, const float* queries,
+                   size_t nq, size_t k, uint32_t itopk, uint32_t search_width, int64_t* rows, float* scores);
+
+/// The same with the graph and vectors copied to the device for this call.
+Status GraphSearch(cuda::GpuResources& res, const GraphIndex& index, const BaseView& base, const float* queries,
+                   size_t nq, size_t k, uint32_t itopk, uint32_t search_width, int64_t* rows, float* scores);
 
 /// For each of `rows` rows of `len` floats (row-major, host memory), the k
 /// smallest (or largest with select_max) values and their column numbers,

@@ -19,6 +19,7 @@
 #include "kernels/cpu/rerank.h"
 #include "kernels/cpu/serialize.h"
 #include "kernels/cpu/topk.h"
+#include "kernels/gpu_search.h"
 #include "kernels/graph.h"
 #include "kernels/simd.h"
 
@@ -650,7 +651,10 @@ Status GraphIndex::Search(const Resources& res, const BaseView& base, const floa
     return Status::InvalidArgument("GRAPH search needs the index's own vectors (and norms for L2 and cosine)");
   }
   if (nq == 0) return Status::Ok();
-  if (res.gpu != nullptr) return Status::Unimplemented("GPU GRAPH search is not built yet");
+  if (res.gpu != nullptr) {
+    return gpu::GraphSearch(*static_cast<cuda::GpuResources*>(res.gpu), *this, base, queries, nq, k, params.itopk,
+                            params.search_width, rows, scores);
+  }
 
   const bool l2 = metric_ == Metric::kL2;
   const CodeKeyFn code_key = ActiveCodeKey(l2);

@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/status.h"
 #include "cuda/cuda_check.cuh"
@@ -58,6 +60,19 @@ Status DecodeKeys(cudaStream_t stream, const uint64_t* keys, size_t count, bool 
 
 /// Host results for an empty base: row -1, the metric's worst score.
 void FillEmpty(Metric metric, size_t count, int64_t* rows, float* scores);
+
+/// Allocates `*buffer` for `host` and queues the copy: long_lived = false on
+/// res's stream (for this thread's call), true through the device (a resident
+/// copy any thread may read once the caller has synchronised).
+template <class T>
+Status Upload(cuda::GpuResources& res, const std::vector<T>& host, bool long_lived, const char* what,
+              cuda::DeviceBuffer<T>* buffer) {
+  auto allocated = long_lived ? cuda::DeviceBuffer<T>::AllocateLongLived(res.device(), host.size(), what)
+                              : cuda::DeviceBuffer<T>::Allocate(res, host.size(), what);
+  if (!allocated.ok()) return allocated.status();
+  *buffer = std::move(allocated).value();
+  return buffer->CopyFromHost(res, host.data(), host.size());
+}
 
 /// FLAT search with everything in device memory (queries, results too),
 /// queued on res's stream; the caller synchronises. 1 <= k <= kMaxK,

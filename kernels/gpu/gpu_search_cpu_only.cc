@@ -32,6 +32,20 @@ Status IvfFlatSearch(cuda::GpuResources&, const IvfFlatIndex&, const uint64_t*, 
   return NoCuda();
 }
 
+Result<DeviceGraph> DeviceGraph::Upload(cuda::GpuResources&, const GraphIndex&, const BaseView&, bool) {
+  return NoCuda();
+}
+
+Status GraphSearch(cuda::GpuResources&, const DeviceGraph&, const uint64_t*, const float*, size_t, size_t, uint32_t,
+                   uint32_t, int64_t*, float*) {
+  return NoCuda();
+}
+
+Status GraphSearch(cuda::GpuResources&, const GraphIndex&, const BaseView&, const float*, size_t, size_t, uint32_t,
+                   uint32_t, int64_t*, float*) {
+  return NoCuda();
+}
+
 Status SelectK(cuda::GpuResources&, const float*, size_t, size_t, size_t, bool, int64_t*, float*) { return NoCuda(); }
 
 }  // namespace quiver::kernels::gpu

@@ -89,19 +89,12 @@ Result<DeviceIvfFlat> DeviceIvfFlat::Upload(cuda::GpuResources& res, const IvfFl
   out.dim_ = dim;
   out.nlist_ = nlist;
   out.n_ = index.size();
-  auto copy = [&](auto* buffer, const auto& host, const char* what) -> Status {
-    using T = typename std::decay_t<decltype(host)>::value_type;
-    auto allocated = long_lived ? cuda::DeviceBuffer<T>::AllocateLongLived(res.device(), host.size(), what)
-                                : cuda::DeviceBuffer<T>::Allocate(res, host.size(), what);
-    if (!allocated.ok()) return allocated.status();
-    *buffer = std::move(allocated).value();
-    return buffer->CopyFromHost(res, host.data(), host.size());
-  };
-  QUIVER_RETURN_IF_ERROR(copy(&out.centroids_, index.centroids(), "IVF centroids"));
-  QUIVER_RETURN_IF_ERROR(copy(&out.centroid_norms_, norms, "IVF centroid norms"));
-  QUIVER_RETURN_IF_ERROR(copy(&out.data_, data, "IVF lists"));
-  QUIVER_RETURN_IF_ERROR(copy(&out.slot_rows_, slot_rows, "IVF row ids"));
-  QUIVER_RETURN_IF_ERROR(copy(&out.list_slots_, list_slots, "IVF list offsets"));
+  using detail::Upload;
+  QUIVER_RETURN_IF_ERROR(Upload(res, index.centroids(), long_lived, "IVF centroids", &out.centroids_));
+  QUIVER_RETURN_IF_ERROR(Upload(res, norms, long_lived, "IVF centroid norms", &out.centroid_norms_));
+  QUIVER_RETURN_IF_ERROR(Upload(res, data, long_lived, "IVF lists", &out.data_));
+  QUIVER_RETURN_IF_ERROR(Upload(res, slot_rows, long_lived, "IVF row ids", &out.slot_rows_));
+  QUIVER_RETURN_IF_ERROR(Upload(res, list_slots, long_lived, "IVF list offsets", &out.list_slots_));
   // The host vectors above go away; other streams may read a long-lived copy.
   QUIVER_RETURN_IF_ERROR(res.Synchronize());
   return std::move(out);

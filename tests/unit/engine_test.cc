@@ -248,7 +248,8 @@ Command UpsertVectors(const std::string& name, uint32_t dim, const std::vector<u
 // (id -> vector): every hit's score equals its true score, and the scores per
 // rank equal the reference's (so ids can differ only on exact ties).
 void ExpectMatchesReference(const Collection& c, kernels::Metric metric, const std::map<uint64_t, std::vector<float>>& live,
-                            const std::vector<float>& queries, size_t nq, size_t dim, size_t k, uint32_t nprobe) {
+                            const std::vector<float>& queries, size_t nq, size_t dim, size_t k, uint32_t nprobe,
+                            uint32_t itopk = kMaxItopk) {
   std::vector<float> base;
   std::vector<uint64_t> ids;
   for (const auto& [id, v] : live) {
@@ -260,7 +261,7 @@ void ExpectMatchesReference(const Collection& c, kernels::Metric metric, const s
   // A GRAPH beam as wide as the segments visits every node, and IVF_PQ
   // re-scoring k * 64 candidates covers them: exact too.
   ASSERT_TRUE(
-      c.Search({}, queries.data(), nq, k, {.nprobe = nprobe, .itopk = kMaxItopk, .refine_factor = kMaxRefineFactor}, &hits)
+      c.Search({}, queries.data(), nq, k, {.nprobe = nprobe, .itopk = itopk, .refine_factor = kMaxRefineFactor}, &hits)
           .ok());
   for (size_t q = 0; q < nq; ++q) {
     ASSERT_EQ(hits[q].size(), std::min(k, ids.size())) << "query " << q;
@@ -659,6 +660,31 @@ TEST_F(EngineTest, GpuServesIvfFlatSegmentsThroughTheirIndex) {
   ASSERT_EQ(c->Info().indexed_segments(), 4u);
   auto queries = quiver::testing::RandomVectors(12, dim, 32);
   ExpectMatchesReference(*c, kernels::Metric::kL2, live, queries, 12, dim, 10, nlist);
+  EXPECT_EQ(gpu->stats().searches, 4u);
+  EXPECT_EQ(gpu->stats().fallbacks, 0u);
+  EXPECT_EQ(gpu->stats().resident_segments, 4u);
+}
+
+// GRAPH segments are searched on the GPU through their graph; a beam wider
+// than a segment (500 points) reaches all of its nodes, so the results are
+// exact and checkable.
+TEST_F(EngineTest, GpuServesGraphSegmentsThroughTheirGraph) {
+  std::string why;
+  auto gpu = GpuExecutor::Open({}, &why);
+  if (gpu == nullptr) GTEST_SKIP() << "no GPU: " << why;
+  options_.gpu = gpu;
+  Reopen();
+  const uint32_t dim = 10;
+  const auto [ids, v, gone, live] = MakePointSet(2100, dim, 41, 9);
+  Apply({Entry(1, CreateSegmented("g", dim, quiver::v1::COSINE, quiver::v1::GRAPH, 500, 4))});
+  Apply({Entry(2, UpsertVectors("g", dim, ids, v))});
+  Apply({Entry(3, DeletePoints("g", gone))});
+  ASSERT_TRUE(engine_->WaitForBackgroundWork(std::chrono::seconds(60)));
+  auto c = *engine_->Find("g");
+  ASSERT_EQ(c->Info().indexed_segments(), 4u);
+  auto queries = quiver::testing::RandomVectors(12, dim, 42);
+  ExpectMatchesReference(*c, kernels::Metric::kCosine, live, queries, 12, dim, 10, 1,
+                         static_cast<uint32_t>(kernels::gpu::kMaxGraphItopk));
   EXPECT_EQ(gpu->stats().searches, 4u);
   EXPECT_EQ(gpu->stats().fallbacks, 0u);
   EXPECT_EQ(gpu->stats().resident_segments, 4u);

@@ -5,12 +5,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <set>
 #include <tuple>
 
 #include "cuda/gpu_runtime.h"
 #include "gpu_test_util.h"
 #include "kernels/flat_search.h"
 #include "kernels/gpu_search.h"
+#include "kernels/graph.h"
 #include "kernels/ivf_flat.h"
 #include "kernels/simd.h"
 #include "test_util.h"
@@ -25,6 +27,10 @@ using quiver::testing::ReferenceSearch;
 using quiver::testing::ResourcesFor;
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
+
+const char* MetricTag(Metric m) {
+  return m == Metric::kL2 ? "L2" : m == Metric::kInnerProduct ? "IP" : "Cos";
+}
 
 // ---- distance primitives, every level this CPU has ----
 
@@ -388,10 +394,112 @@ TEST_P(GpuIvfFlatTest, MatchesTheCpuIndex) {
 
 INSTANTIATE_TEST_SUITE_P(Metrics, GpuIvfFlatTest,
                          ::testing::Values(Metric::kL2, Metric::kInnerProduct, Metric::kCosine),
-                         [](const ::testing::TestParamInfo<Metric>& info) {
-                           return std::string(info.param == Metric::kL2             ? "L2"
-                                              : info.param == Metric::kInnerProduct ? "IP"
-                                                                                    : "Cos");
+                         [](const ::testing::TestParamInfo<Metric>& info) { return std::string(MetricTag(info.param)); });
+
+// GRAPH on the GPU traverses with exact fp32 distances (the CPU with 8-bit
+// codes), so the two agree up to recall, not id for id. Checked per query:
+// recall against exact FLAT, no row twice, no tombstoned row, every score the
+// float64 score of its row, best first, -1 only when fewer rows are live; the
+// resident copy and the per-call copy (GraphIndex::Search with GPU resources)
+// give the same answer. Dimensions 24 (float4 reads) and 13 (scalar reads).
+class GpuGraphTest : public ::testing::TestWithParam<std::tuple<Metric, size_t>> {};
+
+TEST_P(GpuGraphTest, RecallExactScoresAndTombstones) {
+  QUIVER_SKIP_WITHOUT_GPU();
+  const auto [metric, dim] = GetParam();
+  const size_t n = 6000, nq = 40;
+  auto all = quiver::testing::ClusteredVectors(n + nq, dim, 30, 5, metric != Metric::kL2);
+  std::vector<float> queries(all.begin() + long(n * dim), all.end());
+  const auto d = quiver::testing::MakeIndexedData(std::move(all), n, dim);
+  auto index = GraphIndex::Build({}, metric, d.base.data(), n, dim, {.degree = 32});
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  auto& gpu = *quiver::testing::SharedTestGpu().resources;
+  auto resident = gpu::DeviceGraph::Upload(gpu, **index, d.view(), /*long_lived=*/true);
+  ASSERT_TRUE(resident.ok()) << resident.status().ToString();
+  EXPECT_EQ(resident->size(), n);
+  EXPECT_EQ(resident->degree(), 32u);
+
+  std::vector<uint64_t> deleted((n + 63) / 64, 0);
+  for (size_t r = 0; r < n; r += 3) deleted[r / 64] |= 1ull << (r % 64);
+  const bool larger_is_better = metric != Metric::kL2;
+  for (const uint64_t* tombstones : {static_cast<const uint64_t*>(nullptr), static_cast<const uint64_t*>(deleted.data())}) {
+    for (auto [k, itopk] : {std::pair<size_t, uint32_t>{10, 64}, {10, 10}, {100, 128}, {300, 16}}) {
+      std::vector<int64_t> g_rows(nq * k), h_rows(nq * k), truth(nq * k);
+      std::vector<float> g_scores(nq * k), h_scores(nq * k), t_scores(nq * k);
+      Status st = gpu::GraphSearch(gpu, *resident, tombstones, queries.data(), nq, k, itopk, 1, g_rows.data(),
+                                   g_scores.data());
+      ASSERT_TRUE(st.ok()) << st.ToString();
+      st = (*index)->Search(ResourcesFor(Backend::kGpu), d.view(tombstones), queries.data(), nq, k,
+                            {.itopk = itopk, .search_width = 1}, h_rows.data(), h_scores.data());
+      ASSERT_TRUE(st.ok()) << st.ToString();
+      EXPECT_EQ(h_rows, g_rows) << "k " << k << " itopk " << itopk;
+      ASSERT_TRUE(FlatSearch({}, d.view(tombstones), queries.data(), nq, {metric, k}, truth.data(), t_scores.data()).ok());
+      size_t hits = 0;
+      for (size_t q = 0; q < nq; ++q) {
+        std::set<int64_t> seen, exact(truth.begin() + long(q * k), truth.begin() + long((q + 1) * k));
+        for (size_t j = 0; j < k; ++j) {
+          const int64_t row = g_rows[q * k + j];
+          if (row < 0) continue;
+          ASSERT_LT(row, int64_t(n));
+          EXPECT_TRUE(seen.insert(row).second) << "row " << row << " twice, query " << q;
+          if (tombstones != nullptr) {
+            EXPECT_NE(row % 3, 0) << "deleted row returned";
+          }
+          const double ref = quiver::testing::ReferenceScore(metric, queries.data() + q * dim,
+                                                             d.base.data() + size_t(row) * dim, dim);
+          EXPECT_NEAR(g_scores[q * k + j], ref, quiver::testing::ScoreTolerance(ref, 1.0)) << "row " << row;
+          if (j > 0 && g_rows[q * k + j - 1] >= 0) {
+            const float prev = g_scores[q * k + j - 1], cur = g_scores[q * k + j];
+            EXPECT_TRUE(larger_is_better ? prev >= cur : prev <= cur) << "not best first, query " << q;
+          }
+          hits += exact.count(row);
+        }
+        // 4,000 or 6,000 live rows: a search scores far more than k of them.
+        EXPECT_EQ(seen.size(), k) << "query " << q << " k " << k << " itopk " << itopk;
+      }
+      const double recall = double(hits) / double(nq * k);
+      std::printf("GPU GRAPH %s dim %zu k %zu itopk %u%s: recall %.4f\n", MetricTag(metric), dim, k, itopk,
+                  tombstones != nullptr ? " (1/3 deleted)" : "", recall);
+      if (itopk >= 64) {
+        EXPECT_GE(recall, 0.95) << "k " << k << " itopk " << itopk;
+      }
+    }
+  }
+}
+
+// Every row of a graph smaller than k comes back once, then -1; a beam or an
+// expansion beyond the shared-memory limits is INVALID_ARGUMENT (served on the
+// CPU by the engine).
+TEST(GpuGraph, SmallGraphsAndLimits) {
+  QUIVER_SKIP_WITHOUT_GPU();
+  const size_t n = 50, dim = 8, k = 64;
+  const auto d = quiver::testing::MakeIndexedData(RandomVectors(n, dim, 9), n, dim);
+  auto index = GraphIndex::Build({}, Metric::kL2, d.base.data(), n, dim, {.degree = 16});
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  auto& gpu = *quiver::testing::SharedTestGpu().resources;
+  std::vector<int64_t> rows(k);
+  std::vector<float> scores(k);
+  ASSERT_TRUE(gpu::GraphSearch(gpu, **index, d.view(), d.base.data(), 1, k, 16, 1, rows.data(), scores.data()).ok());
+  std::set<int64_t> seen(rows.begin(), rows.begin() + long(n));
+  EXPECT_EQ(seen.size(), n);
+  EXPECT_EQ(rows[0], 0) << "the query is row 0 itself";
+  for (size_t j = n; j < k; ++j) EXPECT_EQ(rows[j], -1);
+  EXPECT_EQ(gpu::GraphSearch(gpu, **index, d.view(), d.base.data(), 1, 10, gpu::kMaxGraphItopk + 1, 1, rows.data(),
+                             scores.data())
+                .code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(gpu::GraphSearch(gpu, **index, d.view(), d.base.data(), 1, 10, 16, gpu::kMaxGraphExpansion, rows.data(),
+                             scores.data())
+                .code(),
+            StatusCode::kInvalidArgument);
+}
+
+INSTANTIATE_TEST_SUITE_P(Metrics, GpuGraphTest,
+                         ::testing::Combine(::testing::Values(Metric::kL2, Metric::kInnerProduct, Metric::kCosine),
+                                            ::testing::Values(size_t{24}, size_t{13})),
+                         [](const ::testing::TestParamInfo<std::tuple<Metric, size_t>>& info) {
+                           return std::string(MetricTag(std::get<0>(info.param))) + "_dim" +
+                                  std::to_string(std::get<1>(info.param));
                          });
 
 // The k best of each row by std::stable_sort (ties by lower column).
