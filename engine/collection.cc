@@ -187,14 +187,8 @@ Status Collection::SearchSegmentLocked(const kernels::Resources& res, const Segm
     params.itopk = static_cast<uint32_t>(std::min<double>(std::ceil(itopk), kMaxItopk));
     params.search_width = options.search_width != 0 ? options.search_width : 1;
     params.refine_factor = options.refine_factor != 0 ? options.refine_factor : default_refine_factor_;
-    // IVF_FLAT and GRAPH have GPU kernels; IVF_PQ is searched on the CPU.
-    const auto* ivf = dynamic_cast<const kernels::IvfFlatIndex*>(seg.index.get());
-    const auto* graph = dynamic_cast<const kernels::GraphIndex*>(seg.index.get());
-    if (gpu_ != nullptr && (ivf != nullptr || graph != nullptr) && k <= kernels::gpu::kMaxK) {
-      const Status st =
-          ivf != nullptr
-              ? gpu_->SearchIvfFlat(seg.uid, *ivf, excluded, queries, nq, k, params.nprobe, rows, scores)
-              : gpu_->SearchGraph(seg.uid, *graph, base, queries, nq, k, params.itopk, params.search_width, rows, scores);
+    if (gpu_ != nullptr && k <= kernels::gpu::kMaxK) {
+      const Status st = SearchIndexOnGpu(seg, base, queries, nq, k, params, rows, scores);
       if (st.ok()) return st;
       gpu_->NoteFallback(st);
     }
@@ -208,6 +202,22 @@ Status Collection::SearchSegmentLocked(const kernels::Resources& res, const Segm
     gpu_->NoteFallback(st);
   }
   return kernels::FlatSearch(res, base, queries, nq, {metric_, k}, rows, scores);
+}
+
+Status Collection::SearchIndexOnGpu(const Segment& seg, const kernels::BaseView& base, const float* queries, size_t nq,
+                                    size_t k, const kernels::IndexSearchParams& params, int64_t* rows,
+                                    float* scores) const {
+  const kernels::VectorIndex* index = seg.index.get();
+  if (const auto* ivf = dynamic_cast<const kernels::IvfFlatIndex*>(index)) {
+    return gpu_->SearchIvfFlat(seg.uid, *ivf, base.deleted, queries, nq, k, params.nprobe, rows, scores);
+  }
+  if (const auto* pq = dynamic_cast<const kernels::IvfPqIndex*>(index)) {
+    return gpu_->SearchIvfPq(seg.uid, *pq, base, queries, nq, k, params.nprobe, params.refine_factor, rows, scores);
+  }
+  if (const auto* graph = dynamic_cast<const kernels::GraphIndex*>(index)) {
+    return gpu_->SearchGraph(seg.uid, *graph, base, queries, nq, k, params.itopk, params.search_width, rows, scores);
+  }
+  return Status::Unimplemented(std::string("no GPU search for ") + index->kind() + " indexes");
 }
 
 Status Collection::SearchGatheredLocked(const kernels::Resources& res, const Segment& seg, const uint64_t* excluded,

@@ -184,6 +184,11 @@ class Collection {
                              bool use_index, double kept_fraction, const float* queries, size_t nq, size_t k,
                              const SearchOptions& options, int64_t* rows, float* scores) const;
 
+  // A sealed segment's index search on the GPU (gpu_ set): IVF_FLAT, IVF_PQ
+  // and GRAPH have kernels. Any error: the caller serves it on the CPU.
+  Status SearchIndexOnGpu(const Segment& seg, const kernels::BaseView& base, const float* queries, size_t nq,
+                          size_t k, const kernels::IndexSearchParams& params, int64_t* rows, float* scores) const;
+
   // Exact search over only the rows not `excluded` (`allowed` of them),
   // copied together first: a selective filter costs its matches, not the segment.
   Status SearchGatheredLocked(const kernels::Resources& res, const Segment& seg, const uint64_t* excluded,

@@ -125,6 +125,20 @@ Status GpuExecutor::SearchIvfFlat(uint64_t segment_uid, const kernels::IvfFlatIn
   return Status::Ok();
 }
 
+Status GpuExecutor::SearchIvfPq(uint64_t segment_uid, const kernels::IvfPqIndex& index, const kernels::BaseView& base,
+                                const float* queries, size_t nq, size_t k, uint32_t nprobe, uint32_t refine_factor,
+                                int64_t* rows, float* scores) {
+  QUIVER_ASSIGN_OR_RETURN(cuda::GpuResources * res, ThreadResources());
+  QUIVER_ASSIGN_OR_RETURN(auto resident,
+                          Resident<kernels::gpu::DeviceIvfPq>(IndexKey(segment_uid), index.MemoryBytes(), [&] {
+                            return kernels::gpu::DeviceIvfPq::Upload(*res, index, /*long_lived=*/true);
+                          }));
+  QUIVER_RETURN_IF_ERROR(
+      kernels::gpu::IvfPqSearch(*res, *resident, base, queries, nq, k, nprobe, refine_factor, rows, scores));
+  searches_.fetch_add(1, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
 Status GpuExecutor::SearchGraph(uint64_t segment_uid, const kernels::GraphIndex& index, const kernels::BaseView& base,
                                 const float* queries, size_t nq, size_t k, uint32_t itopk, uint32_t search_width,
                                 int64_t* rows, float* scores) {

@@ -67,6 +67,14 @@ class GpuExecutor {
   Status SearchIvfFlat(uint64_t segment_uid, const kernels::IvfFlatIndex& index, const uint64_t* deleted,
                        const float* queries, size_t nq, size_t k, uint32_t nprobe, int64_t* rows, float* scores);
 
+  /// IVF_PQ search of a sealed segment's index (IvfPqIndex::Search's
+  /// contract); `base` holds the segment's vectors (host: the exact re-rank
+  /// runs there), with base.deleted this call's excluded rows. The index
+  /// (codes, not vectors) is copied on first use.
+  Status SearchIvfPq(uint64_t segment_uid, const kernels::IvfPqIndex& index, const kernels::BaseView& base,
+                     const float* queries, size_t nq, size_t k, uint32_t nprobe, uint32_t refine_factor,
+                     int64_t* rows, float* scores);
+
   /// GRAPH search of a sealed segment's index (GraphIndex::Search's contract,
   /// exact fp32 traversal on the GPU); `base` holds the build vectors, with
   /// base.deleted this call's excluded rows. The graph and vectors are copied
@@ -104,12 +112,12 @@ class GpuExecutor {
   Result<std::shared_ptr<const T>> Resident(uint64_t key, size_t bytes, const Upload& upload);
 
   struct Entry {
-    std::shared_ptr<const void> copy;  // a DeviceFlatBase, DeviceIvfFlat or DeviceGraph
+    std::shared_ptr<const void> copy;  // a DeviceFlatBase, DeviceIvfFlat, DeviceIvfPq or DeviceGraph
     size_t bytes = 0;
     uint64_t last_use = 0;
   };
-  // Keys of the resident map: a segment's vectors and its index (IVF_FLAT or
-  // GRAPH; a segment has one) apart.
+  // Keys of the resident map: a segment's vectors and its index (IVF_FLAT,
+  // IVF_PQ or GRAPH; a segment has one) apart.
   static uint64_t FlatKey(uint64_t uid) { return uid << 1; }
   static uint64_t IndexKey(uint64_t uid) { return (uid << 1) | 1; }
 

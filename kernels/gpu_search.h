@@ -24,6 +24,7 @@
 #include "kernels/flat_search.h"
 #include "kernels/graph.h"
 #include "kernels/ivf_flat.h"
+#include "kernels/ivf_pq.h"
 
 namespace quiver::kernels::gpu {
 
@@ -123,6 +124,72 @@ Status IvfFlatSearch(cuda::GpuResources& res, const DeviceIvfFlat& index, const 
 /// The same with the index copied to the device for this call.
 Status IvfFlatSearch(cuda::GpuResources& res, const IvfFlatIndex& index, const uint64_t* deleted,
                      const float* queries, size_t nq, size_t k, uint32_t nprobe, int64_t* rows, float* scores);
+
+/// An IVF_PQ index copied to the device unchanged: centroids, codebooks,
+/// the lists' interleaved code groups (kernels/ivf_pq.h) one after another, a
+/// row id per slot and, for IP and cosine, each slot's correction. Move-only.
+class DeviceIvfPq {
+ public:
+  DeviceIvfPq() = default;
+  /// Copies `index` to the device and waits; long_lived as in
+  /// DeviceFlatBase::Upload.
+  static Result<DeviceIvfPq> Upload(cuda::GpuResources& res, const IvfPqIndex& index, bool long_lived);
+
+  Metric metric() const { return metric_; }
+  size_t dim() const { return dim_; }
+  size_t nlist() const { return nlist_; }
+  size_t size() const { return n_; }
+  uint32_t pq_dim() const { return pq_dim_; }
+  uint32_t pq_bits() const { return pq_bits_; }
+  size_t dsub() const { return dsub_; }
+  /// Device memory held.
+  size_t bytes() const {
+    return (centroids_.size() + centroid_norms_.size() + codebooks_.size() + corrections_.size()) * sizeof(float) +
+           codes_.size() + slot_rows_.size() * sizeof(uint32_t) + list_slots_.size() * sizeof(uint64_t);
+  }
+
+  // ---- for kernels/gpu ----
+  const float* centroids() const { return centroids_.data(); }
+  const float* centroid_norms() const { return centroid_norms_.data(); }
+  const float* codebooks() const { return codebooks_.data(); }
+  const uint8_t* codes() const { return codes_.data(); }
+  const float* corrections() const { return corrections_.data(); }  // null for L2
+  const uint32_t* slot_rows() const { return slot_rows_.data(); }    // 0xffffffff: padding
+  const uint64_t* list_slots() const { return list_slots_.data(); }  // nlist + 1 slot offsets
+
+ private:
+  cuda::DeviceBuffer<float> centroids_;       // nlist x dim
+  cuda::DeviceBuffer<float> centroid_norms_;  // nlist
+  cuda::DeviceBuffer<float> codebooks_;       // pq_dim x 2^bits x dsub
+  cuda::DeviceBuffer<uint8_t> codes_;         // per group of 32 slots: pq_dim x (32 or 16) bytes
+  cuda::DeviceBuffer<float> corrections_;     // per slot (IP, cosine)
+  cuda::DeviceBuffer<uint32_t> slot_rows_;
+  cuda::DeviceBuffer<uint64_t> list_slots_;
+  Metric metric_ = Metric::kL2;
+  size_t dim_ = 0;
+  size_t nlist_ = 0;
+  size_t n_ = 0;
+  uint32_t pq_dim_ = 0;
+  uint32_t pq_bits_ = 8;
+  size_t dsub_ = 0;
+};
+
+/// IvfPqIndex::Search on the GPU (same contract): coarse search with the FLAT
+/// kernels; one block per (query, probe) builds that pair's lookup table in
+/// shared memory (pq_dim x 2^bits floats: 64 KiB at pq_dim 64, 8 bits) and
+/// scans its list's codes (a thread per slot, coalesced byte reads) into the
+/// k * refine_factor best candidates, merged per query; the candidates are
+/// re-scored exactly on the host from `base` (the segment's vectors, host
+/// memory; base.deleted = this call's excluded rows). Code scores are summed
+/// in another order than the CPU's, so a candidate at the cut may differ;
+/// after the exact re-rank results agree up to that. k * refine_factor above
+/// kMaxK, or a table beyond the device's shared memory, is INVALID_ARGUMENT.
+Status IvfPqSearch(cuda::GpuResources& res, const DeviceIvfPq& index, const BaseView& base, const float* queries,
+                   size_t nq, size_t k, uint32_t nprobe, uint32_t refine_factor, int64_t* rows, float* scores);
+
+/// The same with the index copied to the device for this call.
+Status IvfPqSearch(cuda::GpuResources& res, const IvfPqIndex& index, const BaseView& base, const float* queries,
+                   size_t nq, size_t k, uint32_t nprobe, uint32_t refine_factor, int64_t* rows, float* scores);
 
 /// Largest beam (itopk) and expansion (search_width x degree) the GPU GRAPH
 /// search holds in shared memory; larger requests are INVALID_ARGUMENT here

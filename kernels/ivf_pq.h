@@ -99,10 +99,15 @@ class IvfPqIndex final : public VectorIndex {
   const List& list(size_t i) const { return lists_[i]; }
   /// Code of sub-quantiser m for the vector in `slot` of list `l`.
   uint32_t Code(size_t l, size_t slot, size_t m) const;
+  /// Dimensions per sub-quantiser (the vector is zero-padded to pq_dim * dsub).
+  size_t dsub() const { return (dim_ + pq_dim_ - 1) / pq_dim_; }
+  /// nlist x dim list centres.
+  const std::vector<float>& centroids() const { return centroids_; }
+  /// pq_dim x 2^pq_bits x dsub codewords.
+  const std::vector<float>& codebooks() const { return codebooks_; }
 
  private:
   IvfPqIndex() = default;
-  size_t dsub() const { return (dim_ + pq_dim_ - 1) / pq_dim_; }
   size_t codes_per_group_byte() const { return pq_bits_ == 8 ? kIvfGroupSize : kIvfGroupSize / 2; }
   // Derives codebooks_t_ from codebooks_.
   void TransposeCodebooks();

@@ -18,6 +18,7 @@
 #include "kernels/cpu/rerank.h"
 #include "kernels/cpu/serialize.h"
 #include "kernels/cpu/topk.h"
+#include "kernels/gpu_search.h"
 #include "kernels/ivf_pq.h"
 #include "kernels/simd.h"
 
@@ -287,7 +288,10 @@ Status IvfPqIndex::Search(const Resources& res, const BaseView& base, const floa
     return Status::InvalidArgument("IVF_PQ search needs the index's own vectors (and norms for L2 and cosine)");
   }
   if (nq == 0) return Status::Ok();
-  if (res.gpu != nullptr) return Status::Unimplemented("GPU IVF_PQ search is not built yet");
+  if (res.gpu != nullptr) {
+    return gpu::IvfPqSearch(*static_cast<cuda::GpuResources*>(res.gpu), *this, base, queries, nq, k, params.nprobe,
+                            params.refine_factor, rows, scores);
+  }
   const size_t probes = std::min<size_t>(params.nprobe, lists_.size());
   std::vector<float> unit;
   const float* q = queries;

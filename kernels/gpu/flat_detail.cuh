@@ -18,20 +18,30 @@
 
 namespace quiver::kernels::gpu::detail {
 
+/// Launches SelectKKernel<kBlock, kItems> with `scratch_bytes` of shared
+/// memory for the key function after the buffer (opting in above 48 KiB).
+template <int kBlock, int kItems, class KeyFn>
+Status LaunchSelectWith(cudaStream_t stream, const KeyFn& keys, int rows, int len, int k, uint64_t* out,
+                        size_t out_ld, size_t scratch_bytes) {
+  const int cap = SelectBufferLength(k, kBlock, kItems);
+  const size_t shared = cap * sizeof(uint64_t) + scratch_bytes;
+  if (shared > 48 * 1024) {
+    QUIVER_CUDA_TRY(cudaFuncSetAttribute(SelectKKernel<kBlock, kItems, KeyFn>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
+  }
+  SelectKKernel<kBlock, kItems, KeyFn><<<rows, kBlock, shared, stream>>>(keys, len, k, cap, out, out_ld);
+  return cuda::CheckLaunch("SelectKKernel");
+}
+
 /// Launches the select kernel with the configuration for k: 128 threads x 4
 /// items up to k = 128 (8 KiB of shared memory), 256 x 2 above (16 KiB at
-/// k = 1,024).
+/// k = 1,024); scratch_bytes more for the key function (KeyFn::Prepare).
 template <class KeyFn>
-Status LaunchSelect(cudaStream_t stream, const KeyFn& keys, int rows, int len, int k, uint64_t* out, size_t out_ld) {
+Status LaunchSelect(cudaStream_t stream, const KeyFn& keys, int rows, int len, int k, uint64_t* out, size_t out_ld,
+                    size_t scratch_bytes = 0) {
   if (rows == 0) return Status::Ok();
-  if (k <= 128) {
-    const int cap = SelectBufferLength(k, 128, 4);
-    SelectKKernel<128, 4, KeyFn><<<rows, 128, cap * sizeof(uint64_t), stream>>>(keys, len, k, cap, out, out_ld);
-  } else {
-    const int cap = SelectBufferLength(k, 256, 2);
-    SelectKKernel<256, 2, KeyFn><<<rows, 256, cap * sizeof(uint64_t), stream>>>(keys, len, k, cap, out, out_ld);
-  }
-  return cuda::CheckLaunch("SelectKKernel");
+  if (k <= 128) return LaunchSelectWith<128, 4>(stream, keys, rows, len, k, out, out_ld, scratch_bytes);
+  return LaunchSelectWith<256, 2>(stream, keys, rows, len, k, out, out_ld, scratch_bytes);
 }
 
 inline Status CheckK(size_t k) {

@@ -60,6 +60,7 @@ struct TileKeys {
   const float* q_inv_norms;
   Metric metric;
 
+  __device__ void Prepare(int, float*) {}
   __device__ int Length(int, int len) const { return len; }
   __device__ uint64_t operator()(int q, int j) const {
     const uint32_t row = row0 + static_cast<uint32_t>(j);
@@ -83,6 +84,7 @@ struct ValueKeys {
   const float* values;
   size_t ld;
   bool select_max;
+  __device__ void Prepare(int, float*) {}
   __device__ int Length(int, int len) const { return len; }
   __device__ uint64_t operator()(int row, int j) const {
     const float v = values[static_cast<size_t>(row) * ld + j];

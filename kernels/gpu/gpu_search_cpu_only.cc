@@ -32,6 +32,18 @@ Status IvfFlatSearch(cuda::GpuResources&, const IvfFlatIndex&, const uint64_t*, 
   return NoCuda();
 }
 
+Result<DeviceIvfPq> DeviceIvfPq::Upload(cuda::GpuResources&, const IvfPqIndex&, bool) { return NoCuda(); }
+
+Status IvfPqSearch(cuda::GpuResources&, const DeviceIvfPq&, const BaseView&, const float*, size_t, size_t, uint32_t,
+                   uint32_t, int64_t*, float*) {
+  return NoCuda();
+}
+
+Status IvfPqSearch(cuda::GpuResources&, const IvfPqIndex&, const BaseView&, const float*, size_t, size_t, uint32_t,
+                   uint32_t, int64_t*, float*) {
+  return NoCuda();
+}
+
 Result<DeviceGraph> DeviceGraph::Upload(cuda::GpuResources&, const GraphIndex&, const BaseView&, bool) {
   return NoCuda();
 }

@@ -36,6 +36,7 @@ struct IvfListKeys {
   int dim;
   bool l2;
 
+  __device__ void Prepare(int, float*) {}
   __device__ int Length(int row, int) const {
     const int64_t list = probe_lists[row];
     return list < 0 ? 0 : static_cast<int>(list_slots[list + 1] - list_slots[list]);

@@ -82,14 +82,19 @@ __host__ __device__ constexpr int SelectBufferLength(int k, int block, int items
 /// For row blockIdx.x: out[row * out_ld + i], i < k, = the k smallest of
 /// keys(row, j), j < keys.Length(row, len), ascending; kEmptyKey pads rows
 /// with fewer than k keys below kEmptyKey. Dynamic shared memory:
-/// SelectBufferLength(k, kBlock, kItems) * 8 bytes, passed as `cap`.
+/// SelectBufferLength(k, kBlock, kItems) * 8 bytes, passed as `cap`, then
+/// the scratch the key function asked for: before the scan every thread calls
+/// keys.Prepare(row, scratch) on its copy of the key function (a lookup
+/// table fills the scratch together, a no-op for most), then the block syncs.
 template <int kBlock, int kItems, class KeyFn>
 __global__ void __launch_bounds__(kBlock)
-    SelectKKernel(KeyFn keys, int len, int k, int cap, uint64_t* out, size_t out_ld) {
+    SelectKKernel(KeyFn row_keys, int len, int k, int cap, uint64_t* out, size_t out_ld) {
   extern __shared__ uint64_t buf[];
   __shared__ int count;
   __shared__ uint64_t threshold;
   const int row = blockIdx.x;
+  KeyFn keys = row_keys;
+  keys.Prepare(row, reinterpret_cast<float*>(buf + cap));
   len = keys.Length(row, len);  // rows of different lengths (IVF lists)
   for (int i = threadIdx.x; i < cap; i += kBlock) buf[i] = kEmptyKey;
   if (threadIdx.x == 0) {
@@ -132,6 +137,7 @@ __global__ void __launch_bounds__(kBlock)
 struct StoredKeys {
   const uint64_t* keys;
   size_t ld;
+  __device__ void Prepare(int, float*) {}
   __device__ int Length(int, int len) const { return len; }
   __device__ uint64_t operator()(int row, int j) const { return keys[static_cast<size_t>(row) * ld + j]; }
 };

@@ -690,6 +690,29 @@ TEST_F(EngineTest, GpuServesGraphSegmentsThroughTheirGraph) {
   EXPECT_EQ(gpu->stats().resident_segments, 4u);
 }
 
+// IVF_PQ segments too: all lists probed and k * 64 candidates re-scored,
+// so the results are exact and checkable.
+TEST_F(EngineTest, GpuServesIvfPqSegmentsThroughTheirIndex) {
+  std::string why;
+  auto gpu = GpuExecutor::Open({}, &why);
+  if (gpu == nullptr) GTEST_SKIP() << "no GPU: " << why;
+  options_.gpu = gpu;
+  Reopen();
+  const uint32_t dim = 12, nlist = 4;
+  const auto [ids, v, gone, live] = MakePointSet(2100, dim, 51, 9);
+  Apply({Entry(1, CreateSegmented("p", dim, quiver::v1::IP, quiver::v1::IVF_PQ, 500, nlist))});
+  Apply({Entry(2, UpsertVectors("p", dim, ids, v))});
+  Apply({Entry(3, DeletePoints("p", gone))});
+  ASSERT_TRUE(engine_->WaitForBackgroundWork(std::chrono::seconds(60)));
+  auto c = *engine_->Find("p");
+  ASSERT_EQ(c->Info().indexed_segments(), 4u);
+  auto queries = quiver::testing::RandomVectors(12, dim, 52);
+  ExpectMatchesReference(*c, kernels::Metric::kInnerProduct, live, queries, 12, dim, 10, nlist);
+  EXPECT_EQ(gpu->stats().searches, 4u);
+  EXPECT_EQ(gpu->stats().fallbacks, 0u);
+  EXPECT_EQ(gpu->stats().resident_segments, 4u);
+}
+
 // ---- segment files ----
 
 size_t ListedSegmentFiles(storage::Db* db) {
