@@ -387,12 +387,24 @@ double RecallAtK(const std::vector<int64_t>& got, const std::vector<int64_t>& tr
   return double(hit) / double(nq * k);
 }
 
+// Per nprobe: seconds per pass over all queries through gRPC (median), the
+// in-process ÷ gRPC time of passes run back to back (median over rounds: the
+// machine's noise drifts, so only paired passes compare), and the ids the
+// server returned in the last pass (nq x k, -1 where it had fewer), so the
+// server's recall is measured, not assumed.
+struct GrpcSweep {
+  std::vector<double> seconds;
+  std::vector<double> paired_ratio;
+  std::vector<std::vector<int64_t>> ids;
+};
+
 // Serves `base` from a one-segment IVF_FLAT collection of a local quiverd and
-// times SearchBatch calls of `batch` queries; returns seconds per pass over all
-// queries (median of `repeats`) for each nprobe.
-std::vector<double> GrpcIvfTimes(const std::vector<float>& base, const std::vector<float>& queries, size_t n,
-                                 size_t nq, size_t dim, size_t k, size_t nlist, int threads, int repeats,
-                                 size_t batch, size_t clients, const std::vector<size_t>& nprobes) {
+// times SearchBatch calls of `batch` queries from `clients` clients; each
+// round's gRPC pass is followed by `in_process(nprobe)`, the same queries in
+// process, timed. Empty on failure.
+GrpcSweep GrpcIvfSweep(const std::vector<float>& base, const std::vector<float>& queries, size_t n, size_t nq,
+                       size_t dim, size_t k, size_t nlist, int threads, int repeats, size_t batch, size_t clients,
+                       const std::vector<size_t>& nprobes, const std::function<void(size_t nprobe)>& in_process) {
   LocalServer server("/tmp/quiver-bench-ivf", static_cast<uint32_t>(threads));
   quiver::v1::CollectionConfig config;
   config.set_name("ivf");
@@ -410,9 +422,10 @@ std::vector<double> GrpcIvfTimes(const std::vector<float>& base, const std::vect
   // other, as separate pipeline workers would.
   std::vector<std::unique_ptr<quiver::v1::Points::Stub>> stubs;
   for (size_t c = 0; c < clients; ++c) stubs.push_back(quiver::v1::Points::NewStub(server.NewChannel(int(c) + 1)));
-  std::vector<double> out;
+  GrpcSweep out;
   for (size_t nprobe : nprobes) {
-    std::vector<double> times;
+    std::vector<double> times, ratios;
+    std::vector<int64_t> got(nq * k, -1);
     for (int r = 0; r < repeats + 1; ++r) {
       std::atomic<size_t> next{0};
       std::atomic<bool> failed{false};
@@ -430,15 +443,30 @@ std::vector<double> GrpcIvfTimes(const std::vector<float>& base, const std::vect
             }
             quiver::v1::SearchBatchResponse resp;
             grpc::ClientContext ctx;
-            if (!stubs[c]->SearchBatch(&ctx, req, &resp).ok()) failed = true;
+            if (!stubs[c]->SearchBatch(&ctx, req, &resp).ok() || resp.results_size() != req.queries_size()) {
+              failed = true;
+              continue;
+            }
+            for (int i = 0; i < resp.results_size(); ++i) {
+              const auto& hits = resp.results(i).hits();
+              for (int j = 0; j < hits.size() && size_t(j) < k; ++j) got[(lo + size_t(i)) * k + size_t(j)] = int64_t(hits[j].id());
+            }
           }
         });
       }
       for (auto& w : workers) w.join();
       if (failed) return {};
-      if (r > 0) times.push_back(Seconds(t0));
+      const double grpc_seconds = Seconds(t0);
+      const auto t1 = Clock::now();
+      in_process(nprobe);
+      if (r > 0) {
+        times.push_back(grpc_seconds);
+        ratios.push_back(Seconds(t1) / grpc_seconds);
+      }
     }
-    out.push_back(Median(times));
+    out.seconds.push_back(Median(times));
+    out.paired_ratio.push_back(Median(ratios));
+    out.ids.push_back(std::move(got));
   }
   return out;
 }
@@ -637,10 +665,19 @@ int RunIvf(size_t n, size_t nq, size_t dim, size_t k, size_t nlist, size_t clust
   for (size_t p : {1, 2, 4, 8, 16, 32, 64, 128}) {
     if (p <= nlist) nprobes.push_back(p);
   }
-  std::vector<double> grpc_times;
+  GrpcSweep grpc;
   if (with_grpc) {
-    grpc_times = GrpcIvfTimes(base, queries, n, nq, dim, k, nlist, threads, repeats, 100, grpc_clients, nprobes);
-    if (grpc_times.empty()) {
+    // Paired with each gRPC pass: the same batches of 100 in process.
+    auto in_process = [&](size_t nprobe) {
+      std::vector<int64_t> r(nq * k);
+      std::vector<float> s(nq * k);
+      for (size_t lo = 0; lo < nq; lo += 100) {
+        (void)(*index)->Search(res, queries.data() + lo * dim, std::min<size_t>(100, nq - lo), k,
+                               static_cast<uint32_t>(nprobe), nullptr, r.data() + lo * k, s.data() + lo * k);
+      }
+    };
+    grpc = GrpcIvfSweep(base, queries, n, nq, dim, k, nlist, threads, repeats, 100, grpc_clients, nprobes, in_process);
+    if (grpc.seconds.empty()) {
       std::fprintf(stderr, "gRPC measurement failed\n");
       return 1;
     }
@@ -675,10 +712,13 @@ int RunIvf(size_t n, size_t nq, size_t dim, size_t k, size_t nlist, size_t clust
                                queries, nq, dim, k, repeats, truth));
       SweepPoint g = points[points.size() - 3];
       g.method = "quiver IVF_FLAT via gRPC";
-      g.qps = double(nq) / grpc_times[pi];
+      g.qps = double(nq) / grpc.seconds[pi];
+      g.recall = RecallAtK(grpc.ids[pi], truth, nq, k);  // ids are the base rows
       g.p50_ms = g.p95_ms = g.p99_ms = 0;  // batches of 100: no per-query latency
-      std::printf("%-28s %-12s recall %.4f  QPS %9.0f  (SearchBatch of 100, %zu clients; %.2f of in-process)\n",
-                  g.method.c_str(), g.param.c_str(), g.recall, g.qps, grpc_clients, g.qps / points[points.size() - 3].qps);
+      std::printf("%-28s %-12s recall %.4f  QPS %9.0f  (SearchBatch of 100, %zu clients; paired with in-process "
+                  "batches of 100: %.2f; of the one-call in-process QPS above: %.2f)\n",
+                  g.method.c_str(), g.param.c_str(), g.recall, g.qps, grpc_clients, grpc.paired_ratio[pi],
+                  g.qps / points[points.size() - 3].qps);
       points.push_back(g);
     }
   }
