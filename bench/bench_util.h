@@ -27,4 +27,16 @@ inline std::vector<float> RandomData(size_t n, size_t dim, uint64_t seed) {
   return v;
 }
 
+/// Recall@k of `got` against `truth` (both nq x k row ids; -1 never matches a
+/// true row).
+inline double RecallAtK(const std::vector<int64_t>& got, const std::vector<int64_t>& truth, size_t nq, size_t k) {
+  size_t hit = 0;
+  for (size_t i = 0; i < nq; ++i) {
+    for (size_t a = 0; a < k; ++a) {
+      for (size_t b = 0; b < k; ++b) hit += got[i * k + a] == truth[i * k + b];
+    }
+  }
+  return double(hit) / double(nq * k);
+}
+
 }  // namespace quiver::bench

@@ -32,6 +32,7 @@ namespace {
 using quiver::bench::Clock;
 using quiver::bench::Median;
 using quiver::bench::RandomData;
+using quiver::bench::RecallAtK;
 using quiver::bench::Seconds;
 
 struct Gpu {
@@ -72,17 +73,6 @@ bool GpuGroundTruth(quiver::cuda::GpuResources& gpu, const std::vector<float>& b
                                                         {quiver::kernels::Metric::kL2, k}, truth->data(), scores.data());
   if (!st.ok()) std::fprintf(stderr, "ground truth: %s\n", st.ToString().c_str());
   return st.ok();
-}
-
-// Recall@k of `got` against `truth` (both nq x k).
-double Recall(const std::vector<int64_t>& truth, const std::vector<int64_t>& got, size_t nq, size_t k) {
-  size_t hit = 0;
-  for (size_t q = 0; q < nq; ++q) {
-    for (size_t a = 0; a < k; ++a) {
-      for (size_t b = 0; b < k; ++b) hit += got[q * k + a] == truth[q * k + b];
-    }
-  }
-  return double(hit) / double(nq * k);
 }
 
 struct FlatOptions {
@@ -220,7 +210,7 @@ int RunIvf(const IvfOptions& o) {
   quiver::kernels::SquaredNorms(base.data(), o.n, o.dim, norms.data());
   std::vector<int64_t> truth;
   if (!GpuGroundTruth(*gpu, base, norms, queries, o.dim, o.k, &truth)) return 1;
-  auto recall = [&](const std::vector<int64_t>& got) { return Recall(truth, got, o.nq, o.k); };
+  auto recall = [&](const std::vector<int64_t>& got) { return RecallAtK(got, truth, o.nq, o.k); };
   quiver::Status st;
   std::filesystem::create_directories("bench/results");
   std::ofstream md("bench/results/gpu_ivf.md");
@@ -336,8 +326,8 @@ int RunGraph(const GraphOptions& o) {
     }
     const double b = double(o.nq) / Median(t_batches), w = double(o.nq) / Median(t_whole),
                  c = double(o.nq) / Median(t_cpu);
-    std::snprintf(line, sizeof line, "| %u | %.4f / %.4f | %.0f | %.0f | %.0f | %.1f |\n", itopk, Recall(truth, g_rows, o.nq, o.k),
-                  Recall(truth, c_rows, o.nq, o.k), b, w, c, b / c);
+    std::snprintf(line, sizeof line, "| %u | %.4f / %.4f | %.0f | %.0f | %.0f | %.1f |\n", itopk,
+                  RecallAtK(g_rows, truth, o.nq, o.k), RecallAtK(c_rows, truth, o.nq, o.k), b, w, c, b / c);
     md << line;
     std::printf("%s", line);
   }

@@ -69,6 +69,7 @@ namespace {
 using quiver::bench::Clock;
 using quiver::bench::Median;
 using quiver::bench::RandomData;
+using quiver::bench::RecallAtK;
 using quiver::bench::Seconds;
 
 // A quiverd Server in this process on ephemeral ports, for the gRPC numbers.
@@ -375,16 +376,6 @@ int RunConcurrent(size_t n, size_t dim, size_t k, int threads, int clients, doub
     std::fflush(stdout);
   }
   return 0;
-}
-
-double RecallAtK(const std::vector<int64_t>& got, const std::vector<int64_t>& truth, size_t nq, size_t k) {
-  size_t hit = 0;
-  for (size_t i = 0; i < nq; ++i) {
-    for (size_t a = 0; a < k; ++a) {
-      for (size_t b = 0; b < k; ++b) hit += got[i * k + a] == truth[i * k + b];
-    }
-  }
-  return double(hit) / double(nq * k);
 }
 
 // Per nprobe: seconds per pass over all queries through gRPC (median), the

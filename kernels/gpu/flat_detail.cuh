@@ -71,6 +71,25 @@ Status DecodeKeys(cudaStream_t stream, const uint64_t* keys, size_t count, bool 
 /// Host results for an empty base: row -1, the metric's worst score.
 void FillEmpty(Metric metric, size_t count, int64_t* rows, float* scores);
 
+/// A search's inputs on the device: the queries (unit vectors for cosine, as
+/// the CPU normalises them) and the tombstone bitset (empty without one).
+struct DeviceSearchInputs {
+  cuda::DeviceBuffer<float> queries;
+  cuda::DeviceBuffer<uint64_t> deleted;
+};
+
+/// Copies nq x dim queries (host) and the `deleted` bitset of `rows` rows
+/// (host, may be null) to the device on res's stream.
+Status UploadSearchInputs(cuda::GpuResources& res, Metric metric, const float* queries, size_t nq, size_t dim,
+                          const uint64_t* deleted, size_t rows, DeviceSearchInputs* out);
+
+/// IVF coarse search: the `probes` best lists per device query (L2 for L2,
+/// inner product for IP and cosine, as on the CPU), left in *lists and
+/// *scores (nq x probes, device), queued on res's stream.
+Status CoarseSearch(cuda::GpuResources& res, const float* centroids, const float* centroid_norms, size_t nlist,
+                    size_t dim, Metric metric, const float* device_queries, size_t nq, size_t probes,
+                    cuda::DeviceBuffer<int64_t>* lists, cuda::DeviceBuffer<float>* scores);
+
 /// Allocates `*buffer` for `host` and queues the copy: long_lived = false on
 /// res's stream (for this thread's call), true through the device (a resident
 /// copy any thread may read once the caller has synchronised).

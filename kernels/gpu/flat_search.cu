@@ -15,8 +15,10 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include "cuda/cuda_check.cuh"
+#include "kernels/cpu/kmeans.h"
 #include "kernels/gpu/flat_detail.cuh"
 #include "kernels/gpu/select_k.cuh"
 #include "kernels/gpu_search.h"
@@ -240,6 +242,35 @@ Status DecodeKeys(cudaStream_t stream, const uint64_t* keys, size_t count, bool 
   DecodeKeysKernel<<<static_cast<unsigned>((count + 255) / 256), 256, 0, stream>>>(keys, count, larger_is_better,
                                                                                    rows, values);
   return cuda::CheckLaunch("DecodeKeysKernel");
+}
+
+Status UploadSearchInputs(cuda::GpuResources& res, Metric metric, const float* queries, size_t nq, size_t dim,
+                          const uint64_t* deleted, size_t rows, DeviceSearchInputs* out) {
+  std::vector<float> unit;
+  const float* q = queries;
+  if (metric == Metric::kCosine) {
+    unit = Normalized(queries, nq, dim);
+    q = unit.data();
+  }
+  QUIVER_ASSIGN_OR_RETURN(out->queries, cuda::DeviceBuffer<float>::Allocate(res, nq * dim, "queries"));
+  QUIVER_RETURN_IF_ERROR(out->queries.CopyFromHost(res, q, nq * dim));
+  if (deleted != nullptr) {
+    const size_t words = (rows + 63) / 64;
+    QUIVER_ASSIGN_OR_RETURN(out->deleted, cuda::DeviceBuffer<uint64_t>::Allocate(res, words, "tombstones"));
+    QUIVER_RETURN_IF_ERROR(out->deleted.CopyFromHost(res, deleted, words));
+  }
+  // The normalised copy is host memory the queued copy reads.
+  return unit.empty() ? Status::Ok() : res.Synchronize();
+}
+
+Status CoarseSearch(cuda::GpuResources& res, const float* centroids, const float* centroid_norms, size_t nlist,
+                    size_t dim, Metric metric, const float* device_queries, size_t nq, size_t probes,
+                    cuda::DeviceBuffer<int64_t>* lists, cuda::DeviceBuffer<float>* scores) {
+  QUIVER_ASSIGN_OR_RETURN(*lists, cuda::DeviceBuffer<int64_t>::Allocate(res, nq * probes, "probed lists"));
+  QUIVER_ASSIGN_OR_RETURN(*scores, cuda::DeviceBuffer<float>::Allocate(res, nq * probes, "probe scores"));
+  const Metric coarse = metric == Metric::kL2 ? Metric::kL2 : Metric::kInnerProduct;
+  const DeviceBase base{centroids, centroid_norms, nullptr, nlist, dim};
+  return SearchDevice(res, base, device_queries, nq, {coarse, probes}, lists->data(), scores->data());
 }
 
 void FillEmpty(Metric metric, size_t count, int64_t* rows, float* scores) {

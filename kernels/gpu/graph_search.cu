@@ -295,26 +295,14 @@ Status GraphSearch(cuda::GpuResources& res, const DeviceGraph& graph, const uint
                                        static_cast<int>(shared)));
   cudaStream_t stream = res.impl().stream;
 
-  std::vector<float> unit;
-  const float* q = queries;
-  if (graph.metric() == Metric::kCosine) {
-    unit = Normalized(queries, nq, dim);
-    q = unit.data();
-  }
-  QUIVER_ASSIGN_OR_RETURN(auto d_queries, cuda::DeviceBuffer<float>::Allocate(res, nq * dim, "queries"));
-  QUIVER_RETURN_IF_ERROR(d_queries.CopyFromHost(res, q, nq * dim));
-  cuda::DeviceBuffer<uint64_t> d_deleted;
-  if (deleted != nullptr) {
-    const size_t words = (graph.size() + 63) / 64;
-    QUIVER_ASSIGN_OR_RETURN(d_deleted, cuda::DeviceBuffer<uint64_t>::Allocate(res, words, "tombstones"));
-    QUIVER_RETURN_IF_ERROR(d_deleted.CopyFromHost(res, deleted, words));
-  }
+  detail::DeviceSearchInputs in;
+  QUIVER_RETURN_IF_ERROR(detail::UploadSearchInputs(res, graph.metric(), queries, nq, dim, deleted, graph.size(), &in));
   QUIVER_ASSIGN_OR_RETURN(auto keys, cuda::DeviceBuffer<uint64_t>::Allocate(res, nq * k, "result keys"));
   args.vectors = graph.vectors();
   args.graph = graph.graph();
   args.seeds = graph.seeds();
-  args.queries = d_queries.data();
-  args.deleted = d_deleted.data();
+  args.queries = in.queries.data();
+  args.deleted = in.deleted.data();
   args.out = keys.data();
   GraphSearchKernel<<<static_cast<unsigned>(nq), kGraphBlock, shared, stream>>>(args);
   QUIVER_RETURN_IF_ERROR(cuda::CheckLaunch("GraphSearchKernel"));

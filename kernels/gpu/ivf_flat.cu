@@ -16,7 +16,6 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/kmeans.h"
 #include "kernels/gpu/flat_detail.cuh"
 #include "kernels/gpu_search.h"
 
@@ -117,26 +116,14 @@ Status IvfFlatSearch(cuda::GpuResources& res, const DeviceIvfFlat& index, const 
   cudaStream_t stream = res.impl().stream;
 
   // Cosine lists hold unit vectors: queries are normalised as on the CPU.
-  std::vector<float> unit;
-  const float* q = queries;
-  if (index.metric() == Metric::kCosine) {
-    unit = Normalized(queries, nq, dim);
-    q = unit.data();
-  }
-  QUIVER_ASSIGN_OR_RETURN(auto d_queries, cuda::DeviceBuffer<float>::Allocate(res, nq * dim, "queries"));
-  QUIVER_RETURN_IF_ERROR(d_queries.CopyFromHost(res, q, nq * dim));
-  cuda::DeviceBuffer<uint64_t> d_deleted;
-  if (deleted != nullptr) {
-    const size_t words = (index.size() + 63) / 64;
-    QUIVER_ASSIGN_OR_RETURN(d_deleted, cuda::DeviceBuffer<uint64_t>::Allocate(res, words, "tombstones"));
-    QUIVER_RETURN_IF_ERROR(d_deleted.CopyFromHost(res, deleted, words));
-  }
-  QUIVER_ASSIGN_OR_RETURN(auto probe_lists, cuda::DeviceBuffer<int64_t>::Allocate(res, nq * probes, "probed lists"));
-  QUIVER_ASSIGN_OR_RETURN(auto probe_scores, cuda::DeviceBuffer<float>::Allocate(res, nq * probes, "probe scores"));
-  const Metric coarse = l2 ? Metric::kL2 : Metric::kInnerProduct;
-  const detail::DeviceBase centroids{index.centroids(), index.centroid_norms(), nullptr, index.nlist(), dim};
-  QUIVER_RETURN_IF_ERROR(detail::SearchDevice(res, centroids, d_queries.data(), nq, {coarse, probes},
-                                              probe_lists.data(), probe_scores.data()));
+  detail::DeviceSearchInputs in;
+  QUIVER_RETURN_IF_ERROR(
+      detail::UploadSearchInputs(res, index.metric(), queries, nq, dim, deleted, index.size(), &in));
+  cuda::DeviceBuffer<int64_t> probe_lists;
+  cuda::DeviceBuffer<float> probe_scores;
+  QUIVER_RETURN_IF_ERROR(detail::CoarseSearch(res, index.centroids(), index.centroid_norms(), index.nlist(), dim,
+                                              index.metric(), in.queries.data(), nq, probes, &probe_lists,
+                                              &probe_scores));
 
   // Query tiles whose candidates fit in 256 MiB.
   const size_t per_query = probes * k * sizeof(uint64_t);
@@ -153,8 +140,8 @@ Status IvfFlatSearch(cuda::GpuResources& res, const DeviceIvfFlat& index, const 
                            index.slot_rows(),
                            index.list_slots(),
                            probe_lists.data() + q0 * probes,
-                           d_queries.data() + q0 * dim,
-                           d_deleted.data(),
+                           in.queries.data() + q0 * dim,
+                           in.deleted.data(),
                            static_cast<int>(probes),
                            static_cast<int>(dim),
                            l2};

@@ -20,7 +20,6 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/kmeans.h"
 #include "kernels/cpu/rerank.h"
 #include "kernels/gpu/flat_detail.cuh"
 #include "kernels/gpu_search.h"
@@ -194,26 +193,14 @@ Status IvfPqSearch(cuda::GpuResources& res, const DeviceIvfPq& index, const Base
   }
   cudaStream_t stream = res.impl().stream;
 
-  std::vector<float> unit;
-  const float* q = queries;
-  if (index.metric() == Metric::kCosine) {
-    unit = Normalized(queries, nq, dim);
-    q = unit.data();
-  }
-  QUIVER_ASSIGN_OR_RETURN(auto d_queries, cuda::DeviceBuffer<float>::Allocate(res, nq * dim, "queries"));
-  QUIVER_RETURN_IF_ERROR(d_queries.CopyFromHost(res, q, nq * dim));
-  cuda::DeviceBuffer<uint64_t> d_deleted;
-  if (base.deleted != nullptr) {
-    const size_t words = (index.size() + 63) / 64;
-    QUIVER_ASSIGN_OR_RETURN(d_deleted, cuda::DeviceBuffer<uint64_t>::Allocate(res, words, "tombstones"));
-    QUIVER_RETURN_IF_ERROR(d_deleted.CopyFromHost(res, base.deleted, words));
-  }
-  QUIVER_ASSIGN_OR_RETURN(auto probe_lists, cuda::DeviceBuffer<int64_t>::Allocate(res, nq * probes, "probed lists"));
-  QUIVER_ASSIGN_OR_RETURN(auto probe_scores, cuda::DeviceBuffer<float>::Allocate(res, nq * probes, "probe scores"));
-  const Metric coarse = l2 ? Metric::kL2 : Metric::kInnerProduct;
-  const detail::DeviceBase centroids{index.centroids(), index.centroid_norms(), nullptr, index.nlist(), dim};
-  QUIVER_RETURN_IF_ERROR(detail::SearchDevice(res, centroids, d_queries.data(), nq, {coarse, probes},
-                                              probe_lists.data(), probe_scores.data()));
+  detail::DeviceSearchInputs in;
+  QUIVER_RETURN_IF_ERROR(
+      detail::UploadSearchInputs(res, index.metric(), queries, nq, dim, base.deleted, index.size(), &in));
+  cuda::DeviceBuffer<int64_t> probe_lists;
+  cuda::DeviceBuffer<float> probe_scores;
+  QUIVER_RETURN_IF_ERROR(detail::CoarseSearch(res, index.centroids(), index.centroid_norms(), index.nlist(), dim,
+                                              index.metric(), in.queries.data(), nq, probes, &probe_lists,
+                                              &probe_scores));
 
   // Query tiles whose candidates fit in 256 MiB.
   const size_t per_query = probes * candidates * sizeof(uint64_t);
@@ -234,10 +221,10 @@ Status IvfPqSearch(cuda::GpuResources& res, const DeviceIvfPq& index, const Base
     keys.list_slots = index.list_slots();
     keys.probe_lists = probe_lists.data() + q0 * probes;
     keys.probe_scores = probe_scores.data() + q0 * probes;
-    keys.queries = d_queries.data() + q0 * dim;
+    keys.queries = in.queries.data() + q0 * dim;
     keys.centroids = index.centroids();
     keys.codebooks = index.codebooks();
-    keys.deleted = d_deleted.data();
+    keys.deleted = in.deleted.data();
     keys.nprobe = static_cast<int>(probes);
     keys.dim = static_cast<int>(dim);
     keys.pq_dim = static_cast<int>(index.pq_dim());
