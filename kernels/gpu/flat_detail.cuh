@@ -5,8 +5,10 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -89,6 +91,35 @@ Status UploadSearchInputs(cuda::GpuResources& res, Metric metric, const float* q
 Status CoarseSearch(cuda::GpuResources& res, const float* centroids, const float* centroid_norms, size_t nlist,
                     size_t dim, Metric metric, const float* device_queries, size_t nq, size_t probes,
                     cuda::DeviceBuffer<int64_t>* lists, cuda::DeviceBuffer<float>* scores);
+
+/// The IVF list scans' shape: for each query, the k best keys of every probed
+/// list (one select block per (query, probe), keys from `list_keys(q0)`, a
+/// key function for the tile of queries starting at q0 with
+/// `scratch_bytes` of shared memory), then the k best of those, into
+/// winners[query * k + i] (device, nq x k). Queries go in tiles whose
+/// per-probe candidates fit in 256 MiB. Queued on res's stream.
+template <class ListKeysFor>
+Status SelectPerProbeThenMerge(cuda::GpuResources& res, size_t nq, size_t probes, size_t k,
+                               const ListKeysFor& list_keys, size_t scratch_bytes, uint64_t* winners) {
+  const size_t per_query = probes * k * sizeof(uint64_t);
+  const size_t qt = std::clamp<size_t>((size_t{256} << 20) / per_query, 1, nq);
+  if (qt * probes > static_cast<size_t>(std::numeric_limits<int>::max())) {
+    return Status::InvalidArgument("too many (query, probe) pairs in one tile");
+  }
+  QUIVER_ASSIGN_OR_RETURN(auto candidates, cuda::DeviceBuffer<uint64_t>::Allocate(res, qt * probes * k, "candidates"));
+  cudaStream_t stream = res.impl().stream;
+  const int ik = static_cast<int>(k);
+  for (size_t q0 = 0; q0 < nq; q0 += qt) {
+    const size_t qn = std::min(qt, nq - q0);
+    // len is per list (the key function's Length); the argument is unused.
+    QUIVER_RETURN_IF_ERROR(LaunchSelect(stream, list_keys(q0), static_cast<int>(qn * probes), 0, ik,
+                                        candidates.data(), k, scratch_bytes));
+    const StoredKeys merged{candidates.data(), probes * k};
+    QUIVER_RETURN_IF_ERROR(
+        LaunchSelect(stream, merged, static_cast<int>(qn), static_cast<int>(probes * k), ik, winners + q0 * k, k));
+  }
+  return Status::Ok();
+}
 
 /// Allocates `*buffer` for `host` and queues the copy: long_lived = false on
 /// res's stream (for this thread's call), true through the device (a resident

@@ -125,33 +125,19 @@ Status IvfFlatSearch(cuda::GpuResources& res, const DeviceIvfFlat& index, const 
                                               index.metric(), in.queries.data(), nq, probes, &probe_lists,
                                               &probe_scores));
 
-  // Query tiles whose candidates fit in 256 MiB.
-  const size_t per_query = probes * k * sizeof(uint64_t);
-  const size_t qt = std::clamp<size_t>((size_t{256} << 20) / per_query, 1, nq);
-  if (qt * probes > static_cast<size_t>(std::numeric_limits<int>::max())) {
-    return Status::InvalidArgument("too many (query, probe) pairs in one tile");
-  }
-  QUIVER_ASSIGN_OR_RETURN(auto candidates, cuda::DeviceBuffer<uint64_t>::Allocate(res, qt * probes * k, "candidates"));
   QUIVER_ASSIGN_OR_RETURN(auto winners, cuda::DeviceBuffer<uint64_t>::Allocate(res, nq * k, "winners"));
-  const int ik = static_cast<int>(k);
-  for (size_t q0 = 0; q0 < nq; q0 += qt) {
-    const size_t qn = std::min(qt, nq - q0);
-    const IvfListKeys keys{index.data(),
-                           index.slot_rows(),
-                           index.list_slots(),
-                           probe_lists.data() + q0 * probes,
-                           in.queries.data() + q0 * dim,
-                           in.deleted.data(),
-                           static_cast<int>(probes),
-                           static_cast<int>(dim),
-                           l2};
-    // len is per list (IvfListKeys::Length); the argument is unused.
-    QUIVER_RETURN_IF_ERROR(
-        detail::LaunchSelect(stream, keys, static_cast<int>(qn * probes), 0, ik, candidates.data(), k));
-    const StoredKeys merged{candidates.data(), probes * k};
-    QUIVER_RETURN_IF_ERROR(detail::LaunchSelect(stream, merged, static_cast<int>(qn), static_cast<int>(probes * k),
-                                                ik, winners.data() + q0 * k, k));
-  }
+  auto list_keys = [&](size_t q0) {
+    return IvfListKeys{index.data(),
+                       index.slot_rows(),
+                       index.list_slots(),
+                       probe_lists.data() + q0 * probes,
+                       in.queries.data() + q0 * dim,
+                       in.deleted.data(),
+                       static_cast<int>(probes),
+                       static_cast<int>(dim),
+                       l2};
+  };
+  QUIVER_RETURN_IF_ERROR(detail::SelectPerProbeThenMerge(res, nq, probes, k, list_keys, 0, winners.data()));
   QUIVER_ASSIGN_OR_RETURN(auto d_rows, cuda::DeviceBuffer<int64_t>::Allocate(res, nq * k, "result rows"));
   QUIVER_ASSIGN_OR_RETURN(auto d_scores, cuda::DeviceBuffer<float>::Allocate(res, nq * k, "result scores"));
   const size_t count = nq * k;

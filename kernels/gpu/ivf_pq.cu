@@ -202,18 +202,8 @@ Status IvfPqSearch(cuda::GpuResources& res, const DeviceIvfPq& index, const Base
                                               index.metric(), in.queries.data(), nq, probes, &probe_lists,
                                               &probe_scores));
 
-  // Query tiles whose candidates fit in 256 MiB.
-  const size_t per_query = probes * candidates * sizeof(uint64_t);
-  const size_t qt = std::clamp<size_t>((size_t{256} << 20) / per_query, 1, nq);
-  if (qt * probes > static_cast<size_t>(std::numeric_limits<int>::max())) {
-    return Status::InvalidArgument("too many (query, probe) pairs in one tile");
-  }
-  QUIVER_ASSIGN_OR_RETURN(auto tile_candidates,
-                          cuda::DeviceBuffer<uint64_t>::Allocate(res, qt * probes * candidates, "candidates"));
   QUIVER_ASSIGN_OR_RETURN(auto winners, cuda::DeviceBuffer<uint64_t>::Allocate(res, nq * candidates, "winners"));
-  const int ic = static_cast<int>(candidates);
-  for (size_t q0 = 0; q0 < nq; q0 += qt) {
-    const size_t qn = std::min(qt, nq - q0);
+  auto list_keys = [&](size_t q0) {
     PqListKeys keys{};
     keys.codes = index.codes();
     keys.slot_rows = index.slot_rows();
@@ -232,14 +222,10 @@ Status IvfPqSearch(cuda::GpuResources& res, const DeviceIvfPq& index, const Base
     keys.ksub = static_cast<int>(ksub);
     keys.four_bit = index.pq_bits() == 4;
     keys.l2 = l2;
-    // len is per list (PqListKeys::Length); the argument is unused.
-    QUIVER_RETURN_IF_ERROR(detail::LaunchSelect(stream, keys, static_cast<int>(qn * probes), 0, ic,
-                                                tile_candidates.data(), candidates, table_bytes));
-    const StoredKeys merged{tile_candidates.data(), probes * candidates};
-    QUIVER_RETURN_IF_ERROR(detail::LaunchSelect(stream, merged, static_cast<int>(qn),
-                                                static_cast<int>(probes * candidates), ic,
-                                                winners.data() + q0 * candidates, candidates));
-  }
+    return keys;
+  };
+  QUIVER_RETURN_IF_ERROR(
+      detail::SelectPerProbeThenMerge(res, nq, probes, candidates, list_keys, table_bytes, winners.data()));
   const size_t count = nq * candidates;
   QUIVER_ASSIGN_OR_RETURN(auto d_rows, cuda::DeviceBuffer<int64_t>::Allocate(res, count, "candidate rows"));
   QUIVER_ASSIGN_OR_RETURN(auto d_values, cuda::DeviceBuffer<float>::Allocate(res, count, "candidate scores"));
