@@ -20,6 +20,9 @@
 
 namespace quiver::kernels::gpu::detail {
 
+/// Row id of an IVF padding slot in the device copies (the CPU lists hold -1).
+constexpr uint32_t kPaddingRow = 0xffffffffu;
+
 /// Launches SelectKKernel<kBlock, kItems> with `scratch_bytes` of shared
 /// memory for the key function after the buffer (opting in above 48 KiB).
 template <int kBlock, int kItems, class KeyFn>

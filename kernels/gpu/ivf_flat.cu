@@ -22,7 +22,7 @@
 namespace quiver::kernels::gpu {
 namespace {
 
-constexpr uint32_t kPaddingRow = 0xffffffffu;
+using detail::kPaddingRow;
 
 struct IvfListKeys {
   const float* data;

@@ -27,7 +27,7 @@
 namespace quiver::kernels::gpu {
 namespace {
 
-constexpr uint32_t kPaddingRow = 0xffffffffu;
+using detail::kPaddingRow;
 
 struct PqListKeys {
   const uint8_t* codes;
