@@ -4,7 +4,7 @@
 // libraries. Exits 2 (after saying why) where no GPU can be opened.
 //
 //   quiver-gpu-bench flat --n 1000000 --nq 10000 --dim 128 --k 10
-//   quiver-gpu-bench ivf --n 1000000 --nq 10000 --nlist 1024 --nprobe 1,8,32
+//   quiver-gpu-bench ivf --n 1000000 --nq 10000 --nlist 1024 --nprobe 1,8,32 [--pq-dim 64]
 //   quiver-gpu-bench graph --n 1000000 --nq 10000 --batch 10 --itopk 16,32,64
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -26,6 +26,7 @@
 #include "kernels/gpu_search.h"
 #include "kernels/graph.h"
 #include "kernels/ivf_flat.h"
+#include "kernels/ivf_pq.h"
 
 namespace {
 
@@ -174,16 +175,21 @@ int RunFlat(const FlatOptions& o) {
 struct IvfOptions {
   size_t n = 1000000, nq = 10000, dim = 128, k = 10, clusters = 1000;
   uint32_t nlist = 1024;
+  uint32_t pq_dim = 0;  // 0: IVF_FLAT; else IVF_PQ (8 bits) with this many sub-quantisers
+  uint32_t refine_factor = 8;
   std::vector<uint32_t> nprobes = {1, 4, 8, 32};
   int repeats = 5, threads = 0;
 };
 
-// IVF_FLAT on a Gaussian mixture: the index built on the CPU, searched on the
-// GPU (resident) and on the CPU at each nprobe; recall@k against exact search
-// done on the GPU.
+// IVF_FLAT (or IVF_PQ with --pq-dim) on a Gaussian mixture: the index built
+// on the CPU, searched on the GPU (resident) and on the CPU at each nprobe;
+// recall@k against exact search done on the GPU.
 int RunIvf(const IvfOptions& o) {
-  std::printf("ivf: n=%zu nq=%zu dim=%zu k=%zu nlist=%u clusters=%zu repeats=%d\n", o.n, o.nq, o.dim, o.k, o.nlist,
-              o.clusters, o.repeats);
+  const bool pq = o.pq_dim > 0;
+  std::printf("ivf: n=%zu nq=%zu dim=%zu k=%zu nlist=%u clusters=%zu repeats=%d %s\n", o.n, o.nq, o.dim, o.k, o.nlist,
+              o.clusters, o.repeats,
+              pq ? ("IVF_PQ pq_dim " + std::to_string(o.pq_dim) + " refine " + std::to_string(o.refine_factor)).c_str()
+                 : "IVF_FLAT");
   Gpu gpu_handles;
   if (const int rc = OpenGpu(&gpu_handles); rc != 0) return rc;
   auto& device = gpu_handles.device;
@@ -192,33 +198,60 @@ int RunIvf(const IvfOptions& o) {
   const auto queries = quiver::GaussianMixture(o.nq, o.dim, o.clusters, 43);
   quiver::kernels::Resources cpu;
   cpu.num_threads = o.threads;
-  auto t0 = Clock::now();
-  quiver::kernels::IvfFlatBuildParams params;
-  params.nlist = o.nlist;
-  auto index = quiver::kernels::IvfFlatIndex::Build(cpu, quiver::kernels::Metric::kL2, base.data(), o.n, o.dim, params);
-  if (!index.ok()) {
-    std::fprintf(stderr, "build: %s\n", index.status().ToString().c_str());
-    return 1;
-  }
-  std::printf("CPU build: %.1f s\n", Seconds(t0));
-  auto resident = quiver::kernels::gpu::DeviceIvfFlat::Upload(*gpu, **index, /*long_lived=*/true);
-  if (!resident.ok()) {
-    std::fprintf(stderr, "upload: %s\n", resident.status().ToString().c_str());
-    return 1;
-  }
   std::vector<float> norms(o.n);
   quiver::kernels::SquaredNorms(base.data(), o.n, o.dim, norms.data());
+  const quiver::kernels::BaseView view{base.data(), norms.data(), o.n, o.dim};
+  const auto l2 = quiver::kernels::Metric::kL2;
+  auto t0 = Clock::now();
+  // One of the two indexes, its device copy, and how each side searches it.
+  std::unique_ptr<quiver::kernels::IvfFlatIndex> flat_index;
+  std::unique_ptr<quiver::kernels::IvfPqIndex> pq_index;
+  quiver::kernels::gpu::DeviceIvfFlat flat_resident;
+  quiver::kernels::gpu::DeviceIvfPq pq_resident;
+  quiver::Status st = [&]() -> quiver::Status {
+    if (pq) {
+      QUIVER_ASSIGN_OR_RETURN(pq_index, quiver::kernels::IvfPqIndex::Build(cpu, l2, base.data(), o.n, o.dim,
+                                                                           {.nlist = o.nlist, .pq_dim = o.pq_dim}));
+    } else {
+      QUIVER_ASSIGN_OR_RETURN(flat_index,
+                              quiver::kernels::IvfFlatIndex::Build(cpu, l2, base.data(), o.n, o.dim, {.nlist = o.nlist}));
+    }
+    std::printf("CPU build: %.1f s\n", Seconds(t0));
+    if (pq) {
+      QUIVER_ASSIGN_OR_RETURN(pq_resident, quiver::kernels::gpu::DeviceIvfPq::Upload(*gpu, *pq_index, true));
+    } else {
+      QUIVER_ASSIGN_OR_RETURN(flat_resident, quiver::kernels::gpu::DeviceIvfFlat::Upload(*gpu, *flat_index, true));
+    }
+    return quiver::Status::Ok();
+  }();
+  if (!st.ok()) {
+    std::fprintf(stderr, "build and upload: %s\n", st.ToString().c_str());
+    return 1;
+  }
+  auto gpu_search = [&](uint32_t nprobe, int64_t* rows, float* scores) {
+    return pq ? quiver::kernels::gpu::IvfPqSearch(*gpu, pq_resident, view, queries.data(), o.nq, o.k, nprobe,
+                                                  o.refine_factor, rows, scores)
+              : quiver::kernels::gpu::IvfFlatSearch(*gpu, flat_resident, nullptr, queries.data(), o.nq, o.k, nprobe,
+                                                    rows, scores);
+  };
+  auto cpu_search = [&](uint32_t nprobe, int64_t* rows, float* scores) {
+    return pq ? pq_index->Search(cpu, view, queries.data(), o.nq, o.k,
+                                 {.nprobe = nprobe, .refine_factor = o.refine_factor}, rows, scores)
+              : flat_index->Search(cpu, queries.data(), o.nq, o.k, nprobe, nullptr, rows, scores);
+  };
   std::vector<int64_t> truth;
   if (!GpuGroundTruth(*gpu, base, norms, queries, o.dim, o.k, &truth)) return 1;
   auto recall = [&](const std::vector<int64_t>& got) { return RecallAtK(got, truth, o.nq, o.k); };
-  quiver::Status st;
   std::filesystem::create_directories("bench/results");
-  std::ofstream md("bench/results/gpu_ivf.md");
+  std::ofstream md(pq ? "bench/results/gpu_ivf_pq.md" : "bench/results/gpu_ivf.md");
   char line[512];
+  const std::string kind = pq ? "IVF_PQ (pq_dim " + std::to_string(o.pq_dim) + ", 8 bits, refine " +
+                                    std::to_string(o.refine_factor) + ")"
+                              : "IVF_FLAT";
   std::snprintf(line, sizeof line,
-                "### GPU IVF_FLAT: %zu queries vs %zu x %zu (%zu clusters), nlist %u, k = %zu (%s)\n\n"
+                "### GPU %s: %zu queries vs %zu x %zu (%zu clusters), nlist %u, k = %zu (%s)\n\n"
                 "| nprobe | recall GPU / CPU | GPU QPS | CPU QPS | GPU / CPU |\n|---:|---|---:|---:|---:|\n",
-                o.nq, o.n, o.dim, o.clusters, o.nlist, o.k, device->name().c_str());
+                kind.c_str(), o.nq, o.n, o.dim, o.clusters, o.nlist, o.k, device->name().c_str());
   md << line;
   std::printf("\n%s", line);
   std::vector<int64_t> g_rows(o.nq * o.k), c_rows(o.nq * o.k);
@@ -227,11 +260,10 @@ int RunIvf(const IvfOptions& o) {
     std::vector<double> t_gpu, t_cpu;
     for (int r = 0; r < o.repeats + 1; ++r) {
       t0 = Clock::now();
-      st = quiver::kernels::gpu::IvfFlatSearch(*gpu, *resident, nullptr, queries.data(), o.nq, o.k, nprobe,
-                                               g_rows.data(), g_scores.data());
+      st = gpu_search(nprobe, g_rows.data(), g_scores.data());
       if (r > 0) t_gpu.push_back(Seconds(t0));
       t0 = Clock::now();
-      if (st.ok()) st = (*index)->Search(cpu, queries.data(), o.nq, o.k, nprobe, nullptr, c_rows.data(), c_scores.data());
+      if (st.ok()) st = cpu_search(nprobe, c_rows.data(), c_scores.data());
       if (r > 0) t_cpu.push_back(Seconds(t0));
       if (!st.ok()) {
         std::fprintf(stderr, "nprobe %u: %s\n", nprobe, st.ToString().c_str());
@@ -362,6 +394,10 @@ int main(int argc, char** argv) {
   ivf->add_option("--nlist", ivf_options.nlist, "inverted lists")->capture_default_str();
   ivf->add_option("--nprobe", ivf_options.nprobes, "lists probed (comma-separated sweep)")
       ->delimiter(',')
+      ->capture_default_str();
+  ivf->add_option("--pq-dim", ivf_options.pq_dim, "IVF_PQ with this many sub-quantisers (8 bits); 0 = IVF_FLAT")
+      ->capture_default_str();
+  ivf->add_option("--refine-factor", ivf_options.refine_factor, "IVF_PQ: k x this candidates re-ranked exactly")
       ->capture_default_str();
   ivf->add_option("--repeats", ivf_options.repeats, "timed rounds (median reported)")->capture_default_str();
   ivf->add_option("--threads", ivf_options.threads, "CPU threads (0 = all)")->capture_default_str();

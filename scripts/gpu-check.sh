@@ -9,7 +9,7 @@
 #                                   then compress it into DIR.tar.xz (~21 MB)
 #   scripts/gpu-check.sh run [DIR] [PARTS]
 #                                   on the GPU machine: run what `pack` made (DIR, or DIR.tar.xz
-#                                   unpacked); PARTS: tests,sanitize,bench,graph (default all;
+#                                   unpacked); PARTS: tests,sanitize,bench,indexes (default all;
 #                                   one part per call keeps each under the device tool's 10 minutes)
 #
 # The binaries: quiver_kernel_tests and quiver-gpu-bench need only the
@@ -23,7 +23,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-all}
 DIR=${2:-.gpu-pack}
-PARTS=${3:-tests,sanitize,bench,graph}
+PARTS=${3:-tests,sanitize,bench,indexes}
 BUILD=${BUILD:-build}
 GPU_TESTS='*Gpu*'
 # Under the sanitizers: every GPU case except the largest reference sizes, which
@@ -99,10 +99,12 @@ run() {
     step "bench batching 64 clients" bench-concurrent.log "$DIR/bin/quiver-bench" concurrent --n 1000000 \
       --clients 64 --seconds 5 --rounds 2 --threads "$(nproc)"
   fi
-  if [[ ",$PARTS," == *,graph,* ]]; then
-    # Its own part: the 1M graph is built on the CPU first (minutes).
+  if [[ ",$PARTS," == *,indexes,* ]]; then
+    # Its own part: the 1M graph and IVF_PQ index are built on the CPU first.
     step "bench graph 1M batch 10" bench-graph.log "$DIR/bin/quiver-gpu-bench" graph --n 1000000 --nq 10000 \
       --batch 10 --itopk 16,32,64,128
+    step "bench ivf_pq 1M pq_dim 64" bench-ivf-pq.log "$DIR/bin/quiver-gpu-bench" ivf --n 1000000 --nq 10000 \
+      --nlist 1024 --pq-dim 64 --refine-factor 8 --nprobe 1,4,8,32
   fi
   echo
   echo "| step                     | result                   | time  | log |"
