@@ -97,60 +97,62 @@ Result<std::shared_ptr<const T>> GpuExecutor::Resident(uint64_t key, size_t byte
   return std::static_pointer_cast<const T>(it->second.copy);
 }
 
-Status GpuExecutor::SearchSealed(uint64_t segment_uid, const kernels::BaseView& base, const float* queries, size_t nq,
-                                 const kernels::FlatSearchParams& params, int64_t* rows, float* scores) {
+template <class T, class Upload, class Search>
+Status GpuExecutor::SearchResident(uint64_t key, size_t bytes, const Upload& upload, const Search& search) {
   QUIVER_ASSIGN_OR_RETURN(cuda::GpuResources * res, ThreadResources());
-  const size_t bytes = (base.rows * base.dim + (base.sq_norms != nullptr ? base.rows : 0)) * sizeof(float);
-  QUIVER_ASSIGN_OR_RETURN(auto resident, Resident<kernels::gpu::DeviceFlatBase>(FlatKey(segment_uid), bytes, [&] {
-                            kernels::BaseView vectors = base;
-                            vectors.deleted = nullptr;
-                            return kernels::gpu::DeviceFlatBase::Upload(*res, vectors, /*long_lived=*/true);
-                          }));
-  QUIVER_RETURN_IF_ERROR(kernels::gpu::FlatSearch(*res, *resident, base.deleted, queries, nq, params, rows, scores));
+  QUIVER_ASSIGN_OR_RETURN(auto resident, Resident<T>(key, bytes, [&] { return upload(*res); }));
+  QUIVER_RETURN_IF_ERROR(search(*res, *resident));
   searches_.fetch_add(1, std::memory_order_relaxed);
   return Status::Ok();
+}
+
+Status GpuExecutor::SearchSealed(uint64_t segment_uid, const kernels::BaseView& base, const float* queries, size_t nq,
+                                 const kernels::FlatSearchParams& params, int64_t* rows, float* scores) {
+  const size_t bytes = (base.rows * base.dim + (base.sq_norms != nullptr ? base.rows : 0)) * sizeof(float);
+  return SearchResident<kernels::gpu::DeviceFlatBase>(
+      FlatKey(segment_uid), bytes,
+      [&](cuda::GpuResources& res) {
+        kernels::BaseView vectors = base;
+        vectors.deleted = nullptr;
+        return kernels::gpu::DeviceFlatBase::Upload(res, vectors, /*long_lived=*/true);
+      },
+      [&](cuda::GpuResources& res, const kernels::gpu::DeviceFlatBase& copy) {
+        return kernels::gpu::FlatSearch(res, copy, base.deleted, queries, nq, params, rows, scores);
+      });
 }
 
 Status GpuExecutor::SearchIvfFlat(uint64_t segment_uid, const kernels::IvfFlatIndex& index, const uint64_t* deleted,
                                   const float* queries, size_t nq, size_t k, uint32_t nprobe, int64_t* rows,
                                   float* scores) {
-  QUIVER_ASSIGN_OR_RETURN(cuda::GpuResources * res, ThreadResources());
-  QUIVER_ASSIGN_OR_RETURN(auto resident,
-                          Resident<kernels::gpu::DeviceIvfFlat>(IndexKey(segment_uid), index.MemoryBytes(), [&] {
-                            return kernels::gpu::DeviceIvfFlat::Upload(*res, index, /*long_lived=*/true);
-                          }));
-  QUIVER_RETURN_IF_ERROR(
-      kernels::gpu::IvfFlatSearch(*res, *resident, deleted, queries, nq, k, nprobe, rows, scores));
-  searches_.fetch_add(1, std::memory_order_relaxed);
-  return Status::Ok();
+  return SearchResident<kernels::gpu::DeviceIvfFlat>(
+      IndexKey(segment_uid), index.MemoryBytes(),
+      [&](cuda::GpuResources& res) { return kernels::gpu::DeviceIvfFlat::Upload(res, index, /*long_lived=*/true); },
+      [&](cuda::GpuResources& res, const kernels::gpu::DeviceIvfFlat& copy) {
+        return kernels::gpu::IvfFlatSearch(res, copy, deleted, queries, nq, k, nprobe, rows, scores);
+      });
 }
 
 Status GpuExecutor::SearchIvfPq(uint64_t segment_uid, const kernels::IvfPqIndex& index, const kernels::BaseView& base,
                                 const float* queries, size_t nq, size_t k, uint32_t nprobe, uint32_t refine_factor,
                                 int64_t* rows, float* scores) {
-  QUIVER_ASSIGN_OR_RETURN(cuda::GpuResources * res, ThreadResources());
-  QUIVER_ASSIGN_OR_RETURN(auto resident,
-                          Resident<kernels::gpu::DeviceIvfPq>(IndexKey(segment_uid), index.MemoryBytes(), [&] {
-                            return kernels::gpu::DeviceIvfPq::Upload(*res, index, /*long_lived=*/true);
-                          }));
-  QUIVER_RETURN_IF_ERROR(
-      kernels::gpu::IvfPqSearch(*res, *resident, base, queries, nq, k, nprobe, refine_factor, rows, scores));
-  searches_.fetch_add(1, std::memory_order_relaxed);
-  return Status::Ok();
+  return SearchResident<kernels::gpu::DeviceIvfPq>(
+      IndexKey(segment_uid), index.MemoryBytes(),
+      [&](cuda::GpuResources& res) { return kernels::gpu::DeviceIvfPq::Upload(res, index, /*long_lived=*/true); },
+      [&](cuda::GpuResources& res, const kernels::gpu::DeviceIvfPq& copy) {
+        return kernels::gpu::IvfPqSearch(res, copy, base, queries, nq, k, nprobe, refine_factor, rows, scores);
+      });
 }
 
 Status GpuExecutor::SearchGraph(uint64_t segment_uid, const kernels::GraphIndex& index, const kernels::BaseView& base,
                                 const float* queries, size_t nq, size_t k, uint32_t itopk, uint32_t search_width,
                                 int64_t* rows, float* scores) {
-  QUIVER_ASSIGN_OR_RETURN(cuda::GpuResources * res, ThreadResources());
   const size_t bytes = (base.rows * base.dim + index.size() * index.degree()) * sizeof(float);
-  QUIVER_ASSIGN_OR_RETURN(auto resident, Resident<kernels::gpu::DeviceGraph>(IndexKey(segment_uid), bytes, [&] {
-                            return kernels::gpu::DeviceGraph::Upload(*res, index, base, /*long_lived=*/true);
-                          }));
-  QUIVER_RETURN_IF_ERROR(kernels::gpu::GraphSearch(*res, *resident, base.deleted, queries, nq, k, itopk, search_width,
-                                                   rows, scores));
-  searches_.fetch_add(1, std::memory_order_relaxed);
-  return Status::Ok();
+  return SearchResident<kernels::gpu::DeviceGraph>(
+      IndexKey(segment_uid), bytes,
+      [&](cuda::GpuResources& res) { return kernels::gpu::DeviceGraph::Upload(res, index, base, /*long_lived=*/true); },
+      [&](cuda::GpuResources& res, const kernels::gpu::DeviceGraph& copy) {
+        return kernels::gpu::GraphSearch(res, copy, base.deleted, queries, nq, k, itopk, search_width, rows, scores);
+      });
 }
 
 void GpuExecutor::Forget(uint64_t segment_uid) {

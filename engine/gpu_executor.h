@@ -110,6 +110,11 @@ class GpuExecutor {
   // missing, evicting least recently used copies to make room.
   template <class T, class Upload>
   Result<std::shared_ptr<const T>> Resident(uint64_t key, size_t bytes, const Upload& upload);
+  // Every Search* method: on the calling thread's resources, the copy under
+  // `key` (made by upload(res) when missing) is handed to search(res, copy),
+  // and a success is counted.
+  template <class T, class Upload, class Search>
+  Status SearchResident(uint64_t key, size_t bytes, const Upload& upload, const Search& search);
 
   struct Entry {
     std::shared_ptr<const void> copy;  // a DeviceFlatBase, DeviceIvfFlat, DeviceIvfPq or DeviceGraph
