@@ -181,9 +181,12 @@ Status Collection::SearchSegmentLocked(const kernels::Resources& res, const Segm
   if (use_index) {
     kernels::IndexSearchParams params;
     params.nprobe = options.nprobe != 0 ? options.nprobe : default_nprobe_;
-    // A filter that keeps a fraction f of the rows leaves f of the beam
-    // returnable: widen the beam by 1/f so as many candidates remain.
-    const double itopk = double(options.itopk != 0 ? options.itopk : default_itopk_) / std::max(kept_fraction, 1e-3);
+    // Tombstones and a filter that leave a fraction f of the rows leave f of
+    // the beam returnable: widen the beam (at least k) by 1/f so that k
+    // returnable rows remain (on a third deleted, a beam of exactly k ended
+    // with ~0.9 k live rows).
+    const double asked = double(std::max<size_t>(options.itopk != 0 ? options.itopk : default_itopk_, k));
+    const double itopk = asked / std::max(kept_fraction, 1e-3);
     params.itopk = static_cast<uint32_t>(std::min<double>(std::ceil(itopk), kMaxItopk));
     params.search_width = options.search_width != 0 ? options.search_width : 1;
     params.refine_factor = options.refine_factor != 0 ? options.refine_factor : default_refine_factor_;
@@ -215,7 +218,11 @@ Status Collection::SearchIndexOnGpu(const Segment& seg, const kernels::BaseView&
     return gpu_->SearchIvfPq(seg.uid, *pq, base, queries, nq, k, params.nprobe, params.refine_factor, rows, scores);
   }
   if (const auto* graph = dynamic_cast<const kernels::GraphIndex*>(index)) {
-    return gpu_->SearchGraph(seg.uid, *graph, base, queries, nq, k, params.itopk, params.search_width, rows, scores);
+    // A beam widened for tombstones or a filter may pass the GPU's limit;
+    // the GPU's widest beam serves it rather than the CPU (k itself is
+    // within the limit: kMaxK).
+    const auto itopk = std::min<uint32_t>(params.itopk, kernels::gpu::kMaxGraphItopk);
+    return gpu_->SearchGraph(seg.uid, *graph, base, queries, nq, k, itopk, params.search_width, rows, scores);
   }
   return Status::Unimplemented(std::string("no GPU search for ") + index->kind() + " indexes");
 }
@@ -264,7 +271,7 @@ Status Collection::Search(const kernels::Resources& res, const float* queries, s
     const bool sealed = s < nsealed;
     const uint64_t* skip = sealed ? seg.deleted.data() : nullptr;
     bool use_index = sealed && seg.index != nullptr;
-    double kept_fraction = 1.0;
+    double kept_fraction = sealed && seg.rows() > 0 ? double(seg.live) / double(seg.rows()) : 1.0;
     if (options.filter != nullptr) {
       // The filter becomes a bitset of excluded rows, evaluated once for all
       // queries, from the payload index where the segment has one.

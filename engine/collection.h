@@ -179,7 +179,7 @@ class Collection {
   void RemoveLocked(const Location& loc);
   void SealLocked();
   // `excluded`: rows to skip (tombstones, filtered out); null = none.
-  // `kept_fraction`: the share of rows a filter keeps (1 without one).
+  // `kept_fraction`: the share of rows neither tombstoned nor filtered out.
   Status SearchSegmentLocked(const kernels::Resources& res, const Segment& seg, const uint64_t* excluded,
                              bool use_index, double kept_fraction, const float* queries, size_t nq, size_t k,
                              const SearchOptions& options, int64_t* rows, float* scores) const;

@@ -23,6 +23,21 @@ struct TestGpu {
   std::string unavailable_reason;
 };
 
+/// Releases the shared GPU after the last test, while the CUDA runtime is
+/// still up, so compute-sanitizer's leak check finds nothing left behind.
+class ReleaseTestGpuAtEnd : public ::testing::Environment {
+ public:
+  explicit ReleaseTestGpuAtEnd(TestGpu* gpu) : gpu_(gpu) {}
+  void TearDown() override {
+    gpu_->resources.reset();
+    gpu_->device.reset();
+    gpu_->unavailable_reason = "released after the last test";
+  }
+
+ private:
+  TestGpu* gpu_;
+};
+
 /// Opened once per process. Base tiles of 1,000 rows, so the tests' sizes
 /// cross tiles; a 4 GiB budget.
 inline TestGpu& SharedTestGpu() {
@@ -43,6 +58,7 @@ inline TestGpu& SharedTestGpu() {
     }
     g->device = *device;
     g->resources = std::move(res).value();
+    ::testing::AddGlobalTestEnvironment(new ReleaseTestGpuAtEnd(g));  // gtest owns it
     return g;
   }();
   return *gpu;
