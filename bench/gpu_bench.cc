@@ -16,6 +16,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bench/bench_util.h"
@@ -43,8 +44,8 @@ struct Gpu {
 
 // Opens device 0 and this thread's resources; the exit code on failure (2:
 // no GPU, said on stdout), 0 on success.
-int OpenGpu(Gpu* out) {
-  auto device = quiver::cuda::GpuDevice::Open({});
+int OpenGpu(Gpu* out, const quiver::cuda::GpuOptions& options = {}) {
+  auto device = quiver::cuda::GpuDevice::Open(options);
   if (!device.ok()) {
     std::printf("no GPU: %s\n", device.status().ToString().c_str());
     return 2;
@@ -59,6 +60,17 @@ int OpenGpu(Gpu* out) {
   std::printf("device: %s, budget %.1f GiB\n", out->device->name().c_str(),
               double(out->device->budget_bytes()) / (1 << 30));
   return 0;
+}
+
+// Base and queries drawn from one Gaussian mixture (the same clusters), as
+// quiver-bench does: queries from another seed's mixture would sit between
+// the base's clusters, and every index's recall would say little.
+std::pair<std::vector<float>, std::vector<float>> MixtureBaseAndQueries(size_t n, size_t nq, size_t dim,
+                                                                        size_t clusters) {
+  auto all = quiver::GaussianMixture(n + nq, dim, clusters, 42);
+  std::vector<float> queries(all.begin() + static_cast<long>(n * dim), all.end());
+  all.resize(n * dim);
+  return {std::move(all), std::move(queries)};
 }
 
 // Exact L2 neighbours of every query, searched on the GPU; false (after
@@ -81,7 +93,53 @@ struct FlatOptions {
   int repeats = 5, threads = 0;
   size_t cpu_queries = 100;
   double peak_tflops = 67.0;  // H100 SXM FP32 (non-tensor)
+  std::vector<std::string> tiles;  // "BASExQUERIES" tile shapes to time besides the default
 };
+
+// The resident search again with each tile shape ("65536x2048": base rows x
+// queries per tile; 0 = the default's choice), each on its own device handle.
+void RunFlatTileSweep(const FlatOptions& o, const quiver::kernels::BaseView& view, const std::vector<float>& queries,
+                      std::ofstream& md) {
+  if (o.tiles.empty()) return;
+  char line[256];
+  std::snprintf(line, sizeof line, "\n| base rows x queries per tile | seconds | TFLOP/s | %% of %.0f |\n|---|---:|---:|---:|\n",
+                o.peak_tflops);
+  md << line;
+  std::printf("%s", line);
+  for (const std::string& shape : o.tiles) {
+    quiver::cuda::GpuOptions options;
+    if (std::sscanf(shape.c_str(), "%zux%zu", &options.flat_base_tile_rows, &options.flat_query_tile_rows) != 2) {
+      std::fprintf(stderr, "--tiles: '%s' is not BASExQUERIES\n", shape.c_str());
+      continue;
+    }
+    Gpu handles;
+    if (OpenGpu(&handles, options) != 0) return;
+    auto resident = quiver::kernels::gpu::DeviceFlatBase::Upload(*handles.resources, view, /*long_lived=*/true);
+    if (!resident.ok()) {
+      std::fprintf(stderr, "upload: %s\n", resident.status().ToString().c_str());
+      return;
+    }
+    std::vector<int64_t> rows(o.nq * o.k);
+    std::vector<float> scores(o.nq * o.k);
+    std::vector<double> times;
+    for (int r = 0; r < o.repeats + 1; ++r) {
+      const auto t0 = Clock::now();
+      const quiver::Status st = quiver::kernels::gpu::FlatSearch(*handles.resources, *resident, nullptr, queries.data(),
+                                                                 o.nq, {quiver::kernels::Metric::kL2, o.k}, rows.data(),
+                                                                 scores.data());
+      if (!st.ok()) {
+        std::fprintf(stderr, "%s: %s\n", shape.c_str(), st.ToString().c_str());
+        return;
+      }
+      if (r > 0) times.push_back(Seconds(t0));
+    }
+    const double tflops = 2.0 * double(o.nq) * double(o.n) * double(o.dim) / Median(times) / 1e12;
+    std::snprintf(line, sizeof line, "| %s | %.4f | %.2f | %.0f%% |\n", shape.c_str(), Median(times), tflops,
+                  100.0 * tflops / o.peak_tflops);
+    md << line;
+    std::printf("%s", line);
+  }
+}
 
 // FLAT with the base resident on the device (what a served segment does) and
 // copied per call, against the CPU path on the first cpu_queries queries
@@ -169,6 +227,7 @@ int RunFlat(const FlatOptions& o) {
                 tflops, 100.0 * tflops / o.peak_tflops, o.peak_tflops, agree, worst);
   md << line;
   std::printf("%s", line);
+  RunFlatTileSweep(o, view, queries, md);
   return 0;
 }
 
@@ -194,8 +253,7 @@ int RunIvf(const IvfOptions& o) {
   if (const int rc = OpenGpu(&gpu_handles); rc != 0) return rc;
   auto& device = gpu_handles.device;
   auto& gpu = gpu_handles.resources;
-  const auto base = quiver::GaussianMixture(o.n, o.dim, o.clusters, 42);
-  const auto queries = quiver::GaussianMixture(o.nq, o.dim, o.clusters, 43);
+  const auto [base, queries] = MixtureBaseAndQueries(o.n, o.nq, o.dim, o.clusters);
   quiver::kernels::Resources cpu;
   cpu.num_threads = o.threads;
   std::vector<float> norms(o.n);
@@ -296,8 +354,7 @@ int RunGraph(const GraphOptions& o) {
   Gpu gpu_handles;
   if (const int rc = OpenGpu(&gpu_handles); rc != 0) return rc;
   auto& gpu = *gpu_handles.resources;
-  const auto base = quiver::GaussianMixture(o.n, o.dim, o.clusters, 42);
-  const auto queries = quiver::GaussianMixture(o.nq, o.dim, o.clusters, 43);
+  const auto [base, queries] = MixtureBaseAndQueries(o.n, o.nq, o.dim, o.clusters);
   std::vector<float> norms(o.n);
   quiver::kernels::SquaredNorms(base.data(), o.n, o.dim, norms.data());
   quiver::kernels::Resources cpu;
@@ -382,6 +439,9 @@ int main(int argc, char** argv) {
   flat->add_option("--threads", flat_options.threads, "CPU threads (0 = all)")->capture_default_str();
   flat->add_option("--cpu-queries", flat_options.cpu_queries, "queries the CPU runs (agreement check)")
       ->capture_default_str();
+  flat->add_option("--tiles", flat_options.tiles,
+                   "tile shapes to time too, BASExQUERIES (e.g. 16384x1024; 0 = the default's choice)")
+      ->delimiter(',');
   flat->add_option("--peak-tflops", flat_options.peak_tflops, "FP32 peak for the roofline fraction")
       ->capture_default_str();
   IvfOptions ivf_options;

@@ -48,6 +48,9 @@ struct GpuOptions {
   /// the workspace (65,536 rows). Tests set it small so that every size
   /// crosses tiles. Default: 0.
   size_t flat_base_tile_rows = 0;
+  /// FLAT search: queries per tile; 0 = as many as the workspace holds (at
+  /// most 16,384). quiver-gpu-bench flat --tiles sweeps both. Default: 0.
+  size_t flat_query_tile_rows = 0;
 };
 
 class GpuResources;

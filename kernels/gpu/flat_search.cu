@@ -194,7 +194,9 @@ Status SearchDevice(cuda::GpuResources& res, const DeviceBase& base, const float
   const size_t free_budget = device.budget_bytes() - std::min(device.budget_bytes(), device.bytes_in_use());
   const size_t workspace = std::min<size_t>(size_t{512} << 20, free_budget / 2);
   const size_t per_query = bt * sizeof(float) + (tiles > 1 ? tiles * k * sizeof(uint64_t) : 0) + k * sizeof(uint64_t);
-  const size_t qt = std::clamp<size_t>(workspace / per_query, 1, std::min<size_t>(nq, 16384));
+  const size_t qt_wanted = device.options().flat_query_tile_rows > 0 ? device.options().flat_query_tile_rows
+                                                                      : std::max<size_t>(workspace / per_query, 1);
+  const size_t qt = std::clamp<size_t>(qt_wanted, 1, std::min<size_t>(nq, 16384));
   if (tiles * k > static_cast<size_t>(std::numeric_limits<int>::max())) {
     return Status::InvalidArgument("too many base tiles for k = " + std::to_string(k));
   }
