@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "common/status.h"
 #include "cuda/gpu_resources.h"
@@ -197,11 +198,26 @@ Status IvfPqSearch(cuda::GpuResources& res, const IvfPqIndex& index, const BaseV
 constexpr size_t kMaxGraphItopk = 1024;
 constexpr size_t kMaxGraphExpansion = 1024;
 
+/// Where one upper layer of a GRAPH index lies in DeviceGraph's upper
+/// buffer (offsets in uint32 elements): its nodes' rows, their indices in
+/// the layer below, its extra seeds and its size x degree neighbour matrix.
+struct GraphUpperLayer {
+  uint32_t size = 0;
+  uint32_t extra_count = 0;
+  uint64_t rows = 0, down = 0, extra = 0, graph = 0;
+};
+
+/// Upper layers the GPU descends at most (a layer holds 1/16 of the one
+/// below; 8 cover 2^31 rows); a deeper index is INVALID_ARGUMENT at upload.
+constexpr size_t kMaxGraphUpperLayers = 8;
+
 /// A GRAPH index as the GPU search reads it: layer 0's neighbour matrix
 /// unchanged (n x degree, kNoEdge-padded), the fp32 vectors it links (unit
-/// vectors for cosine) and the seed nodes (the top layer and layer 0's extra
-/// seeds). The GPU traverses with exact fp32 distances, so it needs neither
-/// the 8-bit codes nor the upper layers. Move-only.
+/// vectors for cosine), the upper layers (as the CPU's: a search scores the
+/// top layer's nodes, descends with a beam of 8 and enters layer 0 where that
+/// ends) and layer 0's seeds (its extra seeds; where there is no upper layer,
+/// every node of the top layer too). The GPU traverses with exact fp32
+/// distances, so it needs no 8-bit codes. Move-only.
 class DeviceGraph {
  public:
   DeviceGraph() = default;
@@ -217,17 +233,24 @@ class DeviceGraph {
   uint32_t degree() const { return degree_; }
   size_t num_seeds() const { return seeds_.size(); }
   /// Device memory held.
-  size_t bytes() const { return vectors_.size() * sizeof(float) + (graph_.size() + seeds_.size()) * sizeof(uint32_t); }
+  size_t bytes() const {
+    return vectors_.size() * sizeof(float) + (graph_.size() + seeds_.size() + upper_.size()) * sizeof(uint32_t);
+  }
 
   // ---- for kernels/gpu ----
   const float* vectors() const { return vectors_.data(); }
   const uint32_t* graph() const { return graph_.data(); }
   const uint32_t* seeds() const { return seeds_.data(); }
+  const uint32_t* upper() const { return upper_.data(); }
+  /// Layers 1.. (the top last).
+  const std::vector<GraphUpperLayer>& upper_layers() const { return upper_layers_; }
 
  private:
   cuda::DeviceBuffer<float> vectors_;   // n x dim
   cuda::DeviceBuffer<uint32_t> graph_;  // n x degree
   cuda::DeviceBuffer<uint32_t> seeds_;
+  cuda::DeviceBuffer<uint32_t> upper_;  // every upper layer's arrays, as upper_layers_ says
+  std::vector<GraphUpperLayer> upper_layers_;
   Metric metric_ = Metric::kL2;
   size_t dim_ = 0;
   size_t n_ = 0;
@@ -236,12 +259,15 @@ class DeviceGraph {
 
 /// GraphIndex::Search on the GPU (same contract: k best of the nodes the
 /// search scores, tombstoned rows traversed but never returned, ties to the
-/// lower row; scores exact fp32). One thread block per query keeps a beam of
-/// max(itopk, k) nodes, a visited hash and the best returnable rows in shared
-/// memory; each step expands the search_width best unexpanded nodes, scores
-/// their neighbours a warp per node, and merges. The beam may differ from the
-/// CPU's, which traverses 8-bit codes: results agree up to recall, not id for
-/// id. `deleted` is host memory.
+/// lower row; scores exact fp32). A thread block keeps a beam of max(itopk, k)
+/// nodes, a visited hash and the best returnable rows in shared memory; it
+/// descends the upper layers like the CPU, then each step expands the
+/// search_width best unexpanded nodes, scores their neighbours a warp per
+/// node, and merges. One block per query for large batches; with fewer
+/// queries than SMs, up to 8 per query, each entering layer 0 from its share
+/// of the descent's nodes and seeds, merged at the end. The beam may differ
+/// from the CPU's, which traverses 8-bit codes: results agree up to recall,
+/// not id for id. `deleted` is host memory.
 Status GraphSearch(cuda::GpuResources& res, const DeviceGraph& graph, const uint64_t* deleted, const float* queries,
                    size_t nq, size_t k, uint32_t itopk, uint32_t search_width, int64_t* rows, float* scores);
 
