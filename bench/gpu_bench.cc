@@ -343,6 +343,7 @@ struct GraphOptions {
   size_t n = 1000000, nq = 10000, dim = 128, k = 10, clusters = 1000, batch = 10;
   uint32_t degree = 32;
   std::vector<uint32_t> itopks = {16, 32, 64, 128, 256};
+  std::vector<uint32_t> widths = {1};  // search_width: nodes expanded per step
   int repeats = 3, threads = 0;
 };
 
@@ -350,6 +351,15 @@ struct GraphOptions {
 // (resident) in batches of `batch` queries one after another (the issue's
 // latency-bound case) and in one batch of all, and on the CPU; recall@k
 // against exact search done on the GPU.
+// Every (a, b) pair, a outermost.
+std::vector<std::pair<uint32_t, uint32_t>> Sweep(const std::vector<uint32_t>& as, const std::vector<uint32_t>& bs) {
+  std::vector<std::pair<uint32_t, uint32_t>> out;
+  for (uint32_t a : as) {
+    for (uint32_t b : bs) out.emplace_back(a, b);
+  }
+  return out;
+}
+
 int RunGraph(const GraphOptions& o) {
   std::printf("graph: n=%zu nq=%zu dim=%zu k=%zu degree=%u batch=%zu clusters=%zu repeats=%d\n", o.n, o.nq, o.dim, o.k,
               o.degree, o.batch, o.clusters, o.repeats);
@@ -383,8 +393,8 @@ int RunGraph(const GraphOptions& o) {
   char line[512];
   std::snprintf(line, sizeof line,
                 "### GPU GRAPH: %zu queries vs %zu x %zu (%zu clusters), degree %u, k = %zu (%s)\n\n"
-                "| itopk | recall GPU batches / GPU one batch / CPU | GPU QPS, batches of %zu | GPU QPS, one batch | CPU QPS | GPU (batches) / CPU |\n"
-                "|---:|---|---:|---:|---:|---:|\n",
+                "| itopk | width | recall GPU batches / GPU one batch / CPU | GPU QPS, batches of %zu | GPU QPS, one batch | CPU QPS | GPU (batches) / CPU |\n"
+                "|---:|---:|---|---:|---:|---:|---:|\n",
                 o.nq, o.n, o.dim, o.clusters, o.degree, o.k, gpu_handles.device->name().c_str(), o.batch);
   md << line;
   std::printf("\n%s", line);
@@ -392,7 +402,7 @@ int RunGraph(const GraphOptions& o) {
   // all queries takes one block each: their recalls may differ.
   std::vector<int64_t> b_rows(o.nq * o.k), g_rows(o.nq * o.k), c_rows(o.nq * o.k);
   std::vector<float> g_scores(o.nq * o.k), c_scores(o.nq * o.k);
-  for (uint32_t itopk : o.itopks) {
+  for (const auto& [width, itopk] : Sweep(o.widths, o.itopks)) {
     std::vector<double> t_batches, t_whole, t_cpu;
     quiver::Status st;
     for (int r = 0; r < o.repeats + 1 && st.ok(); ++r) {
@@ -400,17 +410,20 @@ int RunGraph(const GraphOptions& o) {
       for (size_t q0 = 0; q0 < o.nq && st.ok(); q0 += o.batch) {
         const size_t count = std::min(o.batch, o.nq - q0);
         st = quiver::kernels::gpu::GraphSearch(gpu, *resident, nullptr, queries.data() + q0 * o.dim, count, o.k, itopk,
-                                               1, b_rows.data() + q0 * o.k, g_scores.data() + q0 * o.k);
+                                               width, b_rows.data() + q0 * o.k, g_scores.data() + q0 * o.k);
       }
       if (r > 0) t_batches.push_back(Seconds(t0));
       t0 = Clock::now();
       if (st.ok()) {
-        st = quiver::kernels::gpu::GraphSearch(gpu, *resident, nullptr, queries.data(), o.nq, o.k, itopk, 1,
+        st = quiver::kernels::gpu::GraphSearch(gpu, *resident, nullptr, queries.data(), o.nq, o.k, itopk, width,
                                                g_rows.data(), g_scores.data());
       }
       if (r > 0) t_whole.push_back(Seconds(t0));
       t0 = Clock::now();
-      if (st.ok()) st = (*index)->Search(cpu, view, queries.data(), o.nq, o.k, {.itopk = itopk}, c_rows.data(), c_scores.data());
+      if (st.ok()) {
+        st = (*index)->Search(cpu, view, queries.data(), o.nq, o.k, {.itopk = itopk, .search_width = width},
+                              c_rows.data(), c_scores.data());
+      }
       if (r > 0) t_cpu.push_back(Seconds(t0));
     }
     if (!st.ok()) {
@@ -419,7 +432,7 @@ int RunGraph(const GraphOptions& o) {
     }
     const double b = double(o.nq) / Median(t_batches), w = double(o.nq) / Median(t_whole),
                  c = double(o.nq) / Median(t_cpu);
-    std::snprintf(line, sizeof line, "| %u | %.4f / %.4f / %.4f | %.0f | %.0f | %.0f | %.1f |\n", itopk,
+    std::snprintf(line, sizeof line, "| %u | %u | %.4f / %.4f / %.4f | %.0f | %.0f | %.0f | %.1f |\n", itopk, width,
                   RecallAtK(b_rows, truth, o.nq, o.k), RecallAtK(g_rows, truth, o.nq, o.k),
                   RecallAtK(c_rows, truth, o.nq, o.k), b, w, c, b / c);
     md << line;
@@ -476,6 +489,9 @@ int main(int argc, char** argv) {
   graph->add_option("--degree", graph_options.degree, "graph out-degree")->capture_default_str();
   graph->add_option("--batch", graph_options.batch, "queries per GPU call in the batched run")->capture_default_str();
   graph->add_option("--itopk", graph_options.itopks, "beam sizes (comma-separated sweep)")
+      ->delimiter(',')
+      ->capture_default_str();
+  graph->add_option("--search-width", graph_options.widths, "nodes expanded per step (comma-separated sweep)")
       ->delimiter(',')
       ->capture_default_str();
   graph->add_option("--repeats", graph_options.repeats, "timed rounds (median reported)")->capture_default_str();
