@@ -81,8 +81,11 @@ struct GraphArgs {
   int k;
   int itopk;      // the beam: max(itopk, k)
   int width;
-  int expansion;  // width * degree: candidates per step
-  int cand_len;   // NextPow2(expansion)
+  int expansion;        // width * degree: candidates per step in layer 0
+  int upper_width;      // the same in the upper layers (wider: fewer dependent steps)
+  int upper_expansion;
+  int cand_cap;         // max(expansion, upper_expansion): cand's length
+  int sort_cap;         // max(32, NextPow2(cand_cap)): ckeys' and kkeys' length
   int max_steps;
   int hash_bits;
   int hash_half;  // nodes the hash holds before it is refilled with the beam's
@@ -204,9 +207,18 @@ struct Lists {
 struct LayerView {
   const uint32_t* graph;
   const uint32_t* rows;
-  int beam_len;  // kUpperBeam above layer 0, the beam in it
+  int beam_len;   // kUpperBeam above layer 0, the beam in it
+  int width;      // nodes expanded per step
+  int expansion;  // width * degree
+  int sort_len;   // max(32, NextPow2(expansion)): candidate keys sorted per step
   bool keep;
 };
+
+__device__ __forceinline__ LayerView MakeLayerView(const uint32_t* graph, const uint32_t* rows, int beam_len, int width,
+                                                   int degree, bool keep) {
+  const int expansion = width * degree;
+  return LayerView{graph, rows, beam_len, width, expansion, max(32, NextPow2(expansion)), keep};
+}
 
 __device__ __forceinline__ void Swap(uint64_t*& x, uint64_t*& y) {
   uint64_t* t = x;
@@ -219,7 +231,7 @@ __device__ __forceinline__ void Swap(uint64_t*& x, uint64_t*& y) {
 // by the whole block after the keys are written and a barrier.
 __device__ __forceinline__ void MergeCandidates(const GraphArgs& a, Lists& l, const LayerView& layer) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid / 32;
-  const int sort_len = max(a.cand_len, 32);  // the warp sort takes 32 keys
+  const int sort_len = layer.sort_len;  // at least 32: the warp sort takes 32 keys
   const bool kept = layer.keep && l.kept != nullptr;
   if (sort_len == 32) {
     if (warp == 0) WarpSort32(l.ckeys, lane);
@@ -237,29 +249,28 @@ __device__ __forceinline__ void MergeCandidates(const GraphArgs& a, Lists& l, co
   }
 }
 
-// Empties the candidate key lists. Called by the whole block (a barrier
-// follows before they are written).
-__device__ __forceinline__ void ClearCandidates(const GraphArgs& a, Lists& l) {
-  const int sort_len = max(a.cand_len, 32);
+// Empties the candidate key lists' first sort_len. Called by the whole block
+// (a barrier follows before they are written).
+__device__ __forceinline__ void ClearCandidates(Lists& l, int sort_len) {
   for (int i = threadIdx.x; i < sort_len; i += kGraphBlock) {
     l.ckeys[i] = kEmptyKey;
     if (l.kept != nullptr) l.kkeys[i] = kEmptyKey;
   }
 }
 
-// Scores cand[0, a.expansion) (nodes of `layer`; kNoEdge = none) and merges
+// Scores cand[0, layer.expansion) (nodes of `layer`; kNoEdge = none) and merges
 // them. Called by the whole block.
 __device__ __forceinline__ void ScoreAndMerge(const GraphArgs& a, Lists& l, const LayerView& layer,
                                               const float* query, uint32_t* hash, uint32_t* cand) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid / 32;
-  for (int i = tid; i < a.expansion; i += kGraphBlock) {
+  for (int i = tid; i < layer.expansion; i += kGraphBlock) {
     const uint32_t node = cand[i];
     if (node != kNoEdge && !VisitOnce(hash, a.hash_bits, node)) cand[i] = kNoEdge;
   }
-  ClearCandidates(a, l);
+  ClearCandidates(l, layer.sort_len);
   __syncthreads();
   const bool kept = layer.keep && l.kept != nullptr;
-  for (int c = warp; c < a.expansion; c += kWarps) {
+  for (int c = warp; c < layer.expansion; c += kWarps) {
     const uint32_t node = cand[c];
     if (node == kNoEdge) continue;  // the same for the whole warp
     const uint32_t row = layer.rows != nullptr ? layer.rows[node] : node;
@@ -306,36 +317,36 @@ __device__ __forceinline__ void SearchLayer(const GraphArgs& a, Lists& l, const 
                                             int max_steps, int filled) {
   const int tid = threadIdx.x;
   for (int step = 0; step < max_steps; ++step) {
-    if (filled + a.expansion > a.hash_half) {  // uniform
+    if (filled + layer.expansion > a.hash_half) {  // uniform
       RefillHash(a, l, layer, hash);
       filled = layer.beam_len + (layer.keep && l.kept != nullptr ? a.k : 0);
     }
     if (tid < 32) {  // warp 0 picks the parents, 32 beam slots at a time
       int picked = 0;   // the same in every lane
-      for (int base = 0; base < layer.beam_len && picked < a.width; base += 32) {
+      for (int base = 0; base < layer.beam_len && picked < layer.width; base += 32) {
         const int i = base + tid;
         const uint64_t key = i < layer.beam_len ? l.beam[i] : kEmptyKey;
         const bool open = key != kEmptyKey && !(key & kExpandedBit);
         const uint32_t mask = __ballot_sync(0xffffffffu, open);
         const int rank = picked + __popc(mask & ((1u << tid) - 1u));
-        if (open && rank < a.width) {
+        if (open && rank < layer.width) {
           l.beam[i] = key | kExpandedBit;
           parents[rank] = static_cast<uint32_t>(key & 0x7fffffffu);
         }
-        picked = min(a.width, picked + __popc(mask));
+        picked = min(layer.width, picked + __popc(mask));
       }
       if (tid == 0) *num_parents = picked;
     }
     __syncthreads();
     const int picked = *num_parents;
     if (picked == 0) break;  // every beam node expanded (uniform)
-    for (int i = tid; i < a.expansion; i += kGraphBlock) {
+    for (int i = tid; i < layer.expansion; i += kGraphBlock) {
       const int p = i / a.degree;
       cand[i] = p < picked ? layer.graph[static_cast<size_t>(parents[p]) * a.degree + (i - p * a.degree)] : kNoEdge;
     }
     __syncthreads();
     ScoreAndMerge(a, l, layer, query, hash, cand);
-    filled += a.expansion;
+    filled += layer.expansion;
   }
 }
 
@@ -343,8 +354,8 @@ __device__ __forceinline__ void SearchLayer(const GraphArgs& a, Lists& l, const 
 // itself where list is null), expansion at a time.
 __device__ __forceinline__ void ScoreList(const GraphArgs& a, Lists& l, const LayerView& layer, const float* query, uint32_t* hash,
                           uint32_t* cand, const uint32_t* list, int first, int stride, int count) {
-  for (int s0 = 0; s0 < count; s0 += a.expansion) {
-    for (int i = threadIdx.x; i < a.expansion; i += kGraphBlock) {
+  for (int s0 = 0; s0 < count; s0 += layer.expansion) {
+    for (int i = threadIdx.x; i < layer.expansion; i += kGraphBlock) {
       const int at = first + (s0 + i) * stride;
       cand[i] = s0 + i < count ? (list != nullptr ? list[at] : static_cast<uint32_t>(at)) : kNoEdge;
     }
@@ -358,7 +369,7 @@ __device__ __forceinline__ void ScoreList(const GraphArgs& a, Lists& l, const La
 __global__ void __launch_bounds__(kGraphBlock, 2) GraphSearchKernel(GraphArgs a) {
   extern __shared__ uint64_t smem[];
   const bool tombstones = a.deleted != nullptr;
-  const int sort_len = max(a.cand_len, 32);
+  const int sort_len = a.sort_cap;
   const int beam_slots = max(a.itopk, kUpperBeam);
   Lists l;
   l.beam = smem;
@@ -384,25 +395,25 @@ __global__ void __launch_bounds__(kGraphBlock, 2) GraphSearchKernel(GraphArgs a)
   ClearHash(hash, a.hash_bits);
   __syncthreads();
 
-  const LayerView bottom{a.graph, nullptr, a.itopk, true};
+  const LayerView bottom = MakeLayerView(a.graph, nullptr, a.itopk, a.width, a.degree, true);
   if (a.num_upper > 0) {
     // As the CPU: score every node of the top layer, search each upper layer
     // with a beam of kUpperBeam, hand the beam down (same scores, the nodes'
     // indices in the layer below, which starts a fresh visited set), adding
     // that layer's extra seeds.
     const GraphUpperLayer& top = a.layers[a.num_upper - 1];
-    LayerView upper{a.upper + top.graph, a.upper + top.rows, kUpperBeam, false};
+    LayerView upper = MakeLayerView(a.upper + top.graph, a.upper + top.rows, kUpperBeam, a.upper_width, a.degree, false);
     ScoreList(a, l, upper, query, hash, cand, nullptr, 0, 1, static_cast<int>(top.size));
     for (int li = a.num_upper - 1; li >= 0; --li) {
       const GraphUpperLayer& layer = a.layers[li];
-      upper = LayerView{a.upper + layer.graph, a.upper + layer.rows, kUpperBeam, false};
+      upper = MakeLayerView(a.upper + layer.graph, a.upper + layer.rows, kUpperBeam, a.upper_width, a.degree, false);
       const int entered = li == a.num_upper - 1 ? static_cast<int>(top.size)
                                                  : kUpperBeam + static_cast<int>(a.layers[li].extra_count);
       SearchLayer(a, l, upper, query, hash, cand, parents, &num_parents, a.upper_steps, entered);
       const uint32_t* down = a.upper + layer.down;
       const bool into_bottom = li == 0;
       ClearHash(hash, a.hash_bits);
-      ClearCandidates(a, l);
+      ClearCandidates(l, a.sort_cap);
       __syncthreads();
       if (tid < 32) {  // warp 0 relabels the (at most 32) beam keys
         const uint64_t key = tid < kUpperBeam ? l.beam[tid] : kEmptyKey;
@@ -426,7 +437,8 @@ __global__ void __launch_bounds__(kGraphBlock, 2) GraphSearchKernel(GraphArgs a)
       MergeCandidates(a, l, next);
       if (!into_bottom) {
         const GraphUpperLayer& below = a.layers[li - 1];
-        const LayerView below_view{a.upper + below.graph, a.upper + below.rows, kUpperBeam, false};
+        const LayerView below_view =
+            MakeLayerView(a.upper + below.graph, a.upper + below.rows, kUpperBeam, a.upper_width, a.degree, false);
         ScoreList(a, l, below_view, query, hash, cand, a.upper + below.extra, 0, 1, static_cast<int>(below.extra_count));
       }
     }
@@ -562,6 +574,12 @@ Status GraphSearch(cuda::GpuResources& res, const DeviceGraph& graph, const uint
   const int beam = static_cast<int>(std::max<size_t>(itopk, k));
   const int width = static_cast<int>(search_width);
   const int expansion = static_cast<int>(search_width * graph.degree());
+  // The upper layers' beam is 8: expanding up to 4 of its nodes per step
+  // (where the candidates fit) takes fewer dependent steps, each a round of
+  // global loads, through a descent whose length does not depend on itopk.
+  const int upper_width =
+      std::max(width, std::min(4, static_cast<int>(kMaxGraphExpansion / std::max<size_t>(graph.degree(), 1))));
+  const int cand_cap = upper_layers.empty() ? expansion : std::max(expansion, upper_width * static_cast<int>(graph.degree()));
   // The visited hash: twice the nodes a typical search scores (the beam
   // expanded twice over), never below twice what it must hold at once,
   // within 2^kMaxHashBits slots. A longer search refills it with the
@@ -573,7 +591,7 @@ Status GraphSearch(cuda::GpuResources& res, const DeviceGraph& graph, const uint
                                             seeds + kUpperBeam + int64_t{2 * (beam + width - 1) / width + 16} * expansion);
   // Scored before the first refill: the top layer (at most 256 nodes) or
   // the seeds, then a step's expansion.
-  const int64_t needed = std::max<int64_t>({int64_t{beam} + static_cast<int64_t>(k), seeds + kUpperBeam, 256}) + expansion;
+  const int64_t needed = std::max<int64_t>({int64_t{beam} + static_cast<int64_t>(k), seeds + kUpperBeam, 256}) + cand_cap;
   int hash_bits = kMinHashBits;
   while (hash_bits < kMaxHashBits && (int64_t{1} << hash_bits) < 2 * std::max(typical, needed)) ++hash_bits;
   const int max_steps = 16 * ((beam + width - 1) / width) + 256;
@@ -607,16 +625,19 @@ Status GraphSearch(cuda::GpuResources& res, const DeviceGraph& graph, const uint
   args.itopk = beam;
   args.width = static_cast<int>(search_width);
   args.expansion = expansion;
-  args.cand_len = NextPow2(expansion);
+  args.upper_width = upper_width;
+  args.upper_expansion = upper_width * args.degree;
+  args.cand_cap = cand_cap;
+  args.sort_cap = std::max(32, NextPow2(cand_cap));
   args.max_steps = max_steps;
   args.hash_bits = hash_bits;
   args.hash_half = (1 << hash_bits) / 2;
   args.l2 = graph.metric() == Metric::kL2;
   const bool tombstones = deleted != nullptr;
-  const size_t sort_len = std::max(args.cand_len, 32);
+  const size_t sort_len = args.sort_cap;
   const size_t key_slots = 2 * size_t(std::max(beam, kUpperBeam)) + (tombstones ? 2 * k + 2 * sort_len : sort_len);
   const size_t shared =
-      key_slots * sizeof(uint64_t) + dim * sizeof(float) + ((size_t{1} << hash_bits) + expansion) * sizeof(uint32_t);
+      key_slots * sizeof(uint64_t) + dim * sizeof(float) + ((size_t{1} << hash_bits) + cand_cap) * sizeof(uint32_t);
   const size_t static_shared = kMaxGraphExpansion * sizeof(uint32_t) + sizeof(int);
   if (shared + static_shared > static_cast<size_t>(shared_limit)) {
     return Status::InvalidArgument("GPU GRAPH search needs " + std::to_string(shared + static_shared) +

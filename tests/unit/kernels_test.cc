@@ -540,6 +540,65 @@ TEST_P(GpuGraphTest, RecallExactScoresAndTombstones) {
   }
 }
 
+// A beam of 1,024 on 20,000 nodes visits far more nodes than half the
+// visited hash (at most 2^14 slots): the hash is refilled with the beam's
+// and kept list's nodes several times per search. A node scored again must
+// never come back twice, nor a tombstoned one; recall stays at least the
+// CPU's (which never forgets a visit). 20 queries: several blocks each.
+TEST(GpuGraph, LongSearchesRefillTheVisitedHash) {
+  QUIVER_SKIP_WITHOUT_GPU();
+  const size_t n = 20000, dim = 16, nq = 20, k = 100;
+  const uint32_t itopk = static_cast<uint32_t>(gpu::kMaxGraphItopk);
+  auto all = quiver::testing::ClusteredVectors(n + nq, dim, 50, 17);
+  std::vector<float> queries(all.begin() + long(n * dim), all.end());
+  const auto d = quiver::testing::MakeIndexedData(std::move(all), n, dim);
+  auto index = GraphIndex::Build({}, Metric::kL2, d.base.data(), n, dim, {.degree = 32});
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  auto& gpu = *quiver::testing::SharedTestGpu().resources;
+  auto resident = gpu::DeviceGraph::Upload(gpu, **index, d.view(), /*long_lived=*/true);
+  ASSERT_TRUE(resident.ok()) << resident.status().ToString();
+  std::vector<uint64_t> deleted((n + 63) / 64, 0);
+  for (size_t r = 0; r < n; r += 4) deleted[r / 64] |= 1ull << (r % 64);
+  for (const uint64_t* tombstones : {static_cast<const uint64_t*>(nullptr), static_cast<const uint64_t*>(deleted.data())}) {
+    std::vector<int64_t> g_rows(nq * k), c_rows(nq * k), truth(nq * k);
+    std::vector<float> g_scores(nq * k), c_scores(nq * k), t_scores(nq * k);
+    ASSERT_TRUE(gpu::GraphSearch(gpu, *resident, tombstones, queries.data(), nq, k, itopk, 1, g_rows.data(),
+                                 g_scores.data())
+                    .ok());
+    ASSERT_TRUE((*index)->Search({}, d.view(tombstones), queries.data(), nq, k, {.itopk = itopk}, c_rows.data(),
+                                 c_scores.data())
+                    .ok());
+    ASSERT_TRUE(FlatSearch({}, d.view(tombstones), queries.data(), nq, {Metric::kL2, k}, truth.data(), t_scores.data())
+                    .ok());
+    for (size_t q = 0; q < nq; ++q) {
+      std::set<int64_t> seen;
+      for (size_t j = 0; j < k; ++j) {
+        const int64_t row = g_rows[q * k + j];
+        ASSERT_GE(row, 0) << "query " << q << ": fewer than k rows";
+        EXPECT_TRUE(seen.insert(row).second) << "row " << row << " twice, query " << q;
+        if (tombstones != nullptr) {
+          EXPECT_NE(row % 4, 0) << "deleted row returned";
+        }
+        const double ref = quiver::testing::ReferenceScore(Metric::kL2, queries.data() + q * dim,
+                                                           d.base.data() + size_t(row) * dim, dim);
+        EXPECT_NEAR(g_scores[q * k + j], ref, quiver::testing::ScoreTolerance(ref, 1.0)) << "row " << row;
+      }
+    }
+    auto recall_of = [&](const std::vector<int64_t>& rows) {
+      size_t hits = 0;
+      for (size_t q = 0; q < nq; ++q) {
+        const std::set<int64_t> exact(truth.begin() + long(q * k), truth.begin() + long((q + 1) * k));
+        for (size_t j = 0; j < k; ++j) hits += exact.count(rows[q * k + j]);
+      }
+      return double(hits) / double(nq * k);
+    };
+    const double gpu_recall = recall_of(g_rows), cpu_recall = recall_of(c_rows);
+    std::printf("GPU GRAPH 20k, itopk %u%s: recall GPU %.4f, CPU %.4f\n", itopk,
+                tombstones != nullptr ? " (1/4 deleted)" : "", gpu_recall, cpu_recall);
+    EXPECT_GE(gpu_recall, cpu_recall - 0.01);
+  }
+}
+
 // Every row of a graph smaller than k comes back once, then -1; a beam or an
 // expansion beyond the shared-memory limits is INVALID_ARGUMENT (served on the
 // CPU by the engine).
