@@ -6,7 +6,7 @@
 #   scripts/gpu-check.sh            build here, then run here (a GPU machine with the build dependencies)
 #   scripts/gpu-check.sh pack [DIR] build here (no GPU needed) and put the binaries plus the shared
 #                                   libraries a bare CUDA machine lacks into DIR (default .gpu-pack),
-#                                   then compress it into DIR.tar.xz (~21 MB)
+#                                   then compress it into DIR.tar.xz (~26 MB)
 #   scripts/gpu-check.sh run [DIR] [PARTS]
 #                                   on the GPU machine: run what `pack` made (DIR, or DIR.tar.xz
 #                                   unpacked); PARTS: tests,sanitize,bench,indexes (default all;
