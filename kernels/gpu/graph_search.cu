@@ -54,7 +54,8 @@ constexpr int kGraphBlock = 256;
 constexpr int kWarps = kGraphBlock / 32;
 constexpr uint64_t kExpandedBit = 1ull << 31;
 constexpr uint32_t kFreeSlot = 0xffffffffu;
-// Hash slots: at least 2x the nodes a search may visit, at most 2^14 (64 KiB).
+// Hash slots: 2x the nodes a typical search scores, at most 2^14 (64 KiB);
+// longer searches refill it (RefillHash).
 constexpr int kMinHashBits = 10;
 constexpr int kMaxHashBits = 14;
 // Blocks per query for small batches, and the most keys their merge holds.
