@@ -5,7 +5,10 @@
 #include <chrono>
 #include <cstdint>
 #include <random>
+#include <utility>
 #include <vector>
+
+#include "common/synthetic_data.h"
 
 namespace quiver::bench {
 
@@ -25,6 +28,18 @@ inline std::vector<float> RandomData(size_t n, size_t dim, uint64_t seed) {
   std::vector<float> v(n * dim);
   for (auto& x : v) x = u(rng);
   return v;
+}
+
+/// Base (n x dim) and queries (nq x dim) drawn from one Gaussian mixture, the
+/// queries being the last nq draws: they come from the base's clusters (from
+/// another seed's mixture they would sit between them, and every index's
+/// recall would say little).
+inline std::pair<std::vector<float>, std::vector<float>> MixtureBaseAndQueries(size_t n, size_t nq, size_t dim,
+                                                                               size_t clusters, bool unit = false) {
+  auto all = quiver::GaussianMixture(n + nq, dim, clusters, 42, unit);
+  std::vector<float> queries(all.begin() + static_cast<long>(n * dim), all.end());
+  all.resize(n * dim);
+  return {std::move(all), std::move(queries)};
 }
 
 /// Recall@k of `got` against `truth` (both nq x k row ids; -1 never matches a

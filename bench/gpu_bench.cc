@@ -33,6 +33,7 @@ namespace {
 
 using quiver::bench::Clock;
 using quiver::bench::Median;
+using quiver::bench::MixtureBaseAndQueries;
 using quiver::bench::RandomData;
 using quiver::bench::RecallAtK;
 using quiver::bench::Seconds;
@@ -60,17 +61,6 @@ int OpenGpu(Gpu* out, const quiver::cuda::GpuOptions& options = {}) {
   std::printf("device: %s, budget %.1f GiB\n", out->device->name().c_str(),
               double(out->device->budget_bytes()) / (1 << 30));
   return 0;
-}
-
-// Base and queries drawn from one Gaussian mixture (the same clusters), as
-// quiver-bench does: queries from another seed's mixture would sit between
-// the base's clusters, and every index's recall would say little.
-std::pair<std::vector<float>, std::vector<float>> MixtureBaseAndQueries(size_t n, size_t nq, size_t dim,
-                                                                        size_t clusters) {
-  auto all = quiver::GaussianMixture(n + nq, dim, clusters, 42);
-  std::vector<float> queries(all.begin() + static_cast<long>(n * dim), all.end());
-  all.resize(n * dim);
-  return {std::move(all), std::move(queries)};
 }
 
 // Exact L2 neighbours of every query, searched on the GPU; false (after

@@ -47,6 +47,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include "bench/bench_util.h"
 #include "bench/datasets.h"
@@ -594,10 +595,7 @@ int RunIvf(size_t n, size_t nq, size_t dim, size_t k, size_t nlist, size_t clust
       }
     }
   } else {
-    // Base and queries from one mixture: the queries are the last nq draws.
-    auto all = quiver::GaussianMixture(n + nq, dim, clusters, 42);
-    base.assign(all.begin(), all.begin() + long(n * dim));
-    queries.assign(all.begin() + long(n * dim), all.end());
+    std::tie(base, queries) = quiver::bench::MixtureBaseAndQueries(n, nq, dim, clusters);
   }
   {
     quiver::FloatMatrix b{n, dim, base}, q{nq, dim, queries};
@@ -758,9 +756,8 @@ SyntheticSet MakeSyntheticSet(const quiver::kernels::Resources& res, size_t n, s
   omp_set_num_threads(res.num_threads);
   openblas_set_num_threads(1);
   SyntheticSet set;
-  auto all = quiver::GaussianMixture(n + nq, dim, clusters, 42, /*unit=*/metric != quiver::kernels::Metric::kL2);
-  set.base.assign(all.begin(), all.begin() + long(n * dim));
-  set.queries.assign(all.begin() + long(n * dim), all.end());
+  std::tie(set.base, set.queries) =
+      quiver::bench::MixtureBaseAndQueries(n, nq, dim, clusters, /*unit=*/metric != quiver::kernels::Metric::kL2);
   set.norms.resize(n);
   quiver::kernels::SquaredNorms(set.base.data(), n, dim, set.norms.data());
   set.truth.resize(nq * k);

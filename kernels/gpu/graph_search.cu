@@ -82,16 +82,17 @@ struct GraphArgs {
   int k;
   int itopk;      // the beam: max(itopk, k)
   int width;
-  int expansion;        // width * degree: candidates per step in layer 0
-  int upper_width;      // the same in the upper layers (wider: fewer dependent steps)
-  int upper_expansion;
-  int cand_cap;         // max(expansion, upper_expansion): cand's length
+  int upper_width;      // width in the upper layers (wider: fewer dependent steps)
+  int cand_cap;         // the larger of the two widths x degree: cand's length
   int sort_cap;         // max(32, NextPow2(cand_cap)): ckeys' and kkeys' length
   int max_steps;
   int hash_bits;
   int hash_half;  // nodes the hash holds before it is refilled with the beam's
   bool l2;
 };
+
+// The node of a beam key, its expanded mark aside.
+__device__ __forceinline__ uint32_t KeyNode(uint64_t key) { return static_cast<uint32_t>(key & 0x7fffffffu); }
 
 __device__ __forceinline__ bool IsDeleted(const uint64_t* deleted, uint32_t row) {
   return deleted != nullptr && ((deleted[row >> 6] >> (row & 63u)) & 1ull);
@@ -175,7 +176,8 @@ __device__ __forceinline__ int CountBelow(const uint64_t* list, int n, uint64_t 
 
 // out[0, len) = the len smallest keys of a[0, len) and c[0, clen), both
 // sorted by Order (only a's keys carry expanded marks). Real keys are
-// distinct (a node is scored once); kEmptyKey pads both lists' ends. Called by the whole block; ends with a barrier.
+// distinct (a node is scored once); kEmptyKey pads both lists' ends. Called
+// by the whole block; ends with a barrier.
 __device__ void MergeSmallest(const uint64_t* a, int len, const uint64_t* c, int clen, uint64_t* out) {
   for (int i = threadIdx.x; i < len; i += kGraphBlock) out[i] = kEmptyKey;
   __syncthreads();
@@ -299,7 +301,7 @@ __device__ __forceinline__ void RefillHash(const GraphArgs& a, const Lists& l, c
   ClearHash(hash, a.hash_bits);
   __syncthreads();
   for (int i = threadIdx.x; i < layer.beam_len; i += kGraphBlock) {
-    if (l.beam[i] != kEmptyKey) VisitOnce(hash, a.hash_bits, static_cast<uint32_t>(l.beam[i] & 0x7fffffffu));
+    if (l.beam[i] != kEmptyKey) VisitOnce(hash, a.hash_bits, KeyNode(l.beam[i]));
   }
   if (layer.keep && l.kept != nullptr) {
     for (int i = threadIdx.x; i < a.k; i += kGraphBlock) {
@@ -332,7 +334,7 @@ __device__ __forceinline__ void SearchLayer(const GraphArgs& a, Lists& l, const 
         const int rank = picked + __popc(mask & ((1u << tid) - 1u));
         if (open && rank < layer.width) {
           l.beam[i] = key | kExpandedBit;
-          parents[rank] = static_cast<uint32_t>(key & 0x7fffffffu);
+          parents[rank] = KeyNode(key);
         }
         picked = min(layer.width, picked + __popc(mask));
       }
@@ -353,8 +355,9 @@ __device__ __forceinline__ void SearchLayer(const GraphArgs& a, Lists& l, const 
 
 // Scores `count` nodes listed at list[first + i * stride] (or first + i
 // itself where list is null), expansion at a time.
-__device__ __forceinline__ void ScoreList(const GraphArgs& a, Lists& l, const LayerView& layer, const float* query, uint32_t* hash,
-                          uint32_t* cand, const uint32_t* list, int first, int stride, int count) {
+__device__ __forceinline__ void ScoreList(const GraphArgs& a, Lists& l, const LayerView& layer, const float* query,
+                                          uint32_t* hash, uint32_t* cand, const uint32_t* list, int first, int stride,
+                                          int count) {
   for (int s0 = 0; s0 < count; s0 += layer.expansion) {
     for (int i = threadIdx.x; i < layer.expansion; i += kGraphBlock) {
       const int at = first + (s0 + i) * stride;
@@ -365,8 +368,8 @@ __device__ __forceinline__ void ScoreList(const GraphArgs& a, Lists& l, const La
   }
 }
 
-// Two blocks per SM: ptxas then has 128 registers a thread and spills none
-// (with the block size alone it chose 64 on sm_80 and spilled).
+// Two blocks per SM: up to 128 registers a thread (it takes ~80, no spills;
+// an earlier version, bounded by the block size alone, got 64 and spilled).
 __global__ void __launch_bounds__(kGraphBlock, 2) GraphSearchKernel(GraphArgs a) {
   extern __shared__ uint64_t smem[];
   const bool tombstones = a.deleted != nullptr;
@@ -424,7 +427,7 @@ __global__ void __launch_bounds__(kGraphBlock, 2) GraphSearchKernel(GraphArgs a)
         const int share = max(1, min(a.ctas, count));
         const bool mine = !into_bottom || tid % share == cta % share;
         if (key != kEmptyKey && mine) {
-          const uint32_t node = down[static_cast<uint32_t>(key & 0x7fffffffu)];
+          const uint32_t node = down[KeyNode(key)];
           VisitOnce(hash, a.hash_bits, node);
           const uint64_t relabelled = (key & 0xffffffff00000000ull) | node;
           l.ckeys[tid] = relabelled;
@@ -625,9 +628,7 @@ Status GraphSearch(cuda::GpuResources& res, const DeviceGraph& graph, const uint
   args.k = static_cast<int>(k);
   args.itopk = beam;
   args.width = static_cast<int>(search_width);
-  args.expansion = expansion;
   args.upper_width = upper_width;
-  args.upper_expansion = upper_width * args.degree;
   args.cand_cap = cand_cap;
   args.sort_cap = std::max(32, NextPow2(cand_cap));
   args.max_steps = max_steps;
