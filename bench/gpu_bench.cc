@@ -334,6 +334,7 @@ struct GraphOptions {
   uint32_t degree = 32;
   std::vector<uint32_t> itopks = {16, 32, 64, 128, 256};
   std::vector<uint32_t> widths = {1};  // search_width: nodes expanded per step
+  std::vector<uint32_t> blocks_per_query = {0};  // GpuOptions::graph_blocks_per_query; 0 = chosen
   int repeats = 3, threads = 0;
 };
 
@@ -383,50 +384,84 @@ int RunGraph(const GraphOptions& o) {
   char line[512];
   std::snprintf(line, sizeof line,
                 "### GPU GRAPH: %zu queries vs %zu x %zu (%zu clusters), degree %u, k = %zu (%s)\n\n"
-                "| itopk | width | recall GPU batches / GPU one batch / CPU | GPU QPS, batches of %zu | GPU QPS, one batch | CPU QPS | GPU (batches) / CPU |\n"
-                "|---:|---:|---|---:|---:|---:|---:|\n",
+                "| itopk | width | blocks per query, batches | recall GPU batches / GPU one batch / CPU | GPU QPS, batches of %zu | GPU QPS, one batch | CPU QPS | GPU (batches) / CPU |\n"
+                "|---:|---:|---:|---|---:|---:|---:|---:|\n",
                 o.nq, o.n, o.dim, o.clusters, o.degree, o.k, gpu_handles.device->name().c_str(), o.batch);
   md << line;
   std::printf("\n%s", line);
   // Batches of o.batch spread each query over several blocks; one batch of
-  // all queries takes one block each: their recalls may differ.
+  // all queries takes one block each: their recalls may differ. A forced
+  // number of blocks per query takes a device opened with that option (and
+  // its own copy of the graph); the one batch and the CPU run once, with
+  // the first value.
+  struct Batched {
+    Gpu handles;
+    quiver::kernels::gpu::DeviceGraph graph;
+  };
+  std::vector<Batched> batched;
+  for (const uint32_t blocks : o.blocks_per_query) {
+    quiver::cuda::GpuOptions options;
+    options.graph_blocks_per_query = blocks;
+    Batched b;
+    if (const int rc = OpenGpu(&b.handles, options); rc != 0) return rc;
+    auto copy = quiver::kernels::gpu::DeviceGraph::Upload(*b.handles.resources, **index, view, /*long_lived=*/true);
+    if (!copy.ok()) {
+      std::fprintf(stderr, "upload: %s\n", copy.status().ToString().c_str());
+      return 1;
+    }
+    b.graph = std::move(copy).value();
+    batched.push_back(std::move(b));
+  }
   std::vector<int64_t> b_rows(o.nq * o.k), g_rows(o.nq * o.k), c_rows(o.nq * o.k);
   std::vector<float> g_scores(o.nq * o.k), c_scores(o.nq * o.k);
   for (const auto& [width, itopk] : Sweep(o.widths, o.itopks)) {
-    std::vector<double> t_batches, t_whole, t_cpu;
-    quiver::Status st;
-    for (int r = 0; r < o.repeats + 1 && st.ok(); ++r) {
-      t0 = Clock::now();
-      for (size_t q0 = 0; q0 < o.nq && st.ok(); q0 += o.batch) {
-        const size_t count = std::min(o.batch, o.nq - q0);
-        st = quiver::kernels::gpu::GraphSearch(gpu, *resident, nullptr, queries.data() + q0 * o.dim, count, o.k, itopk,
-                                               width, b_rows.data() + q0 * o.k, g_scores.data() + q0 * o.k);
+    for (size_t bi = 0; bi < batched.size(); ++bi) {
+      auto& batch_gpu = *batched[bi].handles.resources;
+      const bool whole_and_cpu = bi == 0;
+      std::vector<double> t_batches, t_whole, t_cpu;
+      quiver::Status st;
+      for (int r = 0; r < o.repeats + 1 && st.ok(); ++r) {
+        t0 = Clock::now();
+        for (size_t q0 = 0; q0 < o.nq && st.ok(); q0 += o.batch) {
+          const size_t count = std::min(o.batch, o.nq - q0);
+          st = quiver::kernels::gpu::GraphSearch(batch_gpu, batched[bi].graph, nullptr, queries.data() + q0 * o.dim,
+                                                 count, o.k, itopk, width, b_rows.data() + q0 * o.k,
+                                                 g_scores.data() + q0 * o.k);
+        }
+        if (r > 0) t_batches.push_back(Seconds(t0));
+        if (!whole_and_cpu) continue;
+        t0 = Clock::now();
+        if (st.ok()) {
+          st = quiver::kernels::gpu::GraphSearch(gpu, *resident, nullptr, queries.data(), o.nq, o.k, itopk, width,
+                                                 g_rows.data(), g_scores.data());
+        }
+        if (r > 0) t_whole.push_back(Seconds(t0));
+        t0 = Clock::now();
+        if (st.ok()) {
+          st = (*index)->Search(cpu, view, queries.data(), o.nq, o.k, {.itopk = itopk, .search_width = width},
+                                c_rows.data(), c_scores.data());
+        }
+        if (r > 0) t_cpu.push_back(Seconds(t0));
       }
-      if (r > 0) t_batches.push_back(Seconds(t0));
-      t0 = Clock::now();
-      if (st.ok()) {
-        st = quiver::kernels::gpu::GraphSearch(gpu, *resident, nullptr, queries.data(), o.nq, o.k, itopk, width,
-                                               g_rows.data(), g_scores.data());
+      if (!st.ok()) {
+        std::fprintf(stderr, "itopk %u: %s\n", itopk, st.ToString().c_str());
+        return 1;
       }
-      if (r > 0) t_whole.push_back(Seconds(t0));
-      t0 = Clock::now();
-      if (st.ok()) {
-        st = (*index)->Search(cpu, view, queries.data(), o.nq, o.k, {.itopk = itopk, .search_width = width},
-                              c_rows.data(), c_scores.data());
+      const double b = double(o.nq) / Median(t_batches);
+      const std::string blocks =
+          o.blocks_per_query[bi] == 0 ? "chosen" : std::to_string(o.blocks_per_query[bi]);
+      if (whole_and_cpu) {
+        const double w = double(o.nq) / Median(t_whole), c = double(o.nq) / Median(t_cpu);
+        std::snprintf(line, sizeof line, "| %u | %u | %s | %.4f / %.4f / %.4f | %.0f | %.0f | %.0f | %.1f |\n", itopk,
+                      width, blocks.c_str(), RecallAtK(b_rows, truth, o.nq, o.k), RecallAtK(g_rows, truth, o.nq, o.k),
+                      RecallAtK(c_rows, truth, o.nq, o.k), b, w, c, b / c);
+      } else {
+        std::snprintf(line, sizeof line, "| %u | %u | %s | %.4f / — / — | %.0f | — | — | — |\n", itopk, width,
+                      blocks.c_str(), RecallAtK(b_rows, truth, o.nq, o.k), b);
       }
-      if (r > 0) t_cpu.push_back(Seconds(t0));
+      md << line;
+      std::printf("%s", line);
     }
-    if (!st.ok()) {
-      std::fprintf(stderr, "itopk %u: %s\n", itopk, st.ToString().c_str());
-      return 1;
-    }
-    const double b = double(o.nq) / Median(t_batches), w = double(o.nq) / Median(t_whole),
-                 c = double(o.nq) / Median(t_cpu);
-    std::snprintf(line, sizeof line, "| %u | %u | %.4f / %.4f / %.4f | %.0f | %.0f | %.0f | %.1f |\n", itopk, width,
-                  RecallAtK(b_rows, truth, o.nq, o.k), RecallAtK(g_rows, truth, o.nq, o.k),
-                  RecallAtK(c_rows, truth, o.nq, o.k), b, w, c, b / c);
-    md << line;
-    std::printf("%s", line);
   }
   return 0;
 }
@@ -482,6 +517,10 @@ int main(int argc, char** argv) {
       ->delimiter(',')
       ->capture_default_str();
   graph->add_option("--search-width", graph_options.widths, "nodes expanded per step (comma-separated sweep)")
+      ->delimiter(',')
+      ->capture_default_str();
+  graph->add_option("--blocks-per-query", graph_options.blocks_per_query,
+                    "thread blocks per query in the batched run (comma-separated sweep; 0 = chosen)")
       ->delimiter(',')
       ->capture_default_str();
   graph->add_option("--repeats", graph_options.repeats, "timed rounds (median reported)")->capture_default_str();

@@ -17,12 +17,25 @@ struct GpuDevice::Impl {
   int ordinal = 0;
   cudaMemPool_t pool = nullptr;
   cudaStream_t stream = nullptr;  // long-lived allocations and their frees
+  // Read once at Open: a small search must not pay for driver queries.
+  int multiprocessors = 0;
+  size_t shared_per_block_optin = 0;  // bytes of shared memory a block may opt in to
 };
 
 struct GpuResources::Impl {
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
+  // Page-locked staging for a call's small copies (queries in, results out):
+  // copies from pageable memory go through the driver's own bounce buffer
+  // and cost several microseconds more each, which a batch of 10 queries
+  // notices. Reused by the next call on this stream, which is the same thread.
+  PinnedMemory upload_staging;
+  PinnedMemory download_staging;
 };
+
+/// At least `bytes` of `staging` (grown to the next power of two when too
+/// small). The caller synchronises its stream before the next call reuses it.
+Result<void*> Staging(PinnedMemory& staging, size_t bytes, const char* what);
 
 /// RESOURCE_EXHAUSTED for out-of-memory, INTERNAL otherwise; the message names
 /// the call and CUDA's error name. Clears CUDA's last-error state so one

@@ -73,6 +73,8 @@ Result<std::shared_ptr<GpuDevice>> GpuDevice::Open(const GpuOptions& options) {
     (void)cudaMemPoolDestroy(impl->pool);
     return unavailable(CudaError(err, "cudaStreamCreateWithFlags"));
   }
+  impl->multiprocessors = prop.multiProcessorCount;
+  impl->shared_per_block_optin = prop.sharedMemPerBlockOptin;
   return std::shared_ptr<GpuDevice>(new GpuDevice(options, std::move(impl), prop.name, budget));
 }
 
@@ -216,6 +218,16 @@ Result<PinnedMemory> PinnedMemory::Allocate(size_t bytes, const char* what) {
   }
   out.bytes_ = bytes;
   return std::move(out);
+}
+
+Result<void*> Staging(PinnedMemory& staging, size_t bytes, const char* what) {
+  if (staging.bytes() < bytes) {
+    size_t grown = 4096;
+    while (grown < bytes) grown *= 2;
+    staging = PinnedMemory();  // released first: two copies need not coexist
+    QUIVER_ASSIGN_OR_RETURN(staging, PinnedMemory::Allocate(grown, what));
+  }
+  return staging.data();
 }
 
 void PinnedMemory::Release() {

@@ -51,6 +51,11 @@ struct GpuOptions {
   /// FLAT search: queries per tile; 0 = as many as the workspace holds (at
   /// most 16,384). quiver-gpu-bench flat --tiles sweeps both. Default: 0.
   size_t flat_query_tile_rows = 0;
+  /// GRAPH search: thread blocks per query (each its own beam, results
+  /// merged), at most 32; 0 = as many (at most 8) as spread a small batch over the SMs
+  /// (1 once there are as many queries as SMs). quiver-gpu-bench graph
+  /// --blocks-per-query sweeps it. Default: 0.
+  size_t graph_blocks_per_query = 0;
 };
 
 class GpuResources;

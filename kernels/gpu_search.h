@@ -262,12 +262,15 @@ class DeviceGraph {
 /// lower row; scores exact fp32). A thread block keeps a beam of max(itopk, k)
 /// nodes, a visited hash and the best returnable rows in shared memory; it
 /// descends the upper layers like the CPU, then each step expands the
-/// search_width best unexpanded nodes, scores their neighbours a warp per
-/// node, and merges. One block per query for large batches; with fewer
-/// queries than SMs, up to 8 per query, each entering layer 0 from its share
-/// of the descent's nodes and seeds, merged at the end. The beam may differ
-/// from the CPU's, which traverses 8-bit codes: results agree up to recall,
-/// not id for id. `deleted` is host memory.
+/// search_width best unexpanded nodes, scores their neighbours (a team of
+/// threads per node, all at once), and merges. One block per query for large
+/// batches; with fewer queries than SMs, up to 8 per query
+/// (GpuOptions::graph_blocks_per_query), each entering layer 0 from its share
+/// of the descent's nodes and seeds, sharing a visited bit per node so they
+/// explore apart, merged at the end; which block reaches a node first varies,
+/// so such small batches may differ slightly from call to call. The beam may
+/// differ from the CPU's, which traverses 8-bit codes: results agree up to
+/// recall, not id for id. `deleted` is host memory.
 Status GraphSearch(cuda::GpuResources& res, const DeviceGraph& graph, const uint64_t* deleted, const float* queries,
                    size_t nq, size_t k, uint32_t itopk, uint32_t search_width, int64_t* rows, float* scores);
 

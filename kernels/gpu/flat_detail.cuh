@@ -73,6 +73,12 @@ struct DeviceBase {
 Status DecodeKeys(cudaStream_t stream, const uint64_t* keys, size_t count, bool larger_is_better, int64_t* rows,
                   float* values);
 
+/// Copies `count` selected keys (device) to res's page-locked staging, waits
+/// for res's stream, and decodes them on the host as DecodeKeys does: one
+/// small copy and no kernel, for searches whose results are few.
+Status DownloadKeys(cuda::GpuResources& res, const uint64_t* keys, size_t count, bool larger_is_better,
+                    int64_t* rows, float* values);
+
 /// Host results for an empty base: row -1, the metric's worst score.
 void FillEmpty(Metric metric, size_t count, int64_t* rows, float* scores);
 
@@ -84,7 +90,8 @@ struct DeviceSearchInputs {
 };
 
 /// Copies nq x dim queries (host) and the `deleted` bitset of `rows` rows
-/// (host, may be null) to the device on res's stream.
+/// (host, may be null) to the device on res's stream. The queries go through
+/// res's upload staging: the caller synchronises before it returns.
 Status UploadSearchInputs(cuda::GpuResources& res, Metric metric, const float* queries, size_t nq, size_t dim,
                           const uint64_t* deleted, size_t rows, DeviceSearchInputs* out);
 

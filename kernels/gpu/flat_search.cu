@@ -248,21 +248,47 @@ Status DecodeKeys(cudaStream_t stream, const uint64_t* keys, size_t count, bool 
 
 Status UploadSearchInputs(cuda::GpuResources& res, Metric metric, const float* queries, size_t nq, size_t dim,
                           const uint64_t* deleted, size_t rows, DeviceSearchInputs* out) {
-  std::vector<float> unit;
-  const float* q = queries;
+  // The queries go through res's page-locked staging (unit vectors written
+  // straight into it for cosine): an asynchronous copy, and the caller's
+  // closing synchronisation frees the staging for the next call.
+  const size_t count = nq * dim;
+  QUIVER_ASSIGN_OR_RETURN(void* staging,
+                          cuda::Staging(res.impl().upload_staging, count * sizeof(float), "query staging"));
+  float* staged = static_cast<float*>(staging);
   if (metric == Metric::kCosine) {
-    unit = Normalized(queries, nq, dim);
-    q = unit.data();
+    const std::vector<float> unit = Normalized(queries, nq, dim);
+    std::copy(unit.begin(), unit.end(), staged);
+  } else {
+    std::copy(queries, queries + count, staged);
   }
-  QUIVER_ASSIGN_OR_RETURN(out->queries, cuda::DeviceBuffer<float>::Allocate(res, nq * dim, "queries"));
-  QUIVER_RETURN_IF_ERROR(out->queries.CopyFromHost(res, q, nq * dim));
+  QUIVER_ASSIGN_OR_RETURN(out->queries, cuda::DeviceBuffer<float>::Allocate(res, count, "queries"));
+  QUIVER_RETURN_IF_ERROR(out->queries.CopyFromHost(res, staged, count));
   if (deleted != nullptr) {
     const size_t words = (rows + 63) / 64;
     QUIVER_ASSIGN_OR_RETURN(out->deleted, cuda::DeviceBuffer<uint64_t>::Allocate(res, words, "tombstones"));
     QUIVER_RETURN_IF_ERROR(out->deleted.CopyFromHost(res, deleted, words));
   }
-  // The normalised copy is host memory the queued copy reads.
-  return unit.empty() ? Status::Ok() : res.Synchronize();
+  return Status::Ok();
+}
+
+Status DownloadKeys(cuda::GpuResources& res, const uint64_t* keys, size_t count, bool larger_is_better,
+                    int64_t* rows, float* values) {
+  QUIVER_ASSIGN_OR_RETURN(void* staging,
+                          cuda::Staging(res.impl().download_staging, count * sizeof(uint64_t), "result staging"));
+  QUIVER_CUDA_TRY(cudaMemcpyAsync(staging, keys, count * sizeof(uint64_t), cudaMemcpyDeviceToHost, res.impl().stream));
+  QUIVER_RETURN_IF_ERROR(res.Synchronize());
+  const uint64_t* host_keys = static_cast<const uint64_t*>(staging);
+  for (size_t i = 0; i < count; ++i) {
+    const uint64_t key = host_keys[i];
+    if (key == kEmptyKey) {
+      rows[i] = -1;
+      values[i] = larger_is_better ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::infinity();
+    } else {
+      rows[i] = KeyRow(key);
+      values[i] = larger_is_better ? -KeyScore(key) : KeyScore(key);
+    }
+  }
+  return Status::Ok();
 }
 
 Status CoarseSearch(cuda::GpuResources& res, const float* centroids, const float* centroid_norms, size_t nlist,

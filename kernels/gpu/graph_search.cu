@@ -2,7 +2,12 @@
 // per query for large batches; for small ones (fewer queries than SMs)
 // several blocks per query, each with its own beam and visited hash, entering
 // layer 0 from its own share of the descent's nodes and seeds, merged at the
-// end (duplicates dropped).
+// end (duplicates dropped). In layer 0 a query's blocks also share a visited
+// bit per node in global memory: a node one block scored, the others skip,
+// so their beams spread over different nodes instead of converging on the
+// same ones (recall@10 at itopk 16, batches of 10, 1M x 128: 0.949 without,
+// 0.995 with). Which block claims a node first varies between calls, so
+// small batches are not bit-for-bit repeatable.
 //
 // Like the CPU search, a block first scores the top layer's nodes, searches
 // each upper layer with a beam of kUpperBeam and hands the beam down, then
@@ -23,12 +28,14 @@
 //   cand  uint32[expansion] the step's candidate nodes
 // A step: warp 0 picks the search_width best unexpanded beam nodes and
 // marks them; the block lists their neighbours, drops those already visited
-// (atomicCAS into the hash), scores the rest a warp per node with exact fp32
-// distances (coalesced reads of the row-major vectors), sorts the candidates
-// (one warp with shuffles when there are at most 32) and merges them into the
-// sorted beam by rank (each key's place is its index plus the number of
-// smaller keys in the other list), keeping the best itopk. Only the
-// candidates are sorted each step, never the whole beam. The search ends
+// (atomicCAS into the hash), scores the rest with exact fp32 distances, a
+// team of 4 to 32 lanes per node so that every candidate's row is loaded at
+// once (one memory latency per step, where a warp per node paid one per
+// node it scored), sorts the candidates in 32-key chunks (a warp each, with
+// shuffles) and merges them into the sorted beam by rank (each key's place
+// is its index plus the number of smaller keys in the other lists), keeping
+// the best itopk. Only the candidates are sorted each step, never the whole
+// beam. The search ends
 // when every beam node is expanded, as on the CPU. The hash never holds more
 // than half its slots (lookups stay short): before a step could pass that,
 // it is emptied but for the beam's and kept list's nodes (RefillHash). A
@@ -51,16 +58,23 @@ namespace quiver::kernels::gpu {
 namespace {
 
 constexpr int kGraphBlock = 256;
-constexpr int kWarps = kGraphBlock / 32;
 constexpr uint64_t kExpandedBit = 1ull << 31;
 constexpr uint32_t kFreeSlot = 0xffffffffu;
 // Hash slots: 2x the nodes a typical search scores, at most 2^14 (64 KiB);
 // longer searches refill it (RefillHash).
 constexpr int kMinHashBits = 10;
 constexpr int kMaxHashBits = 14;
-// Blocks per query for small batches, and the most keys their merge holds.
-constexpr int kMaxCtasPerQuery = 8;
+// Blocks per query for small batches (chosen, and the most that may be
+// asked for), and the most keys their merge holds.
+constexpr int kAutoMaxCtasPerQuery = 8;
+constexpr int kMaxCtasPerQuery = 32;
 constexpr int kMaxCtaMergeKeys = 4096;
+// The most device memory a call's shared visited sets may take (a bit per
+// node per query: 125 KiB a query for a million nodes).
+constexpr size_t kMaxSharedVisitedBytes = size_t{64} << 20;
+// Candidate lists up to this long are sorted in warp-sized chunks and
+// merged as chunks (MergeCandidates), longer ones by a block sort.
+constexpr int kWarpSortedKeys = 256;
 // The beam while descending the upper layers (the CPU's kUpperBeam).
 constexpr int kUpperBeam = 8;
 
@@ -75,6 +89,10 @@ struct GraphArgs {
   const float* queries;
   const uint64_t* deleted;
   uint64_t* out;  // (nq x ctas) x k keys
+  // With several blocks per query: a bit per layer-0 node for each query,
+  // shared by its blocks (null with one block, or when too large).
+  uint32_t* visited;
+  size_t visited_words;  // per query
   int dim;
   int degree;
   int num_seeds;
@@ -112,30 +130,54 @@ __device__ bool VisitOnce(uint32_t* hash, int bits, uint32_t node) {
   return false;
 }
 
-// Squared L2 distance or dot product of the shared query and one vector,
-// summed across the warp (every lane gets the total).
-__device__ float WarpScore(const float* q, const float* v, int dim, bool l2, int lane) {
+// This block's query's shared set of layer-0 nodes (null without one).
+__device__ __forceinline__ uint32_t* QueryVisited(const GraphArgs& a) {
+  return a.visited == nullptr ? nullptr : a.visited + static_cast<size_t>(blockIdx.x / a.ctas) * a.visited_words;
+}
+
+// True when this block is the first of its query's blocks to claim layer-0
+// `node` (always, without a shared set). The blocks of one query thus
+// explore apart: a node one of them scored is skipped by the others, whose
+// beams move on to other nodes instead of repeating its work.
+__device__ __forceinline__ bool ClaimForQuery(uint32_t* visited, uint32_t node) {
+  if (visited == nullptr) return true;
+  const uint32_t bit = 1u << (node & 31u);
+  return (atomicOr(&visited[node >> 5], bit) & bit) == 0;
+}
+
+// Squared L2 distance or dot product of the shared query and the vector at
+// v (null: none, 0), summed across a team of `team` lanes (a power of two
+// dividing 32, aligned in the warp; every lane of the warp calls this, since
+// the sum shuffles across it). The unrolled loop issues each lane's loads
+// together (up to 8 float4, a 128-float row over 4 lanes), and every team of
+// the block loads at once: a step pays one memory latency for all its
+// candidates, not one per candidate per warp.
+__device__ __forceinline__ float TeamScore(const float* q, const float* v, int dim, bool l2, int member, int team) {
   float acc = 0.0f;
-  if ((dim & 3) == 0) {  // rows are 16-byte aligned: float4 reads
-    const float4* v4 = reinterpret_cast<const float4*>(v);
-    for (int i = lane; i < dim / 4; i += 32) {
-      const float4 x = v4[i];
-      const float* qi = q + 4 * i;
-      if (l2) {
-        const float a = qi[0] - x.x, b = qi[1] - x.y, c = qi[2] - x.z, d = qi[3] - x.w;
-        acc += a * a + b * b + c * c + d * d;
-      } else {
-        acc += qi[0] * x.x + qi[1] * x.y + qi[2] * x.z + qi[3] * x.w;
+  if (v != nullptr) {
+    if ((dim & 3) == 0) {  // rows (and the shared query) are 16-byte aligned: float4 reads
+      const float4* v4 = reinterpret_cast<const float4*>(v);
+      const float4* q4 = reinterpret_cast<const float4*>(q);
+#pragma unroll 8
+      for (int i = member; i < dim / 4; i += team) {
+        const float4 x = v4[i];
+        const float4 y = q4[i];
+        if (l2) {
+          const float a = y.x - x.x, b = y.y - x.y, c = y.z - x.z, d = y.w - x.w;
+          acc += a * a + b * b + c * c + d * d;
+        } else {
+          acc += y.x * x.x + y.y * x.y + y.z * x.z + y.w * x.w;
+        }
+      }
+    } else {
+#pragma unroll 4
+      for (int d = member; d < dim; d += team) {
+        const float x = v[d];
+        acc += l2 ? (q[d] - x) * (q[d] - x) : q[d] * x;
       }
     }
-  } else {
-    for (int d = lane; d < dim; d += 32) {
-      const float x = v[d];
-      acc += l2 ? (q[d] - x) * (q[d] - x) : q[d] * x;
-    }
   }
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, offset);
+  for (int offset = team >> 1; offset > 0; offset >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, offset);
   return acc;
 }
 
@@ -174,23 +216,31 @@ __device__ __forceinline__ int CountBelow(const uint64_t* list, int n, uint64_t 
   return lo;
 }
 
-// out[0, len) = the len smallest keys of a[0, len) and c[0, clen), both
-// sorted by Order (only a's keys carry expanded marks). Real keys are
-// distinct (a node is scored once); kEmptyKey pads both lists' ends. Called
-// by the whole block; ends with a barrier.
-__device__ void MergeSmallest(const uint64_t* a, int len, const uint64_t* c, int clen, uint64_t* out) {
+// out[0, len) = the len smallest keys of a[0, len) and of c's `chunks`
+// lists of chunk_len keys each (c[ch * chunk_len, (ch + 1) * chunk_len)),
+// all sorted by Order (only a's keys carry expanded marks). A key's place is
+// its index in its own list plus the number of smaller keys in each other
+// list. Real keys are distinct (a node is scored once); kEmptyKey pads the
+// lists' ends. Called by the whole block; ends with a barrier.
+__device__ void MergeSmallest(const uint64_t* a, int len, const uint64_t* c, int chunks, int chunk_len,
+                              uint64_t* out) {
   for (int i = threadIdx.x; i < len; i += kGraphBlock) out[i] = kEmptyKey;
   __syncthreads();
   for (int i = threadIdx.x; i < len; i += kGraphBlock) {
     const uint64_t x = a[i];
     if (x == kEmptyKey) break;  // the rest of a is empty too
-    const int pos = i + CountBelow(c, clen, Order(x));
+    int pos = i;
+    for (int ch = 0; ch < chunks && pos < len; ++ch) pos += CountBelow(c + ch * chunk_len, chunk_len, Order(x));
     if (pos < len) out[pos] = x;
   }
-  for (int j = threadIdx.x; j < clen; j += kGraphBlock) {
+  for (int j = threadIdx.x; j < chunks * chunk_len; j += kGraphBlock) {
     const uint64_t y = c[j];
-    if (y == kEmptyKey) break;
-    const int pos = j + CountBelow(a, len, y);
+    const int own = j / chunk_len, index = j - own * chunk_len;
+    if (y == kEmptyKey || index >= len) continue;  // a key past len in its own list stays out
+    int pos = index + CountBelow(a, len, y);
+    for (int ch = 0; ch < chunks && pos < len; ++ch) {
+      if (ch != own) pos += CountBelow(c + ch * chunk_len, chunk_len, y);
+    }
     if (pos < len) out[pos] = y;
   }
   __syncthreads();
@@ -214,13 +264,25 @@ struct LayerView {
   int width;      // nodes expanded per step
   int expansion;  // width * degree
   int sort_len;   // max(32, NextPow2(expansion)): candidate keys sorted per step
+  int team;       // threads scoring one candidate (TeamScore)
   bool keep;
 };
 
-__device__ __forceinline__ LayerView MakeLayerView(const uint32_t* graph, const uint32_t* rows, int beam_len, int width,
-                                                   int degree, bool keep) {
-  const int expansion = width * degree;
-  return LayerView{graph, rows, beam_len, width, expansion, max(32, NextPow2(expansion)), keep};
+// A team per candidate, so that one round scores a step's expansion (8
+// lanes each for 32 candidates, 4 for 64), at least 4 lanes, and wider for
+// long rows (at most 32 floats a lane: TeamScore's loads in one go), at most
+// a warp.
+__device__ __forceinline__ int TeamSize(int expansion, int dim) {
+  int team = min(32, max(4, kGraphBlock / NextPow2(expansion)));
+  while (team < 32 && dim > team * 32) team *= 2;
+  return team;
+}
+
+__device__ __forceinline__ LayerView MakeLayerView(const GraphArgs& a, const uint32_t* graph, const uint32_t* rows,
+                                                   int beam_len, int width, bool keep) {
+  const int expansion = width * a.degree;
+  return LayerView{graph, rows, beam_len, width, expansion, max(32, NextPow2(expansion)), TeamSize(expansion, a.dim),
+                   keep};
 }
 
 __device__ __forceinline__ void Swap(uint64_t*& x, uint64_t*& y) {
@@ -231,23 +293,31 @@ __device__ __forceinline__ void Swap(uint64_t*& x, uint64_t*& y) {
 
 // Sorts the step's candidate keys (ckeys, and kkeys where kept) and merges
 // them into the beam (and the kept list); swaps the double buffers. Called
-// by the whole block after the keys are written and a barrier.
+// by the whole block after the keys are written and a barrier. Up to
+// kWarpSortedKeys candidates are sorted in 32-key chunks, a warp each at
+// once, and merged as separate lists: a block-wide bitonic sort of 128 keys
+// took 28 barrier-separated stages, and the upper layers' steps (4 nodes,
+// 128 candidates) paid that every step.
 __device__ __forceinline__ void MergeCandidates(const GraphArgs& a, Lists& l, const LayerView& layer) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid / 32;
   const int sort_len = layer.sort_len;  // at least 32: the warp sort takes 32 keys
   const bool kept = layer.keep && l.kept != nullptr;
-  if (sort_len == 32) {
-    if (warp == 0) WarpSort32(l.ckeys, lane);
-    if (warp == 1 && kept) WarpSort32(l.kkeys, lane);
+  int chunks = 1, chunk_len = sort_len;
+  if (sort_len <= kWarpSortedKeys) {
+    chunks = sort_len / 32;
+    chunk_len = 32;
+    for (int c = warp; c < (kept ? 2 : 1) * chunks; c += kGraphBlock / 32) {
+      WarpSort32(c < chunks ? l.ckeys + 32 * c : l.kkeys + 32 * (c - chunks), lane);
+    }
     __syncthreads();
   } else {
     BlockBitonicSort<kGraphBlock>(l.ckeys, sort_len);
     if (kept) BlockBitonicSort<kGraphBlock>(l.kkeys, sort_len);
   }
-  MergeSmallest(l.beam, layer.beam_len, l.ckeys, sort_len, l.beam_next);
+  MergeSmallest(l.beam, layer.beam_len, l.ckeys, chunks, chunk_len, l.beam_next);
   Swap(l.beam, l.beam_next);
   if (kept) {
-    MergeSmallest(l.kept, a.k, l.kkeys, sort_len, l.kept_next);
+    MergeSmallest(l.kept, a.k, l.kkeys, chunks, chunk_len, l.kept_next);
     Swap(l.kept, l.kept_next);
   }
 }
@@ -265,20 +335,28 @@ __device__ __forceinline__ void ClearCandidates(Lists& l, int sort_len) {
 // them. Called by the whole block.
 __device__ __forceinline__ void ScoreAndMerge(const GraphArgs& a, Lists& l, const LayerView& layer,
                                               const float* query, uint32_t* hash, uint32_t* cand) {
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid / 32;
+  const int tid = threadIdx.x;
+  // Layer 0 (layer.keep) only: the descent above it is each block's own.
+  uint32_t* shared_visited = layer.keep ? QueryVisited(a) : nullptr;
+  // The same thread wrote cand[i] (SearchLayer, ScoreList): no barrier before.
+  // The block's hash first (shared memory, cheap), then the query's set.
   for (int i = tid; i < layer.expansion; i += kGraphBlock) {
     const uint32_t node = cand[i];
-    if (node != kNoEdge && !VisitOnce(hash, a.hash_bits, node)) cand[i] = kNoEdge;
+    if (node != kNoEdge && (!VisitOnce(hash, a.hash_bits, node) || !ClaimForQuery(shared_visited, node))) {
+      cand[i] = kNoEdge;
+    }
   }
   ClearCandidates(l, layer.sort_len);
   __syncthreads();
   const bool kept = layer.keep && l.kept != nullptr;
-  for (int c = warp; c < layer.expansion; c += kWarps) {
-    const uint32_t node = cand[c];
-    if (node == kNoEdge) continue;  // the same for the whole warp
-    const uint32_t row = layer.rows != nullptr ? layer.rows[node] : node;
-    const float s = WarpScore(query, a.vectors + static_cast<size_t>(row) * a.dim, a.dim, a.l2, lane);
-    if (lane == 0) {
+  const int teams = kGraphBlock / layer.team, member = tid & (layer.team - 1);
+  for (int c0 = 0; c0 < layer.expansion; c0 += teams) {  // uniform: every lane reaches the shuffles
+    const int c = c0 + tid / layer.team;
+    const uint32_t node = c < layer.expansion ? cand[c] : kNoEdge;
+    const uint32_t row = node == kNoEdge ? 0 : (layer.rows != nullptr ? layer.rows[node] : node);
+    const float s = TeamScore(query, node == kNoEdge ? nullptr : a.vectors + static_cast<size_t>(row) * a.dim, a.dim,
+                              a.l2, member, layer.team);
+    if (member == 0 && node != kNoEdge) {
       const uint64_t key = MakeKey(a.l2 ? s : -s, node);
       l.ckeys[c] = key;
       if (kept && !IsDeleted(a.deleted, row)) l.kkeys[c] = key;
@@ -347,7 +425,6 @@ __device__ __forceinline__ void SearchLayer(const GraphArgs& a, Lists& l, const 
       const int p = i / a.degree;
       cand[i] = p < picked ? layer.graph[static_cast<size_t>(parents[p]) * a.degree + (i - p * a.degree)] : kNoEdge;
     }
-    __syncthreads();
     ScoreAndMerge(a, l, layer, query, hash, cand);
     filled += layer.expansion;
   }
@@ -363,7 +440,6 @@ __device__ __forceinline__ void ScoreList(const GraphArgs& a, Lists& l, const La
       const int at = first + (s0 + i) * stride;
       cand[i] = s0 + i < count ? (list != nullptr ? list[at] : static_cast<uint32_t>(at)) : kNoEdge;
     }
-    __syncthreads();
     ScoreAndMerge(a, l, layer, query, hash, cand);
   }
 }
@@ -371,7 +447,7 @@ __device__ __forceinline__ void ScoreList(const GraphArgs& a, Lists& l, const La
 // Two blocks per SM: up to 128 registers a thread (it takes ~80, no spills;
 // an earlier version, bounded by the block size alone, got 64 and spilled).
 __global__ void __launch_bounds__(kGraphBlock, 2) GraphSearchKernel(GraphArgs a) {
-  extern __shared__ uint64_t smem[];
+  extern __shared__ __align__(16) uint64_t smem[];  // 16: the query is read as float4
   const bool tombstones = a.deleted != nullptr;
   const int sort_len = a.sort_cap;
   const int beam_slots = max(a.itopk, kUpperBeam);
@@ -399,18 +475,18 @@ __global__ void __launch_bounds__(kGraphBlock, 2) GraphSearchKernel(GraphArgs a)
   ClearHash(hash, a.hash_bits);
   __syncthreads();
 
-  const LayerView bottom = MakeLayerView(a.graph, nullptr, a.itopk, a.width, a.degree, true);
+  const LayerView bottom = MakeLayerView(a, a.graph, nullptr, a.itopk, a.width, true);
   if (a.num_upper > 0) {
     // As the CPU: score every node of the top layer, search each upper layer
     // with a beam of kUpperBeam, hand the beam down (same scores, the nodes'
     // indices in the layer below, which starts a fresh visited set), adding
     // that layer's extra seeds.
     const GraphUpperLayer& top = a.layers[a.num_upper - 1];
-    LayerView upper = MakeLayerView(a.upper + top.graph, a.upper + top.rows, kUpperBeam, a.upper_width, a.degree, false);
+    LayerView upper = MakeLayerView(a, a.upper + top.graph, a.upper + top.rows, kUpperBeam, a.upper_width, false);
     ScoreList(a, l, upper, query, hash, cand, nullptr, 0, 1, static_cast<int>(top.size));
     for (int li = a.num_upper - 1; li >= 0; --li) {
       const GraphUpperLayer& layer = a.layers[li];
-      upper = MakeLayerView(a.upper + layer.graph, a.upper + layer.rows, kUpperBeam, a.upper_width, a.degree, false);
+      upper = MakeLayerView(a, a.upper + layer.graph, a.upper + layer.rows, kUpperBeam, a.upper_width, false);
       const int entered = li == a.num_upper - 1 ? static_cast<int>(top.size)
                                                  : kUpperBeam + static_cast<int>(a.layers[li].extra_count);
       SearchLayer(a, l, upper, query, hash, cand, parents, &num_parents, a.upper_steps, entered);
@@ -426,8 +502,9 @@ __global__ void __launch_bounds__(kGraphBlock, 2) GraphSearchKernel(GraphArgs a)
         // (one each when there are fewer nodes than blocks).
         const int share = max(1, min(a.ctas, count));
         const bool mine = !into_bottom || tid % share == cta % share;
-        if (key != kEmptyKey && mine) {
-          const uint32_t node = down[KeyNode(key)];
+        const uint32_t node = key != kEmptyKey && mine ? down[KeyNode(key)] : kNoEdge;
+        // With more blocks than nodes, blocks share one: the first keeps it.
+        if (node != kNoEdge && (!into_bottom || ClaimForQuery(QueryVisited(a), node))) {
           VisitOnce(hash, a.hash_bits, node);
           const uint64_t relabelled = (key & 0xffffffff00000000ull) | node;
           l.ckeys[tid] = relabelled;
@@ -442,7 +519,7 @@ __global__ void __launch_bounds__(kGraphBlock, 2) GraphSearchKernel(GraphArgs a)
       if (!into_bottom) {
         const GraphUpperLayer& below = a.layers[li - 1];
         const LayerView below_view =
-            MakeLayerView(a.upper + below.graph, a.upper + below.rows, kUpperBeam, a.upper_width, a.degree, false);
+            MakeLayerView(a, a.upper + below.graph, a.upper + below.rows, kUpperBeam, a.upper_width, false);
         ScoreList(a, l, below_view, query, hash, cand, a.upper + below.extra, 0, 1, static_cast<int>(below.extra_count));
       }
     }
@@ -600,21 +677,22 @@ Status GraphSearch(cuda::GpuResources& res, const DeviceGraph& graph, const uint
   while (hash_bits < kMaxHashBits && (int64_t{1} << hash_bits) < 2 * std::max(typical, needed)) ++hash_bits;
   const int max_steps = 16 * ((beam + width - 1) / width) + 256;
   const int upper_steps = 16 * ((kUpperBeam + width - 1) / width) + 256;
-  const int ordinal = res.device().impl().ordinal;
-  QUIVER_CUDA_TRY(cudaSetDevice(ordinal));
-  int shared_limit = 0, sms = 0;
-  QUIVER_CUDA_TRY(cudaDeviceGetAttribute(&shared_limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, ordinal));
-  QUIVER_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, ordinal));
+  const cuda::GpuDevice::Impl& device = res.device().impl();
+  QUIVER_CUDA_TRY(cudaSetDevice(device.ordinal));
+  const size_t shared_limit = device.shared_per_block_optin;
+  const int sms = device.multiprocessors;
   // Fewer queries than SMs: several blocks per query (each its own beam and
   // share of the seeds), so a small batch does not leave most SMs idle.
+  // Into layer 0 each block takes its share of the descent's nodes (or, with
+  // no upper layer, of the seeds).
+  const int seed_cap = upper_layers.empty() ? seeds : kMaxCtasPerQuery;
   int ctas = 1;
-  if (nq < static_cast<size_t>(sms)) {
-    // Into layer 0 each block takes its share of the descent's nodes (or,
-    // with no upper layer, of the seeds).
-    ctas = std::clamp(sms / static_cast<int>(nq), 1, upper_layers.empty() ? std::min(kMaxCtasPerQuery, seeds)
-                                                                          : kMaxCtasPerQuery);
-    while (ctas > 1 && NextPow2(ctas * static_cast<int>(k)) > kMaxCtaMergeKeys) --ctas;
+  if (const size_t wanted = res.device().options().graph_blocks_per_query; wanted > 0) {
+    ctas = static_cast<int>(std::min<size_t>({wanted, size_t(kMaxCtasPerQuery), size_t(seed_cap)}));
+  } else if (nq < static_cast<size_t>(sms)) {
+    ctas = std::clamp(sms / static_cast<int>(nq), 1, std::min(kAutoMaxCtasPerQuery, seed_cap));
   }
+  while (ctas > 1 && NextPow2(ctas * static_cast<int>(k)) > kMaxCtaMergeKeys) --ctas;
 
   GraphArgs args{};
   args.dim = static_cast<int>(dim);
@@ -641,7 +719,7 @@ Status GraphSearch(cuda::GpuResources& res, const DeviceGraph& graph, const uint
   const size_t shared =
       key_slots * sizeof(uint64_t) + dim * sizeof(float) + ((size_t{1} << hash_bits) + cand_cap) * sizeof(uint32_t);
   const size_t static_shared = kMaxGraphExpansion * sizeof(uint32_t) + sizeof(int);
-  if (shared + static_shared > static_cast<size_t>(shared_limit)) {
+  if (shared + static_shared > shared_limit) {
     return Status::InvalidArgument("GPU GRAPH search needs " + std::to_string(shared + static_shared) +
                                    " bytes of shared memory per query (dimension " + std::to_string(dim) +
                                    "), above the device's " + std::to_string(shared_limit));
@@ -655,6 +733,18 @@ Status GraphSearch(cuda::GpuResources& res, const DeviceGraph& graph, const uint
   QUIVER_ASSIGN_OR_RETURN(auto keys, cuda::DeviceBuffer<uint64_t>::Allocate(res, nq * k, "result keys"));
   QUIVER_ASSIGN_OR_RETURN(auto cta_keys, cuda::DeviceBuffer<uint64_t>::Allocate(res, ctas > 1 ? nq * ctas * k : 0,
                                                                                "per-block result keys"));
+  // Several blocks per query share a visited bit per node (cleared per
+  // call; nq < SMs here, so at most a few MiB for a million nodes), unless
+  // that would pass kMaxSharedVisitedBytes: then they search independently.
+  const size_t visited_words = (graph.size() + 31) / 32;
+  const bool share_visited = ctas > 1 && nq * visited_words * sizeof(uint32_t) <= kMaxSharedVisitedBytes;
+  QUIVER_ASSIGN_OR_RETURN(auto visited, cuda::DeviceBuffer<uint32_t>::Allocate(
+                                            res, share_visited ? nq * visited_words : 0, "shared visited sets"));
+  if (share_visited) {
+    QUIVER_CUDA_TRY(cudaMemsetAsync(visited.data(), 0, nq * visited_words * sizeof(uint32_t), stream));
+  }
+  args.visited = share_visited ? visited.data() : nullptr;
+  args.visited_words = visited_words;
   args.vectors = graph.vectors();
   args.graph = graph.graph();
   args.seeds = graph.seeds();
@@ -670,12 +760,7 @@ Status GraphSearch(cuda::GpuResources& res, const DeviceGraph& graph, const uint
     QUIVER_RETURN_IF_ERROR(cuda::CheckLaunch("MergeCtaResultsKernel"));
   }
 
-  QUIVER_ASSIGN_OR_RETURN(auto d_rows, cuda::DeviceBuffer<int64_t>::Allocate(res, nq * k, "result rows"));
-  QUIVER_ASSIGN_OR_RETURN(auto d_scores, cuda::DeviceBuffer<float>::Allocate(res, nq * k, "result scores"));
-  QUIVER_RETURN_IF_ERROR(detail::DecodeKeys(stream, keys.data(), nq * k, !args.l2, d_rows.data(), d_scores.data()));
-  QUIVER_RETURN_IF_ERROR(d_rows.CopyToHost(res, rows, nq * k));
-  QUIVER_RETURN_IF_ERROR(d_scores.CopyToHost(res, scores, nq * k));
-  return res.Synchronize();
+  return detail::DownloadKeys(res, keys.data(), nq * k, !args.l2, rows, scores);
 }
 
 Status GraphSearch(cuda::GpuResources& res, const GraphIndex& index, const BaseView& base, const float* queries,

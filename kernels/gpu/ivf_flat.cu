@@ -113,7 +113,6 @@ Status IvfFlatSearch(cuda::GpuResources& res, const DeviceIvfFlat& index, const 
   const size_t probes = std::min<size_t>({nprobe, index.nlist(), kMaxK});
   const size_t dim = index.dim();
   QUIVER_CUDA_TRY(cudaSetDevice(res.device().impl().ordinal));
-  cudaStream_t stream = res.impl().stream;
 
   // Cosine lists hold unit vectors: queries are normalised as on the CPU.
   detail::DeviceSearchInputs in;
@@ -138,13 +137,7 @@ Status IvfFlatSearch(cuda::GpuResources& res, const DeviceIvfFlat& index, const 
                        l2};
   };
   QUIVER_RETURN_IF_ERROR(detail::SelectPerProbeThenMerge(res, nq, probes, k, list_keys, 0, winners.data()));
-  QUIVER_ASSIGN_OR_RETURN(auto d_rows, cuda::DeviceBuffer<int64_t>::Allocate(res, nq * k, "result rows"));
-  QUIVER_ASSIGN_OR_RETURN(auto d_scores, cuda::DeviceBuffer<float>::Allocate(res, nq * k, "result scores"));
-  const size_t count = nq * k;
-  QUIVER_RETURN_IF_ERROR(detail::DecodeKeys(stream, winners.data(), count, !l2, d_rows.data(), d_scores.data()));
-  QUIVER_RETURN_IF_ERROR(d_rows.CopyToHost(res, rows, count));
-  QUIVER_RETURN_IF_ERROR(d_scores.CopyToHost(res, scores, count));
-  return res.Synchronize();
+  return detail::DownloadKeys(res, winners.data(), nq * k, !l2, rows, scores);
 }
 
 Status IvfFlatSearch(cuda::GpuResources& res, const IvfFlatIndex& index, const uint64_t* deleted,

@@ -191,7 +191,6 @@ Status IvfPqSearch(cuda::GpuResources& res, const DeviceIvfPq& index, const Base
                                    " bytes) does not fit the device's shared memory (" + std::to_string(shared_limit) +
                                    " bytes per block)");
   }
-  cudaStream_t stream = res.impl().stream;
 
   detail::DeviceSearchInputs in;
   QUIVER_RETURN_IF_ERROR(
@@ -227,12 +226,9 @@ Status IvfPqSearch(cuda::GpuResources& res, const DeviceIvfPq& index, const Base
   QUIVER_RETURN_IF_ERROR(
       detail::SelectPerProbeThenMerge(res, nq, probes, candidates, list_keys, table_bytes, winners.data()));
   const size_t count = nq * candidates;
-  QUIVER_ASSIGN_OR_RETURN(auto d_rows, cuda::DeviceBuffer<int64_t>::Allocate(res, count, "candidate rows"));
-  QUIVER_ASSIGN_OR_RETURN(auto d_values, cuda::DeviceBuffer<float>::Allocate(res, count, "candidate scores"));
-  QUIVER_RETURN_IF_ERROR(detail::DecodeKeys(stream, winners.data(), count, false, d_rows.data(), d_values.data()));
   std::vector<int64_t> cand(count);
-  QUIVER_RETURN_IF_ERROR(d_rows.CopyToHost(res, cand.data(), count));
-  QUIVER_RETURN_IF_ERROR(res.Synchronize());
+  std::vector<float> approximate(count);  // the PQ estimates; the re-rank replaces them
+  QUIVER_RETURN_IF_ERROR(detail::DownloadKeys(res, winners.data(), count, false, cand.data(), approximate.data()));
 
   // Exact re-rank on the host, from the segment's own vectors.
   std::vector<std::pair<float, int64_t>> scratch;

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 namespace quiver::kernels::gpu {
 
@@ -34,8 +35,15 @@ __device__ __forceinline__ uint32_t OrderedBits(float f) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-__device__ __forceinline__ float FromOrderedBits(uint32_t u) {
-  return __uint_as_float((u & 0x80000000u) ? (u & 0x7fffffffu) : ~u);
+__host__ __device__ __forceinline__ float FromOrderedBits(uint32_t u) {
+  const uint32_t bits = (u & 0x80000000u) ? (u & 0x7fffffffu) : ~u;
+#ifdef __CUDA_ARCH__
+  return __uint_as_float(bits);
+#else
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+#endif
 }
 
 /// Key of `score` (smaller is better) at `row`; NaN scores are never selected.
@@ -44,8 +52,10 @@ __device__ __forceinline__ uint64_t MakeKey(float score, uint32_t row) {
   return (static_cast<uint64_t>(OrderedBits(score)) << 32) | row;
 }
 
-__device__ __forceinline__ uint32_t KeyRow(uint64_t key) { return static_cast<uint32_t>(key & 0xffffffffu); }
-__device__ __forceinline__ float KeyScore(uint64_t key) { return FromOrderedBits(static_cast<uint32_t>(key >> 32)); }
+__host__ __device__ __forceinline__ uint32_t KeyRow(uint64_t key) { return static_cast<uint32_t>(key & 0xffffffffu); }
+__host__ __device__ __forceinline__ float KeyScore(uint64_t key) {
+  return FromOrderedBits(static_cast<uint32_t>(key >> 32));
+}
 
 /// Sorts buf[0, n) ascending; n is a power of two. Called by every thread of
 /// the block; ends with a barrier.
