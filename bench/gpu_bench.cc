@@ -87,21 +87,30 @@ struct FlatOptions {
 };
 
 // The resident search again with each tile shape ("65536x2048": base rows x
-// queries per tile; 0 = the default's choice), each on its own device handle.
+// queries per tile; 0 = the default's choice; a ":3xtf32" suffix selects
+// FlatGemm::kTf32x3, none or ":fp32" FlatGemm::kFp32), each on its own
+// device handle; ids and scores compared with the default run's (ref_rows,
+// ref_scores).
 void RunFlatTileSweep(const FlatOptions& o, const quiver::kernels::BaseView& view, const std::vector<float>& queries,
-                      std::ofstream& md) {
+                      const std::vector<int64_t>& ref_rows, const std::vector<float>& ref_scores, std::ofstream& md) {
   if (o.tiles.empty()) return;
   char line[256];
-  std::snprintf(line, sizeof line, "\n| base rows x queries per tile | seconds | TFLOP/s | %% of %.0f |\n|---|---:|---:|---:|\n",
+  std::snprintf(line, sizeof line,
+                "\n| base rows x queries per tile[:gemm] | seconds | TFLOP/s | %% of %.0f | ids equal to the default run's | worst relative score difference |\n"
+                "|---|---:|---:|---:|---:|---:|\n",
                 o.peak_tflops);
   md << line;
   std::printf("%s", line);
   for (const std::string& shape : o.tiles) {
     quiver::cuda::GpuOptions options;
-    if (std::sscanf(shape.c_str(), "%zux%zu", &options.flat_base_tile_rows, &options.flat_query_tile_rows) != 2) {
-      std::fprintf(stderr, "--tiles: '%s' is not BASExQUERIES\n", shape.c_str());
+    char gemm[16] = "fp32";
+    const int fields = std::sscanf(shape.c_str(), "%zux%zu:%15s", &options.flat_base_tile_rows,
+                                   &options.flat_query_tile_rows, gemm);
+    if (fields < 2 || (std::string(gemm) != "fp32" && std::string(gemm) != "3xtf32")) {
+      std::fprintf(stderr, "--tiles: '%s' is not BASExQUERIES[:fp32|:3xtf32]\n", shape.c_str());
       continue;
     }
+    options.flat_gemm = std::string(gemm) == "3xtf32" ? quiver::cuda::FlatGemm::kTf32x3 : quiver::cuda::FlatGemm::kFp32;
     Gpu handles;
     if (OpenGpu(&handles, options) != 0) return;
     auto resident = quiver::kernels::gpu::DeviceFlatBase::Upload(*handles.resources, view, /*long_lived=*/true);
@@ -123,9 +132,15 @@ void RunFlatTileSweep(const FlatOptions& o, const quiver::kernels::BaseView& vie
       }
       if (r > 0) times.push_back(Seconds(t0));
     }
+    size_t same = 0;
+    double worst = 0;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      same += rows[i] == ref_rows[i];
+      worst = std::max(worst, std::abs(double(scores[i]) - ref_scores[i]) / std::max(1.0, std::abs(double(ref_scores[i]))));
+    }
     const double tflops = 2.0 * double(o.nq) * double(o.n) * double(o.dim) / Median(times) / 1e12;
-    std::snprintf(line, sizeof line, "| %s | %.4f | %.2f | %.0f%% |\n", shape.c_str(), Median(times), tflops,
-                  100.0 * tflops / o.peak_tflops);
+    std::snprintf(line, sizeof line, "| %s | %.4f | %.2f | %.0f%% | %.5f | %.2e |\n", shape.c_str(), Median(times),
+                  tflops, 100.0 * tflops / o.peak_tflops, double(same) / double(rows.size()), worst);
     md << line;
     std::printf("%s", line);
   }
@@ -217,7 +232,7 @@ int RunFlat(const FlatOptions& o) {
                 tflops, 100.0 * tflops / o.peak_tflops, o.peak_tflops, agree, worst);
   md << line;
   std::printf("%s", line);
-  RunFlatTileSweep(o, view, queries, md);
+  RunFlatTileSweep(o, view, queries, g_rows, g_scores, md);
   return 0;
 }
 
@@ -483,7 +498,8 @@ int main(int argc, char** argv) {
   flat->add_option("--cpu-queries", flat_options.cpu_queries, "queries the CPU runs (agreement check)")
       ->capture_default_str();
   flat->add_option("--tiles", flat_options.tiles,
-                   "tile shapes to time too, BASExQUERIES (e.g. 16384x1024; 0 = the default's choice)")
+                   "tile shapes to time too, BASExQUERIES[:fp32|:3xtf32] (e.g. 16384x1024, 0x0:3xtf32; 0 = the "
+                   "default's choice; the GEMM: fp32 unless :3xtf32; the main run takes the device's default)")
       ->delimiter(',');
   flat->add_option("--peak-tflops", flat_options.peak_tflops, "FP32 peak for the roofline fraction")
       ->capture_default_str();

@@ -24,6 +24,10 @@ struct GpuDevice::Impl {
 
 struct GpuResources::Impl {
   cudaStream_t stream = nullptr;
+  // Work a call overlaps with its own work on `stream` (FLAT's select-k
+  // while the next GEMM runs), ordered against it with events; the call
+  // joins it back into `stream` before it returns.
+  cudaStream_t side_stream = nullptr;
   cublasHandle_t cublas = nullptr;
   // Page-locked staging for a call's small copies (queries in, results out):
   // copies from pageable memory go through the driver's own bounce buffer
@@ -50,6 +54,42 @@ inline Status CheckLaunch(const char* kernel) {
   const cudaError_t err = cudaGetLastError();
   return err == cudaSuccess ? Status::Ok() : CudaError(err, kernel);
 }
+
+/// A CUDA event without timing, destroyed with its owner.
+class Event {
+ public:
+  Event() = default;
+  ~Event() {
+    if (event_ != nullptr) (void)cudaEventDestroy(event_);
+  }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  Status Create() {
+    if (const cudaError_t err = cudaEventCreateWithFlags(&event_, cudaEventDisableTiming); err != cudaSuccess) {
+      event_ = nullptr;
+      return CudaError(err, "cudaEventCreateWithFlags");
+    }
+    return Status::Ok();
+  }
+  /// Marks what `stream` has queued so far.
+  Status Record(cudaStream_t stream) {
+    const cudaError_t err = cudaEventRecord(event_, stream);
+    return err == cudaSuccess ? Status::Ok() : CudaError(err, "cudaEventRecord");
+  }
+  /// Makes `stream` wait for the work marked by the last Record.
+  Status WaitIn(cudaStream_t stream) {
+    const cudaError_t err = cudaStreamWaitEvent(stream, event_, 0);
+    return err == cudaSuccess ? Status::Ok() : CudaError(err, "cudaStreamWaitEvent");
+  }
+  /// Makes `waiter` wait for what `signaller` has queued so far.
+  Status Order(cudaStream_t signaller, cudaStream_t waiter) {
+    QUIVER_RETURN_IF_ERROR(Record(signaller));
+    return WaitIn(waiter);
+  }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+};
 
 }  // namespace quiver::cuda
 

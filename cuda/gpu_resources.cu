@@ -75,7 +75,11 @@ Result<std::shared_ptr<GpuDevice>> GpuDevice::Open(const GpuOptions& options) {
   }
   impl->multiprocessors = prop.multiProcessorCount;
   impl->shared_per_block_optin = prop.sharedMemPerBlockOptin;
-  return std::shared_ptr<GpuDevice>(new GpuDevice(options, std::move(impl), prop.name, budget));
+  GpuOptions resolved = options;
+  if (resolved.flat_gemm == FlatGemm::kAuto) {
+    resolved.flat_gemm = prop.major >= 8 ? FlatGemm::kTf32x3 : FlatGemm::kFp32;
+  }
+  return std::shared_ptr<GpuDevice>(new GpuDevice(resolved, std::move(impl), prop.name, budget));
 }
 
 GpuDevice::~GpuDevice() {
@@ -102,11 +106,18 @@ Result<std::unique_ptr<GpuResources>> GpuDevice::NewResources() {
   QUIVER_CUDA_TRY(cudaSetDevice(impl_->ordinal));
   auto impl = std::make_unique<GpuResources::Impl>();
   QUIVER_CUDA_TRY(cudaStreamCreateWithFlags(&impl->stream, cudaStreamNonBlocking));
+  if (const cudaError_t err = cudaStreamCreateWithFlags(&impl->side_stream, cudaStreamNonBlocking);
+      err != cudaSuccess) {
+    (void)cudaStreamDestroy(impl->stream);
+    return CudaError(err, "cudaStreamCreateWithFlags");
+  }
   if (const cublasStatus_t err = cublasCreate(&impl->cublas); err != CUBLAS_STATUS_SUCCESS) {
+    (void)cudaStreamDestroy(impl->side_stream);
     (void)cudaStreamDestroy(impl->stream);
     return CublasError(err, "cublasCreate");
   }
-  // Plain FP32 GEMM (no TF32): scores must match the CPU's within 1e-4.
+  // Plain FP32 GEMM unless a call asks for a compute type (FlatGemm::kTf32x3
+  // asks for TF32 on split values): scores must match the CPU's within 1e-4.
   Status st = [&]() -> Status {
     QUIVER_CUBLAS_TRY(cublasSetStream(impl->cublas, impl->stream));
     QUIVER_CUBLAS_TRY(cublasSetMathMode(impl->cublas, CUBLAS_DEFAULT_MATH));
@@ -114,6 +125,7 @@ Result<std::unique_ptr<GpuResources>> GpuDevice::NewResources() {
   }();
   if (!st.ok()) {
     (void)cublasDestroy(impl->cublas);
+    (void)cudaStreamDestroy(impl->side_stream);
     (void)cudaStreamDestroy(impl->stream);
     return st;
   }
@@ -127,8 +139,10 @@ GpuResources::GpuResources(std::shared_ptr<GpuDevice> device, std::unique_ptr<Im
 
 GpuResources::~GpuResources() {
   (void)cudaSetDevice(device_->impl().ordinal);
+  (void)cudaStreamSynchronize(impl_->side_stream);
   (void)cudaStreamSynchronize(impl_->stream);
   (void)cublasDestroy(impl_->cublas);
+  (void)cudaStreamDestroy(impl_->side_stream);
   (void)cudaStreamDestroy(impl_->stream);
 }
 

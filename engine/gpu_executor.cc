@@ -30,6 +30,7 @@ std::shared_ptr<GpuExecutor> GpuExecutor::Open(const GpuExecutorOptions& options
   cuda::GpuOptions gpu_options;
   gpu_options.device = options.device;
   gpu_options.memory_budget_bytes = options.memory_budget_bytes;
+  gpu_options.flat_gemm = options.flat_gemm;
   auto device = cuda::GpuDevice::Open(gpu_options);
   if (!device.ok()) {
     *why_not = device.status().message();

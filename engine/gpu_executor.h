@@ -40,6 +40,8 @@ struct GpuExecutorOptions {
   /// Share of the budget resident segments may hold; the rest is left to the
   /// searches' workspace (distance tiles, queries, results). Default: 0.7.
   double resident_fraction = 0.7;
+  /// Exact search's GEMM (cuda::FlatGemm). Default: kAuto.
+  cuda::FlatGemm flat_gemm = cuda::FlatGemm::kAuto;
 };
 
 class GpuExecutor {

@@ -31,7 +31,7 @@ GPU_TESTS='*Gpu*'
 # Under the sanitizers: the GPU cases except the largest reference sizes (16 s
 # each under racecheck), and one metric of each index kernel; racecheck takes
 # the GRAPH kernel on the 50-node graph only (6,000 nodes ran past 2 minutes).
-SANITIZER_TESTS='Cases/GpuSelectKTest.*:GpuFlatSearch.*:GpuRuntime.*:Backends/FlatBackendTest.*/Gpu:Gpu/FlatSearchTest.*_k1:Gpu/FlatSearchTest.*n5003*:Metrics/GpuIvfFlatTest.*/L2:Metrics/GpuIvfPqTest.*/L2_8bit:GpuGraph.*'
+SANITIZER_TESTS='Cases/GpuSelectKTest.*:GpuFlatSearch.*:GpuRuntime.*:Backends/FlatBackendTest.*/Gpu:Gpu/FlatSearchTest.*_k1:Gpu/FlatSearchTest.*n5003*:GpuTf32x3/FlatSearchTest.*n5003*:Metrics/GpuIvfFlatTest.*/L2:Metrics/GpuIvfPqTest.*/L2_8bit:GpuGraph.*'
 MEMCHECK_TESTS="$SANITIZER_TESTS:Metrics/GpuGraphTest.*/L2_dim24"
 
 pack() {
@@ -98,7 +98,7 @@ run() {
   fi
   if [[ ",$PARTS," == *,bench,* ]]; then
     step "bench flat 1M x 128" bench-flat.log "$DIR/bin/quiver-gpu-bench" flat --n 1000000 --nq 10000 --dim 128 --k 10 \
-      --tiles "${FLAT_TILES:-65536x0,16384x1024,8192x2048,32768x512}"
+      --tiles "${FLAT_TILES:-0x0:fp32,0x0:3xtf32,131072x4096:3xtf32,65536x2048:fp32}"
     step "bench flat k=1024" bench-flat-k1024.log "$DIR/bin/quiver-gpu-bench" flat --n 1000000 --nq 1000 --dim 128 \
       --k 1024
     step "bench ivf 1M nlist 1024" bench-ivf.log "$DIR/bin/quiver-gpu-bench" ivf --n 1000000 --nq 10000 --nlist 1024 \

@@ -117,6 +117,15 @@ std::vector<Key> Keys(ServerConfig* c) {
        }},
       {"gpu_memory_budget_mb", "QUIVER_GPU_MEMORY_BUDGET_MB", "--gpu-memory-budget-mb",
        "GPU memory Quiver may hold, MiB (0 = 90% of free)", u64("gpu_memory_budget_mb", &c->gpu_memory_budget_mb)},
+      {"gpu_flat_gemm", "QUIVER_GPU_FLAT_GEMM", "--gpu-flat-gemm",
+       "exact search's GEMM on the GPU: auto | fp32 | 3xtf32 (fp32 accuracy on tensor cores)",
+       [c](const std::string& v) {
+         if (v != "auto" && v != "fp32" && v != "3xtf32") {
+           return Status::InvalidArgument("gpu_flat_gemm: '" + v + "' is not auto, fp32 or 3xtf32");
+         }
+         c->gpu_flat_gemm = v;
+         return Status::Ok();
+       }},
       {"log_level", "QUIVER_LOG_LEVEL", "--log-level", "trace|debug|info|warn|error", str(&c->log_level)},
       {"log_format", "QUIVER_LOG_FORMAT", "--log-format", "text|json", str(&c->log_format)},
       {"ready_file", "QUIVER_READY_FILE", "--ready-file", "JSON file with the bound ports, written once serving",

@@ -116,6 +116,11 @@ struct ServerConfig {
   /// MiB; 0 = 90% of the memory free at start. Default: 0.
   /// Env: QUIVER_GPU_MEMORY_BUDGET_MB.
   uint64_t gpu_memory_budget_mb = 0;
+  /// How exact (FLAT) search forms its dot products on the GPU: "auto"
+  /// (3xtf32 where the GPU has TF32 tensor cores, else fp32), "fp32" (cuBLAS
+  /// SGEMM) or "3xtf32" (fp32 accuracy from the tensor cores: values split
+  /// into TF32 part and remainder). Default: auto. Env: QUIVER_GPU_FLAT_GEMM.
+  std::string gpu_flat_gemm = "auto";
   /// trace, debug, info, warn, error. Default: info. Env: QUIVER_LOG_LEVEL.
   std::string log_level = "info";
   /// text or json. Default: text. Env: QUIVER_LOG_FORMAT.

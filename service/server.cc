@@ -398,6 +398,9 @@ Status Server::Start() {
     engine::GpuExecutorOptions gpu_options;
     gpu_options.device = config_.gpu == "off" ? -1 : config_.gpu == "auto" ? 0 : std::stoi(config_.gpu);
     gpu_options.memory_budget_bytes = config_.gpu_memory_budget_mb << 20;
+    gpu_options.flat_gemm = config_.gpu_flat_gemm == "fp32"     ? cuda::FlatGemm::kFp32
+                            : config_.gpu_flat_gemm == "3xtf32" ? cuda::FlatGemm::kTf32x3
+                                                                : cuda::FlatGemm::kAuto;
     std::string why_not;
     engine_options.gpu = engine::GpuExecutor::Open(gpu_options, &why_not);
     s.gpu = engine_options.gpu;

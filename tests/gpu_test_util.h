@@ -13,9 +13,13 @@
 
 namespace quiver::testing {
 
-enum class Backend { kCpu, kGpu };
+/// kGpuTf32x3: the GPU with FLAT's GEMM on the tensor cores
+/// (cuda::FlatGemm::kTf32x3), held to the same references as kGpu.
+enum class Backend { kCpu, kGpu, kGpuTf32x3 };
 
-inline const char* BackendName(Backend b) { return b == Backend::kCpu ? "Cpu" : "Gpu"; }
+inline const char* BackendName(Backend b) {
+  return b == Backend::kCpu ? "Cpu" : b == Backend::kGpu ? "Gpu" : "GpuTf32x3";
+}
 
 struct TestGpu {
   std::shared_ptr<cuda::GpuDevice> device;
@@ -38,14 +42,15 @@ class ReleaseTestGpuAtEnd : public ::testing::Environment {
   TestGpu* gpu_;
 };
 
-/// Opened once per process. Base tiles of 1,000 rows, so the tests' sizes
-/// cross tiles; a 4 GiB budget.
-inline TestGpu& SharedTestGpu() {
-  static TestGpu* gpu = [] {
+/// Opened once per process (per FLAT GEMM). Base tiles of 1,000 rows, so
+/// the tests' sizes cross tiles; a 4 GiB budget.
+inline TestGpu& SharedTestGpu(cuda::FlatGemm gemm = cuda::FlatGemm::kFp32) {
+  static auto open = [](cuda::FlatGemm flat_gemm) {
     auto* g = new TestGpu();
     cuda::GpuOptions options;
     options.memory_budget_bytes = size_t{4} << 30;
     options.flat_base_tile_rows = 1000;
+    options.flat_gemm = flat_gemm;
     auto device = cuda::GpuDevice::Open(options);
     if (!device.ok()) {
       g->unavailable_reason = device.status().ToString();
@@ -60,14 +65,24 @@ inline TestGpu& SharedTestGpu() {
     g->resources = std::move(res).value();
     ::testing::AddGlobalTestEnvironment(new ReleaseTestGpuAtEnd(g));  // gtest owns it
     return g;
-  }();
+  };
+  if (gemm == cuda::FlatGemm::kTf32x3) {
+    static TestGpu* tensor_gpu = open(gemm);
+    return *tensor_gpu;
+  }
+  static TestGpu* gpu = open(gemm);
   return *gpu;
+}
+
+/// The shared GPU a GPU backend runs on.
+inline TestGpu& TestGpuFor(Backend backend) {
+  return SharedTestGpu(backend == Backend::kGpuTf32x3 ? cuda::FlatGemm::kTf32x3 : cuda::FlatGemm::kFp32);
 }
 
 /// Kernel resources for `backend` (the shared GPU's, or the CPU's).
 inline kernels::Resources ResourcesFor(Backend backend) {
   kernels::Resources res;
-  if (backend == Backend::kGpu) res.gpu = SharedTestGpu().resources.get();
+  if (backend != Backend::kCpu) res.gpu = TestGpuFor(backend).resources.get();
   return res;
 }
 
@@ -81,7 +96,9 @@ inline kernels::Resources ResourcesFor(Backend backend) {
     }                                                                                              \
   } while (0)
 
-#define QUIVER_SKIP_UNLESS_BACKEND_AVAILABLE(backend)                     \
-  do {                                                                    \
-    if ((backend) == ::quiver::testing::Backend::kGpu) QUIVER_SKIP_WITHOUT_GPU(); \
+#define QUIVER_SKIP_UNLESS_BACKEND_AVAILABLE(backend)                                                \
+  do {                                                                                               \
+    if ((backend) != ::quiver::testing::Backend::kCpu && !::quiver::testing::TestGpuFor(backend).resources) { \
+      GTEST_SKIP() << "no GPU: " << ::quiver::testing::TestGpuFor(backend).unavailable_reason;       \
+    }                                                                                                \
   } while (0)

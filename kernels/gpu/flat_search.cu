@@ -1,16 +1,23 @@
 // GPU FLAT search and select-k (kernels/gpu_search.h).
 //
 // A batch runs as query tiles x base tiles. For each pair, one cuBLAS SGEMM
-// writes the tile's dot products (row-major, qt x bt) and the select kernel
+// (or, with FlatGemm::kTf32x3, one TF32 tensor-core GEMM over the values
+// split into their TF32 part and remainder: SplitTf32Kernel) writes the
+// tile's dot products (row-major, qt x bt) and the select kernel
 // turns them into keys (norms, cosine scaling and tombstones applied on the
 // fly) and keeps k per query. With several base tiles the per-tile winners
 // (qt x tiles x k keys) are selected again. Finally one block per query
 // recomputes the winners' scores exactly and re-sorts them, like the CPU path,
 // so L2 scores carry no |x|^2 - 2q.x + |q|^2 cancellation.
 //
-// Memory per query tile: bt floats of dot products plus the candidates; tiles
-// are sized to stay within a workspace of at most 512 MiB or half of the free
-// budget, whichever is smaller.
+// With several base tiles the distance tiles are double buffered: each
+// tile's select runs on the resources' side stream while the next GEMM
+// fills the other buffer (events order them), so the select's memory
+// traffic hides under the GEMM's arithmetic.
+//
+// Memory per query tile: bt floats of dot products (twice when double
+// buffered) plus the candidates; tiles are sized to stay within a workspace
+// of at most 4 GiB or half of the free budget, whichever is smaller.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -48,6 +55,35 @@ __global__ void QueryInvNormsKernel(const float* queries, int nq, int dim, float
   for (int d = lane; d < dim; d += 32) s += v[d] * v[d];
   s = WarpSum(s);
   if (lane == 0) inv_norms[q] = s > 0.0f ? 1.0f / sqrtf(s) : 0.0f;
+}
+
+// The TF32 part of v (10 mantissa bits, rounded to nearest; the tensor
+// cores read only those bits) — the remainder v - hi is exact in fp32.
+__device__ __forceinline__ float Tf32High(float v) {
+  return __uint_as_float((__float_as_uint(v) + 0x1000u) & 0xffffe000u);
+}
+
+// rows x dim -> rows x 3*dim for FlatGemm::kTf32x3: [hi, lo, hi] per base
+// row, [hi, hi, lo] per query row, so one GEMM over 3*dim sums
+// hi*hi + lo*hi + hi*lo.
+__global__ void SplitTf32Kernel(const float* src, size_t rows, int dim, bool base_layout, float* out) {
+  const size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
+  if (i >= rows * dim) return;
+  const size_t r = i / dim;
+  const int d = static_cast<int>(i - r * dim);
+  const float v = src[i];
+  const float hi = Tf32High(v), lo = v - hi;
+  float* o = out + r * 3 * dim;
+  o[d] = hi;
+  o[dim + d] = base_layout ? lo : hi;
+  o[2 * dim + d] = base_layout ? hi : lo;
+}
+
+Status SplitTf32(cudaStream_t stream, const float* src, size_t rows, int dim, bool base_layout, float* out) {
+  const size_t count = rows * static_cast<size_t>(dim);
+  if (count == 0) return Status::Ok();
+  SplitTf32Kernel<<<static_cast<unsigned>((count + 255) / 256), 256, 0, stream>>>(src, rows, dim, base_layout, out);
+  return cuda::CheckLaunch("SplitTf32Kernel");
 }
 
 // Keys (smaller is better) of one GEMM tile: query q of the tile, base row
@@ -186,47 +222,109 @@ Status SearchDevice(cuda::GpuResources& res, const DeviceBase& base, const float
     QUIVER_RETURN_IF_ERROR(cuda::CheckLaunch("QueryInvNormsKernel"));
   }
 
-  // Tiles: bt base rows x qt queries, within the workspace.
+  // Tiles: bt base rows x qt queries, within the workspace (with kTf32x3,
+  // the split base tile takes at most a quarter of it).
   cuda::GpuDevice& device = res.device();
-  size_t bt = device.options().flat_base_tile_rows > 0 ? device.options().flat_base_tile_rows : size_t{65536};
+  const bool split = device.options().flat_gemm == cuda::FlatGemm::kTf32x3;
+  const size_t free_budget = device.budget_bytes() - std::min(device.budget_bytes(), device.bytes_in_use());
+  // Larger tiles ran faster on an H100 (1M x 128, 10k queries, kTf32x3:
+  // 65,536 x 1,830 took 70 ms, 65,536 x 4,096 62 ms, 131,072 x 2,048 56 ms,
+  // 131,072 x 4,096 54 ms, 262,144 x 2,048 52 ms).
+  const size_t workspace = std::min<size_t>(size_t{4} << 30, free_budget / 2);
+  const size_t split_row_bytes = split ? 3 * base.dim * sizeof(float) : 0;
+  size_t bt = device.options().flat_base_tile_rows > 0 ? device.options().flat_base_tile_rows : size_t{262144};
+  if (split) bt = std::min(bt, std::max<size_t>(workspace / 4 / split_row_bytes, 256));
   bt = std::min(bt, n);
   const size_t tiles = (n + bt - 1) / bt;
-  const size_t free_budget = device.budget_bytes() - std::min(device.budget_bytes(), device.bytes_in_use());
-  const size_t workspace = std::min<size_t>(size_t{512} << 20, free_budget / 2);
-  const size_t per_query = bt * sizeof(float) + (tiles > 1 ? tiles * k * sizeof(uint64_t) : 0) + k * sizeof(uint64_t);
-  const size_t qt_wanted = device.options().flat_query_tile_rows > 0 ? device.options().flat_query_tile_rows
-                                                                      : std::max<size_t>(workspace / per_query, 1);
+  // With several base tiles, two distance tiles: the select of one runs on
+  // the side stream while the next GEMM fills the other (the select reads
+  // memory, the GEMM computes: they overlap well).
+  const size_t buffers = tiles > 1 ? 2 : 1;
+  const size_t per_query = buffers * bt * sizeof(float) + (tiles > 1 ? tiles * k * sizeof(uint64_t) : 0) +
+                           k * sizeof(uint64_t) + split_row_bytes;
+  const size_t per_call = bt * split_row_bytes;
+  const size_t qt_wanted = device.options().flat_query_tile_rows > 0
+                               ? device.options().flat_query_tile_rows
+                               : std::max<size_t>((workspace - std::min(workspace, per_call)) / per_query, 1);
   const size_t qt = std::clamp<size_t>(qt_wanted, 1, std::min<size_t>(nq, 16384));
   if (tiles * k > static_cast<size_t>(std::numeric_limits<int>::max())) {
     return Status::InvalidArgument("too many base tiles for k = " + std::to_string(k));
   }
 
-  QUIVER_ASSIGN_OR_RETURN(auto dots, cuda::DeviceBuffer<float>::Allocate(res, qt * bt, "distance tile"));
+  QUIVER_ASSIGN_OR_RETURN(auto dots, cuda::DeviceBuffer<float>::Allocate(res, buffers * qt * bt, "distance tiles"));
+  // kTf32x3: the split query tile and base tile (3 x dim each row).
+  QUIVER_ASSIGN_OR_RETURN(auto split_queries,
+                          cuda::DeviceBuffer<float>::Allocate(res, split ? qt * 3 * base.dim : 0, "split queries"));
+  QUIVER_ASSIGN_OR_RETURN(auto split_base,
+                          cuda::DeviceBuffer<float>::Allocate(res, split ? bt * 3 * base.dim : 0, "split base tile"));
   QUIVER_ASSIGN_OR_RETURN(auto candidates, cuda::DeviceBuffer<uint64_t>::Allocate(
                                                res, tiles > 1 ? qt * tiles * k : 0, "per-tile candidates"));
   QUIVER_ASSIGN_OR_RETURN(auto winners, cuda::DeviceBuffer<uint64_t>::Allocate(res, qt * k, "winners"));
+
+  // The selects run on the side stream when the tiles are double buffered.
+  // Events order the two: a select after its GEMM, a GEMM after the select
+  // that last read its buffer, the next query tile's selects after this
+  // one's merge; the side stream is joined back before returning, on every
+  // path (the buffers are freed in `stream`'s order).
+  cudaStream_t select_stream = buffers > 1 ? res.impl().side_stream : stream;
+  cuda::Event gemm_done[2], select_done[2], merged, joined;
+  bool selecting[2] = {false, false};
+  if (buffers > 1) {
+    for (auto* e : {&gemm_done[0], &gemm_done[1], &select_done[0], &select_done[1], &merged, &joined}) {
+      QUIVER_RETURN_IF_ERROR(e->Create());
+    }
+  }
+  struct Join {
+    cuda::Event* joined;
+    cudaStream_t side, main;
+    bool active;
+    ~Join() {
+      if (active) (void)joined->Order(side, main);
+    }
+  } join{&joined, select_stream, stream, buffers > 1};
 
   const float one = 1.0f, zero = 0.0f;
   const int final_cap = NextPow2(k);
   for (size_t q0 = 0; q0 < nq; q0 += qt) {
     const int qn = static_cast<int>(std::min(qt, nq - q0));
     const float* tile_queries = queries + q0 * base.dim;
+    if (split) QUIVER_RETURN_IF_ERROR(SplitTf32(stream, tile_queries, qn, dim, false, split_queries.data()));
+    // The previous query tile's merge has read `candidates`.
+    if (buffers > 1 && q0 > 0) QUIVER_RETURN_IF_ERROR(merged.Order(stream, select_stream));
     for (size_t t = 0; t < tiles; ++t) {
       const size_t b0 = t * bt;
       const int bn = static_cast<int>(std::min(bt, n - b0));
+      const size_t b = t % buffers;
+      float* tile_dots = dots.data() + b * qt * bt;
+      if (selecting[b]) QUIVER_RETURN_IF_ERROR(select_done[b].WaitIn(stream));  // its last select is done
       // Column-major view: dots^T (bn x qn, ld bt) = base_tile (dim x bn)^T * queries (dim x qn).
-      QUIVER_CUBLAS_TRY(cublasSgemm(cublas, CUBLAS_OP_T, CUBLAS_OP_N, bn, qn, dim, &one, base.vectors + b0 * base.dim,
-                                    dim, tile_queries, dim, &zero, dots.data(), static_cast<int>(bt)));
-      const TileKeys keys{dots.data(), bt, static_cast<uint32_t>(b0), base.sq_norms, base.deleted,
+      if (split) {
+        QUIVER_RETURN_IF_ERROR(SplitTf32(stream, base.vectors + b0 * base.dim, bn, dim, true, split_base.data()));
+        QUIVER_CUBLAS_TRY(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, bn, qn, 3 * dim, &one, split_base.data(),
+                                       CUDA_R_32F, 3 * dim, split_queries.data(), CUDA_R_32F, 3 * dim, &zero,
+                                       tile_dots, CUDA_R_32F, static_cast<int>(bt), CUBLAS_COMPUTE_32F_FAST_TF32,
+                                       CUBLAS_GEMM_DEFAULT));
+      } else {
+        QUIVER_CUBLAS_TRY(cublasSgemm(cublas, CUBLAS_OP_T, CUBLAS_OP_N, bn, qn, dim, &one,
+                                      base.vectors + b0 * base.dim, dim, tile_queries, dim, &zero, tile_dots,
+                                      static_cast<int>(bt)));
+      }
+      if (buffers > 1) QUIVER_RETURN_IF_ERROR(gemm_done[b].Order(stream, select_stream));
+      const TileKeys keys{tile_dots, bt, static_cast<uint32_t>(b0), base.sq_norms, base.deleted,
                           q_inv.data() + q0, params.metric};
       if (tiles == 1) {
-        QUIVER_RETURN_IF_ERROR(LaunchSelect(stream, keys, qn, bn, k, winners.data(), k));
+        QUIVER_RETURN_IF_ERROR(LaunchSelect(select_stream, keys, qn, bn, k, winners.data(), k));
       } else {
         QUIVER_RETURN_IF_ERROR(
-            LaunchSelect(stream, keys, qn, bn, k, candidates.data() + t * k, tiles * k));
+            LaunchSelect(select_stream, keys, qn, bn, k, candidates.data() + t * k, tiles * k));
+      }
+      if (buffers > 1) {
+        QUIVER_RETURN_IF_ERROR(select_done[b].Record(select_stream));
+        selecting[b] = true;
       }
     }
     if (tiles > 1) {
+      QUIVER_RETURN_IF_ERROR(joined.Order(select_stream, stream));  // every tile's select is done
       const StoredKeys keys{candidates.data(), tiles * k};
       QUIVER_RETURN_IF_ERROR(LaunchSelect(stream, keys, qn, static_cast<int>(tiles * k), k, winners.data(), k));
     }

@@ -51,6 +51,7 @@ TEST(Config, ReferenceFileListsEveryKeyWithItsDefault) {
   EXPECT_EQ(from_file.search_batch_max_wait_us, defaults.search_batch_max_wait_us);
   EXPECT_EQ(from_file.gpu, defaults.gpu);
   EXPECT_EQ(from_file.gpu_memory_budget_mb, defaults.gpu_memory_budget_mb);
+  EXPECT_EQ(from_file.gpu_flat_gemm, defaults.gpu_flat_gemm);
   EXPECT_EQ(from_file.log_level, defaults.log_level);
   EXPECT_EQ(from_file.log_format, defaults.log_format);
   EXPECT_EQ(from_file.ready_file, defaults.ready_file);
@@ -61,7 +62,7 @@ TEST(Config, ReferenceFileListsEveryKeyWithItsDefault) {
   for (const char* key : {"listen:", "admin_listen:", "data_dir:", "max_k:", "max_message_bytes:",
                           "max_points_per_request:", "max_batch_queries:", "max_payload_bytes:", "write_timeout_ms:",
                           "shutdown_drain_ms:", "grpc_max_threads:", "search_threads:", "search_batch_max_queries:",
-                          "search_batch_max_wait_us:", "gpu:", "gpu_memory_budget_mb:", "log_level:", "log_format:",
+                          "search_batch_max_wait_us:", "gpu:", "gpu_memory_budget_mb:", "gpu_flat_gemm:", "log_level:", "log_format:",
                           "ready_file:"}) {
     EXPECT_NE(text.find(std::string("\n") + key), std::string::npos) << key;
   }
@@ -106,6 +107,18 @@ TEST(Config, BadValuesNameTheKey) {
     service::ServerConfig cfg5;
     EXPECT_TRUE(Parse({"quiverd", "--gpu", gpu}, &cfg5).ok()) << gpu;
     EXPECT_EQ(cfg5.gpu, gpu);
+  }
+  for (const char* gemm : {"tf32", "FP32"}) {
+    service::ServerConfig cfg6;
+    r = Parse({"quiverd", "--gpu-flat-gemm", gemm}, &cfg6);
+    ASSERT_FALSE(r.ok()) << gemm;
+    EXPECT_NE(r.status().message().find("gpu_flat_gemm"), std::string::npos) << r.status().ToString();
+    EXPECT_EQ(cfg6.gpu_flat_gemm, "auto") << "a refused value changes nothing";
+  }
+  for (const char* gemm : {"auto", "fp32", "3xtf32"}) {
+    service::ServerConfig cfg7;
+    EXPECT_TRUE(Parse({"quiverd", "--gpu-flat-gemm", gemm}, &cfg7).ok()) << gemm;
+    EXPECT_EQ(cfg7.gpu_flat_gemm, gemm);
   }
 }
 

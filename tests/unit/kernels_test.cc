@@ -171,8 +171,17 @@ std::vector<FlatCase> GpuCases() {
   return out;
 }
 
+// The same cases with FLAT's GEMM on the tensor cores (FlatGemm::kTf32x3):
+// held to the float64 reference exactly as the FP32 GEMM is.
+std::vector<FlatCase> GpuTf32x3Cases() {
+  std::vector<FlatCase> out = GpuCases();
+  for (auto& c : out) c.backend = Backend::kGpuTf32x3;
+  return out;
+}
+
 INSTANTIATE_TEST_SUITE_P(Cpu, FlatSearchTest, ::testing::ValuesIn(Cases()), CaseName);
 INSTANTIATE_TEST_SUITE_P(Gpu, FlatSearchTest, ::testing::ValuesIn(GpuCases()), CaseName);
+INSTANTIATE_TEST_SUITE_P(GpuTf32x3, FlatSearchTest, ::testing::ValuesIn(GpuTf32x3Cases()), CaseName);
 
 // ---- behaviour on every backend ----
 
