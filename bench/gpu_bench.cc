@@ -351,6 +351,7 @@ struct GraphOptions {
   std::vector<uint32_t> widths = {1};  // search_width: nodes expanded per step
   std::vector<uint32_t> blocks_per_query = {0};  // GpuOptions::graph_blocks_per_query; 0 = chosen
   int repeats = 3, threads = 0;
+  bool gpu_build = false;  // also build with the kNN graphs on the GPU, and search that graph
 };
 
 // GRAPH on a Gaussian mixture: the graph built on the CPU, searched on the GPU
@@ -386,6 +387,22 @@ int RunGraph(const GraphOptions& o) {
     return 1;
   }
   std::printf("CPU build: %.1f s\n", Seconds(t0));
+  if (o.gpu_build) {
+    // The kNN graphs on the GPU, the rest on the same CPU threads; the
+    // sweep below then searches this graph.
+    quiver::kernels::Resources with_gpu = cpu;
+    with_gpu.gpu = &gpu;
+    t0 = Clock::now();
+    auto built = quiver::kernels::GraphIndex::Build(with_gpu, quiver::kernels::Metric::kL2, base.data(), o.n, o.dim,
+                                                    params);
+    if (!built.ok()) {
+      std::fprintf(stderr, "GPU build: %s\n", built.status().ToString().c_str());
+      return 1;
+    }
+    std::printf("GPU build (kNN graphs on the GPU, pruning on %s CPU threads): %.1f s; the sweep searches this graph\n",
+                o.threads > 0 ? std::to_string(o.threads).c_str() : "all", Seconds(t0));
+    index = std::move(built);
+  }
   const quiver::kernels::BaseView view{base.data(), norms.data(), o.n, o.dim};
   auto resident = quiver::kernels::gpu::DeviceGraph::Upload(gpu, **index, view, /*long_lived=*/true);
   if (!resident.ok()) {
@@ -539,6 +556,8 @@ int main(int argc, char** argv) {
                     "thread blocks per query in the batched run (comma-separated sweep; 0 = chosen)")
       ->delimiter(',')
       ->capture_default_str();
+  graph->add_flag("--gpu-build", graph_options.gpu_build,
+                  "also build with the kNN graphs on the GPU (timed), and search that graph");
   graph->add_option("--repeats", graph_options.repeats, "timed rounds (median reported)")->capture_default_str();
   graph->add_option("--threads", graph_options.threads, "CPU threads (0 = all)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);

@@ -364,8 +364,12 @@ Result<std::shared_ptr<const kernels::VectorIndex>> Collection::BuildIndex(const
   if (index_type_ == quiver::v1::GRAPH) {
     kernels::GraphBuildParams params;
     if (info_.config().index().graph().degree() != 0) params.degree = info_.config().index().graph().degree();
+    // With a GPU its kNN graphs are built there (GpuExecutor::BuildGraph
+    // falls back to the CPU by itself).
     QUIVER_ASSIGN_OR_RETURN(auto index,
-                            kernels::GraphIndex::Build(res, metric_, seg.vectors.data(), seg.rows(), dim_, params));
+                            gpu_ != nullptr
+                                ? gpu_->BuildGraph(res.num_threads, metric_, seg.vectors.data(), seg.rows(), dim_, params)
+                                : kernels::GraphIndex::Build(res, metric_, seg.vectors.data(), seg.rows(), dim_, params));
     return std::shared_ptr<const kernels::VectorIndex>(std::move(index));
   }
   // IVF: 4 * sqrt(rows) lists unless the collection says.

@@ -166,6 +166,31 @@ void GpuExecutor::Forget(uint64_t segment_uid) {
   }
 }
 
+Result<std::unique_ptr<kernels::GraphIndex>> GpuExecutor::BuildGraph(int threads, kernels::Metric metric,
+                                                                      const float* vectors, size_t n, size_t dim,
+                                                                      const kernels::GraphBuildParams& params) {
+  auto res = ThreadResources();
+  Status why = res.status();
+  if (res.ok()) {
+    const kernels::Resources with_gpu{.num_threads = threads, .gpu = *res};
+    auto built = kernels::GraphIndex::Build(with_gpu, metric, vectors, n, dim, params);
+    if (built.ok()) {
+      graph_builds_.fetch_add(1, std::memory_order_relaxed);
+      return built;
+    }
+    why = built.status();
+  }
+  const uint32_t bit = 1u << (static_cast<uint32_t>(why.code()) & 31u);
+  bool log = false;
+  {
+    std::lock_guard lock(mu_);
+    log = (logged_build_codes_ & bit) == 0;
+    logged_build_codes_ |= bit;
+  }
+  if (log) spdlog::warn("GPU graph build failed, built on the CPU (logged once per kind of error): {}", why.ToString());
+  return kernels::GraphIndex::Build({.num_threads = threads}, metric, vectors, n, dim, params);
+}
+
 void GpuExecutor::NoteFallback(const Status& why) {
   fallbacks_.fetch_add(1, std::memory_order_relaxed);
   const uint32_t bit = 1u << (static_cast<uint32_t>(why.code()) & 31u);
@@ -184,6 +209,7 @@ GpuExecutor::Stats GpuExecutor::stats() const {
   s.device_name = device_->name();
   s.searches = searches_.load(std::memory_order_relaxed);
   s.fallbacks = fallbacks_.load(std::memory_order_relaxed);
+  s.graph_builds = graph_builds_.load(std::memory_order_relaxed);
   s.bytes_in_use = device_->bytes_in_use();
   s.budget_bytes = device_->budget_bytes();
   std::lock_guard lock(mu_);

@@ -85,6 +85,13 @@ class GpuExecutor {
                      const float* queries, size_t nq, size_t k, uint32_t itopk, uint32_t search_width, int64_t* rows,
                      float* scores);
 
+  /// GraphIndex::Build with the kNN graphs on this GPU (the calling thread's
+  /// stream), the rest on `threads` CPU threads (0 = all). Any GPU failure
+  /// (budget, CUDA) means a CPU build instead, the first failure of each
+  /// kind logged.
+  Result<std::unique_ptr<kernels::GraphIndex>> BuildGraph(int threads, kernels::Metric metric, const float* vectors,
+                                                          size_t n, size_t dim, const kernels::GraphBuildParams& params);
+
   /// Drops a segment's device copies (the segment was compacted away or its
   /// collection deleted). Searches still using it keep it until they finish.
   void Forget(uint64_t segment_uid);
@@ -97,6 +104,7 @@ class GpuExecutor {
     std::string device_name;
     uint64_t searches = 0;   // segment searches served on the GPU
     uint64_t fallbacks = 0;  // segment searches the GPU failed and the CPU served
+    uint64_t graph_builds = 0;  // GRAPH indexes built with their kNN graphs on the GPU
     uint64_t resident_segments = 0;
     uint64_t resident_bytes = 0;
     uint64_t bytes_in_use = 0;  // everything held on the device now
@@ -136,8 +144,10 @@ class GpuExecutor {
   size_t resident_bytes_ = 0;                     // guarded by mu_
   uint64_t use_clock_ = 0;                        // guarded by mu_
   uint32_t logged_codes_ = 0;                     // guarded by mu_: bit per StatusCode logged
+  uint32_t logged_build_codes_ = 0;               // guarded by mu_: the same for graph builds
   std::atomic<uint64_t> searches_{0};
   std::atomic<uint64_t> fallbacks_{0};
+  std::atomic<uint64_t> graph_builds_{0};
 };
 
 /// A process-unique number for a new segment (keys its GPU copy).

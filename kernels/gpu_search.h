@@ -278,6 +278,21 @@ Status GraphSearch(cuda::GpuResources& res, const DeviceGraph& graph, const uint
 Status GraphSearch(cuda::GpuResources& res, const GraphIndex& index, const BaseView& base, const float* queries,
                    size_t nq, size_t k, uint32_t itopk, uint32_t search_width, int64_t* rows, float* scores);
 
+/// The most rows KnnGraph takes: it compares every row with every other
+/// (n^2 dim multiply-adds: ~6 s for a million 128-d rows on an H100), so
+/// larger layers build their kNN graph on the CPU, cluster by cluster.
+constexpr size_t kMaxGpuKnnGraphRows = size_t{4} << 20;
+
+/// The kNN-graph stage of GraphIndex::Build on the GPU: for each of the n
+/// rows of `data` (host memory, row-major, n x dim) its `knn` nearest other
+/// rows by `metric` (L2 or inner product), best first, ties to the lower
+/// row, into graph[row * knn, (row + 1) * knn), kNoEdge-padded when n <= knn.
+/// Exact: the FLAT search of every row against all of them (the CPU stage
+/// searches each row's neighbouring clusters only). knn + 1 <= kMaxK,
+/// n <= kMaxGpuKnnGraphRows.
+Status KnnGraph(cuda::GpuResources& res, Metric metric, const float* data, size_t n, size_t dim, size_t knn,
+                uint32_t* graph);
+
 /// For each of `rows` rows of `len` floats (row-major, host memory), the k
 /// smallest (or largest with select_max) values and their column numbers,
 /// best first, exact ties by lower column; slots past len hold column -1 and

@@ -5,7 +5,9 @@
 //   1. kNN graph of `intermediate_degree` neighbours per node: k-means cuts
 //      the vectors into clusters of about 1,000; each cluster's members are
 //      matched exactly (sgemm) against the members of its `knn_probes`
-//      nearest clusters.
+//      nearest clusters. With GPU resources (layers of up to 4M nodes) the
+//      GPU matches every node against every other instead: an exact kNN
+//      graph (gpu::KnnGraph); the steps below stay on the host.
 //   2. Rank-based pruning: an edge A->C is "detourable" through B when A->B
 //      and B->C both rank before A->C; each node keeps the `degree` edges
 //      with the fewest detours (ties by rank).
@@ -74,7 +76,8 @@ struct GraphBuildParams {
 
 class GraphIndex final : public VectorIndex {
  public:
-  /// Builds the graph on res.num_threads cores (0 = all).
+  /// Builds the graph on res.num_threads cores (0 = all), with the kNN
+  /// graphs on the GPU when res.gpu is set (step 1 above).
   static Result<std::unique_ptr<GraphIndex>> Build(const Resources& res, Metric metric, const float* vectors, size_t n,
                                                    size_t dim, const GraphBuildParams& params);
 

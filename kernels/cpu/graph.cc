@@ -196,12 +196,19 @@ int ThreadsFor(const Resources& res) { return res.num_threads > 0 ? res.num_thre
 // FLAT kernel.
 Status BuildKnnGraph(const Resources& res, Metric metric, const float* data, size_t n, size_t dim, size_t knn,
                      const GraphBuildParams& params, std::vector<uint32_t>* graph) {
+  if (res.gpu != nullptr && n <= gpu::kMaxGpuKnnGraphRows && knn < gpu::kMaxK) {
+    // Exact, all rows against all: on the GPU that is cheaper than the
+    // cluster bookkeeping below is on the CPU (kernels/gpu_search.h).
+    graph->assign(n * knn, kNoEdge);
+    return gpu::KnnGraph(*static_cast<cuda::GpuResources*>(res.gpu), metric, data, n, dim, knn, graph->data());
+  }
   // The clusters only bucket the work, so they are formed by L2 whatever the
   // metric: inner-product k-means would pile most points into the few
   // centres of largest norm.
   const size_t clusters = std::max<size_t>(1, (n + kKnnClusterSize / 2) / kKnnClusterSize);
+  const Resources cpu{.num_threads = res.num_threads, .gpu = nullptr};
   KMeansParams km{.clusters = clusters, .iterations = 10, .points_per_cluster = 64, .seed = params.seed};
-  QUIVER_ASSIGN_OR_RETURN(std::vector<float> centroids, TrainKMeans(res, Metric::kL2, data, n, dim, km));
+  QUIVER_ASSIGN_OR_RETURN(std::vector<float> centroids, TrainKMeans(cpu, Metric::kL2, data, n, dim, km));
   const size_t nc = centroids.size() / dim;
   std::vector<float> centroid_norms(nc);
   SquaredNorms(centroids.data(), nc, dim, centroid_norms.data());
@@ -211,12 +218,12 @@ Status BuildKnnGraph(const Resources& res, Metric metric, const float* data, siz
   // Each node's cluster, and each cluster's nearest clusters (itself first).
   std::vector<int64_t> cluster_of(n);
   std::vector<float> cluster_score(n);
-  QUIVER_RETURN_IF_ERROR(FlatSearch(res, {centroids.data(), centroid_norms.data(), nc, dim}, data, n, {Metric::kL2, 1},
+  QUIVER_RETURN_IF_ERROR(FlatSearch(cpu, {centroids.data(), centroid_norms.data(), nc, dim}, data, n, {Metric::kL2, 1},
                                     cluster_of.data(), cluster_score.data()));
   const size_t probes = std::min<size_t>(params.knn_probes, nc);
   std::vector<int64_t> near(nc * probes);
   std::vector<float> near_scores(nc * probes);
-  QUIVER_RETURN_IF_ERROR(FlatSearch(res, {centroids.data(), centroid_norms.data(), nc, dim}, centroids.data(), nc,
+  QUIVER_RETURN_IF_ERROR(FlatSearch(cpu, {centroids.data(), centroid_norms.data(), nc, dim}, centroids.data(), nc,
                                     {Metric::kL2, probes}, near.data(), near_scores.data()));
 
   // Members of each cluster, contiguous in a permuted copy of the data.
@@ -493,9 +500,10 @@ Status BuildLayerGraph(const Resources& res, Metric metric, const float* data, s
   // more clusters.
   if (upper) *knn = 8 * degree;
   QUIVER_RETURN_IF_ERROR(BuildKnnGraph(res, metric, data, m, dim, *knn, params, knn_graph));
-  std::vector<uint32_t> pruned = upper ? PruneByDiversity(res, *knn_graph, data, m, dim, *knn, degree)
-                                       : PruneByDetours(res, *knn_graph, m, *knn, degree);
-  *graph = MergeReverseEdges(res, pruned, m, degree);
+  const Resources cpu{.num_threads = res.num_threads, .gpu = nullptr};  // the rest runs on the host
+  std::vector<uint32_t> pruned = upper ? PruneByDiversity(cpu, *knn_graph, data, m, dim, *knn, degree)
+                                       : PruneByDetours(cpu, *knn_graph, m, *knn, degree);
+  *graph = MergeReverseEdges(cpu, pruned, m, degree);
   return Status::Ok();
 }
 
@@ -553,7 +561,6 @@ Result<std::unique_ptr<GraphIndex>> GraphIndex::Build(const Resources& res, Metr
   if (n == 0) return Status::InvalidArgument("cannot build a GRAPH index over no vectors");
   if (dim == 0) return Status::InvalidArgument("dimension must be at least 1");
   if (n >= kNoEdge) return Status::InvalidArgument("a GRAPH index holds fewer than 2^32 - 1 vectors");
-  if (res.gpu != nullptr) return Status::Unimplemented("GPU GRAPH build is not built yet");
   std::unique_ptr<GraphIndex> index(new GraphIndex());
   index->metric_ = metric;
   index->dim_ = dim;

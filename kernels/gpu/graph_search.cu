@@ -444,8 +444,9 @@ __device__ __forceinline__ void ScoreList(const GraphArgs& a, Lists& l, const La
   }
 }
 
-// Two blocks per SM: up to 128 registers a thread (it takes ~80, no spills;
-// an earlier version, bounded by the block size alone, got 64 and spilled).
+// Two blocks per SM: up to 128 registers a thread (it takes 124 on sm_90,
+// no spills; an earlier version, bounded by the block size alone, got 64 and
+// spilled).
 __global__ void __launch_bounds__(kGraphBlock, 2) GraphSearchKernel(GraphArgs a) {
   extern __shared__ __align__(16) uint64_t smem[];  // 16: the query is read as float4
   const bool tombstones = a.deleted != nullptr;
@@ -769,6 +770,51 @@ Status GraphSearch(cuda::GpuResources& res, const GraphIndex& index, const BaseV
   if (nq == 0) return Status::Ok();
   QUIVER_ASSIGN_OR_RETURN(DeviceGraph device_graph, DeviceGraph::Upload(res, index, base, /*long_lived=*/false));
   return GraphSearch(res, device_graph, base.deleted, queries, nq, k, itopk, search_width, rows, scores);
+}
+
+Status KnnGraph(cuda::GpuResources& res, Metric metric, const float* data, size_t n, size_t dim, size_t knn,
+                uint32_t* graph) {
+  if (metric == Metric::kCosine) return Status::InvalidArgument("KnnGraph takes unit vectors and inner product");
+  if (knn == 0 || knn + 1 > kMaxK) {
+    return Status::InvalidArgument("the GPU kNN graph keeps 1 to " + std::to_string(kMaxK - 1) + " neighbours, asked " +
+                                   std::to_string(knn));
+  }
+  if (n > kMaxGpuKnnGraphRows) {
+    return Status::InvalidArgument("the GPU kNN graph takes at most " + std::to_string(kMaxGpuKnnGraphRows) +
+                                   " rows, asked " + std::to_string(n));
+  }
+  if (dim == 0) return Status::InvalidArgument("dimension must be at least 1");
+  std::fill(graph, graph + n * knn, kNoEdge);
+  if (n < 2) return Status::Ok();
+  std::vector<float> norms(n);
+  SquaredNorms(data, n, dim, norms.data());
+  QUIVER_ASSIGN_OR_RETURN(DeviceFlatBase base,
+                          DeviceFlatBase::Upload(res, BaseView{data, norms.data(), n, dim}, /*long_lived=*/false));
+  // Every row searches all rows for knn + 1: itself among them (first,
+  // unless exact duplicates of lower rows come before it), then dropped.
+  const size_t k = std::min(knn + 1, n);
+  const size_t chunk = std::min<size_t>(n, 65536);
+  QUIVER_ASSIGN_OR_RETURN(auto d_rows, cuda::DeviceBuffer<int64_t>::Allocate(res, chunk * k, "kNN rows"));
+  QUIVER_ASSIGN_OR_RETURN(auto d_scores, cuda::DeviceBuffer<float>::Allocate(res, chunk * k, "kNN scores"));
+  std::vector<int64_t> rows(chunk * k);
+  const detail::DeviceBase all{base.vectors(), base.sq_norms(), nullptr, n, dim};
+  for (size_t q0 = 0; q0 < n; q0 += chunk) {
+    const size_t qn = std::min(chunk, n - q0);
+    QUIVER_RETURN_IF_ERROR(detail::SearchDevice(res, all, base.vectors() + q0 * dim, qn, {metric, k}, d_rows.data(),
+                                                d_scores.data()));
+    QUIVER_RETURN_IF_ERROR(d_rows.CopyToHost(res, rows.data(), qn * k));
+    QUIVER_RETURN_IF_ERROR(res.Synchronize());
+    for (size_t i = 0; i < qn; ++i) {
+      const int64_t self = static_cast<int64_t>(q0 + i);
+      uint32_t* out = graph + (q0 + i) * knn;
+      size_t kept = 0;
+      for (size_t j = 0; j < k && kept < knn; ++j) {
+        const int64_t r = rows[i * k + j];
+        if (r >= 0 && r != self) out[kept++] = static_cast<uint32_t>(r);
+      }
+    }
+  }
+  return Status::Ok();
 }
 
 }  // namespace quiver::kernels::gpu

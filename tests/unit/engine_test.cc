@@ -665,9 +665,9 @@ TEST_F(EngineTest, GpuServesIvfFlatSegmentsThroughTheirIndex) {
   EXPECT_EQ(gpu->stats().resident_segments, 4u);
 }
 
-// GRAPH segments are searched on the GPU through their graph; a beam wider
-// than a segment (500 points) reaches all of its nodes, so the results are
-// exact and checkable.
+// GRAPH segments are built with their kNN graphs on the GPU and searched
+// there through their graph; a beam wider than a segment (500 points)
+// reaches all of its nodes, so the results are exact and checkable.
 TEST_F(EngineTest, GpuServesGraphSegmentsThroughTheirGraph) {
   std::string why;
   auto gpu = GpuExecutor::Open({}, &why);
@@ -685,6 +685,7 @@ TEST_F(EngineTest, GpuServesGraphSegmentsThroughTheirGraph) {
   auto queries = quiver::testing::RandomVectors(12, dim, 42);
   ExpectMatchesReference(*c, kernels::Metric::kCosine, live, queries, 12, dim, 10, 1,
                          static_cast<uint32_t>(kernels::gpu::kMaxGraphItopk));
+  EXPECT_EQ(gpu->stats().graph_builds, 4u);
   EXPECT_EQ(gpu->stats().searches, 4u);
   EXPECT_EQ(gpu->stats().fallbacks, 0u);
   EXPECT_EQ(gpu->stats().resident_segments, 4u);

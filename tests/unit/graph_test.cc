@@ -9,6 +9,7 @@
 #include <set>
 
 #include "common/encoding.h"
+#include "gpu_test_util.h"
 #include "kernels/graph.h"
 #include "test_util.h"
 
@@ -108,6 +109,39 @@ TEST_P(GraphTest, RecallFloorOnClusteredData) {
       (*index)->Search({}, d.view(), queries.data(), nq, k, {.itopk = 64, .search_width = 4}, rows_wide.data(), scores.data()).ok());
   EXPECT_LE(RecallAgainstFlat(m, d, queries, nq, k, rows_small), recall);
   EXPECT_GE(RecallAgainstFlat(m, d, queries, nq, k, rows_wide), 0.95);
+}
+
+// With GPU resources the build's kNN graphs come from the GPU (exact, every
+// node against every other); pruning and the rest stay on the host. The
+// graph keeps every invariant, and its recall is at least the CPU-built
+// graph's (whose kNN lists are approximate), less noise.
+TEST_P(GraphTest, GpuBuildKeepsTheInvariantsAndTheRecall) {
+  QUIVER_SKIP_WITHOUT_GPU();
+  const Metric m = GetParam();
+  const size_t n = 20000, dim = 32, nq = 200, k = 10;
+  auto all = quiver::testing::ClusteredVectors(n + nq, dim, 50, 3, m != Metric::kL2);
+  std::vector<float> queries(all.begin() + long(n * dim), all.end());
+  const Data d = MakeIndexedData(std::move(all), n, dim);
+  auto on_gpu = GraphIndex::Build(quiver::testing::ResourcesFor(quiver::testing::Backend::kGpu), m, d.base.data(), n,
+                                  dim, {.degree = 24});
+  ASSERT_TRUE(on_gpu.ok()) << on_gpu.status().ToString();
+  ExpectGraphInvariants(**on_gpu);
+  EXPECT_EQ((*on_gpu)->layers().size(), 3u) << "the same layers as a CPU build";
+  auto on_cpu = GraphIndex::Build({}, m, d.base.data(), n, dim, {.degree = 24});
+  ASSERT_TRUE(on_cpu.ok()) << on_cpu.status().ToString();
+  std::vector<int64_t> gpu_rows(nq * k), cpu_rows(nq * k);
+  std::vector<float> scores(nq * k);
+  for (const uint32_t itopk : {16u, 64u}) {
+    ASSERT_TRUE((*on_gpu)->Search({}, d.view(), queries.data(), nq, k, {.itopk = itopk}, gpu_rows.data(), scores.data()).ok());
+    ASSERT_TRUE((*on_cpu)->Search({}, d.view(), queries.data(), nq, k, {.itopk = itopk}, cpu_rows.data(), scores.data()).ok());
+    const double gpu_recall = RecallAgainstFlat(m, d, queries, nq, k, gpu_rows);
+    const double cpu_recall = RecallAgainstFlat(m, d, queries, nq, k, cpu_rows);
+    std::printf("%s itopk %u: recall@10 GPU-built %.4f, CPU-built %.4f\n", Name(m), itopk, gpu_recall, cpu_recall);
+    EXPECT_GE(gpu_recall, cpu_recall - 0.01) << "itopk " << itopk;
+    if (itopk == 64) {
+      EXPECT_GE(gpu_recall, 0.95);
+    }
+  }
 }
 
 // Scores come from exact re-ranking: the same numbers FLAT gives those rows,
