@@ -351,7 +351,7 @@ struct GraphOptions {
   std::vector<uint32_t> widths = {1};  // search_width: nodes expanded per step
   std::vector<uint32_t> blocks_per_query = {0};  // GpuOptions::graph_blocks_per_query; 0 = chosen
   int repeats = 3, threads = 0;
-  bool gpu_build = false;  // also build with the kNN graphs on the GPU, and search that graph
+  bool gpu_build = false;  // also build on the GPU (kNN graphs, pruning), and search that graph
 };
 
 // GRAPH on a Gaussian mixture: the graph built on the CPU, searched on the GPU
@@ -388,8 +388,8 @@ int RunGraph(const GraphOptions& o) {
   }
   std::printf("CPU build: %.1f s\n", Seconds(t0));
   if (o.gpu_build) {
-    // The kNN graphs on the GPU, the rest on the same CPU threads; the
-    // sweep below then searches this graph.
+    // The kNN graphs and layer 0's pruning on the GPU, the rest on the same
+    // CPU threads; the sweep below then searches this graph.
     quiver::kernels::Resources with_gpu = cpu;
     with_gpu.gpu = &gpu;
     t0 = Clock::now();
@@ -399,7 +399,8 @@ int RunGraph(const GraphOptions& o) {
       std::fprintf(stderr, "GPU build: %s\n", built.status().ToString().c_str());
       return 1;
     }
-    std::printf("GPU build (kNN graphs on the GPU, pruning on %s CPU threads): %.1f s; the sweep searches this graph\n",
+    std::printf("GPU build (kNN graphs and layer 0's pruning on the GPU, the rest on %s CPU threads): %.1f s; the "
+                "sweep searches this graph\n",
                 o.threads > 0 ? std::to_string(o.threads).c_str() : "all", Seconds(t0));
     index = std::move(built);
   }
@@ -557,7 +558,7 @@ int main(int argc, char** argv) {
       ->delimiter(',')
       ->capture_default_str();
   graph->add_flag("--gpu-build", graph_options.gpu_build,
-                  "also build with the kNN graphs on the GPU (timed), and search that graph");
+                  "also build on the GPU (kNN graphs and layer 0's pruning; timed), and search that graph");
   graph->add_option("--repeats", graph_options.repeats, "timed rounds (median reported)")->capture_default_str();
   graph->add_option("--threads", graph_options.threads, "CPU threads (0 = all)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);

@@ -293,6 +293,16 @@ constexpr size_t kMaxGpuKnnGraphRows = size_t{4} << 20;
 Status KnnGraph(cuda::GpuResources& res, Metric metric, const float* data, size_t n, size_t dim, size_t knn,
                 uint32_t* graph);
 
+/// The rank-based pruning stage of GraphIndex::Build on the GPU (CAGRA's;
+/// the same result as the CPU's): from each node's kNN list (n x knn, host
+/// memory, best first, kNoEdge-padded at the end, no node twice), the
+/// `degree` edges with the fewest detours, ties by rank, into pruned (n x
+/// degree, host, kNoEdge-padded). An edge a->c at rank j has a detour
+/// through the node b at rank i < j when c is in b's own list at a rank
+/// below j. knn <= kMaxK.
+Status PruneByDetours(cuda::GpuResources& res, const uint32_t* knn_graph, size_t n, size_t knn, size_t degree,
+                      uint32_t* pruned);
+
 /// For each of `rows` rows of `len` floats (row-major, host memory), the k
 /// smallest (or largest with select_max) values and their column numbers,
 /// best first, exact ties by lower column; slots past len hold column -1 and

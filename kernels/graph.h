@@ -7,10 +7,11 @@
 //      matched exactly (sgemm) against the members of its `knn_probes`
 //      nearest clusters. With GPU resources (layers of up to 4M nodes) the
 //      GPU matches every node against every other instead: an exact kNN
-//      graph (gpu::KnnGraph); the steps below stay on the host.
+//      graph (gpu::KnnGraph).
 //   2. Rank-based pruning: an edge A->C is "detourable" through B when A->B
 //      and B->C both rank before A->C; each node keeps the `degree` edges
-//      with the fewest detours (ties by rank).
+//      with the fewest detours (ties by rank). On the GPU with GPU
+//      resources (gpu::PruneByDetours, the same result).
 //   3. Reverse edges: the first degree/2 pruned edges are kept, the rest of
 //      the list is filled with reverse edges (rank order), then with the
 //      remaining pruned edges.
@@ -77,7 +78,8 @@ struct GraphBuildParams {
 class GraphIndex final : public VectorIndex {
  public:
   /// Builds the graph on res.num_threads cores (0 = all), with the kNN
-  /// graphs on the GPU when res.gpu is set (step 1 above).
+  /// graphs and layer 0's pruning on the GPU when res.gpu is set (steps 1
+  /// and 2 above).
   static Result<std::unique_ptr<GraphIndex>> Build(const Resources& res, Metric metric, const float* vectors, size_t n,
                                                    size_t dim, const GraphBuildParams& params);
 

@@ -500,9 +500,17 @@ Status BuildLayerGraph(const Resources& res, Metric metric, const float* data, s
   // more clusters.
   if (upper) *knn = 8 * degree;
   QUIVER_RETURN_IF_ERROR(BuildKnnGraph(res, metric, data, m, dim, *knn, params, knn_graph));
-  const Resources cpu{.num_threads = res.num_threads, .gpu = nullptr};  // the rest runs on the host
-  std::vector<uint32_t> pruned = upper ? PruneByDiversity(cpu, *knn_graph, data, m, dim, *knn, degree)
-                                       : PruneByDetours(cpu, *knn_graph, m, *knn, degree);
+  const Resources cpu{.num_threads = res.num_threads, .gpu = nullptr};  // what follows runs on the host
+  std::vector<uint32_t> pruned;
+  if (upper) {
+    pruned = PruneByDiversity(cpu, *knn_graph, data, m, dim, *knn, degree);
+  } else if (res.gpu != nullptr && *knn <= gpu::kMaxK) {
+    pruned.resize(m * degree);
+    QUIVER_RETURN_IF_ERROR(gpu::PruneByDetours(*static_cast<cuda::GpuResources*>(res.gpu), knn_graph->data(), m, *knn,
+                                               degree, pruned.data()));
+  } else {
+    pruned = PruneByDetours(cpu, *knn_graph, m, *knn, degree);
+  }
   *graph = MergeReverseEdges(cpu, pruned, m, degree);
   return Status::Ok();
 }

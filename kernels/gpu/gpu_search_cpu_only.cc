@@ -60,6 +60,8 @@ Status GraphSearch(cuda::GpuResources&, const GraphIndex&, const BaseView&, cons
 
 Status KnnGraph(cuda::GpuResources&, Metric, const float*, size_t, size_t, size_t, uint32_t*) { return NoCuda(); }
 
+Status PruneByDetours(cuda::GpuResources&, const uint32_t*, size_t, size_t, size_t, uint32_t*) { return NoCuda(); }
+
 Status SelectK(cuda::GpuResources&, const float*, size_t, size_t, size_t, bool, int64_t*, float*) { return NoCuda(); }
 
 }  // namespace quiver::kernels::gpu

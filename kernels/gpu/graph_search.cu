@@ -772,6 +772,98 @@ Status GraphSearch(cuda::GpuResources& res, const GraphIndex& index, const BaseV
   return GraphSearch(res, device_graph, base.deleted, queries, nq, k, itopk, search_width, rows, scores);
 }
 
+namespace {
+
+constexpr int kPruneBlock = 128;
+
+// One block per node a: CAGRA's rank-based pruning, PruneByDetours of
+// kernels/cpu/graph.cc on the device. The edge a->list[j] has a detour
+// through list[i] when i < j and list[j] is in list[i]'s own kNN list at a
+// rank r < j; the node keeps the `degree` edges with the fewest detours,
+// ties by rank. Shared memory: the list and its detour counts (knn each),
+// and a node -> rank hash of 2^table_bits slots (keys, ranks).
+__global__ void __launch_bounds__(kPruneBlock)
+    PruneByDetoursKernel(const uint32_t* knn_graph, int knn, int degree, int table_bits, uint32_t* pruned) {
+  extern __shared__ uint32_t prune_smem[];
+  uint32_t* list = prune_smem;
+  uint32_t* detours = list + knn;
+  uint32_t* keys = detours + knn;
+  uint32_t* ranks = keys + (1 << table_bits);
+  __shared__ int len;
+  const size_t a = blockIdx.x;
+  const uint32_t mask = (1u << table_bits) - 1u;
+  if (threadIdx.x == 0) len = knn;
+  for (int j = threadIdx.x; j < knn; j += kPruneBlock) {
+    list[j] = knn_graph[a * knn + j];
+    detours[j] = 0;
+  }
+  for (int t = threadIdx.x; t <= static_cast<int>(mask); t += kPruneBlock) keys[t] = kNoEdge;
+  __syncthreads();
+  for (int j = threadIdx.x; j < knn; j += kPruneBlock) {
+    if (list[j] == kNoEdge) atomicMin(&len, j);  // lists are padded at the end only
+  }
+  __syncthreads();
+  const int n_len = len;
+  // A kNN list never repeats a node: each key goes in once.
+  for (int j = threadIdx.x; j < n_len; j += kPruneBlock) {
+    uint32_t t = (list[j] * 2654435761u) & mask;
+    while (atomicCAS(&keys[t], kNoEdge, list[j]) != kNoEdge) t = (t + 1u) & mask;
+    ranks[t] = static_cast<uint32_t>(j);
+  }
+  __syncthreads();
+  // Every (i, r) with i, r < len - 1: B = list[i], C = B's r-th neighbour.
+  const int side = n_len - 1;
+  const int pairs = side > 0 ? side * side : 0;
+  for (int p = threadIdx.x; p < pairs; p += kPruneBlock) {
+    const int i = p / side, r = p - i * side;
+    const uint32_t c = knn_graph[static_cast<size_t>(list[i]) * knn + r];
+    if (c == kNoEdge) continue;
+    uint32_t t = (c * 2654435761u) & mask;
+    while (keys[t] != kNoEdge && keys[t] != c) t = (t + 1u) & mask;
+    if (keys[t] != c) continue;
+    const int j = static_cast<int>(ranks[t]);
+    if (j > i && j > r) atomicAdd(&detours[j], 1u);
+  }
+  __syncthreads();
+  // A stable sort by detours: each edge's place is the number of edges with
+  // fewer detours plus those with as many and a better rank.
+  for (int j = threadIdx.x; j < n_len; j += kPruneBlock) {
+    const uint32_t dj = detours[j];
+    int place = 0;
+    for (int x = 0; x < n_len; ++x) place += detours[x] < dj || (detours[x] == dj && x < j);
+    if (place < degree) pruned[a * degree + place] = list[j];
+  }
+}
+
+}  // namespace
+
+Status PruneByDetours(cuda::GpuResources& res, const uint32_t* knn_graph, size_t n, size_t knn, size_t degree,
+                      uint32_t* pruned) {
+  if (knn == 0 || knn > kMaxK || degree == 0) {
+    return Status::InvalidArgument("the GPU pruning takes kNN lists of 1 to " + std::to_string(kMaxK) +
+                                   " and a degree of at least 1");
+  }
+  if (n > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+    return Status::InvalidArgument("the GPU pruning takes at most 2^31 - 1 nodes");
+  }
+  std::fill(pruned, pruned + n * degree, kNoEdge);
+  if (n == 0) return Status::Ok();
+  QUIVER_CUDA_TRY(cudaSetDevice(res.device().impl().ordinal));
+  int table_bits = 1;
+  while ((size_t{1} << table_bits) < 4 * knn) ++table_bits;  // at most a quarter full, as on the CPU
+  const size_t shared = (2 * knn + 2 * (size_t{1} << table_bits)) * sizeof(uint32_t);
+  QUIVER_ASSIGN_OR_RETURN(auto d_knn, cuda::DeviceBuffer<uint32_t>::Allocate(res, n * knn, "kNN graph"));
+  QUIVER_RETURN_IF_ERROR(d_knn.CopyFromHost(res, knn_graph, n * knn));
+  QUIVER_ASSIGN_OR_RETURN(auto d_pruned, cuda::DeviceBuffer<uint32_t>::Allocate(res, n * degree, "pruned graph"));
+  cudaStream_t stream = res.impl().stream;
+  QUIVER_CUDA_TRY(cudaMemsetAsync(d_pruned.data(), 0xff, n * degree * sizeof(uint32_t), stream));  // kNoEdge
+  PruneByDetoursKernel<<<static_cast<unsigned>(n), kPruneBlock, shared, stream>>>(
+      d_knn.data(), static_cast<int>(knn), static_cast<int>(degree), table_bits, d_pruned.data());
+  QUIVER_RETURN_IF_ERROR(cuda::CheckLaunch("PruneByDetoursKernel"));
+  QUIVER_RETURN_IF_ERROR(d_pruned.CopyToHost(res, pruned, n * degree));
+  return res.Synchronize();
+}
+
 Status KnnGraph(cuda::GpuResources& res, Metric metric, const float* data, size_t n, size_t dim, size_t knn,
                 uint32_t* graph) {
   if (metric == Metric::kCosine) return Status::InvalidArgument("KnnGraph takes unit vectors and inner product");

@@ -4,7 +4,10 @@
 // no device can be opened), plus the GPU select-k on its own.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
+#include <random>
 #include <set>
 #include <tuple>
 
@@ -552,6 +555,60 @@ TEST_P(GpuGraphTest, RecallExactScoresAndTombstones) {
       }
     }
   }
+}
+
+// The GPU's rank-based pruning against the definition, written out plainly
+// (linear searches, a stable sort): lists of random nearby nodes, so that
+// they overlap and detours are common; some lists short (padded), one
+// empty; degrees below, at and above the list length.
+TEST(GpuGraph, PruneByDetoursMatchesItsDefinition) {
+  QUIVER_SKIP_WITHOUT_GPU();
+  const size_t n = 3000, knn = 48;
+  std::mt19937 rng(5);
+  std::vector<uint32_t> knn_graph(n * knn, kNoEdge);
+  for (size_t a = 0; a < n; ++a) {
+    const size_t len = a == 7 ? 0 : a % 5 == 0 ? 1 + rng() % knn : knn;
+    std::set<uint32_t> used{static_cast<uint32_t>(a)};
+    for (size_t j = 0; j < len; ++j) {
+      uint32_t b;
+      do {
+        b = static_cast<uint32_t>((a + n - 60 + rng() % 121) % n);
+      } while (!used.insert(b).second);
+      knn_graph[a * knn + j] = b;
+    }
+  }
+  auto& gpu = *quiver::testing::SharedTestGpu().resources;
+  for (size_t degree : {size_t{16}, size_t{48}, size_t{64}}) {
+    std::vector<uint32_t> pruned(n * degree);
+    ASSERT_TRUE(gpu::PruneByDetours(gpu, knn_graph.data(), n, knn, degree, pruned.data()).ok());
+    size_t with_detours = 0;
+    for (size_t a = 0; a < n; ++a) {
+      const uint32_t* list = knn_graph.data() + a * knn;
+      size_t len = 0;
+      while (len < knn && list[len] != kNoEdge) ++len;
+      std::vector<size_t> detours(len, 0);
+      for (size_t j = 0; j < len; ++j) {
+        for (size_t i = 0; i < j; ++i) {
+          const uint32_t* b_list = knn_graph.data() + size_t{list[i]} * knn;
+          for (size_t r = 0; r < j && r + 1 < len; ++r) {
+            if (b_list[r] == list[j]) ++detours[j];
+          }
+        }
+      }
+      std::vector<size_t> order(len);
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) { return detours[x] < detours[y]; });
+      for (size_t p = 0; p < degree; ++p) {
+        const uint32_t want = p < len ? list[order[p]] : kNoEdge;
+        ASSERT_EQ(pruned[a * degree + p], want) << "node " << a << " place " << p << " degree " << degree;
+      }
+      with_detours += std::any_of(detours.begin(), detours.end(), [](size_t d) { return d > 0; });
+    }
+    EXPECT_GT(with_detours, n / 2) << "the lists must overlap for the test to mean anything";
+  }
+  std::vector<uint32_t> out(10);
+  EXPECT_EQ(gpu::PruneByDetours(gpu, knn_graph.data(), n, gpu::kMaxK + 1, 10, out.data()).code(),
+            StatusCode::kInvalidArgument);
 }
 
 // A beam of 1,024 on 20,000 nodes visits far more nodes than half the
