@@ -13,7 +13,8 @@
 // With several base tiles the distance tiles are double buffered: each
 // tile's select runs on the resources' side stream while the next GEMM
 // fills the other buffer (events order them), so the select's memory
-// traffic hides under the GEMM's arithmetic.
+// traffic can run beside the GEMM's arithmetic where SMs are free (beside
+// SGEMM, which holds every SM, it gained nothing on an H100).
 //
 // Memory per query tile: bt floats of dot products (twice when double
 // buffered) plus the candidates; tiles are sized to stay within a workspace
@@ -238,7 +239,7 @@ Status SearchDevice(cuda::GpuResources& res, const DeviceBase& base, const float
   const size_t tiles = (n + bt - 1) / bt;
   // With several base tiles, two distance tiles: the select of one runs on
   // the side stream while the next GEMM fills the other (the select reads
-  // memory, the GEMM computes: they overlap well).
+  // memory, the GEMM computes).
   const size_t buffers = tiles > 1 ? 2 : 1;
   const size_t per_query = buffers * bt * sizeof(float) + (tiles > 1 ? tiles * k * sizeof(uint64_t) : 0) +
                            k * sizeof(uint64_t) + split_row_bytes;
