@@ -180,25 +180,23 @@ Result<std::unique_ptr<kernels::GraphIndex>> GpuExecutor::BuildGraph(int threads
     }
     why = built.status();
   }
-  const uint32_t bit = 1u << (static_cast<uint32_t>(why.code()) & 31u);
-  bool log = false;
-  {
-    std::lock_guard lock(mu_);
-    log = (logged_build_codes_ & bit) == 0;
-    logged_build_codes_ |= bit;
+  if (FirstOfItsKind(&logged_build_codes_, why)) {
+    spdlog::warn("GPU graph build failed, built on the CPU (logged once per kind of error): {}", why.ToString());
   }
-  if (log) spdlog::warn("GPU graph build failed, built on the CPU (logged once per kind of error): {}", why.ToString());
   return kernels::GraphIndex::Build({.num_threads = threads}, metric, vectors, n, dim, params);
+}
+
+bool GpuExecutor::FirstOfItsKind(uint32_t* logged, const Status& why) {
+  const uint32_t bit = 1u << (static_cast<uint32_t>(why.code()) & 31u);
+  std::lock_guard lock(mu_);
+  const bool first = (*logged & bit) == 0;
+  *logged |= bit;
+  return first;
 }
 
 void GpuExecutor::NoteFallback(const Status& why) {
   fallbacks_.fetch_add(1, std::memory_order_relaxed);
-  const uint32_t bit = 1u << (static_cast<uint32_t>(why.code()) & 31u);
-  {
-    std::lock_guard lock(mu_);
-    if (logged_codes_ & bit) return;
-    logged_codes_ |= bit;
-  }
+  if (!FirstOfItsKind(&logged_codes_, why)) return;
   spdlog::warn("GPU search failed, served on the CPU (logged once per kind of error; quiver_gpu_fallbacks_total "
                "counts them all): {}",
                why.ToString());

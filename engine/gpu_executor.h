@@ -143,6 +143,10 @@ class GpuExecutor {
   std::unordered_map<uint64_t, Entry> resident_;  // guarded by mu_
   size_t resident_bytes_ = 0;                     // guarded by mu_
   uint64_t use_clock_ = 0;                        // guarded by mu_
+  // True the first time `why`'s code is marked in *logged (a member guarded
+  // by mu_): failures are logged once per kind.
+  bool FirstOfItsKind(uint32_t* logged, const Status& why);
+
   uint32_t logged_codes_ = 0;                     // guarded by mu_: bit per StatusCode logged
   uint32_t logged_build_codes_ = 0;               // guarded by mu_: the same for graph builds
   std::atomic<uint64_t> searches_{0};

@@ -75,7 +75,8 @@ Status DecodeKeys(cudaStream_t stream, const uint64_t* keys, size_t count, bool 
 
 /// Copies `count` selected keys (device) to res's page-locked staging, waits
 /// for res's stream, and decodes them on the host as DecodeKeys does: one
-/// small copy and no kernel, for searches whose results are few.
+/// small copy and no kernel, for searches whose results are few. `values`
+/// may be null (rows only).
 Status DownloadKeys(cuda::GpuResources& res, const uint64_t* keys, size_t count, bool larger_is_better,
                     int64_t* rows, float* values);
 

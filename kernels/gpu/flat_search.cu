@@ -174,17 +174,10 @@ __global__ void __launch_bounds__(kFinalBlock)
   }
   __syncthreads();
   BlockBitonicSort<kFinalBlock>(buf, cap);
-  const bool l2 = metric == Metric::kL2;
+  const bool larger_is_better = metric != Metric::kL2;
   for (int i = threadIdx.x; i < k; i += kFinalBlock) {
-    const uint64_t key = buf[i];
     const size_t at = static_cast<size_t>(q) * k + i;
-    if (key == kEmptyKey) {
-      out_rows[at] = -1;
-      out_scores[at] = l2 ? INFINITY : -INFINITY;
-    } else {
-      out_rows[at] = KeyRow(key);
-      out_scores[at] = l2 ? KeyScore(key) : -KeyScore(key);
-    }
+    DecodeKey(buf[i], larger_is_better, &out_rows[at], &out_scores[at]);
   }
 }
 
@@ -192,14 +185,7 @@ __global__ void DecodeKeysKernel(const uint64_t* keys, size_t count, bool larger
                                  float* values) {
   const size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
   if (i >= count) return;
-  const uint64_t key = keys[i];
-  if (key == kEmptyKey) {
-    rows[i] = -1;
-    values[i] = larger_is_better ? -INFINITY : INFINITY;
-  } else {
-    rows[i] = KeyRow(key);
-    values[i] = larger_is_better ? -KeyScore(key) : KeyScore(key);
-  }
+  DecodeKey(keys[i], larger_is_better, &rows[i], &values[i]);
 }
 
 }  // namespace
@@ -377,16 +363,8 @@ Status DownloadKeys(cuda::GpuResources& res, const uint64_t* keys, size_t count,
   QUIVER_CUDA_TRY(cudaMemcpyAsync(staging, keys, count * sizeof(uint64_t), cudaMemcpyDeviceToHost, res.impl().stream));
   QUIVER_RETURN_IF_ERROR(res.Synchronize());
   const uint64_t* host_keys = static_cast<const uint64_t*>(staging);
-  for (size_t i = 0; i < count; ++i) {
-    const uint64_t key = host_keys[i];
-    if (key == kEmptyKey) {
-      rows[i] = -1;
-      values[i] = larger_is_better ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::infinity();
-    } else {
-      rows[i] = KeyRow(key);
-      values[i] = larger_is_better ? -KeyScore(key) : KeyScore(key);
-    }
-  }
+  float unused;
+  for (size_t i = 0; i < count; ++i) DecodeKey(host_keys[i], larger_is_better, &rows[i], values ? &values[i] : &unused);
   return Status::Ok();
 }
 

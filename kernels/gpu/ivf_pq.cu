@@ -226,9 +226,8 @@ Status IvfPqSearch(cuda::GpuResources& res, const DeviceIvfPq& index, const Base
   QUIVER_RETURN_IF_ERROR(
       detail::SelectPerProbeThenMerge(res, nq, probes, candidates, list_keys, table_bytes, winners.data()));
   const size_t count = nq * candidates;
-  std::vector<int64_t> cand(count);
-  std::vector<float> approximate(count);  // the PQ estimates; the re-rank replaces them
-  QUIVER_RETURN_IF_ERROR(detail::DownloadKeys(res, winners.data(), count, false, cand.data(), approximate.data()));
+  std::vector<int64_t> cand(count);  // rows only: the re-rank replaces the PQ estimates
+  QUIVER_RETURN_IF_ERROR(detail::DownloadKeys(res, winners.data(), count, false, cand.data(), nullptr));
 
   // Exact re-rank on the host, from the segment's own vectors.
   std::vector<std::pair<float, int64_t>> scratch;

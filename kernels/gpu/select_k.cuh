@@ -19,6 +19,7 @@
 // is no separate radix path.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -55,6 +56,19 @@ __device__ __forceinline__ uint64_t MakeKey(float score, uint32_t row) {
 __host__ __device__ __forceinline__ uint32_t KeyRow(uint64_t key) { return static_cast<uint32_t>(key & 0xffffffffu); }
 __host__ __device__ __forceinline__ float KeyScore(uint64_t key) {
   return FromOrderedBits(static_cast<uint32_t>(key >> 32));
+}
+
+/// A selected key as a result: its row (-1 for kEmptyKey) and its value
+/// (the metric's worst, +inf or -inf, for kEmptyKey); with larger_is_better
+/// the key held the negated value (IP, cosine, max-select).
+__host__ __device__ __forceinline__ void DecodeKey(uint64_t key, bool larger_is_better, int64_t* row, float* value) {
+  if (key == kEmptyKey) {
+    *row = -1;
+    *value = larger_is_better ? -INFINITY : INFINITY;
+  } else {
+    *row = KeyRow(key);
+    *value = larger_is_better ? -KeyScore(key) : KeyScore(key);
+  }
 }
 
 /// Sorts buf[0, n) ascending; n is a power of two. Called by every thread of
