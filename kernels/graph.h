@@ -15,9 +15,10 @@
 //   3. Reverse edges: the first degree/2 pruned edges are kept, the rest of
 //      the list is filled with reverse edges (rank order), then with the
 //      remaining pruned edges.
-//   4. Upper layers (as in HNSW): a random 1 in 16 of the layer below, with
-//      its own graph built the same way, until a layer has at most 256
-//      nodes. A search scores all of the top layer's nodes, descends the
+//   4. Upper layers (as in HNSW): 1 in 16 of the layer below, with its own
+//      graph built the same way, until a layer has at most 256 nodes. The
+//      sample is spread: (nearly) every node has one of them among its 16
+//      nearest neighbours, so every region of the data has nodes above. A search scores all of the top layer's nodes, descends the
 //      layers with a small beam, and starts layer 0 near the query. Every
 //      node is made reachable from the nodes of the layer above.
 //
@@ -112,7 +113,7 @@ class GraphIndex final : public VectorIndex {
   /// The nodes every search starts from: all of the top layer.
   const std::vector<uint32_t>& entry_points() const { return entries_; }
 
-  /// Layer 0 holds every row; each layer above holds a random sample of the
+  /// Layer 0 holds every row; each layer above holds a spread sample of the
   /// one below (1 in 16) with its own graph, down to at most 256 nodes.
   struct Layer {
     std::vector<uint32_t> rows;   // row of each node; empty in layer 0 (node = row)

@@ -102,6 +102,15 @@ CodeKeyFn ActiveCodeKey(bool l2) {
 
 inline void Prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
 
+// Every cache line of one node's code. Scoring during the traversal waits
+// on these misses, and a code of 384 dimensions spans six lines: fetching
+// all of them ahead instead of the first raised QPS 1.2-1.4x on 300k x 384.
+inline void PrefetchCode(const uint8_t* code, size_t dim) {
+  const uintptr_t first = reinterpret_cast<uintptr_t>(code) & ~uintptr_t{63};
+  const uintptr_t last = reinterpret_cast<uintptr_t>(code + dim - 1);
+  for (uintptr_t line = first; line <= last; line += 64) Prefetch(reinterpret_cast<const void*>(line));
+}
+
 // Visited marks per node, one array per thread, reused across queries and
 // indexes: a query bumps the epoch instead of clearing n marks.
 struct VisitedSet {
@@ -489,6 +498,42 @@ std::vector<uint32_t> PruneByDiversity(const Resources& res, const std::vector<u
   return pruned;
 }
 
+// The nodes of the next layer up: `m` of the `size` nodes of this one,
+// spread so that (nearly) every node has one among its first kLayerRatio
+// kNN neighbours. A uniform sample leaves whole regions without a node
+// above (with 1,000 clusters of 300 points, a 1-in-256 sample misses 31% of
+// them), and a search whose target region has no node in the layers above
+// must find it by luck. Visiting nodes in random order, a node is taken
+// unless it or one of its first kLayerRatio neighbours was taken already;
+// the rest of `m` is filled at random.
+std::vector<uint32_t> SpreadSample(const std::vector<uint32_t>& knn_graph, size_t knn, size_t size, size_t m,
+                                   std::mt19937_64& rng) {
+  std::vector<uint32_t> order(size);
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), rng);
+  std::vector<uint8_t> covered(size, 0), taken(size, 0);
+  std::vector<uint32_t> pick;
+  pick.reserve(m);
+  const size_t reach = std::min(knn, kLayerRatio);
+  for (uint32_t u : order) {
+    if (pick.size() == m) break;
+    if (covered[u]) continue;
+    pick.push_back(u);
+    taken[u] = covered[u] = 1;
+    const uint32_t* list = knn_graph.data() + size_t{u} * knn;
+    for (size_t i = 0; i < reach && list[i] != kNoEdge; ++i) covered[list[i]] = 1;
+  }
+  for (uint32_t u : order) {
+    if (pick.size() == m) break;
+    if (!taken[u]) {
+      taken[u] = 1;
+      pick.push_back(u);
+    }
+  }
+  std::sort(pick.begin(), pick.end());
+  return pick;
+}
+
 // One layer's graph over `data` (m rows): kNN graph, pruning (rank-based for
 // layer 0, by diversity above), reverse edges.
 Status BuildLayerGraph(const Resources& res, Metric metric, const float* data, size_t m, size_t dim,
@@ -595,11 +640,7 @@ Result<std::unique_ptr<GraphIndex>> GraphIndex::Build(const Resources& res, Metr
   std::mt19937_64 rng(params.seed);
   for (size_t below = n; below > kMaxEntryPoints;) {
     const size_t m = std::max<size_t>(1, below / kLayerRatio);
-    std::vector<uint32_t> pick(below);
-    std::iota(pick.begin(), pick.end(), 0);
-    for (size_t i = 0; i < m; ++i) std::swap(pick[i], pick[i + rng() % (below - i)]);
-    pick.resize(m);
-    std::sort(pick.begin(), pick.end());
+    const std::vector<uint32_t> pick = SpreadSample(knn_graphs.back(), knns.back(), below, m, rng);
     Layer layer;
     const Layer& lower = index->layers_.back();
     layer.down = pick;
@@ -718,7 +759,7 @@ Status GraphIndex::Search(const Resources& res, const BaseView& base, const floa
                 const uint32_t row = layer.rows.empty() ? list[i] : layer.rows[list[i]];
                 if (visited.Visit(row)) {
                   batch[m++] = list[i];
-                  Prefetch(codes_.data() + size_t{row} * dim_);
+                  PrefetchCode(codes_.data() + size_t{row} * dim_, dim_);
                 }
               }
             }

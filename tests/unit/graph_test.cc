@@ -4,6 +4,7 @@
 // trips and corrupt bytes, bad parameters.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <set>
@@ -223,6 +224,34 @@ TEST(Graph, LargeSegmentsGetUpperLayers) {
   EXPECT_LE((*index)->entry_points().size(), 256u);
   ExpectGraphInvariants(**index);
   EXPECT_LT((*index)->MemoryBytes(), n * dim * sizeof(float) + n * 16 * 4 * 2) << "8-bit codes, not a float copy";
+}
+
+// The layer above is spread over the data, not a uniform sample: with 1,250
+// tight clusters of 16 points, a uniform 1-in-16 sample leaves 36% of them
+// without a node in layer 1 ((15/16)^16), and a search whose target cluster
+// has no node above finds it only by luck. The spread sample takes one node
+// per cluster.
+TEST(Graph, UpperLayersCoverEveryRegion) {
+  const size_t clusters = 1250, per_cluster = 16, n = clusters * per_cluster, dim = 8;
+  std::mt19937_64 rng(77);
+  std::uniform_real_distribution<float> where(-10.0f, 10.0f);
+  std::normal_distribution<float> spread(0.0f, 0.01f);
+  std::vector<float> centres(clusters * dim);
+  for (float& c : centres) c = where(rng);
+  std::vector<float> all(n * dim);
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t j = 0; j < dim; ++j) all[i * dim + j] = centres[(i % clusters) * dim + j] + spread(rng);
+  }
+  const Data d = MakeIndexedData(std::move(all), n, dim);
+  auto index = GraphIndex::Build({}, Metric::kL2, d.base.data(), n, dim, {.degree = 16});
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  const auto& layers = (*index)->layers();
+  ASSERT_GE(layers.size(), 2u);
+  EXPECT_EQ(layers[1].down.size(), n / 16) << "still 1 in 16";
+  std::vector<uint8_t> has_node_above(clusters, 0);
+  for (uint32_t node : layers[1].down) has_node_above[node % clusters] = 1;
+  const size_t covered = std::count(has_node_above.begin(), has_node_above.end(), 1);
+  EXPECT_GE(covered, clusters * 97 / 100) << covered << " of " << clusters << " clusters have a node in layer 1";
 }
 
 TEST(Graph, SerializationRoundTripsExactly) {
