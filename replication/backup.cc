@@ -195,4 +195,41 @@ Status RestoreBackup(const std::string& path, storage::LogStore* log, storage::S
   return log->ResetToSnapshot(applied, 1, storage::HardState{1, raft::kNoNode, applied});
 }
 
+Result<std::unique_ptr<BackupReader>> BackupReader::Open(const std::string& path, const std::string& scratch_dir) {
+  QUIVER_ASSIGN_OR_RETURN(const BackupInfo info, VerifyBackup(path));
+  std::error_code ec;
+  fs::remove_all(scratch_dir, ec);
+  if (ec) return Status::IOError("cannot empty " + scratch_dir + ": " + ec.message());
+  std::unique_ptr<BackupReader> reader(new BackupReader());
+  reader->info_ = info;
+  reader->scratch_dir_ = scratch_dir;  // from here on the destructor removes it
+  // Small memtables: nothing is written but the ingested files.
+  QUIVER_ASSIGN_OR_RETURN(reader->db_, storage::Db::Open(scratch_dir, {.write_buffer_bytes = 1 << 20}));
+  reader->store_ = std::make_unique<storage::StateStore>(reader->db_.get());
+  QUIVER_ASSIGN_OR_RETURN(const uint64_t applied, reader->store_->ImportSnapshot(path));
+  if (applied != info.applied_index) {
+    return Status::Corruption("backup " + path + " holds state at index " + std::to_string(applied) +
+                              ", its manifest says " + std::to_string(info.applied_index));
+  }
+  return reader;
+}
+
+BackupReader::~BackupReader() {
+  store_.reset();
+  db_.reset();
+  if (!scratch_dir_.empty()) {
+    std::error_code ec;
+    fs::remove_all(scratch_dir_, ec);
+  }
+}
+
+Result<std::vector<storage::StateStore::StoredCollection>> BackupReader::Collections() const {
+  return store_->LoadCollections();
+}
+
+Status BackupReader::ForEachPoint(uint64_t collection_id, uint32_t dimension,
+                                  const storage::StateStore::PointVisitor& visit) const {
+  return store_->ForEachPoint(collection_id, dimension, visit);
+}
+
 }  // namespace quiver::replication

@@ -16,14 +16,17 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
 #include "replication/raft/raft.h"
+#include "storage/db.h"
 #include "storage/log_store.h"
 #include "storage/state_machine.h"
+#include "storage/state_store.h"
 
 namespace quiver::replication {
 
@@ -62,5 +65,36 @@ Result<BackupInfo> VerifyBackup(const std::string& path);
 Status RestoreBackup(const std::string& path, storage::LogStore* log, storage::StateMachine* state,
                      const std::set<raft::NodeId>& voters, const std::string& cluster_id,
                      const std::atomic<bool>* stop);
+
+/// A backup opened for reading while the node serves (Cluster.RestoreBackup
+/// copies collections out of it through ordinary replicated writes). The
+/// backup is verified against its MANIFEST, then its state files are
+/// imported into a scratch database of their own under `scratch_dir`, which
+/// Open empties first (a crash can leave one behind) and the destructor
+/// deletes: the node's own state is never touched. One reader per
+/// `scratch_dir` at a time.
+class BackupReader {
+ public:
+  static Result<std::unique_ptr<BackupReader>> Open(const std::string& path, const std::string& scratch_dir);
+  ~BackupReader();
+  BackupReader(const BackupReader&) = delete;
+  BackupReader& operator=(const BackupReader&) = delete;
+
+  const BackupInfo& info() const { return info_; }
+  /// Each collection's stored record: id (the log index that created it) and
+  /// its metadata bytes (a quiver.v1.CollectionInfo).
+  Result<std::vector<storage::StateStore::StoredCollection>> Collections() const;
+  /// Every point of a collection in id order, each record validated
+  /// (StateStore::ForEachPoint).
+  Status ForEachPoint(uint64_t collection_id, uint32_t dimension,
+                      const storage::StateStore::PointVisitor& visit) const;
+
+ private:
+  BackupReader() = default;
+  BackupInfo info_;
+  std::string scratch_dir_;
+  std::unique_ptr<storage::Db> db_;
+  std::unique_ptr<storage::StateStore> store_;
+};
 
 }  // namespace quiver::replication

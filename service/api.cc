@@ -1,7 +1,11 @@
 #include "service/api.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <chrono>
+#include <map>
+#include <mutex>
 #include <thread>
 #include <unordered_set>
 
@@ -473,7 +477,130 @@ void ToProto(const replication::BackupInfo& b, quiver::v1::BackupInfo* out) {
   out->set_files(b.files);
   out->set_path(b.path);
 }
+// Cluster.RestoreBackup (see cluster.proto): checks everything, then writes
+// each collection through the log as CreateCollection and Upsert commands
+// under one request id per restore, so a proposal retried across a leader
+// change applies once.
+Status RestoreCollections(const ApiContext& ctx, const grpc::ServerContext* sctx,
+                          const quiver::v1::RestoreBackupRequest& req, quiver::v1::RestoreBackupResponse* resp) {
+  const ServerConfig& cfg = *ctx.config;
+  QUIVER_RETURN_IF_ERROR(replication::ValidateBackupName(req.name()));
+  QUIVER_ASSIGN_OR_RETURN(auto reader, replication::BackupReader::Open(BackupDir(cfg) + "/" + req.name(),
+                                                                       cfg.data_dir + "/restore-scratch"));
+  QUIVER_ASSIGN_OR_RETURN(const auto stored, reader->Collections());
+  std::map<std::string, std::pair<uint64_t, quiver::v1::CollectionConfig>> in_backup;  // name -> (id, config)
+  for (const auto& sc : stored) {
+    quiver::v1::CollectionInfo info;
+    if (!info.ParseFromString(sc.meta) || info.created_at_index() != sc.id ||
+        !engine::ValidateCollectionConfig(info.config()).ok()) {
+      return Status::Corruption("backup '" + req.name() + "': collection record " + std::to_string(sc.id) +
+                                " does not parse or is invalid");
+    }
+    in_backup[info.config().name()] = {sc.id, info.config()};
+  }
+  std::vector<std::string> chosen(req.collections().begin(), req.collections().end());
+  if (chosen.empty()) {
+    for (const auto& [name, _] : in_backup) chosen.push_back(name);
+  }
+  std::sort(chosen.begin(), chosen.end());
+  if (std::adjacent_find(chosen.begin(), chosen.end()) != chosen.end()) {
+    return Status::InvalidArgument("collections names a collection twice");
+  }
+  // This node's view must be current before "does the target exist" means anything.
+  QUIVER_RETURN_IF_ERROR(ReadBarrier(ctx, sctx, quiver::v1::LINEARIZABLE));
+  for (const std::string& name : chosen) {
+    if (in_backup.count(name) == 0) {
+      return Status::NotFound("backup '" + req.name() + "' holds no collection '" + name + "'");
+    }
+    const std::string target = name + req.rename_suffix();
+    QUIVER_RETURN_IF_ERROR(engine::ValidateCollectionName(target, "rename_suffix (the restored name)"));
+    if (ctx.engine->Find(target).ok()) {
+      return Status::AlreadyExists("collection '" + target + "' exists: delete it, or restore under a rename_suffix");
+    }
+  }
+
+  const std::string client_id =
+      "restore/" + req.name() + "/" +
+      std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count());
+  uint64_t sequence = 0;
+  auto propose = [&](Command& cmd) -> Status {
+    if (sctx->IsCancelled()) return Status::Cancelled("the client cancelled the restore");
+    cmd.set_client_id(client_id);
+    cmd.set_sequence(++sequence);
+    return ProposeCommand(ctx, sctx, cmd).status();
+  };
+  resp->set_applied_index(reader->info().applied_index);
+  for (const std::string& name : chosen) {
+    const auto& [source_id, source_config] = in_backup[name];
+    quiver::v1::CollectionConfig config = source_config;
+    config.set_name(name + req.rename_suffix());
+    Command create;
+    *create.mutable_create_collection()->mutable_config() = config;
+    QUIVER_RETURN_IF_ERROR(propose(create));
+    QUIVER_ASSIGN_OR_RETURN(auto coll, ctx.engine->Find(config.name()));  // NOT_FOUND if deleted meanwhile
+    const uint32_t dim = config.dimension();
+    // Batches as a client's Upserts would be: at most max_points_per_request
+    // points and a few MiB per log entry.
+    constexpr size_t kBatchBytes = 4 << 20;
+    Command batch;
+    size_t in_batch = 0, batch_bytes = 0;
+    bool any_payload = false;
+    std::vector<std::string> payloads;
+    uint64_t restored = 0;
+    auto flush = [&]() -> Status {
+      if (in_batch == 0) return Status::Ok();
+      auto* up = batch.mutable_upsert_points();
+      up->set_collection(config.name());
+      up->set_dimension(dim);
+      up->set_collection_created_at(coll->id());
+      if (any_payload) {
+        for (std::string& p : payloads) up->add_payloads(std::move(p));
+      }
+      QUIVER_RETURN_IF_ERROR(propose(batch));
+      restored += in_batch;
+      batch.Clear();
+      payloads.clear();
+      in_batch = batch_bytes = 0;
+      any_payload = false;
+      return Status::Ok();
+    };
+    QUIVER_RETURN_IF_ERROR(reader->ForEachPoint(
+        source_id, dim, [&](uint64_t id, const float* vector, std::string_view payload) -> Status {
+          auto* up = batch.mutable_upsert_points();
+          PutFixed64LE(up->mutable_ids(), id);
+          up->mutable_vectors()->append(reinterpret_cast<const char*>(vector), dim * sizeof(float));
+          payloads.emplace_back(payload);
+          any_payload = any_payload || !payload.empty();
+          ++in_batch;
+          batch_bytes += 8 + dim * sizeof(float) + payload.size();
+          if (in_batch >= cfg.max_points_per_request || batch_bytes >= kBatchBytes) return flush();
+          return Status::Ok();
+        }));
+    QUIVER_RETURN_IF_ERROR(flush());
+    auto* out = resp->add_collections();
+    out->set_source(name);
+    out->set_target(config.name());
+    out->set_points(restored);
+    spdlog::info("restored collection '{}' from backup '{}' as '{}': {} points", name, req.name(), config.name(),
+                 restored);
+  }
+  return Status::Ok();
+}
+
 }  // namespace
+
+grpc::Status ClusterApi::RestoreBackup(grpc::ServerContext* sctx, const quiver::v1::RestoreBackupRequest* req,
+                                       quiver::v1::RestoreBackupResponse* resp) {
+  RpcScope scope(ctx_.metrics, Rpc::kRestoreBackup);
+  if (quiver::Status auth = Authorize(*ctx_.config, *sctx, Access::kWrite); !auth.ok()) return scope.Done(auth);
+  std::unique_lock<std::mutex> one_at_a_time(restore_mu_, std::try_to_lock);
+  if (!one_at_a_time.owns_lock()) {
+    return scope.Done(quiver::Status::FailedPrecondition("a restore is already running on this node"));
+  }
+  return scope.Done(RestoreCollections(ctx_, sctx, *req, resp));
+}
 
 grpc::Status ClusterApi::CreateBackup(grpc::ServerContext* sctx, const quiver::v1::CreateBackupRequest* req,
                                       quiver::v1::CreateBackupResponse* resp) {

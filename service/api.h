@@ -3,6 +3,8 @@
 // then proposes writes through the replicator or reads from the engine.
 #pragma once
 
+#include <mutex>
+
 #include "engine/engine.h"
 #include "engine/search_batcher.h"
 #include "quiver/v1/cluster.grpc.pb.h"
@@ -73,11 +75,14 @@ class ClusterApi final : public quiver::v1::Cluster::Service {
                             quiver::v1::CreateBackupResponse*) override;
   grpc::Status ListBackups(grpc::ServerContext*, const quiver::v1::ListBackupsRequest*,
                            quiver::v1::ListBackupsResponse*) override;
+  grpc::Status RestoreBackup(grpc::ServerContext*, const quiver::v1::RestoreBackupRequest*,
+                             quiver::v1::RestoreBackupResponse*) override;
 
  private:
   ApiContext ctx_;
   replication::RaftReplicator* raft_;
   PeerClient* peers_;
+  std::mutex restore_mu_;  // one RestoreBackup at a time: they share the scratch directory
 };
 
 }  // namespace quiver::service

@@ -9,7 +9,8 @@ namespace {
 const char* kRpcNames[] = {"Collections/Create", "Collections/Get", "Collections/List", "Collections/Delete",
                            "Points/Upsert",      "Points/Delete",   "Points/Get",       "Points/Count",
                            "Points/Search",      "Points/SearchBatch", "Cluster/Status", "Cluster/TransferLeader",
-                           "Cluster/RemoveNode", "Cluster/AddNode", "Cluster/CreateBackup", "Cluster/ListBackups"};
+                           "Cluster/RemoveNode", "Cluster/AddNode", "Cluster/CreateBackup", "Cluster/ListBackups",
+                           "Cluster/RestoreBackup"};
 }  // namespace
 
 void Metrics::Record(Rpc rpc, int code, double seconds) {

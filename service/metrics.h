@@ -13,7 +13,7 @@ namespace quiver::service {
 enum class Rpc : int {
   kCreateCollection, kGetCollection, kListCollections, kDeleteCollection,
   kUpsert, kDeletePoints, kGetPoints, kCount, kSearch, kSearchBatch,
-  kClusterStatus, kTransferLeader, kRemoveNode, kAddNode, kCreateBackup, kListBackups,
+  kClusterStatus, kTransferLeader, kRemoveNode, kAddNode, kCreateBackup, kListBackups, kRestoreBackup,
   kNumRpcs
 };
 

@@ -8,6 +8,7 @@
 #include <regex>
 #include <thread>
 
+#include "quiver/v1/cluster.grpc.pb.h"
 #include "quiver/v1/collections.grpc.pb.h"
 #include "quiver/v1/points.grpc.pb.h"
 #include "service/server.h"
@@ -47,6 +48,7 @@ class InProcessServer {
                                          args);
     collections = quiver::v1::Collections::NewStub(channel_);
     points = quiver::v1::Points::NewStub(channel_);
+    cluster = quiver::v1::Cluster::NewStub(channel_);
   }
   ~InProcessServer() { EXPECT_TRUE(Stop().ok()); }
   Status Stop() {
@@ -61,6 +63,7 @@ class InProcessServer {
 
   std::unique_ptr<quiver::v1::Collections::Stub> collections;
   std::unique_ptr<quiver::v1::Points::Stub> points;
+  std::unique_ptr<quiver::v1::Cluster::Stub> cluster;
 
  private:
   TempDir dir_;

@@ -183,13 +183,24 @@ int main(int argc, char** argv) {
   search->add_option("--itopk", itopk, "graph: search beam (0 = collection default)");
   search->add_option("--search-width", search_width, "graph: nodes expanded per step (0 = 1)");
 
-  auto* snapshot = app.add_subcommand("snapshot", "backups of a node's state: create, list");
+  auto* snapshot = app.add_subcommand("snapshot", "backups of a node's state: create, list, restore");
   snapshot->require_subcommand(1);
   std::string backup_name;
   auto* snapshot_create = snapshot->add_subcommand(
-      "create", "copy the node's state into <data_dir>/backups/NAME while it serves (restore: quiverd --restore-from)");
+      "create", "copy the node's state into <data_dir>/backups/NAME while it serves");
   snapshot_create->add_option("name", backup_name, "backup name (default: backup-<unix ms>)");
   auto* snapshot_list = snapshot->add_subcommand("list", "the node's complete backups");
+  std::vector<std::string> restore_collections;
+  std::string restore_suffix;
+  auto* snapshot_restore = snapshot->add_subcommand(
+      "restore",
+      "recreate collections from a backup on this node while the cluster serves (written through the log to every "
+      "replica); a whole new data directory starts from one with quiverd --restore-from");
+  snapshot_restore->add_option("name", backup_name, "backup name (snapshot list)")->required();
+  snapshot_restore->add_option("--collection", restore_collections,
+                               "a collection to restore (repeatable; default: every one in the backup)");
+  snapshot_restore->add_option("--suffix", restore_suffix,
+                               "appended to each restored collection's name (the target must not exist)");
   auto* count = app.add_subcommand("count", "count the points of a collection");
   count->add_option("collection", name, "collection name")->required();
 
@@ -451,6 +462,27 @@ int main(int argc, char** argv) {
                            : "node " + std::to_string(node_id) + " removed at log index " +
                                  std::to_string(resp.log_index()))
               << "\n";
+  } else if (snapshot_restore->parsed()) {
+    quiver::v1::RestoreBackupRequest req;
+    req.set_name(backup_name);
+    for (const auto& c : restore_collections) req.add_collections(c);
+    req.set_rename_suffix(restore_suffix);
+    quiver::v1::RestoreBackupResponse resp;
+    grpc::ClientContext ctx;
+    SetDeadline(&ctx, opt);
+    auto st = cluster_stub->RestoreBackup(&ctx, req, &resp);
+    if (!st.ok()) return Fail(st);
+    if (opt.json) std::cout << "{\"applied_index\":" << resp.applied_index() << ",\"collections\":[";
+    for (int i = 0; i < resp.collections_size(); ++i) {
+      const auto& c = resp.collections(i);
+      if (opt.json) {
+        std::cout << (i ? "," : "") << "{\"source\":\"" << c.source() << "\",\"target\":\"" << c.target()
+                  << "\",\"points\":" << c.points() << "}";
+      } else {
+        std::cout << "restored " << c.source() << " as " << c.target() << ": " << c.points() << " points\n";
+      }
+    }
+    if (opt.json) std::cout << "]}\n";
   } else if (snapshot_create->parsed() || snapshot_list->parsed()) {
     std::vector<quiver::v1::BackupInfo> backups;
     grpc::ClientContext ctx;

@@ -276,6 +276,43 @@ bool WaitForCount(QuiverdProcess& node, uint64_t n, std::chrono::seconds limit =
   return false;
 }
 
+// Cluster.RestoreBackup on a follower: the backup it took is written back
+// through the leader's log, and every node ends up with the collection.
+TEST(Cluster, ABackupRestoredOnAFollowerReachesEveryNode) {
+  Cluster c(3);
+  const int leader = c.WaitForLeader({1, 2, 3});
+  ASSERT_NE(leader, 0);
+  const int follower = leader % 3 + 1;
+  ASSERT_TRUE(CreateCollection(c.node(leader)).ok());
+  ASSERT_TRUE(Upsert(c.node(leader), 0, 200).ok());
+  ASSERT_EQ(Count(c.node(follower)), 200u);  // the follower has applied them
+  {
+    quiver::v1::CreateBackupRequest req;
+    req.set_name("b");
+    quiver::v1::CreateBackupResponse resp;
+    grpc::ClientContext ctx;
+    grpc::Status st = ClusterStub(c.node(follower))->CreateBackup(&ctx, req, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+  {
+    quiver::v1::DeleteCollectionRequest req;
+    req.set_name("c");
+    quiver::v1::DeleteCollectionResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(c.node(leader).collections->Delete(&ctx, req, &resp).ok());
+  }
+  quiver::v1::RestoreBackupRequest req;
+  req.set_name("b");
+  quiver::v1::RestoreBackupResponse resp;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  grpc::Status st = ClusterStub(c.node(follower))->RestoreBackup(&ctx, req, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message() << c.node(follower).Log();
+  ASSERT_EQ(resp.collections_size(), 1);
+  EXPECT_EQ(resp.collections(0).points(), 200u);
+  for (int id = 1; id <= 3; ++id) EXPECT_EQ(Count(c.node(id)), 200u) << "node " << id;
+}
+
 // A follower that was down while the leader compacted past it gets the state
 // as a snapshot over the peer port.
 TEST(Cluster, NodesBehindTheCompactedLogCatchUpBySnapshot) {

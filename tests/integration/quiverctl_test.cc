@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdio>
+#include <filesystem>
 
 #include "common/vector_file.h"
 #include "process_fixture.h"
@@ -151,6 +152,21 @@ TEST(Quiverctl, SnapshotCreateListAndRestoreIntoANewNode) {
   const std::string path = dir.path() + "/data/backups/nightly";
   EXPECT_NE(r.out.find(path), std::string::npos) << r.out;
 
+  // Online: the backup's collection back under a new name while the node
+  // serves; the scratch copy it was read from is gone afterwards.
+  r = Ctl(addr + "--json snapshot restore nightly --collection docs --suffix _restored");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"collections\":[{\"source\":\"docs\",\"target\":\"docs_restored\",\"points\":300}]"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(Ctl(addr + "--json count docs_restored").out, "{\"count\":300}\n");
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/data/restore-scratch"));
+  r = Ctl(addr + "snapshot restore nightly");
+  EXPECT_EQ(r.code, 1) << "docs exists: " << r.out;
+  EXPECT_NE(r.out.find("exists"), std::string::npos) << r.out;
+  r = Ctl(addr + "snapshot restore no-such-backup");
+  EXPECT_EQ(r.code, 1) << r.out;
+
   TempDir other;
   QuiverdProcess restored(other.path() + "/data", other.path(), {"--restore-from", path});
   restored.Start();
@@ -170,7 +186,8 @@ TEST(Quiverctl, SnapshotCreateListAndRestoreIntoANewNode) {
 
 TEST(Quiverctl, HelpEverywhere) {
   for (const char* sub : {"", "collections", "collections create", "collections list", "collections describe",
-                          "collections delete", "upsert", "search", "count"}) {
+                          "collections delete", "upsert", "search", "count", "snapshot", "snapshot create",
+                          "snapshot list", "snapshot restore"}) {
     CtlResult r = Ctl(std::string(sub) + " --help");
     EXPECT_EQ(r.code, 0) << sub << ": " << r.out;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << sub;

@@ -483,6 +483,127 @@ TEST_F(ApiTest, GraphCollectionIndexesSealedSegmentsAndFindsItsPoints) {
   }
 }
 
+// Cluster.RestoreBackup: collections come back from a backup while the node
+// serves, as new collections written through the log; every bad request is
+// refused before the first write.
+TEST_F(ApiTest, RestoreBackupRecreatesCollectionsWhileServing) {
+  const size_t n = 1200, dim = 4;  // above max_points_per_request (500): several log entries
+  ASSERT_TRUE(CreateCollection("docs", dim, COSINE, IVF_FLAT).ok());
+  ASSERT_TRUE(CreateCollection("other", 2).ok());
+  auto vectors = quiver::testing::RandomVectors(n, dim, 9);
+  for (size_t start = 0; start < n; start += 400) {
+    UpsertRequest up;
+    up.set_collection("docs");
+    for (size_t i = start; i < start + 400; ++i) {
+      Point p = MakePoint(i * 7, {vectors.begin() + long(i * dim), vectors.begin() + long((i + 1) * dim)});
+      if (i % 3 == 0) (*p.mutable_payload())["tag"].set_string_value("t" + std::to_string(i));
+      *up.add_points() = p;
+    }
+    ASSERT_TRUE(Upsert(up).ok());
+  }
+  UpsertRequest other;
+  other.set_collection("other");
+  *other.add_points() = MakePoint(1, {1, 2});
+  ASSERT_TRUE(Upsert(other).ok());
+  {
+    CreateBackupRequest req;
+    req.set_name("b1");
+    CreateBackupResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(server_.cluster->CreateBackup(&ctx, req, &resp).ok());
+  }
+  // Changes after the backup are not restored.
+  UpsertRequest later;
+  later.set_collection("docs");
+  *later.add_points() = MakePoint(999999, {1, 1, 1, 1});
+  ASSERT_TRUE(Upsert(later).ok());
+  auto restore = [&](const std::string& name, std::vector<std::string> collections, const std::string& suffix,
+                     RestoreBackupResponse* resp) {
+    RestoreBackupRequest req;
+    req.set_name(name);
+    for (const auto& c : collections) req.add_collections(c);
+    req.set_rename_suffix(suffix);
+    grpc::ClientContext ctx;
+    return server_.cluster->RestoreBackup(&ctx, req, resp);
+  };
+  auto collection_names = [&] {
+    ListCollectionsResponse resp;
+    grpc::ClientContext ctx;
+    EXPECT_TRUE(server_.collections->List(&ctx, {}, &resp).ok());
+    std::vector<std::string> names;
+    for (const auto& c : resp.collections()) names.push_back(c.config().name());
+    return names;
+  };
+  const std::vector<std::string> before = collection_names();
+  RestoreBackupResponse resp;
+  ExpectError(restore("nope", {}, "", &resp), grpc::StatusCode::NOT_FOUND, "nope");
+  ExpectError(restore("../b1", {}, "", &resp), grpc::StatusCode::INVALID_ARGUMENT, "backup name");
+  ExpectError(restore("b1", {}, "", &resp), grpc::StatusCode::ALREADY_EXISTS, "'docs' exists");
+  ExpectError(restore("b1", {"missing"}, "_r", &resp), grpc::StatusCode::NOT_FOUND, "missing");
+  ExpectError(restore("b1", {"docs", "docs"}, "_r", &resp), grpc::StatusCode::INVALID_ARGUMENT, "twice");
+  ExpectError(restore("b1", {"docs"}, "/x", &resp), grpc::StatusCode::INVALID_ARGUMENT, "rename_suffix");
+  EXPECT_EQ(collection_names(), before) << "a refused restore changes nothing";
+
+  ASSERT_TRUE(restore("b1", {"docs"}, "_r", &resp).ok());
+  ASSERT_EQ(resp.collections_size(), 1);
+  EXPECT_EQ(resp.collections(0).source(), "docs");
+  EXPECT_EQ(resp.collections(0).target(), "docs_r");
+  EXPECT_EQ(resp.collections(0).points(), n);
+  EXPECT_GT(resp.applied_index(), 0u);
+  EXPECT_EQ(Count("docs_r"), n);
+  EXPECT_EQ(Count("docs"), n + 1);
+  {
+    GetCollectionRequest req;
+    req.set_name("docs_r");
+    GetCollectionResponse got;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(server_.collections->Get(&ctx, req, &got).ok());
+    EXPECT_EQ(got.collection().config().metric(), COSINE);
+    EXPECT_EQ(got.collection().config().index().type(), IVF_FLAT);
+  }
+  // The same vectors and payloads under the same ids.
+  GetPointsRequest get;
+  get.set_collection("docs_r");
+  get.set_with_vector(true);
+  get.set_with_payload(true);
+  for (uint64_t i : {0, 1, 3, 599, 1199}) get.add_ids(i * 7);
+  GetPointsResponse points;
+  {
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(server_.points->Get(&ctx, get, &points).ok());
+  }
+  ASSERT_EQ(points.points_size(), 5);
+  for (const auto& p : points.points()) {
+    const size_t i = p.id() / 7;
+    ASSERT_EQ(p.vector_size(), int(dim));
+    for (size_t j = 0; j < dim; ++j) EXPECT_EQ(p.vector(int(j)), vectors[i * dim + j]) << p.id();
+    if (i % 3 == 0) {
+      ASSERT_EQ(p.payload().count("tag"), 1u) << p.id();
+      EXPECT_EQ(p.payload().at("tag").string_value(), "t" + std::to_string(i));
+    } else {
+      EXPECT_TRUE(p.payload().empty()) << p.id();
+    }
+  }
+  // The restored collection takes writes, and restoring everything without
+  // a suffix works once the originals are gone.
+  UpsertRequest more;
+  more.set_collection("docs_r");
+  *more.add_points() = MakePoint(5, {0, 0, 0, 1});
+  ASSERT_TRUE(Upsert(more).ok());
+  EXPECT_EQ(Count("docs_r"), n + 1);
+  for (const char* name : {"docs", "other"}) {
+    DeleteCollectionRequest req;
+    req.set_name(name);
+    DeleteCollectionResponse del;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(server_.collections->Delete(&ctx, req, &del).ok());
+  }
+  ASSERT_TRUE(restore("b1", {}, "", &resp).ok());
+  EXPECT_EQ(resp.collections_size(), 2);
+  EXPECT_EQ(Count("docs"), n);
+  EXPECT_EQ(Count("other"), 1u);
+}
+
 TEST_F(ApiTest, BadIdRequests) {
   ASSERT_TRUE(CreateCollection("c", 2).ok());
   GetPointsRequest g;
