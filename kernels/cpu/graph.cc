@@ -251,56 +251,54 @@ Status BuildKnnGraph(const Resources& res, Metric metric, const float* data, siz
     permuted_norms[p] = norms[order[p]];
   }
 
-  const bool larger_better = metric != Metric::kL2;
   graph->assign(n * knn, kNoEdge);
   Status failure;
   const int threads = ThreadsFor(res);
   const Resources one_thread{.num_threads = 1, .gpu = nullptr};
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<float> keys, found_scores;
-    std::vector<int64_t> rows, found_rows;
+    // The probed clusters' members gathered into one base, so one FLAT
+    // search per cluster selects over all of them: its heaps fill once, not
+    // once per probed cluster (which had the selection take 39% of a build).
+    std::vector<float> gathered, gathered_norms, found_scores;
+    std::vector<size_t> gathered_at;  // position in `permuted` of each gathered row
+    std::vector<int64_t> found_rows;
 #pragma omp for schedule(dynamic, 1)
     for (size_t c = 0; c < nc; ++c) {
       const size_t m = start[c + 1] - start[c];
       if (m == 0) continue;
-      keys.assign(m * knn, kInf);
-      rows.assign(m * knn, -1);
-      std::vector<TopK> heaps;
-      heaps.reserve(m);
-      for (size_t i = 0; i < m; ++i) heaps.emplace_back(keys.data() + i * knn, rows.data() + i * knn, knn);
-      for (size_t p = 0; p < probes; ++p) {
+      gathered.clear();
+      gathered_norms.clear();
+      gathered_at.clear();
+      for (size_t p = 0; p < probes; ++p) {  // nearest cluster first: the threshold tightens early
         const int64_t c2 = near[c * probes + p];
         if (c2 < 0) continue;
-        const size_t b0 = start[static_cast<size_t>(c2)], bn = start[static_cast<size_t>(c2) + 1] - b0;
-        if (bn == 0) continue;
-        const size_t kk = std::min(knn + 1, bn);  // +1: a node finds itself in its own cluster
-        found_rows.resize(m * kk);
-        found_scores.resize(m * kk);
-        Status st = FlatSearch(one_thread, {permuted.data() + b0 * dim, permuted_norms.data() + b0, bn, dim},
-                               permuted.data() + start[c] * dim, m, {metric, kk}, found_rows.data(),
-                               found_scores.data());
-        if (!st.ok()) {
+        const size_t b0 = start[static_cast<size_t>(c2)], b1 = start[static_cast<size_t>(c2) + 1];
+        gathered.insert(gathered.end(), permuted.begin() + static_cast<ptrdiff_t>(b0 * dim),
+                        permuted.begin() + static_cast<ptrdiff_t>(b1 * dim));
+        gathered_norms.insert(gathered_norms.end(), permuted_norms.begin() + static_cast<ptrdiff_t>(b0),
+                              permuted_norms.begin() + static_cast<ptrdiff_t>(b1));
+        for (size_t b = b0; b < b1; ++b) gathered_at.push_back(b);
+      }
+      const size_t total = gathered_at.size();
+      const size_t kk = std::min(knn + 1, total);  // +1: a node finds itself in its own cluster
+      found_rows.resize(m * kk);
+      found_scores.resize(m * kk);
+      Status st = FlatSearch(one_thread, {gathered.data(), gathered_norms.data(), total, dim},
+                             permuted.data() + start[c] * dim, m, {metric, kk}, found_rows.data(), found_scores.data());
+      if (!st.ok()) {
 #pragma omp critical
-          failure = st;
-          continue;
-        }
-        for (size_t i = 0; i < m; ++i) {
-          const size_t self = start[c] + i;
-          for (size_t j = 0; j < kk; ++j) {
-            const int64_t r = found_rows[i * kk + j];
-            if (r < 0 || b0 + static_cast<size_t>(r) == self) continue;
-            const float key = larger_better ? -found_scores[i * kk + j] : found_scores[i * kk + j];
-            heaps[i].Push(key, static_cast<int64_t>(b0) + r);
-          }
-        }
+        failure = st;
+        continue;
       }
       for (size_t i = 0; i < m; ++i) {
-        heaps[i].Finish();
-        uint32_t* out = graph->data() + size_t{order[start[c] + i]} * knn;
-        for (size_t j = 0; j < knn; ++j) {
-          const int64_t r = rows[i * knn + j];
-          out[j] = r < 0 ? kNoEdge : order[static_cast<size_t>(r)];
+        const size_t self = start[c] + i;
+        uint32_t* out = graph->data() + size_t{order[self]} * knn;
+        size_t len = 0;
+        for (size_t j = 0; j < kk && len < knn; ++j) {
+          const int64_t r = found_rows[i * kk + j];
+          if (r < 0 || gathered_at[static_cast<size_t>(r)] == self) continue;
+          out[len++] = order[gathered_at[static_cast<size_t>(r)]];
         }
       }
     }
