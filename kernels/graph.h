@@ -17,10 +17,11 @@
 //      remaining pruned edges.
 //   4. Upper layers (as in HNSW): 1 in 16 of the layer below, with its own
 //      graph built the same way, until a layer has at most 256 nodes. The
-//      sample is spread: (nearly) every node has one of them among its 16
-//      nearest neighbours, so every region of the data has nodes above. A search scores all of the top layer's nodes, descends the
-//      layers with a small beam, and starts layer 0 near the query. Every
-//      node is made reachable from the nodes of the layer above.
+//      sample is spread, one node per neighbourhood first, so every region
+//      of the data has nodes above. A search scores all of the top layer's
+//      nodes, descends the layers with a small beam, and starts layer 0
+//      near the query. Every node is made reachable from the nodes of the
+//      layer above.
 //
 // Storage (shared with the CUDA search kernel, which reads it unchanged):
 // neighbours as a row-major n x degree uint32 matrix, a list ending early is
@@ -68,7 +69,8 @@ struct GraphBuildParams {
   /// kNN build: clusters whose members each cluster is matched against
   /// (itself included), >= 1. More is slower and closer to the exact kNN
   /// graph: on 1M clustered 128-d vectors, 4 instead of 8 built in 0.55x the
-  /// time but recall stopped at 0.983 instead of 0.993. Default: 8.
+  /// time but recall stopped at 0.983 instead of 0.993 (measured before
+  /// the kNN build searched all probed clusters at once). Default: 8.
   uint32_t knn_probes = 8;
   /// Seed of the k-means sample and initialisation. Default: 1234.
   uint64_t seed = 1234;
