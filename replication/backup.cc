@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/clock.h"
 #include "common/encoding.h"
 #include "storage/db.h"
 
@@ -109,9 +110,7 @@ Result<BackupInfo> CreateBackup(storage::StateMachine* state, const std::string&
   info.path = path;
   info.applied_index = *applied;
   info.cluster_id = cluster_id;
-  info.created_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                             std::chrono::system_clock::now().time_since_epoch())
-                             .count();
+  info.created_unix_ms = UnixMillisNow();
   std::ostringstream manifest;
   manifest << kManifestHeader << "\nname " << name << "\napplied_index " << info.applied_index << "\ncluster_id "
            << (cluster_id.empty() ? "-" : cluster_id) << "\ncreated_unix_ms " << info.created_unix_ms << "\n";

@@ -9,6 +9,7 @@
 #include <thread>
 #include <unordered_set>
 
+#include "common/clock.h"
 #include "common/encoding.h"
 #include "engine/filter.h"
 #include "engine/validation.h"
@@ -477,6 +478,7 @@ void ToProto(const replication::BackupInfo& b, quiver::v1::BackupInfo* out) {
   out->set_files(b.files);
   out->set_path(b.path);
 }
+
 // Cluster.RestoreBackup (see cluster.proto): checks everything, then writes
 // each collection through the log as CreateCollection and Upsert commands
 // under one request id per restore, so a proposal retried across a leader
@@ -519,11 +521,7 @@ Status RestoreCollections(const ApiContext& ctx, const grpc::ServerContext* sctx
     }
   }
 
-  const std::string client_id =
-      "restore/" + req.name() + "/" +
-      std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                         std::chrono::system_clock::now().time_since_epoch())
-                         .count());
+  const std::string client_id = "restore/" + req.name() + "/" + std::to_string(UnixMillisNow());
   uint64_t sequence = 0;
   auto propose = [&](Command& cmd) -> Status {
     if (sctx->IsCancelled()) return Status::Cancelled("the client cancelled the restore");
@@ -545,25 +543,24 @@ Status RestoreCollections(const ApiContext& ctx, const grpc::ServerContext* sctx
     // points and a few MiB per log entry.
     constexpr size_t kBatchBytes = 4 << 20;
     Command batch;
-    size_t in_batch = 0, batch_bytes = 0;
-    bool any_payload = false;
-    std::vector<std::string> payloads;
+    size_t batch_bytes = 0;
+    std::vector<std::string> payloads;  // one per point of the batch
     uint64_t restored = 0;
     auto flush = [&]() -> Status {
-      if (in_batch == 0) return Status::Ok();
+      if (payloads.empty()) return Status::Ok();
       auto* up = batch.mutable_upsert_points();
       up->set_collection(config.name());
       up->set_dimension(dim);
       up->set_collection_created_at(coll->id());
-      if (any_payload) {
+      // No payloads field at all when no point carries one (wal.proto).
+      if (std::any_of(payloads.begin(), payloads.end(), [](const std::string& p) { return !p.empty(); })) {
         for (std::string& p : payloads) up->add_payloads(std::move(p));
       }
       QUIVER_RETURN_IF_ERROR(propose(batch));
-      restored += in_batch;
+      restored += payloads.size();
       batch.Clear();
       payloads.clear();
-      in_batch = batch_bytes = 0;
-      any_payload = false;
+      batch_bytes = 0;
       return Status::Ok();
     };
     QUIVER_RETURN_IF_ERROR(reader->ForEachPoint(
@@ -572,10 +569,8 @@ Status RestoreCollections(const ApiContext& ctx, const grpc::ServerContext* sctx
           PutFixed64LE(up->mutable_ids(), id);
           up->mutable_vectors()->append(reinterpret_cast<const char*>(vector), dim * sizeof(float));
           payloads.emplace_back(payload);
-          any_payload = any_payload || !payload.empty();
-          ++in_batch;
           batch_bytes += 8 + dim * sizeof(float) + payload.size();
-          if (in_batch >= cfg.max_points_per_request || batch_bytes >= kBatchBytes) return flush();
+          if (payloads.size() >= cfg.max_points_per_request || batch_bytes >= kBatchBytes) return flush();
           return Status::Ok();
         }));
     QUIVER_RETURN_IF_ERROR(flush());
@@ -608,9 +603,7 @@ grpc::Status ClusterApi::CreateBackup(grpc::ServerContext* sctx, const quiver::v
   if (quiver::Status auth = Authorize(*ctx_.config, *sctx, Access::kWrite); !auth.ok()) return scope.Done(auth);
   std::string name = req->name();
   if (name.empty()) {
-    name = "backup-" + std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                          std::chrono::system_clock::now().time_since_epoch())
-                                          .count());
+    name = "backup-" + std::to_string(UnixMillisNow());
   }
   Result<replication::BackupInfo> backup = replication::CreateBackup(
       ctx_.engine, BackupDir(*ctx_.config), name, raft_->cluster_id(), /*stop=*/nullptr);
