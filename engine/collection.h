@@ -82,7 +82,7 @@ inline constexpr double kExactFilterFraction = 0.2;
 class Collection {
  public:
   /// `info.created_at_index` is the collection's unique id. `gpu`, when not
-  /// null, serves sealed FLAT and IVF_FLAT segments (CPU on any GPU error).
+  /// null, serves sealed segments of every index type (CPU on any GPU error).
   explicit Collection(quiver::v1::CollectionInfo info, std::shared_ptr<GpuExecutor> gpu = nullptr);
   /// Drops the GPU copies of its segments.
   ~Collection();

@@ -40,7 +40,7 @@ struct EngineOptions {
   /// A sealed segment is compacted once this fraction of its rows are
   /// tombstones. Default: 0.3.
   double compact_deleted_fraction = 0.3;
-  /// Serves sealed FLAT and IVF_FLAT segments on a GPU (engine/gpu_executor.h);
+  /// Serves sealed segments (FLAT, IVF_FLAT, IVF_PQ, GRAPH) on a GPU (engine/gpu_executor.h);
   /// null = CPU only. Default: null.
   std::shared_ptr<GpuExecutor> gpu;
 };

@@ -4,10 +4,10 @@
 // fell back to the CPU. The engine asks it first and serves on the CPU when it
 // says no: a node with a broken or absent GPU serves everything on the CPU.
 //
-// Today the GPU serves sealed segments searched exactly (FLAT) or through an
-// IVF_FLAT index; IVF_PQ and GRAPH segments, the growing segment and
-// selective filters (few rows gathered) stay on the CPU until their GPU
-// kernels exist.
+// The GPU serves sealed segments searched exactly (FLAT) or through their
+// IVF_FLAT, IVF_PQ or GRAPH index, and builds GRAPH indexes' kNN graphs. The
+// growing segment (it changes with every write) and selective filters (few
+// rows gathered, searched exactly) stay on the CPU.
 //
 // Example:
 //   std::string why_not;

@@ -408,7 +408,7 @@ Status Server::Start() {
       spdlog::info("serving on the CPU: {}", why_not);
     } else {
       const auto gpu = engine_options.gpu->stats();
-      spdlog::info("serving sealed FLAT and IVF_FLAT segments on GPU {} ({}), budget {} MiB; the rest on the CPU",
+      spdlog::info("serving sealed segments (FLAT, IVF_FLAT, IVF_PQ, GRAPH) on GPU {} ({}), budget {} MiB; the rest on the CPU",
                    gpu_options.device, gpu.device_name, gpu.budget_bytes >> 20);
     }
   }
