@@ -214,6 +214,26 @@ TEST(Graph, TinySegmentsAreSearchedExactly) {
   }
 }
 
+// The traversal sums inner products of 16-bit query integers and 8-bit codes
+// in int32. At 4,096 dimensions of all-positive data every product is large
+// and of one sign: the sum must not wrap (the query's integers shrink with
+// the dimension), or the keys order nodes at random.
+TEST(Graph, HighDimensionalInnerProductKeysDoNotOverflow) {
+  const size_t n = 2000, dim = 4096, nq = 20, k = 10;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  std::vector<float> all((n + nq) * dim);
+  for (float& v : all) v = 1.0f + u(rng);
+  std::vector<float> queries(all.begin() + long(n * dim), all.end());
+  const Data d = MakeIndexedData(std::move(all), n, dim);
+  auto index = GraphIndex::Build({}, Metric::kInnerProduct, d.base.data(), n, dim, {.degree = 16});
+  ASSERT_TRUE(index.ok()) << index.status().ToString();
+  std::vector<int64_t> rows(nq * k);
+  std::vector<float> scores(nq * k);
+  ASSERT_TRUE((*index)->Search({}, d.view(), queries.data(), nq, k, {.itopk = 32}, rows.data(), scores.data()).ok());
+  EXPECT_GE(RecallAgainstFlat(Metric::kInnerProduct, d, queries, nq, k, rows), 0.9);
+}
+
 TEST(Graph, LargeSegmentsGetUpperLayers) {
   const size_t n = 20000, dim = 8;
   const Data d = MakeIndexedData(quiver::testing::ClusteredVectors(n, dim, 30, 12), n, dim);
