@@ -370,6 +370,23 @@ Status IvfPqIndex::Search(const Resources& res, const BaseView& base, const floa
   return Status::Ok();
 }
 
+void RerankExactBatch(Metric metric, const BaseView& base, const float* queries, size_t nq, const int64_t* cand,
+                      size_t count, size_t k, int threads, int64_t* rows, float* scores) {
+  const size_t dim = base.dim;
+  const int most = omp_get_max_threads();
+  const int team = static_cast<int>(std::min<size_t>(threads > 0 ? std::min(threads, most) : most, nq));
+#pragma omp parallel num_threads(std::max(team, 1))
+  {
+    std::vector<std::pair<float, int64_t>> scratch;
+#pragma omp for schedule(static)
+    for (size_t i = 0; i < nq; ++i) {
+      const float* raw = queries + i * dim;
+      RerankExact(metric, base, raw, CosineInvNorm(metric, raw, dim), cand + i * count, count, k, rows + i * k,
+                  scores + i * k, &scratch);
+    }
+  }
+}
+
 std::string IvfPqIndex::Serialize() const {
   std::string out(kIvfPqMagic, sizeof kIvfPqMagic);
   Put(&out, kIvfPqFormatVersion);

@@ -53,4 +53,12 @@ inline void RerankExact(Metric metric, const BaseView& base, const float* query,
   }
 }
 
+/// RerankExact for `nq` queries whose candidates lie row-major, `count` per
+/// query, in `cand`; on at most `threads` host threads (0: all the host
+/// has, and never more). For the GPU
+/// paths, whose candidates come back to the host in one batch
+/// (cpu/ivf_pq.cc, compiled with OpenMP).
+void RerankExactBatch(Metric metric, const BaseView& base, const float* queries, size_t nq, const int64_t* cand,
+                      size_t count, size_t k, int threads, int64_t* rows, float* scores);
+
 }  // namespace quiver::kernels
