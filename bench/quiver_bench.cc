@@ -78,7 +78,9 @@ class LocalServer {
  public:
   // `keep_data`: restart on what an earlier server in `dir` left.
   // `batch_wait_us`: search_batch_max_wait_us (0 = no dynamic batching).
-  explicit LocalServer(const std::string& dir, uint32_t threads, bool keep_data = false, uint32_t batch_wait_us = 200) {
+  // `gpu`: the server's `gpu` setting (auto, off or a device number).
+  explicit LocalServer(const std::string& dir, uint32_t threads, bool keep_data = false, uint32_t batch_wait_us = 200,
+                       const std::string& gpu = "auto") {
     if (!keep_data) std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
     std::filesystem::remove(dir + "/ready.json");
@@ -89,6 +91,7 @@ class LocalServer {
     cfg.ready_file = dir + "/ready.json";
     cfg.search_threads = threads;
     cfg.search_batch_max_wait_us = batch_wait_us;
+    cfg.gpu = gpu;
     cfg.max_message_bytes = 1ull << 30;
     cfg.log_level = "warn";
     server_ = std::make_unique<quiver::service::Server>(cfg);
@@ -323,19 +326,30 @@ int RunFlat(size_t n, size_t nq, size_t dim, size_t k, int threads, int repeats,
 
 // Dynamic batching: `clients` closed-loop clients, each on its own
 // connection, send single-query Search calls for `seconds` to a server with
-// batching off and then on (same data, FLAT, exact), interleaved `rounds`
-// times. Reports QPS and the ratio per round.
+// batching off and then on (same data and index: FLAT, exact, unless
+// `index` names another; sealed segments on the GPU unless `gpu` is off),
+// interleaved `rounds` times. Reports QPS and the ratio per round.
 int RunConcurrent(size_t n, size_t dim, size_t k, int threads, int clients, double seconds, int rounds,
-                  uint32_t batch_wait_us) {
-  std::printf("concurrent: n=%zu dim=%zu k=%zu, %d single-query clients, %.1f s per run, %d rounds, batching wait "
-              "%u us, %d search threads\n",
-              n, dim, k, clients, seconds, rounds, batch_wait_us, threads);
+                  uint32_t batch_wait_us, const std::string& index, const std::string& gpu) {
+  std::printf("concurrent: n=%zu dim=%zu k=%zu, %s, %d single-query clients, %.1f s per run, %d rounds, batching "
+              "wait %u us, %d search threads, gpu %s\n",
+              n, dim, k, index.c_str(), clients, seconds, rounds, batch_wait_us, threads, gpu.c_str());
   const auto base = RandomData(n, dim, 1);
   const auto queries = RandomData(4096, dim, 2);
+  quiver::v1::CollectionConfig config;
+  config.set_name("c");
+  config.set_dimension(static_cast<uint32_t>(dim));
+  config.set_metric(quiver::v1::L2);
+  config.mutable_index()->set_type(index == "ivf_flat" ? quiver::v1::IVF_FLAT
+                                   : index == "ivf_pq" ? quiver::v1::IVF_PQ
+                                   : index == "graph"  ? quiver::v1::GRAPH
+                                                       : quiver::v1::FLAT);
   auto run = [&](uint32_t wait_us, double* qps) -> bool {
-    LocalServer server("/tmp/quiver-bench-concurrent", static_cast<uint32_t>(threads), false, wait_us);
-    if (!CreateCollection(server.channel.get(), "c", static_cast<uint32_t>(dim))) return false;
+    LocalServer server("/tmp/quiver-bench-concurrent", static_cast<uint32_t>(threads), false, wait_us, gpu);
+    if (!CreateWithConfig(server.channel.get(), config)) return false;
     if (!UpsertAll(server.channel.get(), "c", base.data(), n, dim)) return false;
+    if (index != "flat") WaitForIndexes(server.channel.get(), "c");
+    server.WaitForBackgroundWork();
     std::atomic<bool> stop{false};
     std::atomic<uint64_t> done{0}, failed{0};
     std::vector<std::thread> pool;
@@ -1352,6 +1366,12 @@ int main(int argc, char** argv) {
   concurrent->add_option("--seconds", seconds, "measured seconds per run")->capture_default_str();
   concurrent->add_option("--rounds", rounds, "off/on pairs")->capture_default_str();
   concurrent->add_option("--batch-wait-us", batch_wait_us, "search_batch_max_wait_us when on")->capture_default_str();
+  std::string conc_index = "flat", conc_gpu = "auto";
+  concurrent->add_option("--index", conc_index, "the collection's index")
+      ->check(CLI::IsMember({"flat", "ivf_flat", "ivf_pq", "graph"}))
+      ->capture_default_str();
+  concurrent->add_option("--gpu", conc_gpu, "the server's gpu setting: auto, off or a device number")
+      ->capture_default_str();
   auto* flat = app.add_subcommand("flat", "exact SearchBatch: Quiver in-process and via gRPC vs FAISS IndexFlatL2");
   flat->add_option("--n", n, "base vectors")->capture_default_str();
   flat->add_option("--nq", nq, "queries")->capture_default_str();
@@ -1468,7 +1488,7 @@ int main(int argc, char** argv) {
   if (cluster->parsed()) return RunCluster(quiverd, cluster_rounds, clients, batch, dim, total, failovers);
   if (gen->parsed()) return RunGen(n, nq, dim, k, clusters, seed, metric_name, out_dir);
   if (restart->parsed()) return RunRestart(n, nq, dim, k, clusters, threads);
-  if (concurrent->parsed()) return RunConcurrent(n, dim, k, threads, conc_clients, seconds, rounds, batch_wait_us);
+  if (concurrent->parsed()) return RunConcurrent(n, dim, k, threads, conc_clients, seconds, rounds, batch_wait_us, conc_index, conc_gpu);
   if (flat->parsed()) return RunFlat(n, nq, dim, k, threads, repeats, !no_grpc);
   if (ivf->parsed()) return RunIvf(n, nq, dim, k, nlist, clusters, threads, repeats, ivf_grpc, grpc_clients, !ivf_no_hnsw, hdf5);
   return RunUpsert(clients, batch, dim, total);

@@ -93,6 +93,13 @@ class Collection {
   uint64_t id() const { return info_.created_at_index(); }
   uint32_t dimension() const { return info_.config().dimension(); }
   kernels::Metric metric() const { return metric_; }
+  /// Whether one search of many queries costs less than as many searches of
+  /// one: exact (FLAT) collections, whose batch is one sgemm pass over the
+  /// base, and any collection served by a GPU (one launch sequence instead
+  /// of one per call). A CPU index (IVF_FLAT, IVF_PQ, GRAPH) searches each
+  /// query on its own: batching only adds the wait and a barrier per segment
+  /// (0.48x the QPS for GRAPH on 16 cores, 0.73-0.88x on 2).
+  bool GainsFromBatching() const { return gpu_ != nullptr || !wants_index_; }
   /// The collection's description with current counts.
   quiver::v1::CollectionInfo Info() const;
   size_t Count() const;

@@ -22,8 +22,10 @@ Status SearchBatcher::Search(const Collection& coll, const float* queries, size_
     }
   } leave{this, &lock};
 
-  if (options.filter != nullptr || options_.max_wait_us == 0 || nq >= options_.max_queries) {
-    // Filters differ per call; a call as large as a batch gains nothing.
+  if (options.filter != nullptr || options_.max_wait_us == 0 || nq >= options_.max_queries ||
+      !coll.GainsFromBatching()) {
+    // Filters differ per call; a call as large as a batch gains nothing, and
+    // neither does a collection searched query by query.
     lock.unlock();
     return coll.Search(resources(1), queries, nq, k, options, out);
   }

@@ -3,7 +3,9 @@
 // are gathered, for at most max_wait_us, into one Collection::Search of up to
 // max_queries queries. One batched search replaces many small ones: on the GPU
 // one launch sequence instead of one per call, on the CPU one pass of the
-// base through sgemm instead of one scan per query.
+// base through sgemm instead of one scan per query. Collections whose CPU
+// index searches query by query (Collection::GainsFromBatching) are not
+// batched.
 //
 // No thread of its own: the first call of a batch (its leader) waits for
 // joiners, runs the batch and hands each joiner its rows. One batch per key

@@ -623,6 +623,52 @@ TEST_F(EngineTest, CallsArrivingWhileAnotherSearchRunsShareOneSearch) {
   EXPECT_EQ(b[0][0].id, 3u);
 }
 
+// A collection whose CPU index searches query by query is not batched: the
+// calls that share one search on a FLAT collection (above: two calls while a
+// third is running) each run a search of their own on a GRAPH collection.
+TEST_F(EngineTest, CallsToACpuIndexAreNotBatched) {
+  const uint32_t dim = 4;
+  Apply({Entry(1, CreateSegmented("g", dim, quiver::v1::L2, quiver::v1::GRAPH, 1000, 4)), Entry(2, Create("f", dim))});
+  Apply({Entry(3, Upsert("g", dim, {1, 2, 3}, 0.0f))});
+  auto coll = *engine_->Find("g");
+  EXPECT_FALSE(coll->GainsFromBatching());
+  EXPECT_TRUE((*engine_->Find("f"))->GainsFromBatching()) << "a FLAT collection on the CPU batches";
+  SearchBatcher batcher({.max_queries = 2, .max_wait_us = 600'000'000});
+  quiver::v1::Filter keep_all;  // holds a search running, as above
+  keep_all.mutable_not_()->mutable_match()->set_key("bucket");
+  keep_all.mutable_not_()->mutable_match()->mutable_value()->set_int_value(1);
+  std::promise<void> entered, release;
+  std::shared_future<void> released = release.get_future().share();
+  std::thread running([&] {
+    SearchOptions filtered;
+    filtered.filter = &keep_all;
+    std::vector<float> q(dim, 0.0f);
+    std::vector<std::vector<Hit>> hits;
+    EXPECT_TRUE(batcher.Search(*coll, q.data(), 1, 1, filtered, [&](size_t) {
+                  entered.set_value();
+                  released.wait();
+                  return kernels::Resources{};
+                }, &hits).ok());
+  });
+  entered.get_future().wait();
+  const std::vector<float> q1(dim, 1.0f), q3(dim, 3.0f);
+  std::vector<std::vector<Hit>> a, b;
+  auto cpu = [](size_t) { return kernels::Resources{}; };
+  std::thread first([&] { EXPECT_TRUE(batcher.Search(*coll, q1.data(), 1, 1, {}, cpu, &a).ok()); });
+  std::thread second([&] { EXPECT_TRUE(batcher.Search(*coll, q3.data(), 1, 1, {}, cpu, &b).ok()); });
+  first.join();
+  second.join();
+  release.set_value();
+  running.join();
+  EXPECT_EQ(batcher.stats().calls, 0u) << "the calls went through the batcher";
+  ASSERT_EQ(a.size(), 1u);
+  ASSERT_EQ(b.size(), 1u);
+  ASSERT_EQ(a[0].size(), 1u);
+  ASSERT_EQ(b[0].size(), 1u);
+  EXPECT_EQ(a[0][0].id, 1u);
+  EXPECT_EQ(b[0][0].id, 3u);
+}
+
 TEST_F(EngineTest, ALoneSearchIsNotDelayedOrBatched) {
   const uint32_t dim = 4;
   Apply({Entry(1, Create("c", dim))});
