@@ -269,7 +269,9 @@ Status Collection::Search(const kernels::Resources& res, const float* queries, s
   for (size_t s = 0; s < segs.size(); ++s) {
     const Segment& seg = *segs[s];
     const bool sealed = s < nsealed;
-    const uint64_t* skip = sealed ? seg.deleted.data() : nullptr;
+    // No bitset for a segment without tombstones: nothing to test in the scan,
+    // nothing to copy to a GPU.
+    const uint64_t* skip = sealed && seg.live < seg.rows() ? seg.deleted.data() : nullptr;
     bool use_index = sealed && seg.index != nullptr;
     double kept_fraction = sealed && seg.rows() > 0 ? double(seg.live) / double(seg.rows()) : 1.0;
     if (options.filter != nullptr) {

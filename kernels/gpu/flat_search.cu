@@ -331,27 +331,51 @@ Status DecodeKeys(cudaStream_t stream, const uint64_t* keys, size_t count, bool 
   return cuda::CheckLaunch("DecodeKeysKernel");
 }
 
+namespace {
+
+// Host staging for one call's inputs: the queries, then the tombstone words
+// at an 8-byte offset, in res's page-locked upload staging. Every per-call
+// copy to the device goes through it: a copy from pageable memory is
+// synchronous and takes the driver's own staging path under a driver-wide
+// lock, where a stack dump of 64 concurrent calls found a quarter of them
+// waiting.
+struct StagedInputs {
+  float* queries;
+  uint64_t* deleted;  // null without tombstones
+};
+
+Result<StagedInputs> StageInputs(cuda::GpuResources& res, size_t query_floats, size_t deleted_words) {
+  const size_t deleted_offset = (query_floats * sizeof(float) + 7) / 8 * 8;
+  QUIVER_ASSIGN_OR_RETURN(void* staging, cuda::Staging(res.impl().upload_staging,
+                                                       deleted_offset + deleted_words * sizeof(uint64_t),
+                                                       "query staging"));
+  char* bytes = static_cast<char*>(staging);
+  return StagedInputs{reinterpret_cast<float*>(bytes),
+                      deleted_words > 0 ? reinterpret_cast<uint64_t*>(bytes + deleted_offset) : nullptr};
+}
+
+}  // namespace
+
 Status UploadSearchInputs(cuda::GpuResources& res, Metric metric, const float* queries, size_t nq, size_t dim,
                           const uint64_t* deleted, size_t rows, DeviceSearchInputs* out) {
-  // The queries go through res's page-locked staging (unit vectors written
-  // straight into it for cosine): an asynchronous copy, and the caller's
-  // closing synchronisation frees the staging for the next call.
+  // Through res's page-locked staging (unit vectors written straight into it
+  // for cosine): asynchronous copies, and the caller's closing
+  // synchronisation frees the staging for the next call.
   const size_t count = nq * dim;
-  QUIVER_ASSIGN_OR_RETURN(void* staging,
-                          cuda::Staging(res.impl().upload_staging, count * sizeof(float), "query staging"));
-  float* staged = static_cast<float*>(staging);
+  const size_t words = deleted != nullptr ? (rows + 63) / 64 : 0;
+  QUIVER_ASSIGN_OR_RETURN(const StagedInputs staged, StageInputs(res, count, words));
   if (metric == Metric::kCosine) {
     const std::vector<float> unit = Normalized(queries, nq, dim);
-    std::copy(unit.begin(), unit.end(), staged);
+    std::copy(unit.begin(), unit.end(), staged.queries);
   } else {
-    std::copy(queries, queries + count, staged);
+    std::copy(queries, queries + count, staged.queries);
   }
   QUIVER_ASSIGN_OR_RETURN(out->queries, cuda::DeviceBuffer<float>::Allocate(res, count, "queries"));
-  QUIVER_RETURN_IF_ERROR(out->queries.CopyFromHost(res, staged, count));
-  if (deleted != nullptr) {
-    const size_t words = (rows + 63) / 64;
+  QUIVER_RETURN_IF_ERROR(out->queries.CopyFromHost(res, staged.queries, count));
+  if (words > 0) {
+    std::copy(deleted, deleted + words, staged.deleted);
     QUIVER_ASSIGN_OR_RETURN(out->deleted, cuda::DeviceBuffer<uint64_t>::Allocate(res, words, "tombstones"));
-    QUIVER_RETURN_IF_ERROR(out->deleted.CopyFromHost(res, deleted, words));
+    QUIVER_RETURN_IF_ERROR(out->deleted.CopyFromHost(res, staged.deleted, words));
   }
   return Status::Ok();
 }
@@ -433,23 +457,35 @@ Status FlatSearch(cuda::GpuResources& res, const DeviceFlatBase& base, const uin
     return Status::Ok();
   }
   QUIVER_CUDA_TRY(cudaSetDevice(res.device().impl().ordinal));
+  // Inputs and results through page-locked staging (StageInputs says why).
+  const size_t words = deleted != nullptr ? (n + 63) / 64 : 0;
+  QUIVER_ASSIGN_OR_RETURN(const detail::StagedInputs staged, detail::StageInputs(res, nq * dim, words));
+  std::copy(queries, queries + nq * dim, staged.queries);
   cuda::DeviceBuffer<uint64_t> d_deleted;
-  if (deleted != nullptr) {
-    const size_t words = (n + 63) / 64;
+  if (words > 0) {
+    std::copy(deleted, deleted + words, staged.deleted);
     QUIVER_ASSIGN_OR_RETURN(d_deleted, cuda::DeviceBuffer<uint64_t>::Allocate(res, words, "tombstones"));
-    QUIVER_RETURN_IF_ERROR(d_deleted.CopyFromHost(res, deleted, words));
+    QUIVER_RETURN_IF_ERROR(d_deleted.CopyFromHost(res, staged.deleted, words));
   }
   QUIVER_ASSIGN_OR_RETURN(auto d_queries, cuda::DeviceBuffer<float>::Allocate(res, nq * dim, "queries"));
-  QUIVER_RETURN_IF_ERROR(d_queries.CopyFromHost(res, queries, nq * dim));
+  QUIVER_RETURN_IF_ERROR(d_queries.CopyFromHost(res, staged.queries, nq * dim));
   QUIVER_ASSIGN_OR_RETURN(auto d_rows, cuda::DeviceBuffer<int64_t>::Allocate(res, nq * k, "result rows"));
   QUIVER_ASSIGN_OR_RETURN(auto d_scores, cuda::DeviceBuffer<float>::Allocate(res, nq * k, "result scores"));
 
   const detail::DeviceBase device_base{base.vectors(), base.sq_norms(), d_deleted.data(), n, dim};
   QUIVER_RETURN_IF_ERROR(
       detail::SearchDevice(res, device_base, d_queries.data(), nq, params, d_rows.data(), d_scores.data()));
-  QUIVER_RETURN_IF_ERROR(d_rows.CopyToHost(res, rows, nq * k));
-  QUIVER_RETURN_IF_ERROR(d_scores.CopyToHost(res, scores, nq * k));
-  return res.Synchronize();
+  const size_t results = nq * k;
+  QUIVER_ASSIGN_OR_RETURN(void* down, cuda::Staging(res.impl().download_staging,
+                                                    results * (sizeof(int64_t) + sizeof(float)), "result staging"));
+  auto* staged_rows = static_cast<int64_t*>(down);
+  auto* staged_scores = reinterpret_cast<float*>(staged_rows + results);
+  QUIVER_RETURN_IF_ERROR(d_rows.CopyToHost(res, staged_rows, results));
+  QUIVER_RETURN_IF_ERROR(d_scores.CopyToHost(res, staged_scores, results));
+  QUIVER_RETURN_IF_ERROR(res.Synchronize());
+  std::copy(staged_rows, staged_rows + results, rows);
+  std::copy(staged_scores, staged_scores + results, scores);
+  return Status::Ok();
 }
 
 Status FlatSearch(cuda::GpuResources& res, const BaseView& base, const float* queries, size_t nq,
