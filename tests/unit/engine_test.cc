@@ -578,15 +578,11 @@ TEST_F(EngineTest, BatchedSearchesReturnEachCallsOwnResults) {
 }
 
 // While another search is running (a filtered call, held inside its resources
-// callback), two compatible calls arrive: the first waits for company, the
-// second fills the batch, and one search serves both with their own results.
-TEST_F(EngineTest, CallsArrivingWhileAnotherSearchRunsShareOneSearch) {
-  const uint32_t dim = 4;
-  Apply({Entry(1, Create("c", dim))});
-  Apply({Entry(2, Upsert("c", dim, {1, 2, 3}, 0.0f))});
-  auto coll = *engine_->Find("c");
-  // No deadline in play: the batch closes when full (2 queries), long before.
-  SearchBatcher batcher({.max_queries = 2, .max_wait_us = 600'000'000});
+// callback), two compatible calls arrive: q1 (all ones) and q3 (all threes),
+// k = 1. Returns their hits; the collection holds points 1, 2, 3 from
+// Upsert(..., 0.0f), so q1's nearest is 1 and q3's is 3.
+std::pair<std::vector<std::vector<Hit>>, std::vector<std::vector<Hit>>> SearchTwoWhileAnotherRuns(
+    SearchBatcher& batcher, const Collection& coll, uint32_t dim) {
   quiver::v1::Filter keep_all;  // points without payload: NOT(bucket == 1) keeps them all
   keep_all.mutable_not_()->mutable_match()->set_key("bucket");
   keep_all.mutable_not_()->mutable_match()->mutable_value()->set_int_value(1);
@@ -597,7 +593,7 @@ TEST_F(EngineTest, CallsArrivingWhileAnotherSearchRunsShareOneSearch) {
     filtered.filter = &keep_all;
     std::vector<float> q(dim, 0.0f);
     std::vector<std::vector<Hit>> hits;
-    EXPECT_TRUE(batcher.Search(*coll, q.data(), 1, 1, filtered, [&](size_t) {
+    EXPECT_TRUE(batcher.Search(coll, q.data(), 1, 1, filtered, [&](size_t) {
                   entered.set_value();
                   released.wait();
                   return kernels::Resources{};
@@ -607,25 +603,41 @@ TEST_F(EngineTest, CallsArrivingWhileAnotherSearchRunsShareOneSearch) {
   const std::vector<float> q1(dim, 1.0f), q3(dim, 3.0f);
   std::vector<std::vector<Hit>> a, b;
   auto cpu = [](size_t) { return kernels::Resources{}; };
-  std::thread first([&] { EXPECT_TRUE(batcher.Search(*coll, q1.data(), 1, 1, {}, cpu, &a).ok()); });
-  std::thread second([&] { EXPECT_TRUE(batcher.Search(*coll, q3.data(), 1, 1, {}, cpu, &b).ok()); });
+  std::thread first([&] { EXPECT_TRUE(batcher.Search(coll, q1.data(), 1, 1, {}, cpu, &a).ok()); });
+  std::thread second([&] { EXPECT_TRUE(batcher.Search(coll, q3.data(), 1, 1, {}, cpu, &b).ok()); });
   first.join();
   second.join();
   release.set_value();
   running.join();
-  EXPECT_EQ(batcher.stats().searches, 1u) << "the two calls were not batched";
-  EXPECT_EQ(batcher.stats().calls, 2u);
+  return {std::move(a), std::move(b)};
+}
+
+void ExpectNearestAreOneAndThree(const std::vector<std::vector<Hit>>& a, const std::vector<std::vector<Hit>>& b) {
   ASSERT_EQ(a.size(), 1u);
   ASSERT_EQ(b.size(), 1u);
   ASSERT_EQ(a[0].size(), 1u);
   ASSERT_EQ(b[0].size(), 1u);
-  EXPECT_EQ(a[0][0].id, 1u);  // Upsert puts point i at (i + 0.01 j): q1 is nearest to 1, q3 to 3
+  EXPECT_EQ(a[0][0].id, 1u);
   EXPECT_EQ(b[0][0].id, 3u);
 }
 
+// On a FLAT collection the first waits for company, the second fills the
+// batch, and one search serves both with their own results.
+TEST_F(EngineTest, CallsArrivingWhileAnotherSearchRunsShareOneSearch) {
+  const uint32_t dim = 4;
+  Apply({Entry(1, Create("c", dim))});
+  Apply({Entry(2, Upsert("c", dim, {1, 2, 3}, 0.0f))});
+  auto coll = *engine_->Find("c");
+  // No deadline in play: the batch closes when full (2 queries), long before.
+  SearchBatcher batcher({.max_queries = 2, .max_wait_us = 600'000'000});
+  const auto [a, b] = SearchTwoWhileAnotherRuns(batcher, *coll, dim);
+  EXPECT_EQ(batcher.stats().searches, 1u) << "the two calls were not batched";
+  EXPECT_EQ(batcher.stats().calls, 2u);
+  ExpectNearestAreOneAndThree(a, b);
+}
+
 // A collection whose CPU index searches query by query is not batched: the
-// calls that share one search on a FLAT collection (above: two calls while a
-// third is running) each run a search of their own on a GRAPH collection.
+// same two calls each run a search of their own on a GRAPH collection.
 TEST_F(EngineTest, CallsToACpuIndexAreNotBatched) {
   const uint32_t dim = 4;
   Apply({Entry(1, CreateSegmented("g", dim, quiver::v1::L2, quiver::v1::GRAPH, 1000, 4)), Entry(2, Create("f", dim))});
@@ -634,39 +646,9 @@ TEST_F(EngineTest, CallsToACpuIndexAreNotBatched) {
   EXPECT_FALSE(coll->GainsFromBatching());
   EXPECT_TRUE((*engine_->Find("f"))->GainsFromBatching()) << "a FLAT collection on the CPU batches";
   SearchBatcher batcher({.max_queries = 2, .max_wait_us = 600'000'000});
-  quiver::v1::Filter keep_all;  // holds a search running, as above
-  keep_all.mutable_not_()->mutable_match()->set_key("bucket");
-  keep_all.mutable_not_()->mutable_match()->mutable_value()->set_int_value(1);
-  std::promise<void> entered, release;
-  std::shared_future<void> released = release.get_future().share();
-  std::thread running([&] {
-    SearchOptions filtered;
-    filtered.filter = &keep_all;
-    std::vector<float> q(dim, 0.0f);
-    std::vector<std::vector<Hit>> hits;
-    EXPECT_TRUE(batcher.Search(*coll, q.data(), 1, 1, filtered, [&](size_t) {
-                  entered.set_value();
-                  released.wait();
-                  return kernels::Resources{};
-                }, &hits).ok());
-  });
-  entered.get_future().wait();
-  const std::vector<float> q1(dim, 1.0f), q3(dim, 3.0f);
-  std::vector<std::vector<Hit>> a, b;
-  auto cpu = [](size_t) { return kernels::Resources{}; };
-  std::thread first([&] { EXPECT_TRUE(batcher.Search(*coll, q1.data(), 1, 1, {}, cpu, &a).ok()); });
-  std::thread second([&] { EXPECT_TRUE(batcher.Search(*coll, q3.data(), 1, 1, {}, cpu, &b).ok()); });
-  first.join();
-  second.join();
-  release.set_value();
-  running.join();
+  const auto [a, b] = SearchTwoWhileAnotherRuns(batcher, *coll, dim);
   EXPECT_EQ(batcher.stats().calls, 0u) << "the calls went through the batcher";
-  ASSERT_EQ(a.size(), 1u);
-  ASSERT_EQ(b.size(), 1u);
-  ASSERT_EQ(a[0].size(), 1u);
-  ASSERT_EQ(b[0].size(), 1u);
-  EXPECT_EQ(a[0][0].id, 1u);
-  EXPECT_EQ(b[0][0].id, 3u);
+  ExpectNearestAreOneAndThree(a, b);
 }
 
 TEST_F(EngineTest, ALoneSearchIsNotDelayedOrBatched) {
