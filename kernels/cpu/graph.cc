@@ -786,7 +786,8 @@ Status GraphIndex::Search(const Resources& res, const BaseView& base, const floa
   // whatever the beam). They come from every node scored, so there can be
   // more of them than the beam. 2k rather than 4k below the beam: the same
   // recall on 1M x 128 L2 and 1% less at itopk 16 on the IP set, for
-  // 1.12-1.22x QPS at itopk 10-16, a better trade at every recall measured.
+  // 1.12-1.22x QPS at small beams (itopk 10-24), a better trade at every
+  // recall measured.
   const size_t rerank = std::max(2 * k, beam_size);
   const size_t width = params.search_width;
   const size_t top = layers_.size() - 1;
