@@ -19,9 +19,9 @@
 //      graph built the same way, until a layer has at most 256 nodes. The
 //      sample is spread, one node per neighbourhood first, so every region
 //      of the data has nodes above. A search scores all of the top layer's
-//      nodes, descends the layers with a small beam, and starts layer 0
-//      near the query. Every node is made reachable from the nodes of the
-//      layer above.
+//      nodes, descends the layers with a beam of a quarter of itopk (4 to
+//      32; 8 on the GPU), and starts layer 0 near the query. Every node is
+//      made reachable from the nodes of the layer above.
 //
 // Storage (shared with the CUDA search kernel, which reads it unchanged):
 // neighbours as a row-major n x degree uint32 matrix, a list ending early is
