@@ -251,14 +251,17 @@ constexpr uint32_t kGraphFormatVersion = 1;
 constexpr size_t kMaxEntryPoints = 256;
 constexpr size_t kLayerRatio = 16;
 // Beam width while descending the upper layers: a quarter of the layer-0
-// beam, from 4 to 32. With a small layer-0 beam the descent was most of a
-// query's work; a beam of 4 there raised QPS 1.14-1.18x at itopk 16 on both
-// benchmark sets for 0.1-0.5% of recall. At the top, a descent capped at 8
-// missed the region of one or two queries in 1,000 at any layer-0 beam, so
-// recall stopped at 0.998-0.999; a quarter of itopk up to 32 reaches
-// 0.9995-0.9999 from itopk 96, for 0.75-0.83x QPS there (0.89-0.99x at
-// itopk 48-64, itopk <= 32 unchanged).
-constexpr size_t kMinUpperBeam = 4, kMaxUpperBeam = 32;
+// beam, from 4 to 8, and up to 32 from a layer-0 beam of 96. With a small
+// layer-0 beam the descent was most of a query's work; a beam of 4 there
+// raised QPS 1.14-1.18x at itopk 16 on both benchmark sets for 0.1-0.5% of
+// recall. At the top, a descent capped at 8 missed the region of one or two
+// queries in 1,000 at any layer-0 beam, so recall stopped at 0.998-0.999;
+// a quarter of itopk up to 32 reaches 0.9995-0.9999 from itopk 96 (for
+// 0.75-0.83x QPS there). Below 96 the wide descent bought at most 0.001 of
+// recall for 0.89-0.99x QPS (at itopk 48 and 64, where the recall-0.99
+// points lie), so there the cap stays 8.
+constexpr size_t kMinUpperBeam = 4, kNarrowUpperBeam = 8, kMaxUpperBeam = 32;
+constexpr size_t kWideDescentFromBeam = 96;
 constexpr size_t kKnnClusterSize = 1024;  // target points per k-means cluster in the kNN build
 
 int ThreadsFor(const Resources& res) { return res.num_threads > 0 ? res.num_threads : omp_get_max_threads(); }
@@ -805,7 +808,8 @@ Status GraphIndex::Search(const Resources& res, const BaseView& base, const floa
     std::vector<int64_t> kept_rows(rerank);
     std::vector<uint32_t> batch(width * degree_);
     std::vector<std::pair<float, int64_t>> exact;
-    const size_t upper_beam = std::clamp(beam_size / 4, kMinUpperBeam, kMaxUpperBeam);
+    const size_t upper_beam = std::clamp(beam_size / 4, kMinUpperBeam,
+                                         beam_size >= kWideDescentFromBeam ? kMaxUpperBeam : kNarrowUpperBeam);
     Beam beam(beam_size), upper(upper_beam), next_upper(upper_beam);
 #pragma omp for schedule(dynamic, 1)
     for (size_t qi = 0; qi < nq; ++qi) {
