@@ -3,9 +3,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -55,6 +57,43 @@ inline double RecallAtK(const std::vector<int64_t>& got, const std::vector<int64
     }
   }
   return double(hit) / double(nq * k);
+}
+
+/// One point of a parameter sweep: a method at one setting.
+struct SweepPoint {
+  std::string method, param;
+  double recall = 0, qps = 0, p50_ms = 0, p95_ms = 0, p99_ms = 0;
+};
+
+/// A method's QPS at `recall`, read off its recall/QPS frontier (the points
+/// no other point of the method beats on both): log QPS interpolated linearly
+/// in recall between the frontier points either side of `recall`, or the
+/// first point above it when none lies below; 0 if no point reaches it.
+/// Taking the best point at or above `recall` instead made a ratio jump with
+/// where each method's parameter grid happened to fall.
+inline double QpsAtRecall(const std::vector<SweepPoint>& points, const std::string& method, double recall) {
+  std::vector<std::pair<double, double>> frontier;  // (recall, qps), recall ascending, qps descending
+  std::vector<std::pair<double, double>> mine;
+  for (const auto& p : points) {
+    if (p.method == method && p.qps > 0) mine.emplace_back(p.recall, p.qps);
+  }
+  std::sort(mine.begin(), mine.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second > b.second;
+  });
+  double best_qps = 0;  // over points of higher recall
+  for (const auto& [r, q] : mine) {
+    if (q > best_qps) frontier.emplace_back(r, q), best_qps = q;
+  }
+  std::reverse(frontier.begin(), frontier.end());
+  for (size_t i = 0; i < frontier.size(); ++i) {
+    const auto [r_hi, q_hi] = frontier[i];
+    if (r_hi < recall) continue;
+    if (i == 0 || r_hi == recall) return q_hi;
+    const auto [r_lo, q_lo] = frontier[i - 1];
+    const double t = (recall - r_lo) / (r_hi - r_lo);
+    return std::exp(std::log(q_lo) + t * (std::log(q_hi) - std::log(q_lo)));
+  }
+  return 0;
 }
 
 }  // namespace quiver::bench

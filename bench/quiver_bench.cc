@@ -69,9 +69,11 @@ namespace {
 
 using quiver::bench::Clock;
 using quiver::bench::Median;
+using quiver::bench::QpsAtRecall;
 using quiver::bench::RandomData;
 using quiver::bench::RecallAtK;
 using quiver::bench::Seconds;
+using quiver::bench::SweepPoint;
 
 // A quiverd Server in this process on ephemeral ports, for the gRPC numbers.
 class LocalServer {
@@ -477,11 +479,7 @@ GrpcSweep GrpcIvfSweep(const std::vector<float>& base, const std::vector<float>&
   return out;
 }
 
-// One point of a method's parameter sweep.
-struct SweepPoint {
-  std::string method, param;
-  double recall = 0, qps = 0, p50_ms = 0, p95_ms = 0, p99_ms = 0;
-};
+// One method's build in a sweep.
 struct MethodBuild {
   std::string method;
   double seconds = 0;
@@ -501,46 +499,62 @@ double PeakResidentMib() {
   return double(u.ru_maxrss) / 1024.0;
 }
 
+using SearchFn = std::function<void(const float* queries, size_t count, int64_t* rows)>;
+
+// One method at one setting, for MeasureInTurns.
+struct Contender {
+  std::string method, param;
+  SearchFn search;
+};
+
 // QPS over all queries in one call (median of `repeats` after a warm-up) and
-// single-query latency percentiles over the first 200 queries.
-template <typename SearchFn>
+// single-query latency percentiles over the first 200 queries, for each
+// contender. The contenders take turns in every round (the order reversed
+// from round to round), so a slow stretch of a shared machine falls on all
+// of them instead of on whichever ran then.
+std::vector<SweepPoint> MeasureInTurns(const std::vector<Contender>& contenders, const std::vector<float>& queries,
+                                       size_t nq, size_t dim, size_t k, int repeats,
+                                       const std::vector<int64_t>& truth) {
+  const size_t m = contenders.size();
+  std::vector<std::vector<int64_t>> rows(m, std::vector<int64_t>(nq * k));
+  std::vector<std::vector<double>> times(m);
+  for (int r = 0; r < repeats + 1; ++r) {
+    for (size_t turn = 0; turn < m; ++turn) {
+      const size_t c = r % 2 == 0 ? turn : m - 1 - turn;
+      const auto t0 = Clock::now();
+      contenders[c].search(queries.data(), nq, rows[c].data());
+      if (r > 0) times[c].push_back(Seconds(t0));
+    }
+  }
+  std::vector<SweepPoint> points;
+  for (size_t c = 0; c < m; ++c) {
+    SweepPoint p{contenders[c].method, contenders[c].param};
+    p.recall = RecallAtK(rows[c], truth, nq, k);
+    p.qps = double(nq) / Median(times[c]);
+    std::vector<double> lat;
+    for (size_t q = 0; q < std::min<size_t>(nq, 200); ++q) {
+      const auto t0 = Clock::now();
+      contenders[c].search(queries.data() + q * dim, 1, rows[c].data());
+      lat.push_back(Seconds(t0) * 1e3);
+    }
+    std::sort(lat.begin(), lat.end());
+    auto pct = [&](double f) { return lat[std::min(lat.size() - 1, static_cast<size_t>(f * double(lat.size())))]; };
+    p.p50_ms = pct(0.50);
+    p.p95_ms = pct(0.95);
+    p.p99_ms = pct(0.99);
+    std::printf("%-28s %-12s recall %.4f  QPS %9.0f  p50 %.3f ms  p99 %.3f ms\n", p.method.c_str(), p.param.c_str(),
+                p.recall, p.qps, p.p50_ms, p.p99_ms);
+    points.push_back(std::move(p));
+  }
+  return points;
+}
+
 SweepPoint Measure(const std::string& method, const std::string& param, SearchFn search,
                    const std::vector<float>& queries, size_t nq, size_t dim, size_t k, int repeats,
                    const std::vector<int64_t>& truth) {
-  std::vector<int64_t> rows(nq * k);
-  std::vector<double> times;
-  for (int r = 0; r < repeats + 1; ++r) {
-    const auto t0 = Clock::now();
-    search(queries.data(), nq, rows.data());
-    if (r > 0) times.push_back(Seconds(t0));
-  }
-  SweepPoint p{method, param};
-  p.recall = RecallAtK(rows, truth, nq, k);
-  p.qps = double(nq) / Median(times);
-  std::vector<double> lat;
-  for (size_t q = 0; q < std::min<size_t>(nq, 200); ++q) {
-    const auto t0 = Clock::now();
-    search(queries.data() + q * dim, 1, rows.data());
-    lat.push_back(Seconds(t0) * 1e3);
-  }
-  std::sort(lat.begin(), lat.end());
-  auto pct = [&](double f) { return lat[std::min(lat.size() - 1, static_cast<size_t>(f * double(lat.size())))]; };
-  p.p50_ms = pct(0.50);
-  p.p95_ms = pct(0.95);
-  p.p99_ms = pct(0.99);
-  std::printf("%-28s %-12s recall %.4f  QPS %9.0f  p50 %.3f ms  p99 %.3f ms\n", method.c_str(), param.c_str(),
-              p.recall, p.qps, p.p50_ms, p.p99_ms);
-  return p;
+  return MeasureInTurns({{method, param, std::move(search)}}, queries, nq, dim, k, repeats, truth).front();
 }
 
-// Best QPS among a method's points reaching `recall`, 0 if none does.
-double QpsAtRecall(const std::vector<SweepPoint>& points, const std::string& method, double recall) {
-  double best = 0;
-  for (const auto& p : points) {
-    if (p.method == method && p.recall >= recall) best = std::max(best, p.qps);
-  }
-  return best;
-}
 
 // `reference`: the method the last column divides by the others.
 void WriteSweep(const std::string& stem, size_t n, size_t dim, size_t k, int threads, const std::string& reference,
@@ -577,6 +591,8 @@ void WriteSweep(const std::string& stem, size_t n, size_t dim, size_t k, int thr
     std::printf("%-28s %8.2f %10.1f %10.0f %10.0f %10.0f %10.2f %10.2f\n", m.c_str(), build_s, mem, q90, q95, q99,
                 ratio95, ratio99);
   }
+  md << "\nQPS at a recall: log QPS interpolated in recall between the two nearest points of the method's "
+        "recall/QPS frontier.\n";
   md << "\nPeak resident memory of the whole run: " << long(PeakResidentMib()) << " MiB. Per-point data: " << stem
      << ".csv (p50/p95/p99 are single-query latencies).\n";
   std::printf("peak resident memory %.0f MiB; results in bench/results/%s.{csv,md}\n", PeakResidentMib(),
@@ -820,19 +836,21 @@ int RunGraph(size_t n, size_t nq, size_t dim, size_t k, size_t clusters, int thr
                 quiver_build / builds.back().seconds);
   }
   const quiver::kernels::BaseView view{base.data(), norms.data(), n, dim, nullptr};
-  const size_t beams[] = {10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384};
+  // Fine steps where the 0.95 and 0.99 points of both methods lie.
+  const size_t beams[] = {10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 128, 192, 256, 384};
   std::vector<SweepPoint> points;
   for (size_t beam : beams) {
     if (beam < k) continue;
-    auto quiver_search = [&](const float* q, size_t count, int64_t* out) {
-      (void)(*index)->Search(res, view, q, count, k, {.itopk = static_cast<uint32_t>(beam)}, out, scores.data());
-    };
-    points.push_back(Measure("quiver GRAPH", "itopk=" + std::to_string(beam), quiver_search, queries, nq, dim, k,
-                             repeats, truth));
+    std::vector<Contender> contenders = {
+        {"quiver GRAPH", "itopk=" + std::to_string(beam), [&, beam](const float* q, size_t count, int64_t* out) {
+           (void)(*index)->Search(res, view, q, count, k, {.itopk = static_cast<uint32_t>(beam)}, out, scores.data());
+         }}};
     if (hnsw != nullptr) {
-      auto hnsw_search = [&](const float* q, size_t count, int64_t* out) { hnsw->Search(q, count, k, beam, threads, out); };
-      points.push_back(Measure(hnsw_name, "ef=" + std::to_string(beam), hnsw_search, queries, nq, dim, k, repeats, truth));
+      contenders.push_back({hnsw_name, "ef=" + std::to_string(beam), [&, beam](const float* q, size_t count, int64_t* out) {
+                              hnsw->Search(q, count, k, beam, threads, out);
+                            }});
     }
+    for (auto& p : MeasureInTurns(contenders, queries, nq, dim, k, repeats, truth)) points.push_back(std::move(p));
   }
   WriteSweep("graph_" + metric_name, n, dim, k, threads, "quiver GRAPH", builds, points);
   return 0;
