@@ -50,6 +50,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/huge_pages.h"
 #include "common/status.h"
 #include "kernels/flat_search.h"
 #include "kernels/vector_index.h"
@@ -120,7 +121,7 @@ class GraphIndex final : public VectorIndex {
   struct Layer {
     std::vector<uint32_t> rows;   // row of each node; empty in layer 0 (node = row)
     std::vector<uint32_t> down;   // each node's index in the layer below; empty in layer 0
-    std::vector<uint32_t> graph;  // size x degree, indices within this layer, kNoEdge-padded
+    HugePageVector<uint32_t> graph;  // size x degree, indices within this layer, kNoEdge-padded
     /// Nodes no path from the layer above reaches (normally none): searches
     /// of this layer start from them too.
     std::vector<uint32_t> extra_seeds;
@@ -143,7 +144,7 @@ class GraphIndex final : public VectorIndex {
   std::vector<uint32_t> entries_;  // rows of the top layer's nodes
   std::vector<float> offset_;      // per dimension: value of code 0
   std::vector<float> scale_;       // per dimension: value step per code, > 0
-  std::vector<uint8_t> codes_;     // n x dim
+  HugePageVector<uint8_t> codes_;  // n x dim
   std::vector<uint8_t> entry_codes_;  // entries x dim, copied from codes_
 };
 

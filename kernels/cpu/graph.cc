@@ -465,7 +465,7 @@ std::vector<uint32_t> MergeReverseEdges(const Resources& res, const std::vector<
 }
 
 // Marks every node reachable from `from` (breadth first).
-void MarkReachable(const std::vector<uint32_t>& graph, size_t degree, const std::vector<uint32_t>& from,
+void MarkReachable(const HugePageVector<uint32_t>& graph, size_t degree, const std::vector<uint32_t>& from,
                    std::vector<uint8_t>* reached) {
   std::vector<uint32_t> queue;
   for (uint32_t e : from) {
@@ -490,7 +490,7 @@ void MarkReachable(const std::vector<uint32_t>& graph, size_t degree, const std:
 // whose target has other in-edges. Replacing can cut another path, so this
 // re-checks; whatever is still unreached after a few rounds goes to
 // `extra_seeds`, which the search starts from as well (normally none).
-void ConnectUnreachable(std::vector<uint32_t>* graph, size_t n, size_t degree, const std::vector<uint32_t>& knn_graph,
+void ConnectUnreachable(HugePageVector<uint32_t>* graph, size_t n, size_t degree, const std::vector<uint32_t>& knn_graph,
                         size_t knn, const std::vector<uint32_t>& entries, std::vector<uint32_t>* extra_seeds) {
   for (int round = 0; round < 4; ++round) {
     std::vector<uint8_t> reached(n, 0);
@@ -603,7 +603,7 @@ std::vector<uint32_t> SpreadSample(const std::vector<uint32_t>& knn_graph, size_
 // One layer's graph over `data` (m rows): kNN graph, pruning (rank-based for
 // layer 0, by diversity above), reverse edges.
 Status BuildLayerGraph(const Resources& res, Metric metric, const float* data, size_t m, size_t dim,
-                       const GraphBuildParams& params, bool upper, std::vector<uint32_t>* graph,
+                       const GraphBuildParams& params, bool upper, HugePageVector<uint32_t>* graph,
                        std::vector<uint32_t>* knn_graph, size_t* knn) {
   const size_t degree = params.degree;
   *knn = std::max<size_t>(degree, params.intermediate_degree != 0 ? params.intermediate_degree : 2 * degree);
@@ -622,7 +622,8 @@ Status BuildLayerGraph(const Resources& res, Metric metric, const float* data, s
   } else {
     pruned = PruneByDetours(cpu, *knn_graph, m, *knn, degree);
   }
-  *graph = MergeReverseEdges(cpu, pruned, m, degree);
+  const std::vector<uint32_t> merged = MergeReverseEdges(cpu, pruned, m, degree);
+  graph->assign(merged.begin(), merged.end());
   return Status::Ok();
 }
 

@@ -18,8 +18,8 @@ void Put(std::string* out, const T& v) {
   out->append(reinterpret_cast<const char*>(&v), sizeof v);
 }
 
-template <typename T>
-void PutArray(std::string* out, const std::vector<T>& v) {
+template <typename T, typename Alloc>
+void PutArray(std::string* out, const std::vector<T, Alloc>& v) {
   if (v.empty()) return;  // data() may be null
   out->append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
 }
@@ -39,8 +39,8 @@ class Reader {
     pos_ += sizeof(T);
     return Status::Ok();
   }
-  template <typename T>
-  Status GetArray(std::vector<T>* v, size_t count, const char* field) {
+  template <typename T, typename Alloc>
+  Status GetArray(std::vector<T, Alloc>* v, size_t count, const char* field) {
     if (count > left() / sizeof(T)) return Truncated(field);
     v->resize(count);
     if (count == 0) return Status::Ok();  // memcpy must not see an empty vector's null data()
