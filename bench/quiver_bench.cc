@@ -799,8 +799,10 @@ SyntheticSet MakeSyntheticSet(const quiver::kernels::Resources& res, size_t n, s
 
 // GRAPH against hnswlib (M=32, ef_construction=200, -march=native) on the same
 // data, same threads, sweeps interleaved point by point.
+// `index_file`: where a built GRAPH index is kept between runs of the same
+// data and settings (not kept when empty).
 int RunGraph(size_t n, size_t nq, size_t dim, size_t k, size_t clusters, int threads, int repeats,
-             const std::string& metric_name, uint32_t degree, bool with_hnsw) {
+             const std::string& metric_name, uint32_t degree, bool with_hnsw, const std::string& index_file) {
   using quiver::kernels::Metric;
   const bool ip = metric_name == "ip";
   if (!ip && metric_name != "l2") {
@@ -817,14 +819,30 @@ int RunGraph(size_t n, size_t nq, size_t dim, size_t k, size_t clusters, int thr
   std::vector<float> scores(nq * k);
 
   auto t0 = Clock::now();
-  auto index = quiver::kernels::GraphIndex::Build(res, metric, base.data(), n, dim, {.degree = degree});
+  quiver::Result<std::unique_ptr<quiver::kernels::GraphIndex>> index = quiver::Status::NotFound("not built");
+  const bool load = !index_file.empty() && std::filesystem::exists(index_file);
+  if (load) {
+    std::ifstream f(index_file, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    index = quiver::kernels::GraphIndex::Deserialize(bytes, index_file);
+    if (index.ok() && ((*index)->size() != n || (*index)->dim() != dim || (*index)->metric() != metric ||
+                       (*index)->degree() != degree)) {
+      index = quiver::Status::InvalidArgument(index_file + " holds an index of other data or settings");
+    }
+  } else {
+    index = quiver::kernels::GraphIndex::Build(res, metric, base.data(), n, dim, {.degree = degree});
+  }
   const double quiver_build = Seconds(t0);
   if (!index.ok()) {
     std::fprintf(stderr, "build: %s\n", index.status().ToString().c_str());
     return 1;
   }
-  std::printf("build: quiver GRAPH %.2f s\n", quiver_build);
-  std::vector<MethodBuild> builds = {{"quiver GRAPH", quiver_build, (*index)->MemoryBytes() / 1048576.0}};
+  if (!load && !index_file.empty()) {
+    std::ofstream(index_file, std::ios::binary) << (*index)->Serialize();
+  }
+  std::printf("build: quiver GRAPH %.2f s%s\n", quiver_build, load ? " (loaded from the index file: not a build time)" : "");
+  // A loaded index has no build time (0 in the table).
+  std::vector<MethodBuild> builds = {{"quiver GRAPH", load ? 0.0 : quiver_build, (*index)->MemoryBytes() / 1048576.0}};
   std::unique_ptr<quiver::bench::Hnswlib> hnsw;
   const std::string hnsw_name = std::string("hnswlib (") + quiver::bench::Hnswlib::SimdName() + ")";
   if (with_hnsw) {
@@ -1478,6 +1496,10 @@ int main(int argc, char** argv) {
   graph->add_option("--threads", threads, "threads for every method")->capture_default_str();
   graph->add_option("--repeats", repeats, "timed rounds (median reported)")->capture_default_str();
   graph->add_flag("--no-hnsw", graph_no_hnsw, "skip hnswlib");
+  std::string graph_index_file;
+  graph->add_option("--index-file", graph_index_file,
+                    "load the GRAPH index from this file if it exists (same data and settings), else build it and "
+                    "save it there");
   uint32_t pq_dim = 0, pq_bits = 8, refine = 8;
   std::string pq_metric = "l2";
   auto* pq = app.add_subcommand("pq", "IVF_PQ vs IVF_FLAT nprobe sweep (same nlist): recall, QPS, memory per vector");
@@ -1500,7 +1522,7 @@ int main(int argc, char** argv) {
     return RunPq(n, nq, dim, k, nlist, clusters, threads, repeats, pq_metric, pq_dim, pq_bits, refine);
   }
   if (graph->parsed()) {
-    return RunGraph(n, nq, dim, k, clusters, threads, repeats, graph_metric, degree, !graph_no_hnsw);
+    return RunGraph(n, nq, dim, k, clusters, threads, repeats, graph_metric, degree, !graph_no_hnsw, graph_index_file);
   }
   if (filter->parsed()) return RunFilter(n, nq, dim, k, clusters, buckets, threads);
   if (cluster->parsed()) return RunCluster(quiverd, cluster_rounds, clients, batch, dim, total, failovers);
