@@ -15,6 +15,11 @@
 
 namespace quiver::kernels {
 
+/// While scoring the i-th candidate, RerankExact fetches the vector of the
+/// (i + kRerankPrefetchAhead)-th: the candidates are scattered rows, each a
+/// cache miss (1.00-1.04x GRAPH QPS on 1M x 128 L2, interleaved A/B).
+inline constexpr size_t kRerankPrefetchAhead = 2;
+
 /// 1/|q| for cosine (0 for a zero query); 1 otherwise.
 inline float CosineInvNorm(Metric metric, const float* q, size_t dim) {
   if (metric != Metric::kCosine) return 1.0f;
@@ -30,7 +35,15 @@ inline void RerankExact(Metric metric, const BaseView& base, const float* query,
                         std::vector<std::pair<float, int64_t>>* scratch) {
   const DistanceFns& fns = ActiveDistanceFns();
   scratch->clear();
-  for (size_t i = 0; i < count && cand[i] >= 0; ++i) {
+  size_t n = 0;
+  while (n < count && cand[n] >= 0) ++n;
+  auto prefetch = [&](size_t i) {
+    const char* x = reinterpret_cast<const char*>(base.vectors + static_cast<size_t>(cand[i]) * base.dim);
+    for (size_t b = 0; b < base.dim * sizeof(float); b += 64) __builtin_prefetch(x + b, 0, 3);
+  };
+  for (size_t i = 0; i < std::min(n, kRerankPrefetchAhead); ++i) prefetch(i);
+  for (size_t i = 0; i < n; ++i) {
+    if (i + kRerankPrefetchAhead < n) prefetch(i + kRerankPrefetchAhead);
     const float* x = base.vectors + static_cast<size_t>(cand[i]) * base.dim;
     float key = kInf;
     switch (metric) {
