@@ -555,7 +555,6 @@ SweepPoint Measure(const std::string& method, const std::string& param, SearchFn
   return MeasureInTurns({{method, param, std::move(search)}}, queries, nq, dim, k, repeats, truth).front();
 }
 
-
 // `reference`: the method the last column divides by the others.
 void WriteSweep(const std::string& stem, size_t n, size_t dim, size_t k, int threads, const std::string& reference,
                 const std::vector<MethodBuild>& builds, const std::vector<SweepPoint>& points) {
@@ -798,7 +797,7 @@ SyntheticSet MakeSyntheticSet(const quiver::kernels::Resources& res, size_t n, s
 }
 
 // GRAPH against hnswlib (M=32, ef_construction=200, -march=native) on the same
-// data, same threads, sweeps interleaved point by point.
+// data, same threads, the two taking turns in every timing round.
 // `index_file`: where a built GRAPH index is kept between runs of the same
 // data and settings (not kept when empty).
 int RunGraph(size_t n, size_t nq, size_t dim, size_t k, size_t clusters, int threads, int repeats,
