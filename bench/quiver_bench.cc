@@ -849,8 +849,12 @@ int RunGraph(size_t n, size_t nq, size_t dim, size_t k, size_t clusters, int thr
     const size_t rss0 = ResidentBytes();
     hnsw = std::make_unique<quiver::bench::Hnswlib>(base.data(), n, dim, 32, 200, threads, ip);
     builds.push_back({hnsw_name, Seconds(t0), double(ResidentBytes() - std::min(rss0, ResidentBytes())) / 1048576.0});
-    std::printf("build: hnswlib M=32 efC=200 %.2f s (quiver/hnswlib build time %.2f)\n", builds.back().seconds,
-                quiver_build / builds.back().seconds);
+    if (load) {
+      std::printf("build: hnswlib M=32 efC=200 %.2f s\n", builds.back().seconds);
+    } else {
+      std::printf("build: hnswlib M=32 efC=200 %.2f s (quiver/hnswlib build time %.2f)\n", builds.back().seconds,
+                  quiver_build / builds.back().seconds);
+    }
   }
   const quiver::kernels::BaseView view{base.data(), norms.data(), n, dim, nullptr};
   // Fine steps where the 0.95 and 0.99 points of both methods lie.
