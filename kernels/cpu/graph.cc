@@ -465,8 +465,8 @@ std::vector<uint32_t> PruneByDetours(const Resources& res, const std::vector<uin
 // Final lists: the first degree/2 pruned edges, then reverse edges (in the
 // order of the rank they have in the pruned lists), then the remaining pruned
 // edges, without repeats.
-std::vector<uint32_t> MergeReverseEdges(const Resources& res, const std::vector<uint32_t>& pruned, size_t n,
-                                        size_t degree) {
+HugePageVector<uint32_t> MergeReverseEdges(const Resources& res, const std::vector<uint32_t>& pruned, size_t n,
+                                           size_t degree) {
   std::vector<uint32_t> reverse(n * degree, kNoEdge);
   std::vector<uint32_t> reverse_count(n, 0);
   for (size_t rank = 0; rank < degree; ++rank) {  // sequential: deterministic
@@ -475,7 +475,7 @@ std::vector<uint32_t> MergeReverseEdges(const Resources& res, const std::vector<
       if (b != kNoEdge && reverse_count[b] < degree) reverse[size_t{b} * degree + reverse_count[b]++] = static_cast<uint32_t>(a);
     }
   }
-  std::vector<uint32_t> out(n * degree, kNoEdge);
+  HugePageVector<uint32_t> out(n * degree, kNoEdge);
   const size_t protect = degree / 2;
   const int threads = ThreadsFor(res);
 #pragma omp parallel for schedule(static) num_threads(threads)
@@ -656,8 +656,7 @@ Status BuildLayerGraph(const Resources& res, Metric metric, const float* data, s
   } else {
     pruned = PruneByDetours(cpu, *knn_graph, m, *knn, degree);
   }
-  const std::vector<uint32_t> merged = MergeReverseEdges(cpu, pruned, m, degree);
-  graph->assign(merged.begin(), merged.end());
+  *graph = MergeReverseEdges(cpu, pruned, m, degree);
   return Status::Ok();
 }
 
