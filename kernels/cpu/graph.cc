@@ -192,11 +192,7 @@ class CodeKeys {
 inline void Prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
 
 // Every cache line of one node's code (a code of 384 dimensions spans six).
-inline void PrefetchCode(const uint8_t* code, size_t dim) {
-  const uintptr_t first = reinterpret_cast<uintptr_t>(code) & ~uintptr_t{63};
-  const uintptr_t last = reinterpret_cast<uintptr_t>(code + dim - 1);
-  for (uintptr_t line = first; line <= last; line += 64) Prefetch(reinterpret_cast<const void*>(line));
-}
+inline void PrefetchCode(const uint8_t* code, size_t dim) { PrefetchBytes(code, dim); }
 // While scoring the i-th new neighbour of a step, the code of the
 // (i + kPrefetchAhead)-th is fetched. Fetching all of a step's codes at once
 // (up to 32 x 6 lines) stalled on the core's outstanding-miss limit: 1.05-1.10x

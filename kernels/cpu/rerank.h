@@ -15,6 +15,15 @@
 
 namespace quiver::kernels {
 
+/// Prefetches every cache line of [p, p + bytes) for reading, into all cache
+/// levels: a vector or code at a random row spans several lines, and a
+/// scattered row is a cache miss each time (bytes > 0).
+inline void PrefetchBytes(const void* p, size_t bytes) {
+  const uintptr_t first = reinterpret_cast<uintptr_t>(p) & ~uintptr_t{63};
+  const uintptr_t last = reinterpret_cast<uintptr_t>(p) + bytes - 1;
+  for (uintptr_t line = first; line <= last; line += 64) __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 3);
+}
+
 /// While scoring the i-th candidate, RerankExact fetches the vector of the
 /// (i + kRerankPrefetchAhead)-th: the candidates are scattered rows, each a
 /// cache miss (1.00-1.04x GRAPH QPS on 1M x 128 L2, interleaved A/B).
@@ -38,8 +47,7 @@ inline void RerankExact(Metric metric, const BaseView& base, const float* query,
   size_t n = 0;
   while (n < count && cand[n] >= 0) ++n;
   auto prefetch = [&](size_t i) {
-    const char* x = reinterpret_cast<const char*>(base.vectors + static_cast<size_t>(cand[i]) * base.dim);
-    for (size_t b = 0; b < base.dim * sizeof(float); b += 64) __builtin_prefetch(x + b, 0, 3);
+    PrefetchBytes(base.vectors + static_cast<size_t>(cand[i]) * base.dim, base.dim * sizeof(float));
   };
   for (size_t i = 0; i < std::min(n, kRerankPrefetchAhead); ++i) prefetch(i);
   for (size_t i = 0; i < n; ++i) {
