@@ -131,7 +131,14 @@ Status SearchInto(const ApiContext& ctx, const engine::Collection& coll, const s
   options.with_payload = with_payload;
   options.with_vector = with_vector;
   options.filter = filter;
-  QUIVER_RETURN_IF_ERROR(ctx.batcher->Search(coll, queries.data(), nq, k, options, resources, &hits));
+  if (filter == nullptr && !coll.GainsFromBatching()) {
+    // A CPU index searches query by query: the call's queries go to the
+    // node's shared search threads in chunks, so a core that one call leaves
+    // idle serves another's (engine/search_pool.h).
+    QUIVER_RETURN_IF_ERROR(ctx.search_pool->Search(coll, queries.data(), nq, k, options, &hits));
+  } else {
+    QUIVER_RETURN_IF_ERROR(ctx.batcher->Search(coll, queries.data(), nq, k, options, resources, &hits));
+  }
   for (size_t q = 0; q < nq; ++q) {
     quiver::v1::SearchResponse* resp = out(q);
     resp->mutable_hits()->Reserve(static_cast<int>(hits[q].size()));

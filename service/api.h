@@ -7,6 +7,7 @@
 
 #include "engine/engine.h"
 #include "engine/search_batcher.h"
+#include "engine/search_pool.h"
 #include "quiver/v1/cluster.grpc.pb.h"
 #include "quiver/v1/collections.grpc.pb.h"
 #include "quiver/v1/points.grpc.pb.h"
@@ -22,6 +23,7 @@ struct ApiContext {
   replication::Replicator* replicator;
   Metrics* metrics;
   engine::SearchBatcher* batcher;  // groups concurrent compatible searches
+  engine::SearchPool* search_pool;  // runs unbatched unfiltered CPU searches
 };
 
 class CollectionsApi final : public quiver::v1::Collections::Service {

@@ -97,7 +97,9 @@ struct ServerConfig {
   /// Env: QUIVER_GRPC_MAX_THREADS.
   uint32_t grpc_max_threads = 256;
   /// CPU threads for searches: a lone call uses them all, N concurrent calls
-  /// get 1/N each (at least 1); 0 = all cores. Default: 0.
+  /// get 1/N each (at least 1); unfiltered searches of an IVF_FLAT, IVF_PQ or
+  /// GRAPH collection served by the CPU instead share one pool of this many
+  /// threads (engine/search_pool.h); 0 = all cores. Default: 0.
   /// Env: QUIVER_SEARCH_THREADS.
   uint32_t search_threads = 0;
   /// Most queries one batched search holds: concurrent unfiltered searches of

@@ -35,6 +35,7 @@ struct Server::State {
   std::unique_ptr<engine::Engine> engine;
   std::shared_ptr<engine::GpuExecutor> gpu;  // null: CPU only
   std::unique_ptr<engine::SearchBatcher> batcher;
+  std::unique_ptr<engine::SearchPool> search_pool;
   PeerFaults peer_faults;  // fault_injection only
   std::unique_ptr<PeerClient> peer_client;
   std::unique_ptr<replication::RaftReplicator> replicator;
@@ -422,6 +423,8 @@ Status Server::Start() {
   QUIVER_ASSIGN_OR_RETURN(s.engine, engine::Engine::Open(s.db.get(), engine_options, &stop_));
   s.batcher = std::make_unique<engine::SearchBatcher>(
       engine::SearchBatcherOptions{config_.search_batch_max_queries, config_.search_batch_max_wait_us});
+  s.search_pool = std::make_unique<engine::SearchPool>(
+      config_.search_threads != 0 ? config_.search_threads : std::max(1u, std::thread::hardware_concurrency()));
   replication::RaftReplicatorOptions raft_options;
   raft_options.node_id = config_.node_id;
   raft_options.tick_interval = std::chrono::milliseconds(config_.raft_tick_ms);
@@ -478,7 +481,7 @@ Status Server::Start() {
                  s.replicator->GetGroupStatus().conf.voters.size(), s.peer_port);
   }
 
-  ApiContext ctx{&config_, s.engine.get(), s.replicator.get(), &s.metrics, s.batcher.get()};
+  ApiContext ctx{&config_, s.engine.get(), s.replicator.get(), &s.metrics, s.batcher.get(), s.search_pool.get()};
   s.collections_api = std::make_unique<CollectionsApi>(ctx);
   s.points_api = std::make_unique<PointsApi>(ctx);
   s.cluster_api = std::make_unique<ClusterApi>(ctx, s.replicator.get(), s.peer_client.get());

@@ -12,6 +12,7 @@
 #include "common/encoding.h"
 #include "engine/engine.h"
 #include "engine/search_batcher.h"
+#include "engine/search_pool.h"
 #include "engine/validation.h"
 #include "quiver/internal/v1/wal.pb.h"
 #include "test_util.h"
@@ -575,6 +576,88 @@ TEST_F(EngineTest, BatchedSearchesReturnEachCallsOwnResults) {
   EXPECT_EQ(mismatches.load(), 0u);
   const size_t filtered = (threads * calls_per_thread + 10) / 11;
   EXPECT_EQ(batcher.stats().calls, threads * calls_per_thread - filtered) << "every unfiltered call went through a batch";
+}
+
+// The shared search threads: every task of every concurrent Run runs exactly
+// once, on the pool's threads, before its Run returns.
+TEST(SearchPool, RunsEveryTaskOfConcurrentCallsExactlyOnce) {
+  SearchPool pool(3);
+  const size_t callers = 6, runs = 50, tasks = 37;
+  std::vector<std::atomic<int>> count(callers * runs * tasks);
+  std::atomic<size_t> on_caller_thread{0};
+  std::vector<std::thread> threads;
+  for (size_t c = 0; c < callers; ++c) {
+    threads.emplace_back([&, c] {
+      for (size_t r = 0; r < runs; ++r) {
+        const size_t base = (c * runs + r) * tasks;
+        const auto caller = std::this_thread::get_id();
+        pool.Run(tasks, [&](size_t i) {
+          count[base + i]++;
+          if (std::this_thread::get_id() == caller) ++on_caller_thread;
+        });
+        for (size_t i = 0; i < tasks; ++i) ASSERT_EQ(count[base + i].load(), 1) << "run " << r << " task " << i;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(on_caller_thread.load(), 0u);
+  pool.Run(0, [](size_t) { FAIL() << "no task to run"; });
+}
+
+TEST(SearchPool, ChunksHoldSixteenQueriesWhereEveryThreadStillGetsOne) {
+  SearchPool two(2);
+  EXPECT_EQ(two.ChunkQueries(1), 1u);
+  EXPECT_EQ(two.ChunkQueries(10), 5u);    // 16 would leave a thread idle
+  EXPECT_EQ(two.ChunkQueries(100), 16u);  // 7 chunks
+  EXPECT_EQ(two.ChunkQueries(1000), 125u);  // four chunks per thread
+  SearchPool one(0);                        // at least one thread
+  EXPECT_EQ(one.threads(), 1u);
+  EXPECT_EQ(one.ChunkQueries(100), 25u);
+}
+
+// A call split into chunks gets what one search of all its queries returns,
+// in order, for IVF_FLAT segments searched alongside the growing one, while
+// other threads search through the same pool.
+TEST_F(EngineTest, SearchPoolReturnsWhatOneSearchOfTheWholeCallReturns) {
+  const uint32_t dim = 8;
+  const size_t n = 3050;  // three sealed segments and 50 growing points
+  Apply({Entry(1, CreateSegmented("c", dim, quiver::v1::L2, quiver::v1::IVF_FLAT, 1000, 16))});
+  std::vector<uint64_t> ids(n);
+  for (uint64_t i = 0; i < n; ++i) ids[i] = i;
+  Apply({Entry(2, UpsertVectors("c", dim, ids, quiver::testing::RandomVectors(n, dim, 5)))});
+  ASSERT_TRUE(engine_->WaitForBackgroundWork(std::chrono::seconds(60)));
+  auto coll = *engine_->Find("c");
+  SearchPool pool(2);
+  const auto queries = quiver::testing::RandomVectors(300, dim, 6);
+  std::atomic<size_t> mismatches{0}, failures{0};
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (size_t nq : {1, 2, 15, 17, 100, 300}) {
+        SearchOptions options;
+        options.nprobe = static_cast<uint32_t>(1 + t);
+        std::vector<std::vector<Hit>> got, want;
+        if (!pool.Search(*coll, queries.data(), nq, 7, options, &got).ok() ||
+            !coll->Search({1, nullptr}, queries.data(), nq, 7, options, &want).ok()) {
+          ++failures;
+          continue;
+        }
+        if (got.size() != nq || want.size() != nq) {
+          ++mismatches;
+          continue;
+        }
+        for (size_t q = 0; q < nq; ++q) {
+          if (got[q].size() != want[q].size()) ++mismatches;
+          for (size_t r = 0; r < std::min(got[q].size(), want[q].size()); ++r) {
+            if (got[q][r].id != want[q][r].id || got[q][r].score != want[q][r].score) ++mismatches;
+          }
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0u);
+  EXPECT_EQ(mismatches.load(), 0u);
 }
 
 // While another search is running (a filtered call, held inside its resources
