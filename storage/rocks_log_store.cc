@@ -51,6 +51,7 @@ Result<std::unique_ptr<RocksLogStore>> RocksLogStore::Open(Db* db) {
     rocksdb::Status is = it->status();
     return FromRocks(&is, "scanning log");
   }
+  store->terms_first_ = store->last_index_ + 1;
   return store;
 }
 
@@ -67,7 +68,17 @@ Status RocksLogStore::Append(std::span<const LogEntry> entries, const HardState*
   wo.sync = true;  // acknowledged means durable
   rocksdb::Status s = db_->raw()->Write(wo, &batch);
   if (!s.ok()) return FromRocks(&s, "appending to log");
-  if (!entries.empty()) last_index_ = entries.back().index;
+  if (!entries.empty()) {
+    const uint64_t first = entries.front().index;
+    if (first < terms_first_) {
+      terms_.clear();  // rewrites entries from before the restart
+      terms_first_ = first;
+    } else {
+      terms_.resize(first - terms_first_);  // drops a replaced suffix
+    }
+    for (const LogEntry& e : entries) terms_.push_back(e.term);
+    last_index_ = entries.back().index;
+  }
   if (hard_state != nullptr) hard_state_ = *hard_state;
   return Status::Ok();
 }
@@ -98,13 +109,18 @@ Result<LogEntry> RocksLogStore::ReadEntry(uint64_t index) const {
   return DecodeLogEntry(key, index, value);
 }
 
+Result<uint64_t> RocksLogStore::TermLocked(uint64_t index) const {
+  if (index >= terms_first_ && index - terms_first_ < terms_.size()) return terms_[index - terms_first_];
+  QUIVER_ASSIGN_OR_RETURN(LogEntry e, ReadEntry(index));
+  return e.term;
+}
+
 Result<uint64_t> RocksLogStore::Term(uint64_t index) const {
   std::lock_guard lock(mu_);
   if (index == compacted_index_) return compacted_term_;
   if (index < compacted_index_) return Status::OutOfRange("log index " + std::to_string(index) + " is compacted");
   if (index > last_index_) return Status::OutOfRange("log index " + std::to_string(index) + " is beyond the last entry");
-  QUIVER_ASSIGN_OR_RETURN(LogEntry e, ReadEntry(index));
-  return e.term;
+  return TermLocked(index);
 }
 
 Result<std::vector<LogEntry>> RocksLogStore::Entries(uint64_t lo, uint64_t hi, uint64_t max_bytes) const {
@@ -150,16 +166,20 @@ Status RocksLogStore::CompactTo(uint64_t index) {
   std::lock_guard lock(mu_);
   if (index <= compacted_index_) return Status::Ok();
   if (index > last_index_) return Status::OutOfRange("cannot compact past the last entry " + std::to_string(last_index_));
-  QUIVER_ASSIGN_OR_RETURN(LogEntry e, ReadEntry(index));
+  QUIVER_ASSIGN_OR_RETURN(const uint64_t term, TermLocked(index));
   rocksdb::WriteBatch batch;
-  batch.Put(db_->meta(), std::string(kLogCompactedKey), EncodeU64Pair(index, e.term));
+  batch.Put(db_->meta(), std::string(kLogCompactedKey), EncodeU64Pair(index, term));
   batch.DeleteRange(db_->log(), LogKey(compacted_index_ + 1), LogKey(index + 1));
   // Not synced: the WAL is ordered, so this write becomes durable only after
   // the applies it follows, and losing it merely keeps entries longer.
   rocksdb::Status s = db_->raw()->Write(rocksdb::WriteOptions(), &batch);
   if (!s.ok()) return FromRocks(&s, "compacting log");
   compacted_index_ = index;
-  compacted_term_ = e.term;
+  compacted_term_ = term;
+  while (!terms_.empty() && terms_first_ <= index) {
+    terms_.pop_front();
+    ++terms_first_;
+  }
   return Status::Ok();
 }
 
@@ -178,6 +198,8 @@ Status RocksLogStore::ResetToSnapshot(uint64_t index, uint64_t term, const HardS
   compacted_index_ = index;
   compacted_term_ = term;
   last_index_ = index;
+  terms_.clear();
+  terms_first_ = index + 1;
   hard_state_ = hard_state;
   return Status::Ok();
 }

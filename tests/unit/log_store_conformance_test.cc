@@ -142,6 +142,44 @@ TYPED_TEST(LogStoreConformance, CompactionKeepsTermOfCompactionPoint) {
   EXPECT_EQ(*s->Term(6), 4u);
 }
 
+// Terms as Raft asks for them, through restarts, replaced suffixes (of
+// entries written before and after a restart) and compaction: the RocksDB
+// store answers recent terms from memory and older ones from disk.
+TYPED_TEST(LogStoreConformance, TermsStayRightAcrossReopenReplacementAndCompaction) {
+  LogStore* s = this->factory.get();
+  ASSERT_TRUE(s->Append(Make(1, 10, 1), nullptr).ok());
+  s = this->factory.Reopen();
+  ASSERT_TRUE(s->Append(Make(6, 8, 2), nullptr).ok());  // replaces entries from before the restart
+  EXPECT_EQ(*s->Term(5), 1u);
+  for (uint64_t i = 6; i <= 8; ++i) EXPECT_EQ(*s->Term(i), 2u) << i;
+  EXPECT_EQ(s->Term(9).status().code(), StatusCode::kOutOfRange);
+  ASSERT_TRUE(s->Append(Make(9, 12, 2), nullptr).ok());
+  ASSERT_TRUE(s->Append(Make(10, 10, 3), nullptr).ok());  // replaces entries from this run
+  EXPECT_EQ(*s->Term(9), 2u);
+  EXPECT_EQ(*s->Term(10), 3u);
+  EXPECT_EQ(s->Term(11).status().code(), StatusCode::kOutOfRange);
+  ASSERT_TRUE(s->CompactTo(7).ok());
+  EXPECT_EQ(*s->Term(7), 2u);
+  EXPECT_EQ(*s->Term(8), 2u);
+  EXPECT_EQ(s->Term(6).status().code(), StatusCode::kOutOfRange);
+  s = this->factory.Reopen();
+  EXPECT_EQ(*s->Term(7), 2u);
+  EXPECT_EQ(*s->Term(9), 2u);
+  EXPECT_EQ(*s->Term(10), 3u);
+  // Everything compacted, then a restart with an empty log, then new entries.
+  ASSERT_TRUE(s->CompactTo(10).ok());
+  s = this->factory.Reopen();
+  EXPECT_EQ(*s->Term(10), 3u);
+  ASSERT_TRUE(s->Append(Make(11, 12, 4), nullptr).ok());
+  EXPECT_EQ(*s->Term(11), 4u);
+  EXPECT_EQ(*s->Term(12), 4u);
+  ASSERT_TRUE(s->CompactTo(11).ok());
+  EXPECT_EQ(*s->Term(12), 4u);
+  ASSERT_TRUE(s->Append(Make(13, 13, 5), nullptr).ok());
+  EXPECT_EQ(*s->Term(13), 5u);
+  EXPECT_EQ(s->Entries(12, 14, UINT64_MAX)->size(), 2u);
+}
+
 TYPED_TEST(LogStoreConformance, HardStateAloneIsStored) {
   LogStore* s = this->factory.get();
   HardState hs{7, 3, 0};
