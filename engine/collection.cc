@@ -89,7 +89,11 @@ void Collection::Reserve(size_t extra) {
   growing_.sq_norms.reserve(want);
   growing_.ids.reserve(want);
   growing_.payloads.reserve(want);
-  where_.reserve(where_.size() + extra);
+  // Geometrically too: reserve(size + extra) on every batch rehashed the
+  // whole id map each time the bucket count's next prime moved.
+  if (double(where_.size() + extra) > double(where_.bucket_count()) * where_.max_load_factor()) {
+    where_.reserve(std::max(where_.size() + extra, 2 * where_.size()));
+  }
 }
 
 Collection::WriteEffect Collection::Upsert(uint64_t id, const float* vector, std::string payload) {
