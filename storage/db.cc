@@ -1,6 +1,7 @@
 #include "storage/db.h"
 
 #include <rocksdb/db.h>
+#include <rocksdb/memtablerep.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 
@@ -67,7 +68,15 @@ Result<std::unique_ptr<Db>> Db::Open(const std::string& path, const DbOptions& o
   rocksdb::ColumnFamilyOptions log_opts = cf_opts;
   // Log entries are written once, read on replay, and deleted by range.
   log_opts.compression = rocksdb::kNoCompression;
-  rocksdb::ColumnFamilyOptions vec_opts = cf_opts;
+  // Points and payloads are written in batches of thousands of keys and read
+  // only by scans (at start, for snapshots), never by Get: an unsorted vector
+  // memtable, sorted once at flush, takes each key in O(1), where the
+  // default skip list paid ~20 key comparisons per key (10% of a replicated
+  // node's CPU under upserts). Such memtables take one writer at a time.
+  rocksdb::ColumnFamilyOptions payload_opts = cf_opts;
+  payload_opts.memtable_factory = std::make_shared<rocksdb::VectorRepFactory>();
+  db_opts.allow_concurrent_memtable_write = false;
+  rocksdb::ColumnFamilyOptions vec_opts = payload_opts;
   vec_opts.compression = rocksdb::kNoCompression;  // float vectors do not compress
 
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {
@@ -75,7 +84,7 @@ Result<std::unique_ptr<Db>> Db::Open(const std::string& path, const DbOptions& o
       {"meta", cf_opts},
       {"log", log_opts},
       {"vectors", vec_opts},
-      {"payloads", cf_opts},
+      {"payloads", payload_opts},
   };
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
