@@ -6,7 +6,6 @@
 #include <chrono>
 #include <map>
 #include <mutex>
-#include <thread>
 #include <unordered_set>
 
 #include "common/clock.h"
@@ -114,8 +113,7 @@ Status SearchInto(const ApiContext& ctx, const engine::Collection& coll, const s
     Metrics* m;
     ~EndSearch() { m->EndSearch(); }
   } end_search{ctx.metrics};
-  const int cores = ctx.config->search_threads != 0 ? static_cast<int>(ctx.config->search_threads)
-                                                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int cores = static_cast<int>(ctx.search_pool->threads());  // search_threads, or every core
   // A batch serving several calls gets every core: the calls it serves wait
   // for it, and the batcher runs one batch per collection and settings at a time.
   auto resources = [&](size_t calls) {

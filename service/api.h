@@ -23,7 +23,7 @@ struct ApiContext {
   replication::Replicator* replicator;
   Metrics* metrics;
   engine::SearchBatcher* batcher;  // groups concurrent compatible searches
-  engine::SearchPool* search_pool;  // runs unbatched unfiltered CPU searches
+  engine::SearchPool* search_pool;  // runs unbatched unfiltered CPU searches; its size is the search threads
 };
 
 class CollectionsApi final : public quiver::v1::Collections::Service {

@@ -191,8 +191,6 @@ class CodeKeys {
 
 inline void Prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
 
-// Every cache line of one node's code (a code of 384 dimensions spans six).
-inline void PrefetchCode(const uint8_t* code, size_t dim) { PrefetchBytes(code, dim); }
 // While scoring the i-th new neighbour of a step, the code of the
 // (i + kPrefetchAhead)-th is fetched. Fetching all of a step's codes at once
 // (up to 32 x 6 lines) stalled on the core's outstanding-miss limit: 1.05-1.10x
@@ -884,10 +882,10 @@ Status GraphIndex::Search(const Resources& res, const BaseView& base, const floa
           size_t first_insert = beam.capacity();
           auto row_of = [&](size_t i) { return layer.rows.empty() ? batch[i] : layer.rows[batch[i]]; };
           for (size_t i = 0; i < std::min(m, kPrefetchAhead); ++i) {
-            PrefetchCode(codes_.data() + size_t{row_of(i)} * dim_, dim_);
+            PrefetchBytes(codes_.data() + size_t{row_of(i)} * dim_, dim_);  // a 384-d code spans six lines
           }
           for (size_t i = 0; i < m; ++i) {
-            if (i + kPrefetchAhead < m) PrefetchCode(codes_.data() + size_t{row_of(i + kPrefetchAhead)} * dim_, dim_);
+            if (i + kPrefetchAhead < m) PrefetchBytes(codes_.data() + size_t{row_of(i + kPrefetchAhead)} * dim_, dim_);
             const uint32_t row = row_of(i);
             const float key = key_of_row(row);
             if (key < beam.worst()) first_insert = std::min(first_insert, beam.Insert(key, batch[i]));
