@@ -765,6 +765,13 @@ Status RaftReplicator::ApplyCommitted(const std::vector<storage::LogEntry>& entr
     }
     pending_.erase(it);
   }
+  {
+    std::lock_guard lock(mu_);
+    for (const storage::LogEntry& e : entries) {
+      recent_applied_.emplace_back(e.index, e.data.size());
+      if (recent_applied_.size() > options_.log_retention_entries) recent_applied_.pop_front();
+    }
+  }
   if (bytes_since_checkpoint_ >= options_.checkpoint_every_bytes) {
     bytes_since_checkpoint_ = 0;
     {
@@ -920,6 +927,22 @@ void RaftReplicator::SnapshotLoop() {
   }
 }
 
+uint64_t RaftReplicator::RetainedBelowLocked(uint64_t covered) const {
+  uint64_t kept = 0, bytes = 0;
+  for (auto it = recent_applied_.rbegin(); it != recent_applied_.rend(); ++it) {
+    const auto [index, size] = *it;
+    if (index > covered) continue;
+    // Sizes unknown below a gap (a snapshot install): keep no more.
+    if (index != covered - kept || kept == options_.log_retention_entries ||
+        bytes + size > options_.log_retention_bytes) {
+      break;
+    }
+    bytes += size;
+    ++kept;
+  }
+  return kept;
+}
+
 raft::ConfState RaftReplicator::ConfAt(uint64_t index) const {
   auto it = conf_history_.upper_bound(index);
   if (it == conf_history_.begin()) return {};
@@ -935,22 +958,28 @@ void RaftReplicator::CheckpointLoop() {
       checkpoint_requested_ = false;
     }
     std::lock_guard compaction(compaction_mu_);
-    // Only entries whose effects are flushed may leave the log: a crash loses
-    // the unflushed rest, and the restart replays it.
-    Result<uint64_t> durable = state_->Checkpoint();
-    Status st = durable.status();
+    // Only entries whose effects survive a crash may leave the log: a crash
+    // loses the unflushed rest, and the restart replays it. Everything
+    // applied by now is in the state's database, so the checkpoint below
+    // persists it; the compaction is staged first, to become durable with
+    // that same checkpoint (LogStore::StageCompaction).
+    const uint64_t applied = state_->AppliedIndex();
+    Status st;
+    std::optional<raft::SnapshotMeta> staged;
     uint64_t lagging_match = UINT64_MAX;
     uint64_t core_applied = 0;
+    uint64_t retained = 0;
     {
       std::lock_guard lock(mu_);
       lagging_match = status_.slowest_member_match;
       core_applied = status_.applied;
+      // After a snapshot install the state is ahead of the core, which still
+      // replays (and skips) the entries in between: those stay.
+      retained = RetainedBelowLocked(std::min(applied, core_applied));
     }
-    // After a snapshot install the state is ahead of the core, which still
-    // replays (and skips) the entries in between: those stay.
-    const uint64_t covered = st.ok() ? std::min(*durable, core_applied) : 0;
-    if (st.ok() && covered > options_.log_retention_entries) {
-      uint64_t upto = covered - options_.log_retention_entries;
+    const uint64_t covered = std::min(applied, core_applied);
+    if (covered > retained) {
+      uint64_t upto = covered - retained;
       // A leader keeps what its slowest member still needs (up to a bound):
       // a follower that was down for a while then catches up from the log
       // instead of needing a snapshot.
@@ -967,18 +996,17 @@ void RaftReplicator::CheckpointLoop() {
           std::lock_guard lock(mu_);
           meta.conf = ConfAt(upto);
         }
-        // The record first: a crash between the two leaves it ahead of the
-        // compaction point, which Start accepts.
-        if (st.ok()) st = log_->SetSnapshotRecord(raft::EncodeSnapshotMeta(meta));
-        if (st.ok()) st = log_->CompactTo(upto);
-        if (st.ok()) {
-          std::lock_guard lock(mu_);
-          snapshots_created_.push_back(meta);
-          // Changes at or below the snapshot point are summarised by it.
-          while (conf_history_.size() > 1 && std::next(conf_history_.begin())->first <= upto) {
-            conf_history_.erase(conf_history_.begin());
-          }
-        }
+        if (st.ok()) st = log_->StageCompaction(upto, raft::EncodeSnapshotMeta(meta));
+        if (st.ok()) staged = meta;
+      }
+    }
+    if (st.ok()) st = state_->Checkpoint().status();
+    if (st.ok() && staged) {
+      std::lock_guard lock(mu_);
+      snapshots_created_.push_back(*staged);
+      // Changes at or below the snapshot point are summarised by it.
+      while (conf_history_.size() > 1 && std::next(conf_history_.begin())->first <= staged->index) {
+        conf_history_.erase(conf_history_.begin());
       }
     }
     if (!st.ok()) {

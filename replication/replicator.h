@@ -97,8 +97,13 @@ struct RaftReplicatorOptions {
   /// Most bytes of proposals per durable append. Default: 64 MiB.
   size_t max_batch_bytes = 64ull << 20;
   /// Entries kept in the log below the last checkpoint, for followers that
-  /// lag a little (further behind, they need a snapshot). Default: 64.
+  /// lag a little (further behind, they need a snapshot): the newest ones,
+  /// at most this many and at most log_retention_bytes of them. Default: 64.
   uint64_t log_retention_entries = 64;
+  /// Kept entries are flushed to files at every checkpoint, so the bound is
+  /// also in bytes: 64 batches of 1,000 x 128-d vectors are 32 MiB, half of
+  /// all a checkpoint covers. Default: 4 MiB.
+  uint64_t log_retention_bytes = 4ull << 20;
   /// Bytes of applied entries after which the applied state is flushed
   /// (StateMachine::Checkpoint) and the log compacted up to it. Bounds both
   /// the log's size and the replay after a crash. Default: 64 MiB.
@@ -280,6 +285,9 @@ class RaftReplicator final : public Replicator {
   // off the write path.
   void CheckpointLoop();
   raft::ConfState ConfAt(uint64_t index) const;  // requires mu_
+  // How many of the newest entries at or below `covered` the checkpoint
+  // keeps (log_retention_entries and log_retention_bytes). Requires mu_.
+  uint64_t RetainedBelowLocked(uint64_t covered) const;
   void FailAllLocked(const Status& st);
 
   storage::LogStore* log_;
@@ -325,6 +333,9 @@ class RaftReplicator final : public Replicator {
   std::vector<raft::SnapshotMeta> snapshots_created_;
   // Membership as of each applied change since the last snapshot point.
   std::map<uint64_t, raft::ConfState> conf_history_;
+  // (index, data bytes) of the newest applied entries, at most
+  // log_retention_entries: what the checkpoint keeps below its point.
+  std::deque<std::pair<uint64_t, uint64_t>> recent_applied_;
   GroupStatus status_;
   uint64_t snapshots_sent_ = 0;  // these four: under mu_
   uint64_t snapshots_failed_ = 0;

@@ -59,6 +59,8 @@ struct ServerConfig {
   std::string peer_advertise;
   /// Bytes of applied writes after which the applied state is flushed and
   /// the log compacted: bounds the log's size and the replay after a crash.
+  /// RocksDB memtables are sized at twice this (at least 64 MiB), so that
+  /// this flush, not a full memtable, empties them.
   /// Default: 67108864 (64 MiB). Env: QUIVER_LOG_COMPACT_BYTES.
   uint64_t log_compact_bytes = 64ull << 20;
   /// A leader keeps up to this many entries beyond the compaction point for

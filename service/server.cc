@@ -417,7 +417,13 @@ Status Server::Start() {
                kernels::BlasCoreName());
   if (kernels::BlasOnSlowPath()) spdlog::warn("BLAS runs generic kernels on a CPU with AVX2: batched search is slow");
 
-  QUIVER_ASSIGN_OR_RETURN(s.db, storage::Db::Open(config_.data_dir));
+  // Memtables twice the checkpoint interval: the checkpoint, not a full
+  // memtable, should flush them, since only it drops the log entries it
+  // compacts (LogStore::StageCompaction); a memtable that fills first writes
+  // every entry in it to files, to be deleted soon after.
+  QUIVER_ASSIGN_OR_RETURN(
+      s.db, storage::Db::Open(config_.data_dir,
+                              {.write_buffer_bytes = std::max<size_t>(64ull << 20, 2 * config_.log_compact_bytes)}));
   QUIVER_ASSIGN_OR_RETURN(s.log, storage::RocksLogStore::Open(s.db.get()));
   const auto load_start = std::chrono::steady_clock::now();
   QUIVER_ASSIGN_OR_RETURN(s.engine, engine::Engine::Open(s.db.get(), engine_options, &stop_));

@@ -78,6 +78,18 @@ class LogStore {
   /// remembering its term. Used once the state machine has persisted them.
   virtual Status CompactTo(uint64_t index) = 0;
 
+  /// CompactTo(index) and SetSnapshotRecord(snapshot_record) as one change
+  /// that is visible at once but durable only together with the state
+  /// machine's next Checkpoint, never before (nothing when `index` is
+  /// already compacted). So the caller may stage entries whose effects are
+  /// applied but not yet persisted, as long as that checkpoint persists them:
+  /// a crash before it loses the compaction along with those effects, and
+  /// the restart replays them from the log. A RocksLogStore shares the state's
+  /// database and writes this without the WAL, so the state's flush persists
+  /// both at one point (storage/db.cc) and drops the compacted entries from
+  /// the memtable instead of writing them to files only to delete them.
+  virtual Status StageCompaction(uint64_t index, std::string_view snapshot_record) = 0;
+
   /// Drops every entry and makes (index, term) the compaction point, so the
   /// next append starts at index + 1, and stores `hard_state` — in one durable
   /// write. Used when a follower installs a snapshot from the leader.
@@ -116,6 +128,7 @@ class MemoryLogStore final : public LogStore {
   Result<uint64_t> Term(uint64_t index) const override;
   Result<std::vector<LogEntry>> Entries(uint64_t lo, uint64_t hi, uint64_t max_bytes) const override;
   Status CompactTo(uint64_t index) override;
+  Status StageCompaction(uint64_t index, std::string_view snapshot_record) override;
   Status ResetToSnapshot(uint64_t index, uint64_t term, const HardState& hard_state) override;
   Status SetSnapshotRecord(std::string_view record) override;
   Result<std::string> GetSnapshotRecord() const override;
@@ -136,6 +149,8 @@ class MemoryLogStore final : public LogStore {
   uint64_t compacted_index_ = 0;
   uint64_t compacted_term_ = 0;
   std::vector<LogEntry> entries_;  // entries_[i].index == compacted_index_ + 1 + i
+
+  Status CompactLocked(uint64_t index);
 };
 
 /// Checks an append against the current bounds: shared by the implementations

@@ -76,6 +76,19 @@ Result<std::vector<LogEntry>> MemoryLogStore::Entries(uint64_t lo, uint64_t hi, 
 
 Status MemoryLogStore::CompactTo(uint64_t index) {
   std::lock_guard lock(mu_);
+  return CompactLocked(index);
+}
+
+// Nothing here is durable, so staging is compacting.
+Status MemoryLogStore::StageCompaction(uint64_t index, std::string_view snapshot_record) {
+  std::lock_guard lock(mu_);
+  if (index <= compacted_index_) return Status::Ok();
+  QUIVER_RETURN_IF_ERROR(CompactLocked(index));
+  snapshot_record_ = std::string(snapshot_record);
+  return Status::Ok();
+}
+
+Status MemoryLogStore::CompactLocked(uint64_t index) {
   const uint64_t last = compacted_index_ + entries_.size();
   if (index <= compacted_index_) return Status::Ok();
   if (index > last) return Status::OutOfRange("cannot compact past the last entry " + std::to_string(last));

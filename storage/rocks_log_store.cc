@@ -162,7 +162,13 @@ Result<std::vector<LogEntry>> RocksLogStore::Entries(uint64_t lo, uint64_t hi, u
   return out;
 }
 
-Status RocksLogStore::CompactTo(uint64_t index) {
+Status RocksLogStore::CompactTo(uint64_t index) { return Compact(index, nullptr); }
+
+Status RocksLogStore::StageCompaction(uint64_t index, std::string_view snapshot_record) {
+  return Compact(index, &snapshot_record);
+}
+
+Status RocksLogStore::Compact(uint64_t index, const std::string_view* staged_record) {
   std::lock_guard lock(mu_);
   if (index <= compacted_index_) return Status::Ok();
   if (index > last_index_) return Status::OutOfRange("cannot compact past the last entry " + std::to_string(last_index_));
@@ -170,9 +176,18 @@ Status RocksLogStore::CompactTo(uint64_t index) {
   rocksdb::WriteBatch batch;
   batch.Put(db_->meta(), std::string(kLogCompactedKey), EncodeU64Pair(index, term));
   batch.DeleteRange(db_->log(), LogKey(compacted_index_ + 1), LogKey(index + 1));
-  // Not synced: the WAL is ordered, so this write becomes durable only after
-  // the applies it follows, and losing it merely keeps entries longer.
-  rocksdb::Status s = db_->raw()->Write(rocksdb::WriteOptions(), &batch);
+  rocksdb::WriteOptions wo;
+  if (staged_record != nullptr) {
+    batch.Put(db_->meta(), std::string(kSnapshotRecordKey), EncodeBlob(*staged_record));
+    // Durable only when the next flush persists the memtables, which is
+    // atomic across column families: the state's applies (also written
+    // without the WAL) up to this point become durable at the same instant.
+    wo.disableWAL = true;
+  }
+  // Otherwise not synced: the WAL is ordered, so this write becomes durable
+  // only after the writes it follows, and losing it merely keeps entries
+  // longer.
+  rocksdb::Status s = db_->raw()->Write(wo, &batch);
   if (!s.ok()) return FromRocks(&s, "compacting log");
   compacted_index_ = index;
   compacted_term_ = term;

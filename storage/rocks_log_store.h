@@ -22,6 +22,7 @@ class RocksLogStore final : public LogStore {
   Result<uint64_t> Term(uint64_t index) const override;
   Result<std::vector<LogEntry>> Entries(uint64_t lo, uint64_t hi, uint64_t max_bytes) const override;
   Status CompactTo(uint64_t index) override;
+  Status StageCompaction(uint64_t index, std::string_view snapshot_record) override;
   Status ResetToSnapshot(uint64_t index, uint64_t term, const HardState& hard_state) override;
   Status SetSnapshotRecord(std::string_view record) override;
   Result<std::string> GetSnapshotRecord() const override;
@@ -38,6 +39,9 @@ class RocksLogStore final : public LogStore {
   // The term of an entry inside the log's bounds: from terms_ when it is
   // there, else read from disk. Under mu_.
   Result<uint64_t> TermLocked(uint64_t index) const;
+  // CompactTo, with the snapshot record too and without the WAL when
+  // `staged_record` is given (StageCompaction).
+  Status Compact(uint64_t index, const std::string_view* staged_record);
   // A checksummed record in the meta column family, written synced; empty if absent.
   Status PutMetaBlob(std::string_view key, std::string_view bytes, const char* what);
   Result<std::string> GetMetaBlob(std::string_view key, const char* what) const;

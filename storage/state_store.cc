@@ -76,7 +76,9 @@ Status StateStore::Flush() {
   rocksdb::FlushOptions fo;
   fo.wait = true;
   fo.allow_write_stall = true;
-  std::vector<rocksdb::ColumnFamilyHandle*> cfs = {db_->meta(), db_->vectors(), db_->payloads()};
+  // The log too: a compaction staged for this flush (LogStore::StageCompaction)
+  // must become durable at the same point as the state that covers it.
+  std::vector<rocksdb::ColumnFamilyHandle*> cfs = {db_->meta(), db_->log(), db_->vectors(), db_->payloads()};
   rocksdb::Status s = db_->raw()->Flush(fo, cfs);
   return FromRocks(&s, "flushing applied state");
 }

@@ -58,7 +58,8 @@ class StateStore {
   [[nodiscard]] Status Commit(Batch& batch);
 
   /// Persists every committed batch to SST files (all state column families
-  /// together). Blocks until done.
+  /// and the log together, so a staged log compaction goes with them).
+  /// Blocks until done.
   [[nodiscard]] Status Flush();
 
   /// 0 for a new database.

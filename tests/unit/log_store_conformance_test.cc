@@ -216,6 +216,23 @@ TYPED_TEST(LogStoreConformance, ResetToSnapshotDropsEveryEntry) {
   EXPECT_EQ(s->LastIndex(), 41u);
 }
 
+TYPED_TEST(LogStoreConformance, StagedCompactionIsVisibleAtOnce) {
+  LogStore* s = this->factory.get();
+  ASSERT_TRUE(s->Append(Make(1, 10, 3), nullptr).ok());
+  ASSERT_TRUE(s->SetSnapshotRecord("old").ok());
+  ASSERT_TRUE(s->StageCompaction(6, "at 6").ok());
+  EXPECT_EQ(s->FirstIndex(), 7u);
+  EXPECT_EQ(*s->Term(6), 3u);
+  EXPECT_EQ(s->Entries(6, 8, 100).status().code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(s->Entries(7, 11, UINT64_MAX)->size(), 4u);
+  EXPECT_EQ(*s->GetSnapshotRecord(), "at 6");
+  // Nothing at or below the compaction point: the record stays as it is.
+  ASSERT_TRUE(s->StageCompaction(5, "at 5").ok());
+  EXPECT_EQ(*s->GetSnapshotRecord(), "at 6");
+  EXPECT_FALSE(s->StageCompaction(11, "past the end").ok());
+  EXPECT_EQ(s->FirstIndex(), 7u);
+}
+
 TYPED_TEST(LogStoreConformance, ClusterIdIsStored) {
   LogStore* s = this->factory.get();
   EXPECT_EQ(*s->GetClusterId(), "");

@@ -35,6 +35,7 @@ class SlowLogStore final : public storage::LogStore {
     return inner.Entries(lo, hi, mb);
   }
   Status CompactTo(uint64_t i) override { return inner.CompactTo(i); }
+  Status StageCompaction(uint64_t i, std::string_view r) override { return inner.StageCompaction(i, r); }
   Status ResetToSnapshot(uint64_t i, uint64_t t, const storage::HardState& hs) override {
     return inner.ResetToSnapshot(i, t, hs);
   }
@@ -253,6 +254,30 @@ TEST(RaftReplicator, CompactsAppliedLogAndRestartsFromTheSnapshotRecord) {
   ASSERT_TRUE(again.Start(nullptr).ok());
   EXPECT_TRUE(again.Propose("after restart", Soon()).ok());
   EXPECT_EQ(sm.data.back(), "after restart");
+}
+
+// The retention window below a checkpoint is bounded in bytes too: of
+// 1,000-byte entries, a 2,500-byte bound keeps two, not log_retention_entries.
+TEST(RaftReplicator, RetentionBelowTheCheckpointStopsAtItsByteBound) {
+  storage::MemoryLogStore log;
+  RecordingStateMachine sm;
+  RaftReplicatorOptions opts;
+  opts.log_retention_entries = 64;
+  opts.log_retention_bytes = 2500;
+  opts.checkpoint_every_bytes = 10;  // a checkpoint after every apply
+  RaftReplicator r(&log, &sm, nullptr, opts);
+  ASSERT_TRUE(r.Start(nullptr).ok());
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(r.Propose(std::string(1000, 'a' + i), Soon()).ok());
+  // The last checkpoint runs on its own thread after the last apply. It may
+  // see the core's applied index one entry behind (published after the
+  // apply), and then keeps that entry too.
+  auto kept_entries = [&] { return log.LastIndex() - log.FirstIndex() + 1; };
+  for (int i = 0; i < 2000 && kept_entries() > 3; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_GE(kept_entries(), 2u);
+  EXPECT_LE(kept_entries(), 3u);
+  auto kept = log.Entries(log.FirstIndex(), log.LastIndex() + 1, UINT64_MAX);
+  ASSERT_TRUE(kept.ok());
+  EXPECT_EQ(kept->back().data, std::string(1000, 'a' + 19));
 }
 
 // Three replicators in one process, wired by a transport that can cut a node off.

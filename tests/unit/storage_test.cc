@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
 
+#include <filesystem>
+
 #include "common/encoding.h"
 #include "storage/db.h"
 #include "storage/records.h"
@@ -150,6 +152,71 @@ TEST_F(StateStoreTest, MissingLogEntryInsideBoundsIsCorruption) {
   ASSERT_TRUE(db_->raw()->Delete(rocksdb::WriteOptions(), db_->log(), LogKey(1)).ok());
   log.reset();
   EXPECT_EQ(RocksLogStore::Open(db_.get()).status().code(), StatusCode::kDataLoss);
+}
+
+// What a crash would leave on disk now: a copy of the files of the open
+// database. Synced writes are in them; writes without the WAL that no flush
+// has persisted are not.
+void CopyAsCrashImage(const std::string& from, const std::string& to) {
+  std::filesystem::copy(from, to, std::filesystem::copy_options::recursive);
+}
+
+uint64_t LogSstBytes(Db* db) {
+  uint64_t bytes = 0;
+  EXPECT_TRUE(db->raw()->GetIntProperty(db->log(), "rocksdb.total-sst-files-size", &bytes));
+  return bytes;
+}
+
+// The checkpoint's order (raft_replicator.cc): stage the compaction of
+// applied entries, then flush the state. Before the flush a crash keeps the
+// whole log and the old snapshot record; after it both changed, and the
+// compacted entries never reached an SST file.
+TEST_F(StateStoreTest, StagedLogCompactionIsDurableOnlyWithTheStatesFlush) {
+  auto log = std::move(RocksLogStore::Open(db_.get())).value();
+  const std::string big(100000, 'v');
+  std::vector<LogEntry> entries;
+  for (uint64_t i = 1; i <= 10; ++i) entries.push_back({i, 2, EntryType::kCommand, big + std::to_string(i)});
+  ASSERT_TRUE(log->Append(entries, nullptr).ok());
+  ASSERT_TRUE(log->SetSnapshotRecord("old").ok());
+  auto b = store_->NewBatch();
+  b->SetAppliedIndex(8);  // entries 1..8 applied, not yet flushed
+  ASSERT_TRUE(store_->Commit(*b).ok());
+  ASSERT_TRUE(log->StageCompaction(6, "at 6").ok());
+
+  quiver::testing::TempDir crashes;
+  CopyAsCrashImage(dir_.path(), crashes.path() + "/before");
+  ASSERT_TRUE(store_->Flush().ok());
+  EXPECT_LT(LogSstBytes(db_.get()), 5 * big.size()) << "compacted entries were written to SST files";
+  CopyAsCrashImage(dir_.path(), crashes.path() + "/after");
+
+  {
+    auto opened = Db::Open(crashes.path() + "/before");
+    ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+    auto db = std::move(opened).value();
+    auto before_log = RocksLogStore::Open(db.get());
+    ASSERT_TRUE(before_log.ok()) << before_log.status().ToString();
+    auto before = std::move(before_log).value();
+    EXPECT_EQ(before->FirstIndex(), 1u);
+    EXPECT_EQ(before->LastIndex(), 10u);
+    EXPECT_EQ(before->Entries(1, 11, UINT64_MAX)->size(), 10u);
+    EXPECT_EQ(*before->GetSnapshotRecord(), "old");
+    EXPECT_EQ(*StateStore(db.get()).AppliedIndex(), 0u);
+  }
+  auto opened = Db::Open(crashes.path() + "/after");
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  auto db = std::move(opened).value();
+  auto after_log = RocksLogStore::Open(db.get());
+  ASSERT_TRUE(after_log.ok()) << after_log.status().ToString();
+  auto after = std::move(after_log).value();
+  EXPECT_EQ(after->FirstIndex(), 7u);
+  EXPECT_EQ(after->LastIndex(), 10u);
+  EXPECT_EQ(*after->Term(6), 2u);
+  auto kept = after->Entries(7, 11, UINT64_MAX);
+  ASSERT_TRUE(kept.ok());
+  ASSERT_EQ(kept->size(), 4u);
+  EXPECT_EQ(kept->front().data, big + "7");
+  EXPECT_EQ(*after->GetSnapshotRecord(), "at 6");
+  EXPECT_EQ(*StateStore(db.get()).AppliedIndex(), 8u);
 }
 
 }  // namespace
