@@ -115,7 +115,7 @@ Collection::WriteEffect Collection::Upsert(uint64_t id, const float* vector, std
     effect.tombstoned = true;
   }
   const uint32_t row = static_cast<uint32_t>(growing_.rows());
-  growing_.vectors.insert(growing_.vectors.end(), vector, vector + dim_);
+  growing_.vectors.append(vector, vector + dim_);
   growing_.sq_norms.push_back(norm);
   growing_.ids.push_back(id);
   growing_.payloads.push_back(std::move(payload));
@@ -466,7 +466,7 @@ Result<bool> Collection::CompactOne(const kernels::Resources& res, double delete
     fresh->vectors.reserve(old->live * dim_);
     for (uint32_t r = 0; r < old->rows(); ++r) {
       if ((old->deleted[r / 64] >> (r % 64)) & 1u) continue;
-      fresh->vectors.insert(fresh->vectors.end(), &old->vectors[size_t{r} * dim_], &old->vectors[size_t{r} * dim_] + dim_);
+      fresh->vectors.append(&old->vectors[size_t{r} * dim_], &old->vectors[size_t{r} * dim_] + dim_);
       fresh->sq_norms.push_back(old->sq_norms[r]);
       fresh->ids.push_back(old->ids[r]);
       fresh->payloads.push_back(old->payloads[r]);

@@ -32,6 +32,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/remap_vector.h"
 #include "common/status.h"
 #include "engine/gpu_executor.h"
 #include "engine/payload_index.h"
@@ -157,7 +158,7 @@ class Collection {
 
  private:
   struct Segment {
-    std::vector<float> vectors;  // rows x dim
+    RemapVector<float> vectors;  // rows x dim; grows without copying rows
     std::vector<float> sq_norms;
     std::vector<uint64_t> ids;
     std::vector<std::string> payloads;
