@@ -75,6 +75,25 @@ std::string NewClusterId(const std::map<NodeId, std::string>& peers) {
   return (peers.empty() ? "single-" : "peers-") + std::string(hex);
 }
 
+namespace {
+// An entry of `out` with e's fields but not its data.
+pb::RaftEntry* AddEntryWithoutData(const storage::LogEntry& e, pb::RaftMessage* out) {
+  auto* pe = out->add_entries();
+  pe->set_index(e.index);
+  pe->set_term(e.term);
+  pe->set_type(static_cast<uint32_t>(e.type));
+  return pe;
+}
+}  // namespace
+
+void ToProto(raft::Message&& m, pb::RaftMessage* out) {
+  // Entries are batches of vectors: their data moves, not copied.
+  std::vector<storage::LogEntry> entries = std::move(m.entries);
+  m.entries.clear();
+  ToProto(m, out);
+  for (auto& e : entries) AddEntryWithoutData(e, out)->set_data(std::move(e.data));
+}
+
 void ToProto(const raft::Message& m, pb::RaftMessage* out) {
   out->set_type(static_cast<uint32_t>(m.type));
   out->set_from(m.from);
@@ -82,13 +101,7 @@ void ToProto(const raft::Message& m, pb::RaftMessage* out) {
   out->set_term(m.term);
   out->set_log_term(m.log_term);
   out->set_index(m.index);
-  for (const auto& e : m.entries) {
-    auto* pe = out->add_entries();
-    pe->set_index(e.index);
-    pe->set_term(e.term);
-    pe->set_type(static_cast<uint32_t>(e.type));
-    pe->set_data(e.data);
-  }
+  for (const auto& e : m.entries) AddEntryWithoutData(e, out)->set_data(e.data);
   out->set_commit(m.commit);
   out->set_reject(m.reject);
   out->set_reject_hint(m.reject_hint);
@@ -263,7 +276,7 @@ void PeerClient::SenderLoop(Peer* peer) {
       uint64_t bytes = 0;
       while (!peer->queue.empty() && (batch.messages_size() == 0 || bytes < max_message_bytes_ / 2)) {
         for (const auto& e : peer->queue.front().entries) bytes += e.data.size() + 32;
-        ToProto(peer->queue.front(), batch.add_messages());
+        ToProto(std::move(peer->queue.front()), batch.add_messages());
         peer->queue.pop_front();
       }
       stub = peer->stub;

@@ -327,7 +327,7 @@ void Raft::BecomeLeader() {
   pending_conf_index_ = last;
   LogEntry noop;
   noop.type = EntryType::kNoop;
-  AppendEntries({std::move(noop)});
+  AppendEntry(std::move(noop));
 }
 
 void Raft::Campaign() {
@@ -753,13 +753,12 @@ void Raft::ReleasePendingReads() {
 
 // ---------------------------------------------------------------- replication
 
-void Raft::AppendEntries(std::vector<LogEntry> entries) {
-  const uint64_t last = log_->LastIndex();
-  for (size_t i = 0; i < entries.size(); ++i) {
-    entries[i].index = last + 1 + i;
-    entries[i].term = term_;
-  }
-  log_->TruncateAndAppend(entries);
+void Raft::AppendEntry(LogEntry entry) {
+  entry.index = log_->LastIndex() + 1;
+  entry.term = term_;
+  std::vector<LogEntry> entries;
+  entries.push_back(std::move(entry));
+  log_->TruncateAndAppend(std::move(entries));
   if (auto self = peers_.find(config_.id); self != peers_.end()) self->second->MaybeUpdate(log_->LastIndex());
   MaybeCommit();
 }
@@ -897,7 +896,7 @@ Result<uint64_t> Raft::Propose(std::string data) {
   LogEntry e;
   e.type = EntryType::kCommand;
   e.data = std::move(data);
-  AppendEntries({std::move(e)});
+  AppendEntry(std::move(e));
   BroadcastAppend();
   return log_->LastIndex();
 }
@@ -931,7 +930,7 @@ Result<uint64_t> Raft::ProposeConfChange(const ConfChange& change) {
   LogEntry e;
   e.type = EntryType::kConfChange;
   e.data = EncodeConfChange(change);
-  AppendEntries({std::move(e)});
+  AppendEntry(std::move(e));
   pending_conf_index_ = log_->LastIndex();
   BroadcastAppend();
   return log_->LastIndex();

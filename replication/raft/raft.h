@@ -283,7 +283,8 @@ class Raft {
   void HandleHeartbeatResponse(const Message& m);
   void HandleReadIndexRequest(NodeId from, std::string context);
 
-  void AppendEntries(std::vector<storage::LogEntry> entries);
+  // Appends one entry of this term (moved: it may be a batch of vectors).
+  void AppendEntry(storage::LogEntry entry);
   bool MaybeCommit();
   bool SendAppend(NodeId to, bool send_if_empty);
   void SendSnapshot(NodeId to);

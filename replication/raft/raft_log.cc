@@ -77,16 +77,16 @@ Result<std::optional<uint64_t>> RaftLog::MaybeAppend(uint64_t index, uint64_t te
   return std::optional<uint64_t>(last_new);
 }
 
-void RaftLog::TruncateAndAppend(const std::vector<storage::LogEntry>& entries) {
+void RaftLog::TruncateAndAppend(std::vector<storage::LogEntry> entries) {
   if (entries.empty()) return;
   const uint64_t after = entries.front().index;
   if (after <= offset_) {
     // Replaces durable entries too: the host's next append overwrites them.
     offset_ = after;
-    unstable_ = entries;
+    unstable_ = std::move(entries);
   } else {
     unstable_.resize(after - offset_);
-    unstable_.insert(unstable_.end(), entries.begin(), entries.end());
+    unstable_.insert(unstable_.end(), std::make_move_iterator(entries.begin()), std::make_move_iterator(entries.end()));
   }
 }
 

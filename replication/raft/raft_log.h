@@ -37,7 +37,7 @@ class RaftLog {
                                               const std::vector<storage::LogEntry>& entries);
   /// Replaces everything from entries[0].index on (entries must be contiguous
   /// and start in [offset-ish, LastIndex()+1]).
-  void TruncateAndAppend(const std::vector<storage::LogEntry>& entries);
+  void TruncateAndAppend(std::vector<storage::LogEntry> entries);
   /// Raises the commit index; INTERNAL if beyond the last entry.
   Status CommitTo(uint64_t index);
   /// Replaces the log with a snapshot (follower receiving InstallSnapshot).
