@@ -407,14 +407,18 @@ Status Engine::ApplyCommand(uint64_t index, const Command& cmd, storage::StateSt
                                        std::to_string(dim));
       }
       std::vector<float> vec(dim);
+      static const std::string kNoPayload;
       coll->Reserve(n);
       bool background = false;
       for (size_t i = 0; i < n; ++i) {
         const uint64_t id = DecodeFixed64LE(up.ids().data() + i * 8);
         std::memcpy(vec.data(), up.vectors().data() + i * dim * sizeof(float), dim * sizeof(float));
-        std::string payload = up.payloads_size() != 0 ? up.payloads(static_cast<int>(i)) : std::string();
-        batch->PutPoint(coll->id(), id, vec, payload);
-        background = coll->Upsert(id, vec.data(), std::move(payload)).needs_background() || background;
+        const std::string& payload = up.payloads_size() != 0 ? up.payloads(static_cast<int>(i)) : kNoPayload;
+        const Collection::WriteEffect effect = coll->Upsert(id, vec.data(), payload);
+        // Points the engine does not hold have nothing stored (it loads every
+        // stored point, and deletes remove both), so no payload to remove.
+        batch->PutPoint(coll->id(), id, vec, payload, /*is_new=*/!effect.found);
+        background = effect.needs_background() || background;
       }
       // A seal needs an index build; overwrites of sealed rows may make a segment due for compaction.
       if (background) RequestBackgroundWork();

@@ -29,7 +29,7 @@ void StateStore::Batch::DeleteCollection(uint64_t collection_id) {
 }
 
 void StateStore::Batch::PutPoint(uint64_t collection_id, uint64_t point_id, std::span<const float> vector,
-                                 std::string_view payload) {
+                                 std::string_view payload, bool is_new) {
   const std::string key = PointKey(collection_id, point_id);
   char header[kVectorHeaderBytes];
   EncodeVectorHeader(vector, header);
@@ -39,7 +39,7 @@ void StateStore::Batch::PutPoint(uint64_t collection_id, uint64_t point_id, std:
                                                         vector.size_bytes())};
   batch_->Put(db_->vectors(), rocksdb::SliceParts(&key_slice, 1), rocksdb::SliceParts(value_parts, 2));
   if (payload.empty()) {
-    batch_->Delete(db_->payloads(), key);
+    if (!is_new) batch_->Delete(db_->payloads(), key);
   } else {
     batch_->Put(db_->payloads(), key, EncodeBlob(payload));
   }

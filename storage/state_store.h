@@ -41,8 +41,11 @@ class StateStore {
     void PutCollection(uint64_t collection_id, std::string_view meta);
     /// Removes the collection's metadata and all of its points.
     void DeleteCollection(uint64_t collection_id);
-    /// An empty `payload` removes any stored payload.
-    void PutPoint(uint64_t collection_id, uint64_t point_id, std::span<const float> vector, std::string_view payload);
+    /// An empty `payload` removes any stored payload, unless `is_new` says
+    /// the point was not stored before (so there is none to remove: one
+    /// tombstone less per point, flushed and compacted).
+    void PutPoint(uint64_t collection_id, uint64_t point_id, std::span<const float> vector, std::string_view payload,
+                  bool is_new = false);
     void DeletePoint(uint64_t collection_id, uint64_t point_id);
     void SetAppliedIndex(uint64_t index);
     /// The last applied request of a client (opaque to the store).

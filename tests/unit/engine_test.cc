@@ -59,6 +59,12 @@ Command DeletePoints(const std::string& name, const std::vector<uint64_t>& ids) 
   return c;
 }
 
+Command Drop(const std::string& name) {
+  Command c;
+  c.mutable_delete_collection()->set_name(name);
+  return c;
+}
+
 class EngineTest : public ::testing::Test {
  protected:
   void SetUp() override { Reopen(); }
@@ -141,6 +147,25 @@ TEST_F(EngineTest, StateSurvivesReopenExactly) {
   EXPECT_EQ(pts[1].id, 2u);
   EXPECT_EQ(pts[1].payload, "");  // overwritten without payload
   EXPECT_FLOAT_EQ(pts[1].vector[0], 12.0f);
+}
+
+// A new point without a payload writes no payload tombstone: what the engine
+// does not hold has nothing stored. That includes a deleted point upserted
+// again, and a point of a dropped collection upserted into its successor.
+TEST_F(EngineTest, PointsUpsertedAgainAfterTheirDeleteHaveNoOldPayload) {
+  Apply({Entry(1, Create("a", 2)), Entry(2, Upsert("a", 2, {1, 2}, 0, "old")), Entry(3, DeletePoints("a", {1})),
+         Entry(4, Upsert("a", 2, {1}, 5)), Entry(5, Create("b", 2)), Entry(6, Upsert("b", 2, {7}, 0, "dropped")),
+         Entry(7, Drop("b")), Entry(8, Create("b", 2)), Entry(9, Upsert("b", 2, {7}, 1))});
+  Reopen();
+  std::vector<uint64_t> ids = {1, 2};
+  auto a = (*engine_->Find("a"))->Get(ids, true, false);
+  ASSERT_EQ(a.size(), 2u);
+  EXPECT_EQ(a[0].payload, "");
+  EXPECT_EQ(a[1].payload, "old");
+  std::vector<uint64_t> seven = {7};
+  auto b = (*engine_->Find("b"))->Get(seven, true, false);
+  ASSERT_EQ(b.size(), 1u);
+  EXPECT_EQ(b[0].payload, "");
 }
 
 TEST_F(EngineTest, ReplayingAppliedEntriesChangesNothing) {

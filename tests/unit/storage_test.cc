@@ -120,6 +120,23 @@ TEST_F(StateStoreTest, DeleteCollectionRemovesAllItsPoints) {
   EXPECT_TRUE(store_->LoadCollections()->empty());
 }
 
+TEST_F(StateStoreTest, NewPointsWithoutPayloadWriteNoPayloadTombstone) {
+  auto deletes_in_memtable = [&] {
+    uint64_t n = 0;
+    EXPECT_TRUE(db_->raw()->GetIntProperty(db_->payloads(), "rocksdb.num-deletes-active-mem-table", &n));
+    return n;
+  };
+  std::vector<float> v = {1};
+  auto b = store_->NewBatch();
+  for (uint64_t i = 0; i < 10; ++i) b->PutPoint(5, i, v, "", /*is_new=*/true);
+  ASSERT_TRUE(store_->Commit(*b).ok());
+  EXPECT_EQ(deletes_in_memtable(), 0u);
+  auto again = store_->NewBatch();
+  for (uint64_t i = 0; i < 10; ++i) again->PutPoint(5, i, v, "");  // may have had one: removed
+  ASSERT_TRUE(store_->Commit(*again).ok());
+  EXPECT_EQ(deletes_in_memtable(), 10u);
+}
+
 TEST_F(StateStoreTest, CorruptVectorIsReportedWithItsKey) {
   auto b = store_->NewBatch();
   std::vector<float> v = {1, 2};
