@@ -70,12 +70,24 @@ std::string CollectionMetaKey(uint64_t collection_id) {
   return k;
 }
 
+void EncodeLogEntryHeader(const LogEntry& e, char header[kLogEntryHeaderBytes]) {
+  header[4] = static_cast<char>(kRecordVersion);
+  std::string term;
+  PutFixed64LE(&term, e.term);
+  std::memcpy(header + 5, term.data(), 8);
+  header[13] = static_cast<char>(e.type);
+  const uint32_t crc = ChecksumExtend(ChecksumExtend(0, std::string_view(header + 4, 10)), e.data);
+  std::memcpy(header, &crc, 4);
+}
+
 std::string EncodeLogEntry(const LogEntry& e) {
-  std::string body = StartRecord(9 + e.data.size());
-  PutFixed64LE(&body, e.term);
-  body.push_back(static_cast<char>(e.type));
-  body += e.data;
-  return Seal(std::move(body));
+  char header[kLogEntryHeaderBytes];
+  EncodeLogEntryHeader(e, header);
+  std::string out;
+  out.reserve(kLogEntryHeaderBytes + e.data.size());
+  out.append(header, kLogEntryHeaderBytes);
+  out += e.data;
+  return out;
 }
 
 Result<LogEntry> DecodeLogEntry(std::string_view key, uint64_t index, std::string_view value) {

@@ -36,6 +36,11 @@ inline constexpr std::string_view kRequestRecordPrefix = "request/";
 
 // ---- values ----
 std::string EncodeLogEntry(const LogEntry& e);
+/// The record EncodeLogEntry writes is this header followed by e.data, so a
+/// batch of vectors can be stored from where it is (rocksdb::SliceParts)
+/// instead of being copied into one string first.
+inline constexpr size_t kLogEntryHeaderBytes = 14;
+void EncodeLogEntryHeader(const LogEntry& e, char header[kLogEntryHeaderBytes]);
 /// `key` is only used in the error message.
 Result<LogEntry> DecodeLogEntry(std::string_view key, uint64_t index, std::string_view value);
 

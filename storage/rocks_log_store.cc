@@ -62,7 +62,14 @@ Status RocksLogStore::Append(std::span<const LogEntry> entries, const HardState*
   if (!entries.empty() && entries.front().index <= last_index_) {
     batch.DeleteRange(db_->log(), LogKey(entries.front().index), LogKey(last_index_ + 1));
   }
-  for (const LogEntry& e : entries) batch.Put(db_->log(), LogKey(e.index), EncodeLogEntry(e));
+  for (const LogEntry& e : entries) {
+    const std::string key = LogKey(e.index);
+    char header[kLogEntryHeaderBytes];
+    EncodeLogEntryHeader(e, header);
+    const rocksdb::Slice key_slice(key);
+    const rocksdb::Slice value_parts[2] = {rocksdb::Slice(header, kLogEntryHeaderBytes), rocksdb::Slice(e.data)};
+    batch.Put(db_->log(), rocksdb::SliceParts(&key_slice, 1), rocksdb::SliceParts(value_parts, 2));
+  }
   if (hard_state != nullptr) batch.Put(db_->meta(), std::string(kHardStateKey), EncodeHardState(*hard_state));
   rocksdb::WriteOptions wo;
   wo.sync = true;  // acknowledged means durable
