@@ -178,6 +178,27 @@ void CopyAsCrashImage(const std::string& from, const std::string& to) {
   std::filesystem::copy(from, to, std::filesystem::copy_options::recursive);
 }
 
+// A database and its log store opened from a crash image (log null if
+// either failed to open, with the failure reported).
+struct CrashImage {
+  explicit CrashImage(const std::string& dir) {
+    auto opened = Db::Open(dir);
+    if (!opened.ok()) {
+      ADD_FAILURE() << opened.status().ToString();
+      return;
+    }
+    db = std::move(opened).value();
+    auto store = RocksLogStore::Open(db.get());
+    if (!store.ok()) {
+      ADD_FAILURE() << store.status().ToString();
+      return;
+    }
+    log = std::move(store).value();
+  }
+  std::unique_ptr<Db> db;
+  std::unique_ptr<RocksLogStore> log;
+};
+
 uint64_t LogSstBytes(Db* db) {
   uint64_t bytes = 0;
   EXPECT_TRUE(db->raw()->GetIntProperty(db->log(), "rocksdb.total-sst-files-size", &bytes));
@@ -207,33 +228,25 @@ TEST_F(StateStoreTest, StagedLogCompactionIsDurableOnlyWithTheStatesFlush) {
   CopyAsCrashImage(dir_.path(), crashes.path() + "/after");
 
   {
-    auto opened = Db::Open(crashes.path() + "/before");
-    ASSERT_TRUE(opened.ok()) << opened.status().ToString();
-    auto db = std::move(opened).value();
-    auto before_log = RocksLogStore::Open(db.get());
-    ASSERT_TRUE(before_log.ok()) << before_log.status().ToString();
-    auto before = std::move(before_log).value();
-    EXPECT_EQ(before->FirstIndex(), 1u);
-    EXPECT_EQ(before->LastIndex(), 10u);
-    EXPECT_EQ(before->Entries(1, 11, UINT64_MAX)->size(), 10u);
-    EXPECT_EQ(*before->GetSnapshotRecord(), "old");
-    EXPECT_EQ(*StateStore(db.get()).AppliedIndex(), 0u);
+    CrashImage before(crashes.path() + "/before");
+    ASSERT_NE(before.log, nullptr);
+    EXPECT_EQ(before.log->FirstIndex(), 1u);
+    EXPECT_EQ(before.log->LastIndex(), 10u);
+    EXPECT_EQ(before.log->Entries(1, 11, UINT64_MAX)->size(), 10u);
+    EXPECT_EQ(*before.log->GetSnapshotRecord(), "old");
+    EXPECT_EQ(*StateStore(before.db.get()).AppliedIndex(), 0u);
   }
-  auto opened = Db::Open(crashes.path() + "/after");
-  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
-  auto db = std::move(opened).value();
-  auto after_log = RocksLogStore::Open(db.get());
-  ASSERT_TRUE(after_log.ok()) << after_log.status().ToString();
-  auto after = std::move(after_log).value();
-  EXPECT_EQ(after->FirstIndex(), 7u);
-  EXPECT_EQ(after->LastIndex(), 10u);
-  EXPECT_EQ(*after->Term(6), 2u);
-  auto kept = after->Entries(7, 11, UINT64_MAX);
+  CrashImage after(crashes.path() + "/after");
+  ASSERT_NE(after.log, nullptr);
+  EXPECT_EQ(after.log->FirstIndex(), 7u);
+  EXPECT_EQ(after.log->LastIndex(), 10u);
+  EXPECT_EQ(*after.log->Term(6), 2u);
+  auto kept = after.log->Entries(7, 11, UINT64_MAX);
   ASSERT_TRUE(kept.ok());
   ASSERT_EQ(kept->size(), 4u);
   EXPECT_EQ(kept->front().data, big + "7");
-  EXPECT_EQ(*after->GetSnapshotRecord(), "at 6");
-  EXPECT_EQ(*StateStore(db.get()).AppliedIndex(), 8u);
+  EXPECT_EQ(*after.log->GetSnapshotRecord(), "at 6");
+  EXPECT_EQ(*StateStore(after.db.get()).AppliedIndex(), 8u);
 }
 
 }  // namespace
