@@ -71,7 +71,7 @@ class RemapVector {
     if (n > SIZE_MAX / sizeof(T)) throw std::bad_alloc();
     size_t bytes = n * sizeof(T);
     void* p = nullptr;
-    if (bytes < kMapBytes) {
+    if (bytes < kMapBytes && !mapped_) {
       p = std::realloc(data_, bytes);
       if (p == nullptr) throw std::bad_alloc();
     } else {
