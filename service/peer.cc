@@ -87,7 +87,7 @@ pb::RaftEntry* AddEntryWithoutData(const storage::LogEntry& e, pb::RaftMessage* 
 }  // namespace
 
 void ToProto(raft::Message&& m, pb::RaftMessage* out) {
-  // Entries are batches of vectors: their data moves, not copied.
+  // Entries are batches of vectors: their data is moved, not copied.
   std::vector<storage::LogEntry> entries = std::move(m.entries);
   m.entries.clear();
   ToProto(m, out);

@@ -164,6 +164,11 @@ TEST(PeerMessages, RoundTripAndRejectWhatCouldMisleadTheCore) {
   EXPECT_EQ(back->snapshot, m.snapshot);
   EXPECT_EQ(back->term, 7u);
   EXPECT_EQ(back->context, "ctx");
+  // The sender's version moves the entries' data and writes the same message.
+  replication::raft::Message moved_from = m;
+  quiver::internal::v1::RaftMessage moved;
+  service::ToProto(std::move(moved_from), &moved);
+  EXPECT_EQ(moved.SerializeAsString(), pm.SerializeAsString());
 
   auto bad = pm;
   bad.set_type(99);
