@@ -19,8 +19,9 @@
 // through gRPC, waits for every sealed segment's index, stops the server and
 // times a restart until it serves again, checking the answers are unchanged.
 // `cluster` starts quiverd processes: durable Upsert of 3 nodes against one
-// (rounds interleaved), then leader failover, kill -9 to the first write
-// acknowledged after it (bench/RESULTS.md).
+// (rounds interleaved, with the CPU seconds each node used), then leader
+// failover, kill -9 to the first write acknowledged after it
+// (bench/RESULTS.md).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <cblas.h>
@@ -46,6 +47,7 @@
 #include <functional>
 #include <random>
 #include <set>
+#include <sstream>
 #include <thread>
 #include <tuple>
 
@@ -1042,6 +1044,21 @@ class QuiverdChild {
     pid_ = -1;
   }
   void Wipe() { std::filesystem::remove_all(work_ + "/data"); }
+  // CPU seconds (user + system, all threads) the running process has used:
+  // /proc/<pid>/stat fields 14 and 15, after the parenthesised name.
+  double CpuSeconds() const {
+    std::ifstream f("/proc/" + std::to_string(pid_) + "/stat");
+    std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const auto close = s.rfind(')');
+    if (pid_ <= 0 || close == std::string::npos) return 0;
+    std::istringstream rest(s.substr(close + 2));
+    std::string field;
+    double ticks = 0;
+    for (int i = 3; i <= 15 && rest >> field; ++i) {
+      if (i >= 14) ticks += std::stod(field);
+    }
+    return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  }
   std::string address() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
 
  private:
@@ -1129,10 +1146,16 @@ int RunCluster(const std::string& quiverd, int rounds, size_t clients, size_t ba
   const std::string dir = "/tmp/quiver-bench-cluster";
   std::vector<double> single, leader_only, spread;
   for (int r = 0; r < rounds; ++r) {
+    // CPU seconds each node used (start-up included): a follower spends what
+    // a single node spends on the same writes, so on a machine whose cores
+    // the nodes share, three nodes need ~3x the CPU of one.
+    double single_cpu = 0;
+    std::vector<double> three_cpu;
     {
       auto nodes = StartNodes(quiverd, dir, 1);
       if (nodes.empty()) return 1;
       single.push_back(MeasureUpserts({nodes[0]->address()}, clients, batch, dim, total));
+      single_cpu = nodes[0]->CpuSeconds();
     }
     {
       auto nodes = StartNodes(quiverd, dir, 3);
@@ -1140,6 +1163,10 @@ int RunCluster(const std::string& quiverd, int rounds, size_t clients, size_t ba
       const int l = FindLeader(nodes);
       if (l < 0) return 1;
       leader_only.push_back(MeasureUpserts({nodes[static_cast<size_t>(l)]->address()}, clients, batch, dim, total));
+      three_cpu.push_back(nodes[static_cast<size_t>(l)]->CpuSeconds());  // the leader first
+      for (size_t i = 0; i < nodes.size(); ++i) {
+        if (static_cast<int>(i) != l) three_cpu.push_back(nodes[i]->CpuSeconds());
+      }
     }
     {
       auto nodes = StartNodes(quiverd, dir, 3);
@@ -1150,6 +1177,9 @@ int RunCluster(const std::string& quiverd, int rounds, size_t clients, size_t ba
     }
     std::printf("round %d: single %.0f, 3 nodes via leader %.0f, via all nodes %.0f vectors/s\n", r + 1,
                 single.back(), leader_only.back(), spread.back());
+    std::printf("  CPU s: single %.2f; via leader: leader %.2f, followers %.2f and %.2f (%.2fx single)\n",
+                single_cpu, three_cpu[0], three_cpu[1], three_cpu[2],
+                (three_cpu[0] + three_cpu[1] + three_cpu[2]) / single_cpu);
   }
   const double s = Median(single), l = Median(leader_only), a = Median(spread);
   std::printf("\nDurable Upsert (%zu clients, batches of %zu x %zu-d, %zu vectors; median of %d rounds):\n"
