@@ -1047,10 +1047,11 @@ class QuiverdChild {
   // CPU seconds (user + system, all threads) the running process has used:
   // /proc/<pid>/stat fields 14 and 15, after the parenthesised name.
   double CpuSeconds() const {
+    if (pid_ <= 0) return 0;
     std::ifstream f("/proc/" + std::to_string(pid_) + "/stat");
     std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
     const auto close = s.rfind(')');
-    if (pid_ <= 0 || close == std::string::npos) return 0;
+    if (close == std::string::npos) return 0;
     std::istringstream rest(s.substr(close + 2));
     std::string field;
     double ticks = 0;
@@ -1146,9 +1147,9 @@ int RunCluster(const std::string& quiverd, int rounds, size_t clients, size_t ba
   const std::string dir = "/tmp/quiver-bench-cluster";
   std::vector<double> single, leader_only, spread;
   for (int r = 0; r < rounds; ++r) {
-    // CPU seconds each node used (start-up included): a follower spends what
-    // a single node spends on the same writes, so on a machine whose cores
-    // the nodes share, three nodes need ~3x the CPU of one.
+    // CPU seconds each node used (start-up included): where the nodes share
+    // the machine's cores, the ratio of the three nodes' CPU to the single
+    // node's bounds the throughput ratio (bench/RESULTS.md, session 14).
     double single_cpu = 0;
     std::vector<double> three_cpu;
     {

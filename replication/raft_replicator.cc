@@ -967,17 +967,16 @@ void RaftReplicator::CheckpointLoop() {
     Status st;
     std::optional<raft::SnapshotMeta> staged;
     uint64_t lagging_match = UINT64_MAX;
-    uint64_t core_applied = 0;
+    uint64_t covered = 0;
     uint64_t retained = 0;
     {
       std::lock_guard lock(mu_);
       lagging_match = status_.slowest_member_match;
-      core_applied = status_.applied;
       // After a snapshot install the state is ahead of the core, which still
       // replays (and skips) the entries in between: those stay.
-      retained = RetainedBelowLocked(std::min(applied, core_applied));
+      covered = std::min(applied, status_.applied);
+      retained = RetainedBelowLocked(covered);
     }
-    const uint64_t covered = std::min(applied, core_applied);
     if (covered > retained) {
       uint64_t upto = covered - retained;
       // A leader keeps what its slowest member still needs (up to a bound):
