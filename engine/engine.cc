@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "common/encoding.h"
+#include "common/thread_name.h"
 #include "engine/validation.h"
 #include "quiver/internal/v1/wal.pb.h"
 
@@ -99,7 +100,10 @@ void Engine::StartBackgroundWorkLocked() {
   }
   // Segments sealed while loading get their indexes in the background; the
   // node serves meanwhile, searching them exactly.
-  builder_ = std::thread([this] { BackgroundLoop(); });
+  builder_ = std::thread([this] {
+    NameThisThread("index-builder");
+    BackgroundLoop();
+  });
   RequestBackgroundWork();
 }
 

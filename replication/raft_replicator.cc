@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "common/encoding.h"
+#include "common/thread_name.h"
 #include "replication/replicator.h"
 #include "storage/db.h"
 
@@ -187,9 +188,18 @@ Status RaftReplicator::Start(const std::atomic<bool>* stop) {
   PublishStatus();
   std::lock_guard lock(mu_);
   started_ = true;
-  driver_ = std::thread([this] { DriverLoop(); });
-  checkpointer_ = std::thread([this] { CheckpointLoop(); });
-  if (transport_ != nullptr) snapshot_sender_ = std::thread([this] { SnapshotLoop(); });
+  driver_ = std::thread([this] {
+    NameThisThread("raft-driver");
+    DriverLoop();
+  });
+  checkpointer_ = std::thread([this] {
+    NameThisThread("raft-checkpoint");
+    CheckpointLoop();
+  });
+  if (transport_ != nullptr) snapshot_sender_ = std::thread([this] {
+      NameThisThread("raft-snapshot");
+      SnapshotLoop();
+    });
   return Status::Ok();
 }
 

@@ -11,6 +11,7 @@
 #include <random>
 
 #include "common/encoding.h"
+#include "common/thread_name.h"
 #include "service/grpc_status.h"
 
 namespace quiver::service {
@@ -181,7 +182,10 @@ void PeerClient::AddPeerLocked(NodeId node, const std::string& address) {
   peer->stub = NewStub(address);
   Peer* raw = peer.get();
   peers_[node] = std::move(peer);
-  raw->sender = std::thread([this, raw] { SenderLoop(raw); });
+  raw->sender = std::thread([this, raw] {
+    NameThisThread("peer-send");
+    SenderLoop(raw);
+  });
 }
 
 PeerClient::Peer* PeerClient::FindPeer(NodeId node) const {
