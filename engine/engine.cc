@@ -198,6 +198,8 @@ void Engine::RemoveDroppedSegmentFiles() {
   }
 }
 
+Engine::Engine(storage::Db* db, const EngineOptions& options) : options_(options), store_(db), segments_(db) {}
+
 Engine::~Engine() { StopBackgroundWork(); }
 
 void Engine::StopBackgroundWork() {
@@ -308,7 +310,11 @@ uint64_t Engine::TotalPoints() const {
 
 Status Engine::Apply(std::span<const storage::LogEntry> entries, std::vector<Status>* outcomes) {
   outcomes->clear();
-  auto batch = store_.NewBatch();
+  if (apply_batch_ == nullptr) apply_batch_ = store_.NewBatch();
+  if (apply_command_ == nullptr) apply_command_ = std::make_unique<Command>();
+  storage::StateStore::Batch* batch = apply_batch_.get();
+  batch->Clear();
+  Command& cmd = *apply_command_;
   uint64_t last = AppliedIndex();
   for (const storage::LogEntry& e : entries) {
     if (e.index <= last) {
@@ -325,13 +331,12 @@ Status Engine::Apply(std::span<const storage::LogEntry> entries, std::vector<Sta
       outcomes->push_back(Status::Ok());
       continue;
     }
-    Command cmd;
     if (!cmd.ParseFromString(e.data)) {
       // A log entry that passed its checksum but does not parse was written by
       // a broken or newer binary: refuse to guess.
       return Status::Corruption("log entry " + std::to_string(e.index) + " holds an undecodable command");
     }
-    outcomes->push_back(ApplyOnce(e.index, cmd, batch.get()));
+    outcomes->push_back(ApplyOnce(e.index, cmd, batch));
   }
   if (last == AppliedIndex()) return Status::Ok();
   batch->SetAppliedIndex(last);

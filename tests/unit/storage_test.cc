@@ -137,6 +137,30 @@ TEST_F(StateStoreTest, NewPointsWithoutPayloadWriteNoPayloadTombstone) {
   EXPECT_EQ(deletes_in_memtable(), 10u);
 }
 
+// The engine reuses one batch for every apply: what it held before Clear must
+// not be written again (here: a point deleted meanwhile coming back).
+TEST_F(StateStoreTest, ClearedBatchWritesOnlyWhatFollows) {
+  std::vector<float> v = {1};
+  auto b = store_->NewBatch();
+  b->PutPoint(5, 1, v, "");
+  ASSERT_TRUE(store_->Commit(*b).ok());
+  auto del = store_->NewBatch();
+  del->DeletePoint(5, 1);
+  ASSERT_TRUE(store_->Commit(*del).ok());
+  b->Clear();
+  b->PutPoint(5, 2, v, "");
+  ASSERT_TRUE(store_->Commit(*b).ok());
+  std::vector<uint64_t> ids;
+  ASSERT_TRUE(store_
+                  ->ForEachPoint(5, 1,
+                                 [&](uint64_t id, const float*, std::string_view) {
+                                   ids.push_back(id);
+                                   return Status::Ok();
+                                 })
+                  .ok());
+  EXPECT_EQ(ids, std::vector<uint64_t>{2});
+}
+
 TEST_F(StateStoreTest, CorruptVectorIsReportedWithItsKey) {
   auto b = store_->NewBatch();
   std::vector<float> v = {1, 2};
