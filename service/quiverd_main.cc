@@ -53,7 +53,7 @@ void KeepFreedMemory() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  quiver::kernels::EnsureFastBlas(argv);
+  quiver::kernels::EnsureFastBlas(argv, quiver::kernels::BlasWorkers::kNone);
   KeepFreedMemory();
 
   if (::pipe2(g_signal_pipe, O_CLOEXEC) != 0) {

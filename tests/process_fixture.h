@@ -73,6 +73,8 @@ class QuiverdProcess {
     points = quiver::v1::Points::NewStub(channel_);
   }
 
+  pid_t pid() const { return pid_; }
+
   void Kill(int sig) {
     if (pid_ <= 0) return;
     ::kill(pid_, sig);

@@ -36,21 +36,32 @@ bool BlasOnSlowPath() {
   return DetectSimdLevel() >= SimdLevel::kAvx2 && IsGenericCore(BlasCoreName());
 }
 
-void EnsureFastBlas(char** argv) {
-  openblas_set_num_threads(1);
-  if (!BlasOnSlowPath()) return;
-  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) {
-    // Someone chose the core on purpose (or our re-exec did and OpenBLAS
-    // ignored it): say so loudly rather than loop.
-    std::fprintf(stderr, "quiver: warning: OpenBLAS runs its %s kernels although the CPU has %s (OPENBLAS_CORETYPE=%s)\n",
-                 BlasCoreName().c_str(), SimdLevelName(DetectSimdLevel()), std::getenv("OPENBLAS_CORETYPE"));
-    return;
+void EnsureFastBlas(char** argv, BlasWorkers workers) {
+  bool reexecute = false;
+  if (workers == BlasWorkers::kNone && openblas_get_num_threads() > 1 &&
+      std::getenv("OPENBLAS_NUM_THREADS") == nullptr) {
+    ::setenv("OPENBLAS_NUM_THREADS", "1", 1);
+    reexecute = true;
   }
-  const char* core = DetectSimdLevel() == SimdLevel::kAvx512 ? "SkylakeX" : "Haswell";
-  ::setenv("OPENBLAS_CORETYPE", core, 1);
+  openblas_set_num_threads(1);
+  if (BlasOnSlowPath()) {
+    if (std::getenv("OPENBLAS_CORETYPE") != nullptr) {
+      // Someone chose the core on purpose (or our re-exec did and OpenBLAS
+      // ignored it): say so loudly rather than loop.
+      std::fprintf(stderr,
+                   "quiver: warning: OpenBLAS runs its %s kernels although the CPU has %s (OPENBLAS_CORETYPE=%s)\n",
+                   BlasCoreName().c_str(), SimdLevelName(DetectSimdLevel()), std::getenv("OPENBLAS_CORETYPE"));
+    } else {
+      ::setenv("OPENBLAS_CORETYPE", DetectSimdLevel() == SimdLevel::kAvx512 ? "SkylakeX" : "Haswell", 1);
+      reexecute = true;
+    }
+  }
+  if (!reexecute) return;
   ::execv("/proc/self/exe", argv);
-  std::fprintf(stderr, "quiver: warning: could not re-execute with OPENBLAS_CORETYPE=%s: %s; BLAS stays on %s\n", core,
-               std::strerror(errno), BlasCoreName().c_str());
+  std::fprintf(stderr, "quiver: warning: could not re-execute with OPENBLAS_CORETYPE=%s OPENBLAS_NUM_THREADS=%s: %s\n",
+               std::getenv("OPENBLAS_CORETYPE") ? std::getenv("OPENBLAS_CORETYPE") : "(unset)",
+               std::getenv("OPENBLAS_NUM_THREADS") ? std::getenv("OPENBLAS_NUM_THREADS") : "(unset)",
+               std::strerror(errno));
 }
 
 }  // namespace quiver::kernels

@@ -2,7 +2,9 @@
 // random moments under concurrent writes, and the shutdown deadline.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <random>
@@ -398,6 +400,28 @@ TEST(Process, SigtermDuringLogReplayExitsZeroQuickly) {
   grpc::ClientContext ctx;
   ASSERT_TRUE(q.points->Count(&ctx, c, &cr).ok());
   EXPECT_EQ(cr.count(), 300000u);
+}
+
+// OpenBLAS starts a worker per core but the first when it loads, and each
+// spins for ~0.1 s of CPU before it sleeps; quiverd's threads call BLAS
+// themselves, so it re-executes itself with OPENBLAS_NUM_THREADS=1.
+TEST(Process, StartsOpenBlasWithoutWorkerThreads) {
+  if (std::getenv("OPENBLAS_NUM_THREADS") != nullptr) GTEST_SKIP() << "OPENBLAS_NUM_THREADS is set: quiverd keeps it";
+  if (std::thread::hardware_concurrency() < 2) GTEST_SKIP() << "on one core OpenBLAS starts no workers";
+  TempDir dir;
+  QuiverdProcess q(dir.path() + "/data", dir.path());
+  q.Start();
+  std::ifstream in("/proc/" + std::to_string(q.pid()) + "/environ", std::ios::binary);
+  std::string environ((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<std::string> vars;
+  for (size_t at = 0, end; at < environ.size(); at = end + 1) {
+    end = environ.find('\0', at);
+    if (end == std::string::npos) end = environ.size();
+    vars.push_back(environ.substr(at, end - at));
+  }
+  EXPECT_NE(std::find(vars.begin(), vars.end(), "OPENBLAS_NUM_THREADS=1"), vars.end()) << environ;
+  q.Kill(SIGTERM);
+  EXPECT_EQ(q.WaitExit(std::chrono::seconds(10)), std::optional<int>(0)) << q.Log();
 }
 
 TEST(Process, SecondNodeOnSameDataDirFailsClearly) {
