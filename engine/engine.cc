@@ -331,7 +331,7 @@ Status Engine::Apply(std::span<const storage::LogEntry> entries, std::vector<Sta
       outcomes->push_back(Status::Ok());
       continue;
     }
-    if (!cmd.ParseFromString(e.data)) {
+    if (!cmd.ParseFromArray(e.data.data(), static_cast<int>(e.data.size()))) {
       // A log entry that passed its checksum but does not parse was written by
       // a broken or newer binary: refuse to guess.
       return Status::Corruption("log entry " + std::to_string(e.index) + " holds an undecodable command");

@@ -92,7 +92,7 @@ void ToProto(raft::Message&& m, pb::RaftMessage* out) {
   std::vector<storage::LogEntry> entries = std::move(m.entries);
   m.entries.clear();
   ToProto(m, out);
-  for (auto& e : entries) AddEntryWithoutData(e, out)->set_data(std::move(e.data));
+  for (auto& e : entries) AddEntryWithoutData(e, out)->set_data(e.data.Release());
 }
 
 void ToProto(const raft::Message& m, pb::RaftMessage* out) {
@@ -102,7 +102,7 @@ void ToProto(const raft::Message& m, pb::RaftMessage* out) {
   out->set_term(m.term);
   out->set_log_term(m.log_term);
   out->set_index(m.index);
-  for (const auto& e : m.entries) AddEntryWithoutData(e, out)->set_data(e.data);
+  for (const auto& e : m.entries) AddEntryWithoutData(e, out)->set_data(e.data.data(), e.data.size());
   out->set_commit(m.commit);
   out->set_reject(m.reject);
   out->set_reject_hint(m.reject_hint);
@@ -116,7 +116,10 @@ void ToProto(const raft::Message& m, pb::RaftMessage* out) {
   out->set_context(m.context);
 }
 
-Result<raft::Message> FromProto(const pb::RaftMessage& m) {
+namespace {
+// FromProto; moves the entries' data out of `owned` when it is given (`m`
+// is then *owned).
+Result<raft::Message> FromProto(const pb::RaftMessage& m, pb::RaftMessage* owned) {
   if (m.type() > static_cast<uint32_t>(raft::MessageType::kReadIndexResponse)) {
     return Status::InvalidArgument("raft message has unknown type " + std::to_string(m.type()));
   }
@@ -132,7 +135,8 @@ Result<raft::Message> FromProto(const pb::RaftMessage& m) {
   out.index = m.index();
   out.entries.reserve(static_cast<size_t>(m.entries_size()));
   uint64_t expect = m.index() + 1;
-  for (const auto& e : m.entries()) {
+  for (int i = 0; i < m.entries_size(); ++i) {
+    const pb::RaftEntry& e = m.entries(i);
     if (e.type() > static_cast<uint32_t>(storage::EntryType::kConfChange)) {
       return Status::InvalidArgument("raft entry has unknown type " + std::to_string(e.type()));
     }
@@ -140,7 +144,9 @@ Result<raft::Message> FromProto(const pb::RaftMessage& m) {
     if (e.index() != expect++ || e.term() == 0) {
       return Status::InvalidArgument("raft entries are not contiguous after index " + std::to_string(m.index()));
     }
-    out.entries.push_back({e.index(), e.term(), static_cast<storage::EntryType>(e.type()), e.data()});
+    storage::EntryData data =
+        owned != nullptr ? storage::EntryData(std::move(*owned->mutable_entries(i)->mutable_data())) : e.data();
+    out.entries.push_back({e.index(), e.term(), static_cast<storage::EntryType>(e.type()), std::move(data)});
   }
   out.commit = m.commit();
   out.reject = m.reject();
@@ -157,6 +163,11 @@ Result<raft::Message> FromProto(const pb::RaftMessage& m) {
   out.context = m.context();
   return out;
 }
+}  // namespace
+
+Result<raft::Message> FromProto(const pb::RaftMessage& m) { return FromProto(m, nullptr); }
+
+Result<raft::Message> FromProto(pb::RaftMessage&& m) { return FromProto(m, &m); }
 
 PeerClient::PeerClient(NodeId self, const std::map<NodeId, std::string>& peers, uint64_t max_message_bytes,
                        std::shared_ptr<grpc::ChannelCredentials> credentials)
@@ -485,9 +496,12 @@ grpc::Status PeerService::RefuseIfCut(NodeId from) const {
 
 grpc::Status PeerService::Send(grpc::ServerContext*, const pb::RaftBatch* req, pb::RaftBatchAck*) {
   if (Status st = CheckCluster(req->cluster_id(), replicator_->cluster_id()); !st.ok()) return ToGrpc(st);
-  for (const auto& pm : req->messages()) {
+  // The request is this call's own (gRPC's sync API hands it over as const):
+  // the entries' data is moved out of it rather than copied.
+  auto* owned = const_cast<pb::RaftBatch*>(req);
+  for (pb::RaftMessage& pm : *owned->mutable_messages()) {
     if (grpc::Status cut = RefuseIfCut(pm.from()); !cut.ok()) return cut;
-    Result<raft::Message> m = FromProto(pm);
+    Result<raft::Message> m = FromProto(std::move(pm));
     if (!m.ok()) return ToGrpc(m.status());
     if (m->to != self_) {
       return ToGrpc(Status::InvalidArgument("raft message for node " + std::to_string(m->to) + " reached node " +

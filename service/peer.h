@@ -35,6 +35,8 @@ void ToProto(const replication::raft::Message& m, quiver::internal::v1::RaftMess
 void ToProto(replication::raft::Message&& m, quiver::internal::v1::RaftMessage* out);
 /// Validates every field that could crash or mislead the core.
 Result<replication::raft::Message> FromProto(const quiver::internal::v1::RaftMessage& m);
+/// The same, moving the entries' data out of `m`.
+Result<replication::raft::Message> FromProto(quiver::internal::v1::RaftMessage&& m);
 
 /// Test-only network faults (config fault_injection): the peers cut off
 /// from this node, whose traffic is dropped both ways; and a lossy, slow

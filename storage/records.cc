@@ -101,7 +101,7 @@ Result<LogEntry> DecodeLogEntry(std::string_view key, uint64_t index, std::strin
   e.index = index;
   e.term = DecodeFixed64LE(body.data());
   e.type = static_cast<EntryType>(type);
-  e.data.assign(body.substr(9));
+  e.data = EntryData(body.substr(9));
   return e;
 }
 

@@ -29,15 +29,17 @@ Result<std::vector<storage::LogEntry>> RaftLog::Entries(uint64_t lo, uint64_t hi
   }
   std::vector<storage::LogEntry> out;
   uint64_t bytes = 0;
-  if (lo < offset_) {
-    const uint64_t stable_hi = std::min(hi, offset_);
+  const uint64_t recent_first = RecentFirst();
+  if (lo < recent_first) {
+    const uint64_t stable_hi = std::min(hi, recent_first);
     QUIVER_ASSIGN_OR_RETURN(out, stable_->Entries(lo, stable_hi, max_bytes));
     for (const auto& e : out) bytes += e.data.size();
     if (out.empty() || out.back().index + 1 < stable_hi) return out;  // the byte limit stopped it
     lo = stable_hi;
   }
-  for (uint64_t i = std::max(lo, offset_); i < hi; ++i) {
-    const storage::LogEntry& e = unstable_[i - offset_];
+  // Copies share the entries' data.
+  for (uint64_t i = lo; i < hi; ++i) {
+    const storage::LogEntry& e = i < offset_ ? recent_[i - recent_first] : unstable_[i - offset_];
     if (!out.empty() && bytes + e.data.size() > max_bytes) break;
     bytes += e.data.size();
     out.push_back(e);
@@ -82,6 +84,14 @@ void RaftLog::TruncateAndAppend(std::vector<storage::LogEntry> entries) {
   const uint64_t after = entries.front().index;
   if (after <= offset_) {
     // Replaces durable entries too: the host's next append overwrites them.
+    while (!recent_.empty() && recent_.back().index >= after) {
+      recent_bytes_ -= recent_.back().data.size();
+      recent_.pop_back();
+    }
+    if (!recent_.empty() && recent_.back().index + 1 != after) {
+      recent_.clear();  // not contiguous with the new entries (cannot happen: after >= committed + 1)
+      recent_bytes_ = 0;
+    }
     offset_ = after;
     unstable_ = std::move(entries);
   } else {
@@ -103,6 +113,8 @@ Status RaftLog::CommitTo(uint64_t index) {
 void RaftLog::Restore(const SnapshotMeta& meta) {
   snapshot_ = meta;
   unstable_.clear();
+  recent_.clear();
+  recent_bytes_ = 0;
   offset_ = meta.index + 1;
   committed_ = meta.index;
 }
@@ -123,14 +135,30 @@ Result<std::vector<storage::LogEntry>> RaftLog::NextCommitted(uint64_t max_bytes
 void RaftLog::StableTo(uint64_t index, uint64_t term) {
   if (index < offset_ || index > LastIndex()) return;
   if (unstable_[index - offset_].term != term) return;  // replaced meanwhile
-  unstable_.erase(unstable_.begin(), unstable_.begin() + static_cast<ptrdiff_t>(index + 1 - offset_));
+  const auto end = unstable_.begin() + static_cast<ptrdiff_t>(index + 1 - offset_);
+  for (auto it = unstable_.begin(); it != end; ++it) {
+    recent_bytes_ += it->data.size();
+    recent_.push_back(std::move(*it));
+  }
+  unstable_.erase(unstable_.begin(), end);
   offset_ = index + 1;
+  TrimRecent();
+}
+
+void RaftLog::TrimRecent() {
+  while (!recent_.empty() && (recent_.front().index <= applied_ || recent_bytes_ > kMaxRecentBytes)) {
+    recent_bytes_ -= recent_.front().data.size();
+    recent_.pop_front();
+  }
 }
 
 void RaftLog::StableSnapshotTo(uint64_t index) {
   if (snapshot_ && snapshot_->index == index) snapshot_.reset();
 }
 
-void RaftLog::AppliedTo(uint64_t index) { applied_ = std::max(applied_, std::min(index, committed_)); }
+void RaftLog::AppliedTo(uint64_t index) {
+  applied_ = std::max(applied_, std::min(index, committed_));
+  TrimRecent();
+}
 
 }  // namespace quiver::replication::raft

@@ -5,9 +5,16 @@
 // Invariant: the unstable entries start at `offset_`; LastIndex() is always
 // offset_ + unstable_.size() - 1. Durable entries at or above offset_ are
 // superseded (the host's next append replaces them).
+//
+// The newest durable entries not yet applied are kept in memory too
+// (`recent_`, ending at offset_ - 1): the next Ready applies them and a leader
+// sends them to its followers, and reading them back from the LogStore copied
+// and checksummed each (~0.5 MB for a batch of 1,000 x 128-d vectors). Their
+// data is shared with the Ready, not copied.
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <vector>
 
@@ -63,8 +70,17 @@ class RaftLog {
   std::optional<SnapshotMeta> snapshot_;
   uint64_t offset_;
   std::vector<storage::LogEntry> unstable_;
+  std::deque<storage::LogEntry> recent_;  // durable, unapplied: [offset_ - recent_.size(), offset_)
+  uint64_t recent_bytes_ = 0;
   uint64_t committed_;
   uint64_t applied_;
+
+  // Memory kept for recent_ at most: a follower that receives faster than it
+  // applies reads the rest back from the LogStore.
+  static constexpr uint64_t kMaxRecentBytes = 64ull << 20;
+  uint64_t RecentFirst() const { return offset_ - recent_.size(); }
+  // Drops applied entries, then the oldest beyond kMaxRecentBytes.
+  void TrimRecent();
 };
 
 }  // namespace quiver::replication::raft

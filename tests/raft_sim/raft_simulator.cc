@@ -75,7 +75,7 @@ struct Node {
   std::vector<std::pair<NodeId, bool>> snapshot_reports;
 };
 
-std::string EntryKey(const LogEntry& e) { return std::to_string(static_cast<int>(e.type)) + ":" + e.data; }
+std::string EntryKey(const LogEntry& e) { return std::to_string(static_cast<int>(e.type)) + ":" + std::string(e.data); }
 
 class Simulation {
  public:
@@ -265,7 +265,7 @@ void Simulation::Persist(Node& n, const Ready& rd) {
     std::vector<uint64_t> expect;
     for (const auto& [index, e] : applied_at_) {
       if (index > data.meta.index) break;
-      if (e.type == EntryType::kCommand) expect.push_back(std::stoull(e.data));
+      if (e.type == EntryType::kCommand) expect.push_back(std::stoull(std::string(e.data)));
     }
     if (expect != data.values) {
       Fail("snapshot " + std::to_string(data.meta.index) + " disagrees with the applied history");
@@ -343,7 +343,7 @@ void Simulation::Apply(Node& n, const LogEntry& e) {
   auto proposal = n.proposals.find(e.index);
   switch (e.type) {
     case EntryType::kCommand: {
-      const uint64_t id = std::stoull(e.data);
+      const uint64_t id = std::stoull(std::string(e.data));
       n.values.push_back(id);
       auto [w, fresh] = write_index_.emplace(id, e.index);
       if (!fresh && w->second != e.index) {

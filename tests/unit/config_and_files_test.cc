@@ -169,6 +169,15 @@ TEST(PeerMessages, RoundTripAndRejectWhatCouldMisleadTheCore) {
   quiver::internal::v1::RaftMessage moved;
   service::ToProto(std::move(moved_from), &moved);
   EXPECT_EQ(moved.SerializeAsString(), pm.SerializeAsString());
+  // The receiver's version moves the data out of the request it owns.
+  quiver::internal::v1::RaftMessage received = pm;
+  received.mutable_entries(0)->set_data(std::string(4096, 'r'));
+  const char* bytes = received.entries(0).data().data();
+  auto taken = service::FromProto(std::move(received));
+  ASSERT_TRUE(taken.ok()) << taken.status().ToString();
+  EXPECT_EQ(taken->entries[0].data.data(), bytes);
+  EXPECT_EQ(taken->entries[0].data, std::string(4096, 'r'));
+  EXPECT_EQ(taken->entries[1], m.entries[1]);
 
   auto bad = pm;
   bad.set_type(99);

@@ -90,6 +90,17 @@ TYPED_TEST(LogStoreConformance, SurvivesReopen) {
   EXPECT_EQ(*s->Entries(1, 6, UINT64_MAX), entries);
 }
 
+// A leader's no-op carries no data at all (an empty EntryData holds no buffer).
+TYPED_TEST(LogStoreConformance, EntriesWithoutDataSurviveReopen) {
+  LogStore* s = this->factory.get();
+  std::vector<LogEntry> entries = {{1, 1, EntryType::kNoop, EntryData()}, {2, 1, EntryType::kCommand, ""}};
+  ASSERT_TRUE(s->Append(entries, nullptr).ok());
+  s = this->factory.Reopen();
+  auto back = s->Entries(1, 3, UINT64_MAX);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, entries);
+}
+
 TYPED_TEST(LogStoreConformance, ConflictingAppendReplacesSuffix) {
   LogStore* s = this->factory.get();
   ASSERT_TRUE(s->Append(Make(1, 10, 1), nullptr).ok());

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "replication/raft/raft.h"
+#include "replication/raft/raft_log.h"
 #include "storage/log_store.h"
 
 namespace quiver::replication::raft {
@@ -154,7 +155,7 @@ class Cluster {
 std::vector<std::string> AppliedCommands(const TestNode& n) {
   std::vector<std::string> out;
   for (const auto& e : n.applied) {
-    if (e.type == EntryType::kCommand) out.push_back(e.data);
+    if (e.type == EntryType::kCommand) out.emplace_back(e.data);
   }
   return out;
 }
@@ -806,6 +807,62 @@ TEST(Raft, ConfChangeEncodingRoundTripsAndRejectsGarbage) {
   bad[0] = 9;
   EXPECT_FALSE(DecodeConfChange(bad).ok());
   EXPECT_FALSE(DecodeConfChange(EncodeConfChange({ConfChangeType::kAddVoter, 0})).ok());
+}
+
+// The log keeps its durable, unapplied entries in memory (raft_log.h): what
+// it answers must stay what is durable, through replacements and trims.
+std::vector<LogEntry> Batch(uint64_t lo, uint64_t hi, uint64_t term, const std::string& tag) {
+  std::vector<LogEntry> v;
+  for (uint64_t i = lo; i <= hi; ++i) v.push_back({i, term, EntryType::kCommand, tag + std::to_string(i)});
+  return v;
+}
+
+// The host's side of a Ready: persist, then report it.
+void Persist(storage::MemoryLogStore* store, RaftLog* log) {
+  const std::vector<LogEntry> entries = log->unstable_entries();
+  ASSERT_TRUE(store->Append(entries, nullptr).ok());
+  log->StableTo(entries.back().index, entries.back().term);
+}
+
+TEST(RaftLogTest, DurableEntriesReadTheSameFromMemoryAndAfterReplacement) {
+  storage::MemoryLogStore store;
+  RaftLog log(&store, 0, 0);
+  log.TruncateAndAppend(Batch(1, 6, 1, "a"));
+  Persist(&store, &log);
+  EXPECT_EQ(*log.Entries(1, 7, UINT64_MAX), Batch(1, 6, 1, "a"));
+  // A new leader's entries replace durable ones from 4 on, before and after
+  // the host persists them.
+  log.TruncateAndAppend(Batch(4, 5, 2, "b"));
+  std::vector<LogEntry> want = Batch(1, 3, 1, "a");
+  for (auto& e : Batch(4, 5, 2, "b")) want.push_back(e);
+  EXPECT_EQ(*log.Entries(1, 6, UINT64_MAX), want);
+  EXPECT_EQ(log.LastIndex(), 5u);
+  Persist(&store, &log);
+  EXPECT_EQ(*log.Entries(1, 6, UINT64_MAX), want);
+  EXPECT_EQ(*store.Entries(1, 6, UINT64_MAX), want);
+  // Applied entries leave memory but are still read, from the store.
+  ASSERT_TRUE(log.CommitTo(5).ok());
+  EXPECT_EQ(*log.NextCommitted(UINT64_MAX), want);
+  log.AppliedTo(3);
+  EXPECT_EQ(*log.Entries(1, 6, UINT64_MAX), want);
+  EXPECT_EQ(*log.NextCommitted(UINT64_MAX), std::vector<LogEntry>(want.begin() + 3, want.end()));
+  // The byte budget counts across the store, memory and unstable entries.
+  log.TruncateAndAppend(Batch(6, 6, 2, "c"));
+  auto some = log.Entries(2, 7, 3 * want[0].data.size());
+  ASSERT_TRUE(some.ok());
+  EXPECT_EQ(some->size(), 3u);
+  EXPECT_EQ(some->back().index, 4u);
+}
+
+TEST(RaftLogTest, EntriesShareTheirDataInsteadOfCopyingIt) {
+  storage::MemoryLogStore store;
+  RaftLog log(&store, 0, 0);
+  log.TruncateAndAppend({{1, 1, EntryType::kCommand, std::string(4096, 'x')}});
+  const char* bytes = log.unstable_entries()[0].data.data();
+  EXPECT_EQ((*log.Entries(1, 2, UINT64_MAX))[0].data.data(), bytes);
+  Persist(&store, &log);
+  ASSERT_TRUE(log.CommitTo(1).ok());
+  EXPECT_EQ((*log.NextCommitted(UINT64_MAX))[0].data.data(), bytes);  // from memory, not the store
 }
 
 }  // namespace

@@ -65,7 +65,7 @@ class RecordingStateMachine final : public storage::StateMachine {
       }
       EXPECT_EQ(e.index, applied + 1);
       applied = e.index;
-      if (e.type == storage::EntryType::kCommand) data.push_back(e.data);
+      if (e.type == storage::EntryType::kCommand) data.emplace_back(e.data);
       outcomes->push_back(e.data == "bad" ? Status::InvalidArgument("bad command") : Status::Ok());
     }
     return Status::Ok();
