@@ -87,14 +87,6 @@ pb::RaftEntry* AddEntryWithoutData(const storage::LogEntry& e, pb::RaftMessage* 
 }
 }  // namespace
 
-void ToProto(raft::Message&& m, pb::RaftMessage* out) {
-  // Entries are batches of vectors: their data is moved, not copied.
-  std::vector<storage::LogEntry> entries = std::move(m.entries);
-  m.entries.clear();
-  ToProto(m, out);
-  for (auto& e : entries) AddEntryWithoutData(e, out)->set_data(e.data.Release());
-}
-
 void ToProto(const raft::Message& m, pb::RaftMessage* out) {
   out->set_type(static_cast<uint32_t>(m.type));
   out->set_from(m.from);
@@ -291,7 +283,9 @@ void PeerClient::SenderLoop(Peer* peer) {
       uint64_t bytes = 0;
       while (!peer->queue.empty() && (batch.messages_size() == 0 || bytes < max_message_bytes_ / 2)) {
         for (const auto& e : peer->queue.front().entries) bytes += e.data.size() + 32;
-        ToProto(std::move(peer->queue.front()), batch.add_messages());
+        // One copy of each entry's data per follower, into the request (the
+        // Raft log still shares it until the entry is applied).
+        ToProto(peer->queue.front(), batch.add_messages());
         peer->queue.pop_front();
       }
       stub = peer->stub;

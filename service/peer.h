@@ -31,8 +31,6 @@ Result<std::map<replication::raft::NodeId, std::string>> ParsePeers(const std::s
 std::string NewClusterId(const std::map<replication::raft::NodeId, std::string>& peers);
 
 void ToProto(const replication::raft::Message& m, quiver::internal::v1::RaftMessage* out);
-/// The same, moving the entries' data out of `m`.
-void ToProto(replication::raft::Message&& m, quiver::internal::v1::RaftMessage* out);
 /// Validates every field that could crash or mislead the core.
 Result<replication::raft::Message> FromProto(const quiver::internal::v1::RaftMessage& m);
 /// The same, moving the entries' data out of `m`.

@@ -48,16 +48,6 @@ class EntryData {
   const char* data() const { return view().data(); }
   size_t size() const { return bytes_ ? bytes_->size() : 0; }
   bool empty() const { return size() == 0; }
-  /// The bytes as a string of one's own: moved out when no other entry
-  /// shares them, copied otherwise. Leaves this empty.
-  std::string Release() {
-    std::shared_ptr<std::string> b = std::move(bytes_);
-    if (b == nullptr) return std::string();
-    // use_count is exact here: this was the only owner, and no other can
-    // appear (a copy needs a reference to an owner).
-    if (b.use_count() == 1) return std::move(*b);
-    return *b;
-  }
 
   bool operator==(const EntryData& o) const { return view() == o.view(); }
   bool operator==(std::string_view o) const { return view() == o; }
@@ -65,7 +55,7 @@ class EntryData {
   bool operator==(const char* o) const { return view() == o; }
 
  private:
-  std::shared_ptr<std::string> bytes_;  // never modified once shared; null when empty
+  std::shared_ptr<const std::string> bytes_;  // null when empty
 };
 
 struct LogEntry {
