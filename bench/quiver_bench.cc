@@ -1126,11 +1126,44 @@ int FindLeader(const std::vector<std::unique_ptr<QuiverdChild>>& nodes, const st
   return -1;
 }
 
-// Durable Upsert throughput into a new collection through `targets`.
-double MeasureUpserts(const std::vector<std::string>& targets, size_t clients, size_t batch, size_t dim, size_t total) {
+// Waits (at most 20 s) until every node has applied what any of them had
+// committed: each follower is then reachable and replicating. A node that
+// started after the leader's first sends failed can otherwise stay behind
+// for a second or two (its peers' reconnect back-off), and a measurement
+// that short would time a cluster replicating to one follower only.
+bool WaitAllCaughtUp(const std::vector<std::string>& nodes) {
+  const auto deadline = Clock::now() + std::chrono::seconds(20);
+  uint64_t commit = 0;
+  while (Clock::now() < deadline) {
+    uint64_t least_applied = UINT64_MAX;
+    for (const auto& address : nodes) {
+      auto stub = quiver::v1::Cluster::NewStub(ChannelTo(address, 0));
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+      quiver::v1::ClusterStatusResponse resp;
+      if (!stub->Status(&ctx, {}, &resp).ok()) {
+        least_applied = 0;
+        continue;
+      }
+      commit = std::max(commit, resp.commit_index());
+      least_applied = std::min(least_applied, resp.applied_index());
+    }
+    if (commit > 0 && least_applied >= commit) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+// Durable Upsert throughput into a new collection through `targets`, once
+// every node in `replicas` has applied its creation.
+double MeasureUpserts(const std::vector<std::string>& targets, size_t clients, size_t batch, size_t dim, size_t total,
+                      const std::vector<std::string>& replicas = {}) {
   for (int attempt = 0; attempt < 100; ++attempt) {  // the cluster may still be electing
     if (CreateCollection(ChannelTo(targets[0], 0).get(), "ingest", static_cast<uint32_t>(dim))) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (!replicas.empty() && !WaitAllCaughtUp(replicas)) {
+    std::fprintf(stderr, "a replica did not catch up within 20 s; measuring anyway\n");
   }
   const UpsertRun run = TimeUpserts(targets, clients, batch, dim, total);
   if (run.failed > 0) std::fprintf(stderr, "%zu upserts failed\n", run.failed);
@@ -1163,7 +1196,10 @@ int RunCluster(const std::string& quiverd, int rounds, size_t clients, size_t ba
       if (nodes.empty()) return 1;
       const int l = FindLeader(nodes);
       if (l < 0) return 1;
-      leader_only.push_back(MeasureUpserts({nodes[static_cast<size_t>(l)]->address()}, clients, batch, dim, total));
+      std::vector<std::string> all;
+      for (auto& n : nodes) all.push_back(n->address());
+      leader_only.push_back(
+          MeasureUpserts({nodes[static_cast<size_t>(l)]->address()}, clients, batch, dim, total, all));
       three_cpu.push_back(nodes[static_cast<size_t>(l)]->CpuSeconds());  // the leader first
       for (size_t i = 0; i < nodes.size(); ++i) {
         if (static_cast<int>(i) != l) three_cpu.push_back(nodes[i]->CpuSeconds());
@@ -1174,7 +1210,7 @@ int RunCluster(const std::string& quiverd, int rounds, size_t clients, size_t ba
       if (nodes.empty() || FindLeader(nodes) < 0) return 1;
       std::vector<std::string> all;
       for (auto& n : nodes) all.push_back(n->address());
-      spread.push_back(MeasureUpserts(all, clients, batch, dim, total));
+      spread.push_back(MeasureUpserts(all, clients, batch, dim, total, all));
     }
     std::printf("round %d: single %.0f, 3 nodes via leader %.0f, via all nodes %.0f vectors/s\n", r + 1,
                 single.back(), leader_only.back(), spread.back());
