@@ -10,10 +10,12 @@ namespace quiver::engine {
 SearchPool::SearchPool(size_t threads) {
   threads = std::max<size_t>(threads, 1);
   threads_.reserve(threads);
-  for (size_t t = 0; t < threads; ++t) threads_.emplace_back([this] {
+  for (size_t t = 0; t < threads; ++t) {
+    threads_.emplace_back([this] {
       NameThisThread("search");
       Work();
     });
+  }
 }
 
 SearchPool::~SearchPool() {
