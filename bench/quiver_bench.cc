@@ -1109,17 +1109,22 @@ std::vector<std::unique_ptr<QuiverdChild>> StartNodes(const std::string& quiverd
   return nodes;
 }
 
+// A node's Cluster.Status (false if it does not answer within 500 ms).
+bool ClusterStatusOf(const std::string& address, quiver::v1::ClusterStatusResponse* resp) {
+  auto stub = quiver::v1::Cluster::NewStub(ChannelTo(address, 0));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+  return stub->Status(&ctx, {}, resp).ok();
+}
+
 // The node that says it leads (-1 until one does, at most 20 s).
 int FindLeader(const std::vector<std::unique_ptr<QuiverdChild>>& nodes, const std::set<size_t>& skip = {}) {
   const auto deadline = Clock::now() + std::chrono::seconds(20);
   while (Clock::now() < deadline) {
     for (size_t i = 0; i < nodes.size(); ++i) {
       if (skip.contains(i)) continue;
-      auto stub = quiver::v1::Cluster::NewStub(ChannelTo(nodes[i]->address(), 0));
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
       quiver::v1::ClusterStatusResponse resp;
-      if (stub->Status(&ctx, {}, &resp).ok() && resp.role() == "leader") return static_cast<int>(i);
+      if (ClusterStatusOf(nodes[i]->address(), &resp) && resp.role() == "leader") return static_cast<int>(i);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
@@ -1137,11 +1142,8 @@ bool WaitAllCaughtUp(const std::vector<std::string>& nodes) {
   while (Clock::now() < deadline) {
     uint64_t least_applied = UINT64_MAX;
     for (const auto& address : nodes) {
-      auto stub = quiver::v1::Cluster::NewStub(ChannelTo(address, 0));
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
       quiver::v1::ClusterStatusResponse resp;
-      if (!stub->Status(&ctx, {}, &resp).ok()) {
+      if (!ClusterStatusOf(address, &resp)) {
         least_applied = 0;
         continue;
       }

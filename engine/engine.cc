@@ -198,7 +198,12 @@ void Engine::RemoveDroppedSegmentFiles() {
   }
 }
 
-Engine::Engine(storage::Db* db, const EngineOptions& options) : options_(options), store_(db), segments_(db) {}
+Engine::Engine(storage::Db* db, const EngineOptions& options)
+    : options_(options),
+      store_(db),
+      segments_(db),
+      apply_batch_(store_.NewBatch()),
+      apply_command_(std::make_unique<Command>()) {}
 
 Engine::~Engine() { StopBackgroundWork(); }
 
@@ -310,8 +315,6 @@ uint64_t Engine::TotalPoints() const {
 
 Status Engine::Apply(std::span<const storage::LogEntry> entries, std::vector<Status>* outcomes) {
   outcomes->clear();
-  if (apply_batch_ == nullptr) apply_batch_ = store_.NewBatch();
-  if (apply_command_ == nullptr) apply_command_ = std::make_unique<Command>();
   storage::StateStore::Batch* batch = apply_batch_.get();
   batch->Clear();
   Command& cmd = *apply_command_;

@@ -3,6 +3,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -98,6 +99,15 @@ Result<std::unique_ptr<Db>> Db::Open(const std::string& path, const DbOptions& o
   db->vectors_ = handles[3];
   db->payloads_ = handles[4];
   return db;
+}
+
+void ClearForReuse(rocksdb::WriteBatch* batch) {
+  constexpr size_t kMaxRetainedBytes = 64ull << 20;
+  if (batch->Data().capacity() > kMaxRetainedBytes) {
+    *batch = rocksdb::WriteBatch();
+  } else {
+    batch->Clear();
+  }
 }
 
 Status Db::Flush() {

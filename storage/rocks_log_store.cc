@@ -58,8 +58,7 @@ Result<std::unique_ptr<RocksLogStore>> RocksLogStore::Open(Db* db) {
 Status RocksLogStore::Append(std::span<const LogEntry> entries, const HardState* hard_state) {
   std::lock_guard lock(mu_);
   QUIVER_RETURN_IF_ERROR(ValidateAppend(entries, compacted_index_ + 1, last_index_));
-  rocksdb::WriteBatch& batch = append_batch_;
-  batch.Clear();
+  rocksdb::WriteBatch& batch = append_batch_;  // empty: cleared after each write
   if (!entries.empty() && entries.front().index <= last_index_) {
     batch.DeleteRange(db_->log(), LogKey(entries.front().index), LogKey(last_index_ + 1));
   }
@@ -75,11 +74,7 @@ Status RocksLogStore::Append(std::span<const LogEntry> entries, const HardState*
   rocksdb::WriteOptions wo;
   wo.sync = true;  // acknowledged means durable
   rocksdb::Status s = db_->raw()->Write(wo, &batch);
-  if (batch.Data().capacity() > kRetainedAppendBytes) {
-    batch = rocksdb::WriteBatch();
-  } else {
-    batch.Clear();  // the entries' bytes need not stay in memory until the next append
-  }
+  ClearForReuse(&batch);
   if (!s.ok()) return FromRocks(&s, "appending to log");
   if (!entries.empty()) {
     const uint64_t first = entries.front().index;

@@ -63,13 +63,9 @@ class RocksLogStore final : public LogStore {
   // restart are read from disk.
   std::deque<uint64_t> terms_;
   uint64_t terms_first_ = 1;
-  // Append's batch, kept between appends (under mu_) with its buffer: a
-  // follower appends a few MB to tens of MB at a time, and a new buffer each
-  // time was new memory for the kernel to zero on first touch (a tenth of a
-  // follower's CPU in quiver-bench cluster). Dropped when it grew past
-  // kRetainedAppendBytes, so one huge append does not pin its memory.
+  // Append's batch, kept between appends (under mu_) with its buffer
+  // (ClearForReuse, storage/db.h).
   rocksdb::WriteBatch append_batch_;
-  static constexpr size_t kRetainedAppendBytes = 64ull << 20;  // the replicator's largest batch
 };
 
 }  // namespace quiver::storage

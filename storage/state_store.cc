@@ -59,13 +59,7 @@ void StateStore::Batch::PutRequestRecord(std::string_view client_id, std::string
   batch_->Put(db_->meta(), std::string(kRequestRecordPrefix) + std::string(client_id), EncodeBlob(record));
 }
 
-void StateStore::Batch::Clear() {
-  if (batch_->Data().capacity() > kRetainedBytes) {
-    batch_ = std::make_unique<rocksdb::WriteBatch>();
-  } else {
-    batch_->Clear();
-  }
-}
+void StateStore::Batch::Clear() { ClearForReuse(batch_.get()); }
 
 std::unique_ptr<StateStore::Batch> StateStore::NewBatch() const {
   auto b = std::make_unique<Batch>();

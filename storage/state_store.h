@@ -50,13 +50,11 @@ class StateStore {
     void SetAppliedIndex(uint64_t index);
     /// The last applied request of a client (opaque to the store).
     void PutRequestRecord(std::string_view client_id, std::string_view record);
-    /// Empties the batch for reuse; its buffer stays allocated unless it
-    /// grew past kRetainedBytes.
+    /// Empties the batch for reuse, keeping its buffer (ClearForReuse).
     void Clear();
 
    private:
     friend class StateStore;
-    static constexpr size_t kRetainedBytes = 64ull << 20;
     Db* db_ = nullptr;
     std::unique_ptr<rocksdb::WriteBatch> batch_;
   };

@@ -84,13 +84,10 @@ void RaftLog::TruncateAndAppend(std::vector<storage::LogEntry> entries) {
   const uint64_t after = entries.front().index;
   if (after <= offset_) {
     // Replaces durable entries too: the host's next append overwrites them.
+    // recent_ ends at offset_ - 1, so what is left of it ends at after - 1.
     while (!recent_.empty() && recent_.back().index >= after) {
       recent_bytes_ -= recent_.back().data.size();
       recent_.pop_back();
-    }
-    if (!recent_.empty() && recent_.back().index + 1 != after) {
-      recent_.clear();  // not contiguous with the new entries (cannot happen: after >= committed + 1)
-      recent_bytes_ = 0;
     }
     offset_ = after;
     unstable_ = std::move(entries);
