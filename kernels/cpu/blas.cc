@@ -57,6 +57,16 @@ void EnsureFastBlas(char** argv, BlasWorkers workers) {
     }
   }
   if (!reexecute) return;
+  // Execute the binary's own path, not /proc/self/exe: the kernel names the
+  // process after the file executed, and "exe" would hide quiverd from ps,
+  // top, pgrep and pkill. /proc/self/exe stays the fallback for a binary
+  // replaced on disk since it started (its link then ends in " (deleted)").
+  char self[4096];
+  ssize_t length = ::readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (length > 0) {
+    self[length] = '\0';
+    if (::access(self, X_OK) == 0) ::execv(self, argv);
+  }
   ::execv("/proc/self/exe", argv);
   std::fprintf(stderr, "quiver: warning: could not re-execute with OPENBLAS_CORETYPE=%s OPENBLAS_NUM_THREADS=%s: %s\n",
                std::getenv("OPENBLAS_CORETYPE") ? std::getenv("OPENBLAS_CORETYPE") : "(unset)",

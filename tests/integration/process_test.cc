@@ -420,6 +420,11 @@ TEST(Process, StartsOpenBlasWithoutWorkerThreads) {
     vars.push_back(environ.substr(at, end - at));
   }
   EXPECT_NE(std::find(vars.begin(), vars.end(), "OPENBLAS_NUM_THREADS=1"), vars.end()) << environ;
+  // The re-executed process keeps its name, or pgrep and pkill miss it.
+  std::ifstream comm_file("/proc/" + std::to_string(q.pid()) + "/comm");
+  std::string comm;
+  std::getline(comm_file, comm);
+  EXPECT_EQ(comm, "quiverd");
   q.Kill(SIGTERM);
   EXPECT_EQ(q.WaitExit(std::chrono::seconds(10)), std::optional<int>(0)) << q.Log();
 }
