@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "common/status.h"
@@ -39,11 +40,26 @@ Status ValidateCollectionConfig(const quiver::v1::CollectionConfig& config);
 /// Per-request search settings within their bounds (0 = default).
 Status ValidateSearchParams(const quiver::v1::SearchParams& params);
 
+/// The name of a request field for error messages, rendered only when one is
+/// written: "points[7].vector" is {"points", 7, ".vector"}. Validating each of
+/// the thousand points of an Upsert must not build a thousand names.
+struct FieldName {
+  FieldName(const char* whole) : name(whole) {}  // NOLINT: a plain name converts
+  FieldName(std::string_view whole) : name(whole) {}  // NOLINT
+  FieldName(std::string_view array, size_t index, std::string_view suffix)
+      : name(array), index(static_cast<int64_t>(index)), suffix(suffix) {}
+  std::string str() const;
+
+  std::string_view name;
+  int64_t index = -1;  // -1: not an array element
+  std::string_view suffix;
+};
+
 /// Every float finite and the count equal to `dimension`.
-Status ValidateVector(const float* values, size_t count, uint32_t dimension, std::string_view field);
+Status ValidateVector(const float* values, size_t count, uint32_t dimension, const FieldName& field);
 
 /// Keys non-empty and at most 256 bytes; values set, doubles finite, lists of
 /// scalars only (no nesting). `field` prefixes error messages.
-Status ValidatePayload(const google::protobuf::Map<std::string, quiver::v1::Value>& payload, std::string_view field);
+Status ValidatePayload(const google::protobuf::Map<std::string, quiver::v1::Value>& payload, const FieldName& field);
 
 }  // namespace quiver::engine

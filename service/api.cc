@@ -233,13 +233,13 @@ Status Upsert(const ApiContext& ctx, const grpc::ServerContext* sctx, const quiv
   bool any_payload = false;
   for (int i = 0; i < n; ++i) {
     const auto& p = req.points(i);
-    const std::string field = "points[" + std::to_string(i) + "]";
     if (!seen.insert(p.id()).second) {
-      return Status::InvalidArgument(field + ".id " + std::to_string(p.id()) + " is repeated in the request");
+      return Status::InvalidArgument(engine::FieldName("points", i, ".id").str() + " " + std::to_string(p.id()) +
+                                     " is repeated in the request");
     }
-    QUIVER_RETURN_IF_ERROR(
-        engine::ValidateVector(p.vector().data(), static_cast<size_t>(p.vector_size()), dim, field + ".vector"));
-    QUIVER_RETURN_IF_ERROR(engine::ValidatePayload(p.payload(), field + ".payload"));
+    QUIVER_RETURN_IF_ERROR(engine::ValidateVector(p.vector().data(), static_cast<size_t>(p.vector_size()), dim,
+                                                  engine::FieldName("points", i, ".vector")));
+    QUIVER_RETURN_IF_ERROR(engine::ValidatePayload(p.payload(), engine::FieldName("points", i, ".payload")));
     any_payload = any_payload || !p.payload().empty();
     PutFixed64LE(ids, p.id());
     vectors->append(reinterpret_cast<const char*>(p.vector().data()), dim * sizeof(float));
@@ -337,7 +337,7 @@ Status SearchMany(const ApiContext& ctx, const grpc::ServerContext* sctx, const 
   for (int i = 0; i < nq; ++i) {
     const auto& v = req.queries(i).values();
     QUIVER_RETURN_IF_ERROR(engine::ValidateVector(v.data(), static_cast<size_t>(v.size()), dim,
-                                                  "queries[" + std::to_string(i) + "].values"));
+                                                  engine::FieldName("queries", i, ".values")));
     queries.insert(queries.end(), v.begin(), v.end());
   }
   if (req.has_filter()) QUIVER_RETURN_IF_ERROR(engine::ValidateFilter(req.filter()));

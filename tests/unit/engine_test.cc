@@ -1126,6 +1126,24 @@ TEST(Validation, NamesTheField) {
   float v[3] = {1, std::numeric_limits<float>::quiet_NaN(), 2};
   st = ValidateVector(v, 3, 3, "points[4].vector");
   EXPECT_NE(st.message().find("points[4].vector[1]"), std::string::npos) << st.message();
+  // The vectorised scan finds a bad value anywhere in a long vector, and the
+  // lazily named field reads as the eager one did.
+  std::vector<float> longer(1000, 0.5f);
+  EXPECT_TRUE(ValidateVector(longer.data(), longer.size(), 1000, FieldName("points", 9, ".vector")).ok());
+  for (size_t at : {size_t{0}, size_t{511}, size_t{999}}) {
+    for (float bad : {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                      std::numeric_limits<float>::quiet_NaN()}) {
+      longer[at] = bad;
+      st = ValidateVector(longer.data(), longer.size(), 1000, FieldName("points", 9, ".vector"));
+      EXPECT_EQ(st.message(), "points[9].vector[" + std::to_string(at) + "] is not finite") << st.message();
+      longer[at] = 0.5f;
+    }
+  }
+  longer[3] = std::numeric_limits<float>::max();  // the largest finite float is fine
+  longer[4] = std::numeric_limits<float>::denorm_min();
+  EXPECT_TRUE(ValidateVector(longer.data(), longer.size(), 1000, FieldName("points", 9, ".vector")).ok());
+  EXPECT_EQ(ValidateVector(longer.data(), 999, 1000, FieldName("queries", 2, ".values")).message(),
+            "queries[2].values has 999 floats, collection dimension is 1000");
 }
 
 }  // namespace
