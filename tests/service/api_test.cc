@@ -327,6 +327,13 @@ TEST_F(ApiTest, BadUpsertsChangeNothing) {
               grpc::StatusCode::INVALID_ARGUMENT, "points[0].vector[0]");
   ExpectError(with([](UpsertRequest* r) { r->mutable_points(1)->set_id(1); }), grpc::StatusCode::INVALID_ARGUMENT,
               "points[1].id 1 is repeated");
+  // The first point that repeats an earlier id is named, not the first id.
+  ExpectError(with([](UpsertRequest* r) {
+                *r->add_points() = MakePoint(7, {1, 1, 1});
+                *r->add_points() = MakePoint(2, {1, 1, 1});
+                *r->add_points() = MakePoint(1, {1, 1, 1});
+              }),
+              grpc::StatusCode::INVALID_ARGUMENT, "points[3].id 2 is repeated");
   ExpectError(with([](UpsertRequest* r) { (*r->mutable_points(1)->mutable_payload())["x"]; }),
               grpc::StatusCode::INVALID_ARGUMENT, "points[1].payload['x'] has no value");
   ExpectError(with([&](UpsertRequest* r) { (*r->mutable_points(1)->mutable_payload())["d"].set_double_value(nan); }),
