@@ -947,9 +947,16 @@ std::shared_ptr<grpc::Channel> ChannelTo(const std::string& address, int client)
 
 struct UpsertRun {
   double seconds = 0;
-  size_t vectors = 0;  // acknowledged
-  size_t failed = 0;   // calls
+  size_t vectors = 0;     // acknowledged
+  size_t failed = 0;      // calls
+  double client_cpu = 0;  // CPU seconds of this process while timed: the clients (and an in-process server)
 };
+
+double ProcessCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
 
 // Durable Upserts into "ingest": `clients` writers, each on its own
 // connection like separate pipeline workers, spread over `targets`.
@@ -959,6 +966,7 @@ UpsertRun TimeUpserts(const std::vector<std::string>& targets, size_t clients, s
   std::atomic<size_t> next{0}, failed{0};
   std::vector<std::thread> threads;
   const auto t0 = Clock::now();
+  const double cpu0 = ProcessCpuSeconds();
   for (size_t c = 0; c < clients; ++c) {
     threads.emplace_back([&, c] {
       auto stub = quiver::v1::Points::NewStub(ChannelTo(targets[c % targets.size()], static_cast<int>(c) + 1));
@@ -982,7 +990,7 @@ UpsertRun TimeUpserts(const std::vector<std::string>& targets, size_t clients, s
     });
   }
   for (auto& t : threads) t.join();
-  return {Seconds(t0), (batches - failed.load()) * batch, failed.load()};
+  return {Seconds(t0), (batches - failed.load()) * batch, failed.load(), ProcessCpuSeconds() - cpu0};
 }
 
 int RunUpsert(size_t clients, size_t batch, size_t dim, size_t total) {
@@ -1169,8 +1177,8 @@ bool WaitAllCaughtUp(const std::vector<std::string>& nodes) {
 
 // Durable Upsert throughput into a new collection through `targets`, once
 // every node in `replicas` has applied its creation.
-double MeasureUpserts(const std::vector<std::string>& targets, size_t clients, size_t batch, size_t dim, size_t total,
-                      const std::vector<std::string>& replicas = {}) {
+UpsertRun MeasureUpserts(const std::vector<std::string>& targets, size_t clients, size_t batch, size_t dim,
+                         size_t total, const std::vector<std::string>& replicas = {}) {
   for (int attempt = 0; attempt < 100; ++attempt) {  // the cluster may still be electing
     if (CreateCollection(ChannelTo(targets[0], 0).get(), "ingest", static_cast<uint32_t>(dim))) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -1180,7 +1188,7 @@ double MeasureUpserts(const std::vector<std::string>& targets, size_t clients, s
   }
   const UpsertRun run = TimeUpserts(targets, clients, batch, dim, total);
   if (run.failed > 0) std::fprintf(stderr, "%zu upserts failed\n", run.failed);
-  return double(run.vectors) / run.seconds;
+  return run;
 }
 
 // The cluster numbers of the Raft issue, with processes on this machine:
@@ -1196,12 +1204,16 @@ int RunCluster(const std::string& quiverd, int rounds, size_t clients, size_t ba
     // CPU seconds each node used (start-up included): where the nodes share
     // the machine's cores, the ratio of the three nodes' CPU to the single
     // node's bounds the throughput ratio (bench/RESULTS.md, session 14).
+    // The clients' CPU while timed is printed too: on a shared machine it
+    // comes out of the same cores.
     double single_cpu = 0;
     std::vector<double> three_cpu;
+    UpsertRun single_run, leader_run;
     {
       auto nodes = StartNodes(quiverd, dir, 1);
       if (nodes.empty()) return 1;
-      single.push_back(MeasureUpserts({nodes[0]->address()}, clients, batch, dim, total));
+      single_run = MeasureUpserts({nodes[0]->address()}, clients, batch, dim, total);
+      single.push_back(double(single_run.vectors) / single_run.seconds);
       single_cpu = nodes[0]->CpuSeconds();
     }
     {
@@ -1211,8 +1223,8 @@ int RunCluster(const std::string& quiverd, int rounds, size_t clients, size_t ba
       if (l < 0) return 1;
       std::vector<std::string> all;
       for (auto& n : nodes) all.push_back(n->address());
-      leader_only.push_back(
-          MeasureUpserts({nodes[static_cast<size_t>(l)]->address()}, clients, batch, dim, total, all));
+      leader_run = MeasureUpserts({nodes[static_cast<size_t>(l)]->address()}, clients, batch, dim, total, all);
+      leader_only.push_back(double(leader_run.vectors) / leader_run.seconds);
       three_cpu.push_back(nodes[static_cast<size_t>(l)]->CpuSeconds());  // the leader first
       for (size_t i = 0; i < nodes.size(); ++i) {
         if (static_cast<int>(i) != l) three_cpu.push_back(nodes[i]->CpuSeconds());
@@ -1223,13 +1235,16 @@ int RunCluster(const std::string& quiverd, int rounds, size_t clients, size_t ba
       if (nodes.empty() || FindLeader(nodes) < 0) return 1;
       std::vector<std::string> all;
       for (auto& n : nodes) all.push_back(n->address());
-      spread.push_back(MeasureUpserts(all, clients, batch, dim, total, all));
+      const UpsertRun run = MeasureUpserts(all, clients, batch, dim, total, all);
+      spread.push_back(double(run.vectors) / run.seconds);
     }
     std::printf("round %d: single %.0f, 3 nodes via leader %.0f, via all nodes %.0f vectors/s\n", r + 1,
                 single.back(), leader_only.back(), spread.back());
-    std::printf("  CPU s: single %.2f; via leader: leader %.2f, followers %.2f and %.2f (%.2fx single)\n",
+    std::printf("  CPU s: single %.2f; via leader: leader %.2f, followers %.2f and %.2f (%.2fx single); "
+                "clients %.2f and %.2f\n",
                 single_cpu, three_cpu[0], three_cpu[1], three_cpu[2],
-                (three_cpu[0] + three_cpu[1] + three_cpu[2]) / single_cpu);
+                (three_cpu[0] + three_cpu[1] + three_cpu[2]) / single_cpu, single_run.client_cpu,
+                leader_run.client_cpu);
   }
   const double s = Median(single), l = Median(leader_only), a = Median(spread);
   std::printf("\nDurable Upsert (%zu clients, batches of %zu x %zu-d, %zu vectors; median of %d rounds):\n"
