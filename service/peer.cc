@@ -1,5 +1,8 @@
 #include "service/peer.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
@@ -77,24 +80,23 @@ std::string NewClusterId(const std::map<NodeId, std::string>& peers) {
 }
 
 namespace {
-// An entry of `out` with e's fields but not its data.
-pb::RaftEntry* AddEntryWithoutData(const storage::LogEntry& e, pb::RaftMessage* out) {
-  auto* pe = out->add_entries();
-  pe->set_index(e.index);
-  pe->set_term(e.term);
-  pe->set_type(static_cast<uint32_t>(e.type));
-  return pe;
+// e's fields but its data.
+void SetEntryWithoutData(const storage::LogEntry& e, pb::RaftEntry* out) {
+  out->set_index(e.index);
+  out->set_term(e.term);
+  out->set_type(static_cast<uint32_t>(e.type));
 }
 }  // namespace
 
-void ToProto(const raft::Message& m, pb::RaftMessage* out) {
+namespace {
+// Every field of `m` but its entries.
+void ToProtoWithoutEntries(const raft::Message& m, pb::RaftMessage* out) {
   out->set_type(static_cast<uint32_t>(m.type));
   out->set_from(m.from);
   out->set_to(m.to);
   out->set_term(m.term);
   out->set_log_term(m.log_term);
   out->set_index(m.index);
-  for (const auto& e : m.entries) AddEntryWithoutData(e, out)->set_data(e.data.data(), e.data.size());
   out->set_commit(m.commit);
   out->set_reject(m.reject);
   out->set_reject_hint(m.reject_hint);
@@ -106,6 +108,96 @@ void ToProto(const raft::Message& m, pb::RaftMessage* out) {
     for (NodeId l : m.snapshot.conf.learners) s->add_learners(l);
   }
   out->set_context(m.context);
+}
+
+// The bytes of a RaftBatch as slices: small pieces copied together, large
+// entry data referenced (each slice keeps its EntryData alive).
+class SliceWriter {
+ public:
+  std::string* text() { return &text_; }
+  void Share(const storage::EntryData& data) {
+    Flush();
+    auto* kept = new storage::EntryData(data);
+    // gRPC only reads a slice it sends; the cast is for its C signature.
+    slices_.emplace_back(const_cast<char*>(kept->data()), kept->size(),
+                         [](void* p) { delete static_cast<storage::EntryData*>(p); }, kept);
+  }
+  grpc::ByteBuffer Finish() {
+    Flush();
+    return grpc::ByteBuffer(slices_.data(), slices_.size());
+  }
+
+ private:
+  void Flush() {
+    if (text_.empty()) return;
+    slices_.emplace_back(text_.data(), text_.size());  // copies
+    text_.clear();
+  }
+  std::string text_;
+  std::vector<grpc::Slice> slices_;
+};
+
+// A length-delimited field's tag and length; its bytes follow.
+void PutFieldHeader(std::string* out, int field, uint64_t length) {
+  using google::protobuf::internal::WireFormatLite;
+  using google::protobuf::io::CodedOutputStream;
+  uint8_t buf[2 * 10];
+  uint8_t* end = CodedOutputStream::WriteVarint32ToArray(
+      WireFormatLite::MakeTag(field, WireFormatLite::WIRETYPE_LENGTH_DELIMITED), buf);
+  end = CodedOutputStream::WriteVarint64ToArray(length, end);
+  out->append(reinterpret_cast<const char*>(buf), static_cast<size_t>(end - buf));
+}
+}  // namespace
+
+void ToProto(const raft::Message& m, pb::RaftMessage* out) {
+  ToProtoWithoutEntries(m, out);
+  for (const auto& e : m.entries) {
+    pb::RaftEntry* pe = out->add_entries();
+    SetEntryWithoutData(e, pe);
+    pe->set_data(e.data.data(), e.data.size());
+  }
+}
+
+// The wire format lets a message's fields come in any order and repeated
+// fields in pieces, so each RaftMessage is written as its other fields, then
+// one entries field per entry: the entry's other fields, then its data.
+// Protobuf parses that as ToProto's message (the round-trip test checks it).
+grpc::ByteBuffer EncodeRaftBatch(const std::vector<raft::Message>& messages, const std::string& cluster_id) {
+  SliceWriter out;
+  for (const raft::Message& m : messages) {
+    pb::RaftMessage head;
+    ToProtoWithoutEntries(m, &head);
+    const std::string head_bytes = head.SerializeAsString();
+    std::vector<std::string> entry_heads;  // each entry's bytes before its data
+    entry_heads.reserve(m.entries.size());
+    size_t message_bytes = head_bytes.size();
+    for (const storage::LogEntry& e : m.entries) {
+      pb::RaftEntry entry;
+      SetEntryWithoutData(e, &entry);
+      std::string fields = entry.SerializeAsString();
+      if (!e.data.empty()) PutFieldHeader(&fields, pb::RaftEntry::kDataFieldNumber, e.data.size());
+      std::string entry_head;
+      PutFieldHeader(&entry_head, pb::RaftMessage::kEntriesFieldNumber, fields.size() + e.data.size());
+      entry_head += fields;
+      message_bytes += entry_head.size() + e.data.size();
+      entry_heads.push_back(std::move(entry_head));
+    }
+    PutFieldHeader(out.text(), pb::RaftBatch::kMessagesFieldNumber, message_bytes);
+    *out.text() += head_bytes;
+    for (size_t i = 0; i < m.entries.size(); ++i) {
+      *out.text() += entry_heads[i];
+      const storage::EntryData& data = m.entries[i].data;
+      if (data.size() >= kSharedEntryBytes) {
+        out.Share(data);
+      } else {
+        out.text()->append(data.data(), data.size());
+      }
+    }
+  }
+  pb::RaftBatch tail;
+  tail.set_cluster_id(cluster_id);
+  *out.text() += tail.SerializeAsString();
+  return out.Finish();
 }
 
 namespace {
@@ -174,15 +266,16 @@ PeerClient::PeerClient(NodeId self, const std::map<NodeId, std::string>& peers, 
   }
 }
 
-std::shared_ptr<pb::Peer::Stub> PeerClient::NewStub(const std::string& address) const {
+void PeerClient::ConnectLocked(Peer* peer, const std::string& address) const {
   grpc::ChannelArguments args = channel_args_;
-  return pb::Peer::NewStub(grpc::CreateCustomChannel(address, credentials_, args));
+  peer->address = address;
+  peer->channel = grpc::CreateCustomChannel(address, credentials_, args);
+  peer->stub = pb::Peer::NewStub(peer->channel);
 }
 
 void PeerClient::AddPeerLocked(NodeId node, const std::string& address) {
   auto peer = std::make_unique<Peer>();
-  peer->address = address;
-  peer->stub = NewStub(address);
+  ConnectLocked(peer.get(), address);
   Peer* raw = peer.get();
   peers_[node] = std::move(peer);
   raw->sender = std::thread([this, raw] {
@@ -215,8 +308,7 @@ void PeerClient::SetPeerAddress(NodeId node, const std::string& address) {
   Peer& peer = *it->second;
   std::lock_guard peer_lock(peer.mu);
   if (peer.address == address) return;
-  peer.address = address;
-  peer.stub = NewStub(address);
+  ConnectLocked(&peer, address);
   spdlog::info("peer {} moved to {}", node, address);
 }
 
@@ -273,36 +365,34 @@ void PeerClient::Send(std::vector<raft::Message> messages) {
 void PeerClient::SenderLoop(Peer* peer) {
   std::chrono::milliseconds backoff{0};
   while (!stopping_) {
-    pb::RaftBatch batch;
-    std::shared_ptr<pb::Peer::Stub> stub;
+    std::vector<raft::Message> batch;
+    std::shared_ptr<grpc::Channel> channel;
     std::string address;
     {
       std::unique_lock lock(peer->mu);
       peer->cv.wait(lock, [&] { return stopping_.load() || !peer->queue.empty(); });
       if (stopping_) return;
       uint64_t bytes = 0;
-      while (!peer->queue.empty() && (batch.messages_size() == 0 || bytes < max_message_bytes_ / 2)) {
+      while (!peer->queue.empty() && (batch.empty() || bytes < max_message_bytes_ / 2)) {
         for (const auto& e : peer->queue.front().entries) bytes += e.data.size() + 32;
-        // One copy of each entry's data per follower, into the request (the
-        // Raft log still shares it until the entry is applied).
-        ToProto(peer->queue.front(), batch.add_messages());
+        batch.push_back(std::move(peer->queue.front()));
         peer->queue.pop_front();
       }
-      stub = peer->stub;
+      channel = peer->channel;
       address = peer->address;
     }
     if (faults_ != nullptr && faults_->delay().count() > 0) {  // a slow link (fault injection)
       std::unique_lock lock(peer->mu);
       peer->cv.wait_for(lock, faults_->delay(), [&] { return stopping_.load(); });
     }
+    std::string cluster_id;
     {
       std::lock_guard lock(cluster_id_mu_);
-      batch.set_cluster_id(cluster_id_);
+      cluster_id = cluster_id_;
     }
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + kSendDeadline);
-    pb::RaftBatchAck ack;
-    grpc::Status st = stub->Send(&ctx, batch, &ack);
+    // Large entry data goes out without a copy per follower: the request's
+    // slices share it with the Raft log.
+    grpc::Status st = SendBatch(channel, EncodeRaftBatch(batch, cluster_id));
     if (st.ok()) {
       backoff = std::chrono::milliseconds(0);
       continue;
@@ -322,6 +412,29 @@ void PeerClient::SenderLoop(Peer* peer) {
     std::unique_lock lock(peer->mu);
     peer->cv.wait_for(lock, backoff, [&] { return stopping_.load(); });
   }
+}
+
+grpc::Status PeerClient::SendBatch(const std::shared_ptr<grpc::Channel>& channel, const grpc::ByteBuffer& request) {
+  static const std::string kMethod = "/" + std::string(pb::Peer::service_full_name()) + "/Send";
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + kSendDeadline);
+  grpc::ByteBuffer response;  // an empty RaftBatchAck
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status status;
+  stub.UnaryCall(&ctx, kMethod, grpc::StubOptions(), &request, &response, [&](grpc::Status st) {
+    std::lock_guard lock(mu);
+    status = std::move(st);
+    done = true;
+    cv.notify_one();
+  });
+  // gRPC completes every call by its deadline (kSendDeadline), which is what
+  // bounds Stop()'s wait for this thread, as it did for the blocking stub.
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return done; });
+  return status;
 }
 
 template <typename Call>

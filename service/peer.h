@@ -17,6 +17,7 @@
 #include <vector>
 
 #include <grpcpp/security/credentials.h>
+#include <grpcpp/support/byte_buffer.h>
 
 #include "quiver/internal/v1/raft.grpc.pb.h"
 #include "replication/replicator.h"
@@ -31,6 +32,12 @@ Result<std::map<replication::raft::NodeId, std::string>> ParsePeers(const std::s
 std::string NewClusterId(const std::map<replication::raft::NodeId, std::string>& peers);
 
 void ToProto(const replication::raft::Message& m, quiver::internal::v1::RaftMessage* out);
+/// `messages` and `cluster_id` as the bytes of a RaftBatch (what Peer.Send
+/// receives). Entry data of kSharedEntryBytes or more is not copied: slices of
+/// the buffer hold it, shared with the Raft log, until gRPC has sent it.
+grpc::ByteBuffer EncodeRaftBatch(const std::vector<replication::raft::Message>& messages,
+                                 const std::string& cluster_id);
+inline constexpr size_t kSharedEntryBytes = 16 * 1024;
 /// Validates every field that could crash or mislead the core.
 Result<replication::raft::Message> FromProto(const quiver::internal::v1::RaftMessage& m);
 /// The same, moving the entries' data out of `m`.
@@ -103,8 +110,9 @@ class PeerClient final : public replication::RaftTransport, public replication::
 
  private:
   struct Peer {
-    std::mutex mu;  // address, stub and queue
+    std::mutex mu;  // address, channel, stub and queue
     std::string address;
+    std::shared_ptr<grpc::Channel> channel;  // Send calls it by name with EncodeRaftBatch's bytes
     std::shared_ptr<quiver::internal::v1::Peer::Stub> stub;
     std::condition_variable cv;
     std::deque<replication::raft::Message> queue;
@@ -115,7 +123,10 @@ class PeerClient final : public replication::RaftTransport, public replication::
   // Null if `node` has no address here.
   Peer* FindPeer(replication::raft::NodeId node) const;
   static std::shared_ptr<quiver::internal::v1::Peer::Stub> StubOf(Peer* peer);
-  std::shared_ptr<quiver::internal::v1::Peer::Stub> NewStub(const std::string& address) const;
+  // Points `peer` (its mutex held, or not yet shared) at `address`.
+  void ConnectLocked(Peer* peer, const std::string& address) const;
+  // One Send call of `request` on `channel`; the deadline bounds it.
+  static grpc::Status SendBatch(const std::shared_ptr<grpc::Channel>& channel, const grpc::ByteBuffer& request);
   // Adds a peer and starts its sender thread. Requires peers_mu_ held exclusively.
   void AddPeerLocked(replication::raft::NodeId node, const std::string& address);
   // Calls `call` with a registered context (CancelForwards cancels it).
