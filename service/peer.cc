@@ -86,9 +86,7 @@ void SetEntryWithoutData(const storage::LogEntry& e, pb::RaftEntry* out) {
   out->set_term(e.term);
   out->set_type(static_cast<uint32_t>(e.type));
 }
-}  // namespace
 
-namespace {
 // Every field of `m` but its entries.
 void ToProtoWithoutEntries(const raft::Message& m, pb::RaftMessage* out) {
   out->set_type(static_cast<uint32_t>(m.type));
@@ -414,7 +412,7 @@ void PeerClient::SenderLoop(Peer* peer) {
   }
 }
 
-grpc::Status PeerClient::SendBatch(const std::shared_ptr<grpc::Channel>& channel, const grpc::ByteBuffer& request) {
+grpc::Status PeerClient::SendBatch(const std::shared_ptr<grpc::Channel>& channel, const grpc::ByteBuffer& request) const {
   static const std::string kMethod = "/" + std::string(pb::Peer::service_full_name()) + "/Send";
   grpc::GenericStub stub(channel);
   grpc::ClientContext ctx;
@@ -430,10 +428,12 @@ grpc::Status PeerClient::SendBatch(const std::shared_ptr<grpc::Channel>& channel
     done = true;
     cv.notify_one();
   });
-  // gRPC completes every call by its deadline (kSendDeadline), which is what
-  // bounds Stop()'s wait for this thread, as it did for the blocking stub.
+  // gRPC completes every call by its deadline (kSendDeadline); Stop() need
+  // not wait that long: the call is cancelled, and completes, once it stops.
   std::unique_lock lock(mu);
-  cv.wait(lock, [&] { return done; });
+  while (!cv.wait_for(lock, std::chrono::milliseconds(20), [&] { return done; })) {
+    if (stopping_) ctx.TryCancel();
+  }
   return status;
 }
 

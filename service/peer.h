@@ -125,8 +125,9 @@ class PeerClient final : public replication::RaftTransport, public replication::
   static std::shared_ptr<quiver::internal::v1::Peer::Stub> StubOf(Peer* peer);
   // Points `peer` (its mutex held, or not yet shared) at `address`.
   void ConnectLocked(Peer* peer, const std::string& address) const;
-  // One Send call of `request` on `channel`; the deadline bounds it.
-  static grpc::Status SendBatch(const std::shared_ptr<grpc::Channel>& channel, const grpc::ByteBuffer& request);
+  // One Send call of `request` on `channel`: until it completes, its
+  // deadline passes, or Stop() cancels it.
+  grpc::Status SendBatch(const std::shared_ptr<grpc::Channel>& channel, const grpc::ByteBuffer& request) const;
   // Adds a peer and starts its sender thread. Requires peers_mu_ held exclusively.
   void AddPeerLocked(replication::raft::NodeId node, const std::string& address);
   // Calls `call` with a registered context (CancelForwards cancels it).
