@@ -950,6 +950,8 @@ struct UpsertRun {
   size_t vectors = 0;     // acknowledged
   size_t failed = 0;      // calls
   double client_cpu = 0;  // CPU seconds of this process while timed: the clients (and an in-process server)
+
+  double VectorsPerSecond() const { return double(vectors) / seconds; }
 };
 
 double ProcessCpuSeconds() {
@@ -997,7 +999,7 @@ int RunUpsert(size_t clients, size_t batch, size_t dim, size_t total) {
   LocalServer server("/tmp/quiver-bench-upsert", 0);
   if (!CreateCollection(server.channel.get(), "ingest", static_cast<uint32_t>(dim))) return 1;
   const UpsertRun run = TimeUpserts({server.address()}, clients, batch, dim, total);
-  const double vps = double(run.vectors) / run.seconds;
+  const double vps = run.VectorsPerSecond();
   std::printf("\nDurable Upsert: %zu clients, batches of %zu x %zu-d, %zu vectors: %.0f vectors/s (%.2f s, %zu failed)\n",
               clients, batch, dim, run.vectors, vps, run.seconds, run.failed);
   std::filesystem::create_directories("bench/results");
@@ -1213,7 +1215,7 @@ int RunCluster(const std::string& quiverd, int rounds, size_t clients, size_t ba
       auto nodes = StartNodes(quiverd, dir, 1);
       if (nodes.empty()) return 1;
       single_run = MeasureUpserts({nodes[0]->address()}, clients, batch, dim, total);
-      single.push_back(double(single_run.vectors) / single_run.seconds);
+      single.push_back(single_run.VectorsPerSecond());
       single_cpu = nodes[0]->CpuSeconds();
     }
     {
@@ -1224,7 +1226,7 @@ int RunCluster(const std::string& quiverd, int rounds, size_t clients, size_t ba
       std::vector<std::string> all;
       for (auto& n : nodes) all.push_back(n->address());
       leader_run = MeasureUpserts({nodes[static_cast<size_t>(l)]->address()}, clients, batch, dim, total, all);
-      leader_only.push_back(double(leader_run.vectors) / leader_run.seconds);
+      leader_only.push_back(leader_run.VectorsPerSecond());
       three_cpu.push_back(nodes[static_cast<size_t>(l)]->CpuSeconds());  // the leader first
       for (size_t i = 0; i < nodes.size(); ++i) {
         if (static_cast<int>(i) != l) three_cpu.push_back(nodes[i]->CpuSeconds());
@@ -1236,7 +1238,7 @@ int RunCluster(const std::string& quiverd, int rounds, size_t clients, size_t ba
       std::vector<std::string> all;
       for (auto& n : nodes) all.push_back(n->address());
       const UpsertRun run = MeasureUpserts(all, clients, batch, dim, total, all);
-      spread.push_back(double(run.vectors) / run.seconds);
+      spread.push_back(run.VectorsPerSecond());
     }
     std::printf("round %d: single %.0f, 3 nodes via leader %.0f, via all nodes %.0f vectors/s\n", r + 1,
                 single.back(), leader_only.back(), spread.back());

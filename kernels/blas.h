@@ -27,9 +27,10 @@ enum class BlasWorkers {
 /// CPU has AVX-512 (or AVX2), sets OPENBLAS_CORETYPE to SkylakeX (or Haswell),
 /// and if `workers` asks for none while OpenBLAS started some, sets
 /// OPENBLAS_NUM_THREADS=1; then re-executes its own binary (the path behind
-/// /proc/self/exe, so the process keeps its name) with the same arguments. Otherwise returns. Never re-executes twice (the variables are
-/// then already set). Also puts OpenBLAS in single-threaded mode: our kernels
-/// parallelise around BLAS calls.
+/// /proc/self/exe, so the process keeps its name) with the same arguments.
+/// Otherwise returns. Never re-executes twice (the variables are then already
+/// set). Also puts OpenBLAS in single-threaded mode: our kernels parallelise
+/// around BLAS calls.
 void EnsureFastBlas(char** argv, BlasWorkers workers = BlasWorkers::kKeep);
 
 /// The kernel family OpenBLAS runs, e.g. "Haswell", "SkylakeX", "Zen".

@@ -196,10 +196,12 @@ Status RaftReplicator::Start(const std::atomic<bool>* stop) {
     NameThisThread("raft-checkpoint");
     CheckpointLoop();
   });
-  if (transport_ != nullptr) snapshot_sender_ = std::thread([this] {
+  if (transport_ != nullptr) {
+    snapshot_sender_ = std::thread([this] {
       NameThisThread("raft-snapshot");
       SnapshotLoop();
     });
+  }
   return Status::Ok();
 }
 

@@ -235,6 +235,7 @@ Status Upsert(const ApiContext& ctx, const grpc::ServerContext* sctx, const quiv
     return Status::InvalidArgument("points holds " + std::to_string(n) + " points, above the maximum of " +
                                    std::to_string(cfg.max_points_per_request));
   }
+  QUIVER_RETURN_IF_ERROR(CheckIdsDistinct(req));
   const uint32_t dim = coll->dimension();
   Command cmd;
   QUIVER_RETURN_IF_ERROR(SetRequestId(req.request_id(), &cmd));
@@ -246,7 +247,6 @@ Status Upsert(const ApiContext& ctx, const grpc::ServerContext* sctx, const quiv
   std::string* vectors = up->mutable_vectors();
   ids->reserve(size_t(n) * 8);
   vectors->reserve(size_t(n) * dim * sizeof(float));
-  QUIVER_RETURN_IF_ERROR(CheckIdsDistinct(req));
   bool any_payload = false;
   for (int i = 0; i < n; ++i) {
     const auto& p = req.points(i);
