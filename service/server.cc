@@ -424,6 +424,10 @@ Status Server::Start() {
   QUIVER_ASSIGN_OR_RETURN(
       s.db, storage::Db::Open(config_.data_dir,
                               {.write_buffer_bytes = std::max<size_t>(64ull << 20, 2 * config_.log_compact_bytes)}));
+  if (!s.db->direct_flush_writes()) {
+    spdlog::info("the file system of {} does not take O_DIRECT: flushes go through the page cache",
+                 config_.data_dir);
+  }
   QUIVER_ASSIGN_OR_RETURN(s.log, storage::RocksLogStore::Open(s.db.get()));
   const auto load_start = std::chrono::steady_clock::now();
   QUIVER_ASSIGN_OR_RETURN(s.engine, engine::Engine::Open(s.db.get(), engine_options, &stop_));

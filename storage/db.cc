@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <vector>
@@ -32,6 +33,25 @@ Status SyncDirectory(const std::string& dir) {
     if (rc != 0) return Status::IOError("syncing " + path + ": " + std::strerror(err));
   }
   return Status::Ok();
+}
+
+bool DirectIoSupported(const std::string& dir) {
+  const std::string probe = dir + "/.direct-io-probe";
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_DIRECT | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  // Some file systems accept the flag at open and refuse the write; 4 KiB
+  // aligned in memory and on disk is what any O_DIRECT file system takes.
+  constexpr size_t kBlock = 4096;
+  void* block = std::aligned_alloc(kBlock, kBlock);
+  bool ok = block != nullptr;
+  if (ok) {
+    std::memset(block, 0, kBlock);
+    ok = ::pwrite(fd, block, kBlock, 0) == static_cast<ssize_t>(kBlock);
+  }
+  std::free(block);
+  ::close(fd);
+  ::unlink(probe.c_str());
+  return ok;
 }
 
 Status FromRocks(const void* p, const std::string& context) {
@@ -61,6 +81,8 @@ Result<std::unique_ptr<Db>> Db::Open(const std::string& path, const DbOptions& o
   // flush persists all column families at one point, so after a crash the
   // points, payloads and applied index still agree.
   db_opts.atomic_flush = true;
+  const bool direct = options.direct_flush_writes && DirectIoSupported(path);
+  db_opts.use_direct_io_for_flush_and_compaction = direct;
 
   rocksdb::ColumnFamilyOptions cf_opts;
   cf_opts.write_buffer_size = options.write_buffer_bytes;
@@ -92,6 +114,7 @@ Result<std::unique_ptr<Db>> Db::Open(const std::string& path, const DbOptions& o
 
   std::unique_ptr<Db> db(new Db());
   db->path_ = path;
+  db->direct_flush_writes_ = direct;
   db->db_ = raw;
   db->default_ = handles[0];
   db->meta_ = handles[1];

@@ -24,6 +24,13 @@ struct DbOptions {
   size_t write_buffer_bytes = 64ull << 20;
   /// Create the database if the directory holds none. Default: true.
   bool create_if_missing = true;
+  /// Flushes and compactions write SST files with O_DIRECT where the file
+  /// system takes it (probed at open; see DirectIoSupported). The state's
+  /// bytes are written once and read back only at start-up or by a
+  /// compaction, so copying them into the page cache only cost CPU, memory
+  /// to zero and writeback: in quiver-bench cluster, 3 nodes wrote ~8% more
+  /// with it. The WAL stays buffered (it is fsynced per write). Default: true.
+  bool direct_flush_writes = true;
 };
 
 class Db {
@@ -41,6 +48,8 @@ class Db {
   rocksdb::ColumnFamilyHandle* vectors() const { return vectors_; }
   rocksdb::ColumnFamilyHandle* payloads() const { return payloads_; }
   const std::string& path() const { return path_; }
+  /// Whether flushes and compactions write with O_DIRECT (DbOptions).
+  bool direct_flush_writes() const { return direct_flush_writes_; }
 
   /// Flushes memtables and syncs the WAL; used on clean shutdown.
   Status Flush();
@@ -48,6 +57,7 @@ class Db {
  private:
   Db() = default;
   std::string path_;
+  bool direct_flush_writes_ = false;
   rocksdb::DB* db_ = nullptr;
   rocksdb::ColumnFamilyHandle* default_ = nullptr;
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
@@ -66,6 +76,12 @@ void ClearForReuse(rocksdb::WriteBatch* batch);
 /// fsyncs every regular file in `dir`, then `dir` itself: files written with
 /// plain streams (a received snapshot) become durable before a record names them.
 Status SyncDirectory(const std::string& dir);
+
+/// Whether files in `dir` can be written with O_DIRECT: opens, writes and
+/// removes a probe file there. False on file systems without it (older tmpfs,
+/// some FUSE and network file systems), where RocksDB's direct writes would
+/// fail at the first flush instead of at open.
+bool DirectIoSupported(const std::string& dir);
 
 /// Converts a rocksdb::Status-like (code, message) into ours; in db.cc.
 Status FromRocks(const void* rocksdb_status, const std::string& context);

@@ -104,6 +104,42 @@ TEST_F(StateStoreTest, PointsAndAppliedIndexCommitTogether) {
   EXPECT_EQ(seen[1], std::make_pair(uint64_t{11}, std::string()));
 }
 
+// Flushes write SSTs with O_DIRECT where the file system takes it; sizes
+// that are not multiples of the 4 KiB block must still read back whole,
+// after a restart, with and without it.
+TEST(Db, FlushedStateReadsBackWithAndWithoutDirectWrites) {
+  EXPECT_FALSE(DirectIoSupported("/nonexistent/quiver")) << "a directory that cannot be written";
+  for (const bool direct : {true, false}) {
+    SCOPED_TRACE(direct ? "direct flush writes" : "buffered flush writes");
+    quiver::testing::TempDir dir;
+    {
+      auto db = std::move(Db::Open(dir.path(), {.direct_flush_writes = direct})).value();
+      EXPECT_EQ(db->direct_flush_writes(), direct && DirectIoSupported(dir.path()));
+      StateStore store(db.get());
+      auto b = store.NewBatch();
+      std::vector<float> v(37);
+      for (uint64_t id = 0; id < 3001; ++id) {
+        v[id % v.size()] = static_cast<float>(id);
+        b->PutPoint(7, id, v, id % 3 == 0 ? std::string(id % 101, 'p') : std::string());
+      }
+      b->SetAppliedIndex(3001);
+      ASSERT_TRUE(store.Commit(*b).ok());
+      ASSERT_TRUE(store.Flush().ok());
+    }
+    auto db = std::move(Db::Open(dir.path(), {.direct_flush_writes = direct})).value();
+    StateStore store(db.get());
+    EXPECT_EQ(*store.AppliedIndex(), 3001u);
+    uint64_t next = 0;
+    ASSERT_TRUE(store.ForEachPoint(7, 37, [&](uint64_t id, const float* vec, std::string_view payload) {
+                  EXPECT_EQ(id, next++);
+                  EXPECT_EQ(vec[id % 37], static_cast<float>(id));
+                  EXPECT_EQ(payload.size(), id % 3 == 0 ? id % 101 : 0u);
+                  return Status::Ok();
+                }).ok());
+    EXPECT_EQ(next, 3001u);
+  }
+}
+
 TEST_F(StateStoreTest, DeleteCollectionRemovesAllItsPoints) {
   auto b = store_->NewBatch();
   b->PutCollection(5, "m");
