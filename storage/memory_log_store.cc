@@ -18,6 +18,11 @@ Status ValidateAppend(std::span<const LogEntry> entries, uint64_t first_index, u
   return Status::Ok();
 }
 
+bool AppendMustSync(std::span<const LogEntry> entries, const HardState* next, const HardState& current) {
+  if (!entries.empty()) return true;
+  return next != nullptr && (next->term != current.term || next->vote != current.vote);
+}
+
 Status MemoryLogStore::Append(std::span<const LogEntry> entries, const HardState* hard_state) {
   std::lock_guard lock(mu_);
   const uint64_t first = compacted_index_ + 1;

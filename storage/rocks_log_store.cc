@@ -72,7 +72,9 @@ Status RocksLogStore::Append(std::span<const LogEntry> entries, const HardState*
   }
   if (hard_state != nullptr) batch.Put(db_->meta(), std::string(kHardStateKey), EncodeHardState(*hard_state));
   rocksdb::WriteOptions wo;
-  wo.sync = true;  // acknowledged means durable
+  // Acknowledged means durable; a commit index alone may wait for the next
+  // synced write (AppendMustSync), since the WAL recovers a prefix of writes.
+  wo.sync = AppendMustSync(entries, hard_state, hard_state_);
   rocksdb::Status s = db_->raw()->Write(wo, &batch);
   ClearForReuse(&batch);
   if (!s.ok()) return FromRocks(&s, "appending to log");

@@ -34,11 +34,12 @@ int main(int argc, char** argv) {
   if (!options.pre_vote && !options.check_quorum) options.membership_rate = 0;  // see SimOptions
 
   const auto start = std::chrono::steady_clock::now();
-  uint64_t failures = 0, writes = 0, crashes = 0, snapshots = 0, changes = 0, reads = 0, terms = 0;
+  uint64_t failures = 0, writes = 0, crashes = 0, commits_lost = 0, snapshots = 0, changes = 0, reads = 0, terms = 0;
   for (uint64_t seed = first_seed; seed < first_seed + seeds; ++seed) {
     const quiver::raft_sim::SimResult r = quiver::raft_sim::RunSimulation(seed, options);
     writes += r.acknowledged_writes;
     crashes += r.crashes;
+    commits_lost += r.commit_indexes_lost;
     snapshots += r.snapshots_installed;
     changes += r.membership_changes;
     reads += r.reads_served;
@@ -52,7 +53,7 @@ int main(int argc, char** argv) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::cout << seeds << " seeds from " << first_seed << " in " << secs << " s: " << failures << " failed; "
             << writes << " acknowledged writes, " << reads << " linearizable reads, " << terms << " leader terms, "
-            << crashes << " crashes, " << snapshots << " snapshots installed, " << changes
+            << crashes << " crashes (" << commits_lost << " losing an unsynced commit index), " << snapshots << " snapshots installed, " << changes
             << " membership changes\n";
   return failures == 0 ? 0 : 1;
 }

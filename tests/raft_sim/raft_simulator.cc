@@ -59,8 +59,10 @@ struct Node {
   uint64_t tick_phase = 0;
   uint64_t restart_at = 0;
   uint64_t incarnation = 0;
-  // Durable: survives crashes.
+  // Durable: survives crashes, except a commit index written without a sync
+  // (storage::AppendMustSync) that no synced write or snapshot has followed.
   storage::MemoryLogStore log;
+  storage::HardState synced_hard_state;
   SnapshotData snapshot;
   // Volatile.
   std::unique_ptr<Raft> raft;
@@ -185,6 +187,14 @@ void Simulation::Start(Node& n) {
 void Simulation::Crash(Node& n) {
   Trace("crash node " + std::to_string(n.id));
   ++result_.crashes;
+  // A commit index written without a sync may or may not have reached the disk.
+  const storage::HardState written = *n.log.GetHardState();
+  if (!(written == n.synced_hard_state) && Chance(0.5)) {
+    Trace("node " + std::to_string(n.id) + " loses its unsynced commit index " + std::to_string(written.commit) +
+          " (back to " + std::to_string(n.synced_hard_state.commit) + ")");
+    if (Status st = n.log.Append({}, &n.synced_hard_state); !st.ok()) Fail("restore hard state: " + st.ToString());
+    ++result_.commit_indexes_lost;
+  }
   n.up = false;
   n.raft.reset();
   n.values.clear();
@@ -276,6 +286,7 @@ void Simulation::Persist(Node& n, const Ready& rd) {
       Fail("reset to snapshot: " + st.ToString());
       return;
     }
+    n.synced_hard_state = hs;
     n.snapshot = data;
     n.values = data.values;
     n.applied = data.meta.index;
@@ -286,10 +297,12 @@ void Simulation::Persist(Node& n, const Ready& rd) {
   }
   if (!rd.entries.empty() || rd.hard_state) {
     const storage::HardState* hs = rd.hard_state ? &*rd.hard_state : nullptr;
+    const bool synced = storage::AppendMustSync(rd.entries, hs, *n.log.GetHardState());
     if (Status st = n.log.Append(rd.entries, hs); !st.ok()) {
       Fail("node " + std::to_string(n.id) + " append: " + st.ToString());
       return;
     }
+    if (synced) n.synced_hard_state = *n.log.GetHardState();
     CheckLogMatching(n, rd.entries);
   }
 }
@@ -406,6 +419,8 @@ void Simulation::MaybeSnapshot(Node& n) {
     return;
   }
   n.snapshot = std::move(data);
+  // The checkpoint's flush persists the hard state written before it too.
+  n.synced_hard_state = *n.log.GetHardState();
   n.raft->SnapshotCreated(n.snapshot.meta);
   if (n.applied > kLogRetention) {
     const uint64_t compact_to = std::min(n.applied - kLogRetention, n.log.LastIndex());
@@ -596,6 +611,7 @@ SimResult Simulation::Run() {
         Fail("bootstrap: " + st.ToString());
         return result_;
       }
+      n->synced_hard_state = *n->log.GetHardState();  // entries: a synced write
     }
     nodes_.push_back(std::move(n));
   }

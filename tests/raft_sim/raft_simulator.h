@@ -65,6 +65,8 @@ struct SimResult {
   uint64_t applied_entries = 0;
   uint64_t leader_terms = 0;
   uint64_t crashes = 0;
+  /// Crashes that lost a commit index written without a sync.
+  uint64_t commit_indexes_lost = 0;
   uint64_t snapshots_installed = 0;
   uint64_t membership_changes = 0;
   uint64_t reads_served = 0;

@@ -18,12 +18,13 @@ uint64_t SeedCount(uint64_t fallback) {
 }
 
 void RunSeeds(uint64_t first, uint64_t count, const SimOptions& options) {
-  uint64_t writes = 0, crashes = 0, snapshots = 0, changes = 0, reads = 0;
+  uint64_t writes = 0, crashes = 0, commits_lost = 0, snapshots = 0, changes = 0, reads = 0;
   for (uint64_t seed = first; seed < first + count; ++seed) {
     const SimResult r = RunSimulation(seed, options);
     ASSERT_TRUE(r.ok) << r.failure;
     writes += r.acknowledged_writes;
     crashes += r.crashes;
+    commits_lost += r.commit_indexes_lost;
     snapshots += r.snapshots_installed;
     changes += r.membership_changes;
     reads += r.reads_served;
@@ -31,6 +32,7 @@ void RunSeeds(uint64_t first, uint64_t count, const SimOptions& options) {
   // The faults must actually happen, or the invariants prove nothing.
   EXPECT_GT(writes, count * 10);
   EXPECT_GT(crashes, count / 2);
+  EXPECT_GT(commits_lost, count / 20) << "crashes that lose an unsynced commit index";
   EXPECT_GT(snapshots, count / 10);
   EXPECT_GT(reads, count);
   if (options.membership_rate > 0) {
