@@ -1,5 +1,6 @@
 #include "service/api.h"
 
+#include <google/protobuf/arena.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -395,11 +396,28 @@ grpc::Status CollectionsApi::Delete(grpc::ServerContext* sctx, const quiver::v1:
   return scope.Done(DeleteCollection(ctx_, sctx, *req));
 }
 
-grpc::Status PointsApi::Upsert(grpc::ServerContext* sctx, const quiver::v1::UpsertRequest* req,
-                               quiver::v1::UpsertResponse* resp) {
+// gRPC's unary handlers parse a request onto the heap: for an Upsert of a
+// thousand points, two thousand objects (each Point and its float array) to
+// allocate and then free, on threads that share the cores with the Raft
+// driver. Parsed into an arena they take a few large blocks, freed at once.
+// Unauthorized requests are not parsed at all.
+grpc::Status PointsApi::StreamedUpsert(
+    grpc::ServerContext* sctx, grpc::ServerUnaryStreamer<quiver::v1::UpsertRequest, quiver::v1::UpsertResponse>* call) {
   RpcScope scope(ctx_.metrics, Rpc::kUpsert);
   if (Status auth = Authorize(*ctx_.config, *sctx, Access::kWrite); !auth.ok()) return scope.Done(auth);
-  return scope.Done(service::Upsert(ctx_, sctx, *req, resp));
+  google::protobuf::ArenaOptions arena_options;
+  arena_options.start_block_size = 64 << 10;
+  arena_options.max_block_size = 1 << 20;  // a 1,000 x 128-d request fits in a handful
+  google::protobuf::Arena arena(arena_options);
+  auto* req = google::protobuf::Arena::CreateMessage<quiver::v1::UpsertRequest>(&arena);
+  if (!call->Read(req)) {
+    return scope.Done(Status::InvalidArgument("the request is not an UpsertRequest (or the client went away)"));
+  }
+  auto* resp = google::protobuf::Arena::CreateMessage<quiver::v1::UpsertResponse>(&arena);
+  const Status st = service::Upsert(ctx_, sctx, *req, resp);
+  // A failed write means the client is gone; the write itself stands.
+  if (st.ok()) (void)call->Write(*resp);
+  return scope.Done(st);
 }
 
 grpc::Status PointsApi::Delete(grpc::ServerContext* sctx, const quiver::v1::DeletePointsRequest* req,

@@ -42,10 +42,14 @@ class CollectionsApi final : public quiver::v1::Collections::Service {
   ApiContext ctx_;
 };
 
-class PointsApi final : public quiver::v1::Points::Service {
+/// Upsert reads its own request (the "streamed unary" form of the method,
+/// the same call on the wire) so that it can parse it into an arena: see
+/// StreamedUpsert in api.cc.
+class PointsApi final : public quiver::v1::Points::WithStreamedUnaryMethod_Upsert<quiver::v1::Points::Service> {
  public:
   explicit PointsApi(ApiContext ctx) : ctx_(ctx) {}
-  grpc::Status Upsert(grpc::ServerContext*, const quiver::v1::UpsertRequest*, quiver::v1::UpsertResponse*) override;
+  grpc::Status StreamedUpsert(grpc::ServerContext*,
+                              grpc::ServerUnaryStreamer<quiver::v1::UpsertRequest, quiver::v1::UpsertResponse>*) override;
   grpc::Status Delete(grpc::ServerContext*, const quiver::v1::DeletePointsRequest*,
                       quiver::v1::DeletePointsResponse*) override;
   grpc::Status Get(grpc::ServerContext*, const quiver::v1::GetPointsRequest*, quiver::v1::GetPointsResponse*) override;

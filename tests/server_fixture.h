@@ -60,6 +60,7 @@ class InProcessServer {
   }
   int admin_port() const { return admin_port_; }
   int grpc_port() const { return grpc_port_; }
+  std::shared_ptr<grpc::Channel> channel() const { return channel_; }
 
   std::unique_ptr<quiver::v1::Collections::Stub> collections;
   std::unique_ptr<quiver::v1::Points::Stub> points;

@@ -1,6 +1,8 @@
 // The public API through real gRPC calls: behaviour, and every bad-input case
 // answered with a precise status that names the field and changes nothing.
 #include <gtest/gtest.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <future>
 
 #include <cmath>
 #include <cstdlib>
@@ -361,6 +363,20 @@ TEST_F(ApiTest, BadUpsertsChangeNothing) {
     (*p.mutable_payload())["s"].set_string_value(std::string(5 << 20, 'y'));
     *r.add_points() = p;
     EXPECT_EQ(Upsert(r).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  {
+    // Bytes that are no UpsertRequest: points (field 2) declares more bytes than follow.
+    grpc::GenericStub stub(server_.channel());
+    grpc::ClientContext ctx;
+    const grpc::Slice garbage(std::string("\x0a\x01" "c" "\x12\x7f\x08\x01", 7));
+    const grpc::ByteBuffer request(&garbage, 1);
+    grpc::ByteBuffer response;
+    std::promise<grpc::Status> done;
+    stub.UnaryCall(&ctx, "/quiver.v1.Points/Upsert", grpc::StubOptions(), &request, &response,
+                   [&](grpc::Status st) { done.set_value(st); });
+    const grpc::Status st = done.get_future().get();
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+    EXPECT_NE(st.error_message().find("UpsertRequest"), std::string::npos) << st.error_message();
   }
   EXPECT_EQ(Count("c"), 1u);
   GetPointsRequest g;
