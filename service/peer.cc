@@ -601,12 +601,14 @@ grpc::Status PeerService::RefuseIfCut(NodeId from) const {
   return grpc::Status::OK;
 }
 
-grpc::Status PeerService::Send(grpc::ServerContext*, const pb::RaftBatch* req, pb::RaftBatchAck*) {
-  if (Status st = CheckCluster(req->cluster_id(), replicator_->cluster_id()); !st.ok()) return ToGrpc(st);
-  // The request is this call's own (gRPC's sync API hands it over as const):
-  // the entries' data is moved out of it rather than copied.
-  auto* owned = const_cast<pb::RaftBatch*>(req);
-  for (pb::RaftMessage& pm : *owned->mutable_messages()) {
+grpc::Status PeerService::StreamedSend(grpc::ServerContext*,
+                                       grpc::ServerUnaryStreamer<pb::RaftBatch, pb::RaftBatchAck>* call) {
+  pb::RaftBatch batch;  // the entries' data is moved out of it rather than copied
+  if (!call->Read(&batch)) {
+    return ToGrpc(Status::InvalidArgument("the request is not a RaftBatch (or the peer went away)"));
+  }
+  if (Status st = CheckCluster(batch.cluster_id(), replicator_->cluster_id()); !st.ok()) return ToGrpc(st);
+  for (pb::RaftMessage& pm : *batch.mutable_messages()) {
     if (grpc::Status cut = RefuseIfCut(pm.from()); !cut.ok()) return cut;
     Result<raft::Message> m = FromProto(std::move(pm));
     if (!m.ok()) return ToGrpc(m.status());
@@ -616,6 +618,7 @@ grpc::Status PeerService::Send(grpc::ServerContext*, const pb::RaftBatch* req, p
     }
     replicator_->Receive(std::move(m).value());
   }
+  (void)call->Write(pb::RaftBatchAck());  // a peer gone meanwhile resends what it still needs
   return grpc::Status::OK;
 }
 

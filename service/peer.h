@@ -163,23 +163,27 @@ class PeerClient final : public replication::RaftTransport, public replication::
 
 /// The server side: hands Raft messages to the replicator, proposes
 /// forwarded writes on this node.
-class PeerService final : public quiver::internal::v1::Peer::Service {
+/// Send reads its own request (the "streamed unary" form of the method, the
+/// same call on the wire), so the batch is this call's to move entries out of.
+class PeerService final
+    : public quiver::internal::v1::Peer::WithStreamedUnaryMethod_Send<quiver::internal::v1::Peer::Service> {
  public:
   /// `faults` (tests, may be null): requests from peers it cuts off are refused.
   PeerService(replication::raft::NodeId self, replication::RaftReplicator* replicator,
               const PeerFaults* faults = nullptr)
       : self_(self), replicator_(replicator), faults_(faults) {}
 
-  grpc::Status Send(grpc::ServerContext* ctx, const quiver::internal::v1::RaftBatch* req,
-                    quiver::internal::v1::RaftBatchAck* resp) override;
+  grpc::Status StreamedSend(
+      grpc::ServerContext* ctx,
+      grpc::ServerUnaryStreamer<quiver::internal::v1::RaftBatch, quiver::internal::v1::RaftBatchAck>* call) override;
   grpc::Status Forward(grpc::ServerContext* ctx, const quiver::internal::v1::ForwardRequest* req,
                        quiver::internal::v1::ForwardResponse* resp) override;
+  grpc::Status AddMember(grpc::ServerContext* ctx, const quiver::internal::v1::AddMemberRequest* req,
+                         quiver::internal::v1::AddMemberResponse* resp) override;
   /// Stages the streamed files in a new directory of the replicator's,
   /// checking every name, size and checksum, then hands them over
   /// (RaftReplicator::ReceiveSnapshot). Anything wrong: the directory is
   /// removed and the stream refused (INVALID_ARGUMENT or DATA_LOSS).
-  grpc::Status AddMember(grpc::ServerContext* ctx, const quiver::internal::v1::AddMemberRequest* req,
-                         quiver::internal::v1::AddMemberResponse* resp) override;
   grpc::Status InstallSnapshot(grpc::ServerContext* ctx,
                                grpc::ServerReader<quiver::internal::v1::SnapshotChunk>* reader,
                                quiver::internal::v1::SnapshotAck* resp) override;
