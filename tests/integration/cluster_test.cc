@@ -1,8 +1,6 @@
 // Three quiverd processes in one Raft group on localhost: writes through any
 // node, linearizable reads on every node, failover after kill -9 of the
 // leader, a restarted node catching up, and leadership handed over on SIGTERM.
-#include <grpcpp/generic/generic_stub.h>
-#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <netinet/in.h>
@@ -11,7 +9,6 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
-#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -21,6 +18,7 @@
 
 #include "process_fixture.h"
 #include "quiver/v1/cluster.grpc.pb.h"
+#include "raw_call.h"
 #include "test_util.h"
 #include "tls_files.h"
 
@@ -712,17 +710,10 @@ TEST(Cluster, ANodeOfAnotherClusterIsRefused) {
     ASSERT_TRUE(ok);
     EXPECT_EQ(ok->status, 200) << ok->body;
   }
-  {  // Bytes that are no RaftBatch: refused by name, and nothing else happens.
-    grpc::GenericStub stub(
-        grpc::CreateChannel("127.0.0.1:" + std::to_string(c.peer_port(1)), grpc::InsecureChannelCredentials()));
-    grpc::ClientContext ctx;
-    const grpc::Slice garbage(std::string("\x0a\x7f\x01", 3));  // messages: 127 bytes declared, 1 sent
-    const grpc::ByteBuffer request(&garbage, 1);
-    grpc::ByteBuffer response;
-    std::promise<grpc::Status> done;
-    stub.UnaryCall(&ctx, "/quiver.internal.v1.Peer/Send", grpc::StubOptions(), &request, &response,
-                   [&](grpc::Status st) { done.set_value(st); });
-    const grpc::Status st = done.get_future().get();
+  {  // Bytes that are not a RaftBatch: refused by name, and nothing else happens.
+    const grpc::Status st = quiver::testing::CallWithRawBytes(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(c.peer_port(1)), grpc::InsecureChannelCredentials()),
+        "/quiver.internal.v1.Peer/Send", std::string("\x0a\x7f\x01", 3));  // messages: 127 bytes declared, 1 sent
     EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
     EXPECT_NE(st.error_message().find("RaftBatch"), std::string::npos) << st.error_message();
   }

@@ -1,8 +1,6 @@
 // The public API through real gRPC calls: behaviour, and every bad-input case
 // answered with a precise status that names the field and changes nothing.
 #include <gtest/gtest.h>
-#include <grpcpp/generic/generic_stub.h>
-#include <future>
 
 #include <cmath>
 #include <cstdlib>
@@ -10,6 +8,7 @@
 #include <limits>
 #include <thread>
 
+#include "raw_call.h"
 #include "server_fixture.h"
 #include "test_util.h"
 #include "tls_files.h"
@@ -365,16 +364,9 @@ TEST_F(ApiTest, BadUpsertsChangeNothing) {
     EXPECT_EQ(Upsert(r).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   }
   {
-    // Bytes that are no UpsertRequest: points (field 2) declares more bytes than follow.
-    grpc::GenericStub stub(server_.channel());
-    grpc::ClientContext ctx;
-    const grpc::Slice garbage(std::string("\x0a\x01" "c" "\x12\x7f\x08\x01", 7));
-    const grpc::ByteBuffer request(&garbage, 1);
-    grpc::ByteBuffer response;
-    std::promise<grpc::Status> done;
-    stub.UnaryCall(&ctx, "/quiver.v1.Points/Upsert", grpc::StubOptions(), &request, &response,
-                   [&](grpc::Status st) { done.set_value(st); });
-    const grpc::Status st = done.get_future().get();
+    // Bytes that are not an UpsertRequest: points (field 2) declares more bytes than follow.
+    const grpc::Status st = quiver::testing::CallWithRawBytes(
+        server_.channel(), "/quiver.v1.Points/Upsert", std::string("\x0a\x01" "c" "\x12\x7f\x08\x01", 7));
     EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
     EXPECT_NE(st.error_message().find("UpsertRequest"), std::string::npos) << st.error_message();
   }
