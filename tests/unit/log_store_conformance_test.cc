@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <vector>
 
 #include "storage/db.h"
 #include "storage/log_store.h"
@@ -262,6 +263,23 @@ TYPED_TEST(LogStoreConformance, SnapshotRecordIsStoredWhole) {
   EXPECT_EQ(*s->GetSnapshotRecord(), record);
   ASSERT_TRUE(s->SetSnapshotRecord("newer").ok());
   EXPECT_EQ(*s->GetSnapshotRecord(), "newer");
+}
+
+// Only a change of the commit index alone may skip the sync: entries, a new
+// term and a new vote must be durable before anything promises them.
+TEST(AppendMustSync, OnlyACommitIndexAloneSkipsTheSync) {
+  const HardState current{3, 2, 10};
+  const LogEntry entry{11, 3, EntryType::kCommand, std::string("x")};
+  const std::vector<LogEntry> one{entry};
+  EXPECT_TRUE(AppendMustSync(one, nullptr, current));
+  const HardState advanced{3, 2, 11};
+  EXPECT_TRUE(AppendMustSync(one, &advanced, current)) << "entries with a commit index";
+  EXPECT_FALSE(AppendMustSync({}, &advanced, current));
+  EXPECT_FALSE(AppendMustSync({}, &current, current)) << "an unchanged hard state";
+  const HardState new_term{4, 0, 10};
+  EXPECT_TRUE(AppendMustSync({}, &new_term, current));
+  const HardState new_vote{3, 1, 10};
+  EXPECT_TRUE(AppendMustSync({}, &new_vote, current));
 }
 
 }  // namespace
