@@ -1,6 +1,7 @@
 #include "service/api.h"
 
 #include <google/protobuf/arena.h>
+#include <google/protobuf/io/coded_stream.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -20,6 +21,31 @@
 #include "service/peer.h"
 
 namespace quiver::service {
+
+std::string EncodeUpsertCommand(const quiver::internal::v1::Command& head, const quiver::v1::UpsertRequest& req,
+                                uint32_t dim) {
+  using google::protobuf::io::CodedOutputStream;
+  // A field's tag is its number shifted left by 3 over its wire type, 2 for length-delimited.
+  constexpr auto length_delimited_tag = [](int field) { return (static_cast<uint32_t>(field) << 3) | 2; };
+  const uint64_t vector_bytes = uint64_t(req.points_size()) * dim * sizeof(float);
+  const uint32_t points_tag = length_delimited_tag(quiver::internal::v1::Command::kUpsertPointsFieldNumber);
+  const uint32_t vectors_tag = length_delimited_tag(quiver::internal::v1::UpsertPoints::kVectorsFieldNumber);
+  const uint64_t points_bytes =
+      CodedOutputStream::VarintSize32(vectors_tag) + CodedOutputStream::VarintSize64(vector_bytes) + vector_bytes;
+  uint8_t prefix[4 * 10];  // two tags and two lengths, varints of at most 10 bytes
+  uint8_t* end = CodedOutputStream::WriteVarint32ToArray(points_tag, prefix);
+  end = CodedOutputStream::WriteVarint64ToArray(points_bytes, end);
+  end = CodedOutputStream::WriteVarint32ToArray(vectors_tag, end);
+  end = CodedOutputStream::WriteVarint64ToArray(vector_bytes, end);
+
+  std::string out;
+  out.reserve(head.ByteSizeLong() + static_cast<size_t>(end - prefix) + vector_bytes);
+  head.AppendToString(&out);
+  out.append(reinterpret_cast<const char*>(prefix), static_cast<size_t>(end - prefix));
+  for (const auto& p : req.points()) out.append(reinterpret_cast<const char*>(p.vector().data()), dim * sizeof(float));
+  return out;
+}
+
 namespace {
 
 using quiver::internal::v1::Command;
@@ -52,8 +78,12 @@ Clock::time_point WriteDeadline(const grpc::ServerContext* ctx, const ServerConf
   return std::min(fallback, Clock::now() + std::chrono::duration_cast<Clock::duration>(left));
 }
 
+Result<uint64_t> ProposeBytes(const ApiContext& ctx, const grpc::ServerContext* sctx, std::string command) {
+  return ctx.replicator->Propose(std::move(command), WriteDeadline(sctx, *ctx.config));
+}
+
 Result<uint64_t> ProposeCommand(const ApiContext& ctx, const grpc::ServerContext* sctx, const Command& cmd) {
-  return ctx.replicator->Propose(cmd.SerializeAsString(), WriteDeadline(sctx, *ctx.config));
+  return ProposeBytes(ctx, sctx, cmd.SerializeAsString());
 }
 
 // Copies a write's request id into its command (validated: both fields or neither).
@@ -245,9 +275,7 @@ Status Upsert(const ApiContext& ctx, const grpc::ServerContext* sctx, const quiv
   up->set_dimension(dim);
   up->set_collection_created_at(coll->id());
   std::string* ids = up->mutable_ids();
-  std::string* vectors = up->mutable_vectors();
   ids->reserve(size_t(n) * 8);
-  vectors->reserve(size_t(n) * dim * sizeof(float));
   bool any_payload = false;
   for (int i = 0; i < n; ++i) {
     const auto& p = req.points(i);
@@ -256,7 +284,6 @@ Status Upsert(const ApiContext& ctx, const grpc::ServerContext* sctx, const quiv
     QUIVER_RETURN_IF_ERROR(engine::ValidatePayload(p.payload(), engine::FieldName("points", i, ".payload")));
     any_payload = any_payload || !p.payload().empty();
     PutFixed64LE(ids, p.id());
-    vectors->append(reinterpret_cast<const char*>(p.vector().data()), dim * sizeof(float));
   }
   if (any_payload) {
     for (int i = 0; i < n; ++i) {
@@ -276,7 +303,7 @@ Status Upsert(const ApiContext& ctx, const grpc::ServerContext* sctx, const quiv
       }
     }
   }
-  QUIVER_ASSIGN_OR_RETURN(uint64_t index, ProposeCommand(ctx, sctx, cmd));
+  QUIVER_ASSIGN_OR_RETURN(uint64_t index, ProposeBytes(ctx, sctx, EncodeUpsertCommand(cmd, req, dim)));
   resp->set_log_index(index);
   resp->set_upserted(static_cast<uint32_t>(n));
   ctx.metrics->AddUpsertedVectors(static_cast<uint64_t>(n));

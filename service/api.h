@@ -8,6 +8,7 @@
 #include "engine/engine.h"
 #include "engine/search_batcher.h"
 #include "engine/search_pool.h"
+#include "quiver/internal/v1/wal.pb.h"
 #include "quiver/v1/cluster.grpc.pb.h"
 #include "quiver/v1/collections.grpc.pb.h"
 #include "quiver/v1/points.grpc.pb.h"
@@ -16,6 +17,17 @@
 #include "service/metrics.h"
 
 namespace quiver::service {
+
+/// The serialized quiver.internal.v1.Command of a validated Upsert: `head`,
+/// the command with every field but upsert_points.vectors, then a second
+/// upsert_points field that holds only the request's vectors (`dim` floats
+/// of each point, in order), which a parser merges into the first (protobuf's
+/// rule for a message field that occurs twice). The vectors are copied once,
+/// from the parsed request into the command's bytes; building
+/// UpsertPoints.vectors and serializing the whole command would copy them
+/// twice and zero-fill the buffer in between.
+std::string EncodeUpsertCommand(const quiver::internal::v1::Command& head, const quiver::v1::UpsertRequest& req,
+                                uint32_t dim);
 
 struct ApiContext {
   const ServerConfig* config;

@@ -6,9 +6,11 @@
 #include <cstdlib>
 #include <fstream>
 #include <limits>
+#include <random>
 #include <thread>
 
 #include "raw_call.h"
+#include "service/api.h"
 #include "server_fixture.h"
 #include "test_util.h"
 #include "tls_files.h"
@@ -632,6 +634,49 @@ TEST_F(ApiTest, BadIdRequests) {
   DeletePointsResponse dr;
   grpc::ClientContext ctx2;
   ExpectError(server_.points->Delete(&ctx2, d, &dr), grpc::StatusCode::NOT_FOUND, "zz");
+}
+
+// Upsert's command bytes (the head, then a second upsert_points holding the
+// vectors) parse as the command built field by field, for vector sections
+// whose lengths take one to four varint bytes, with and without payloads and
+// a request id.
+TEST(EncodeUpsertCommand, ParsesAsTheWholeCommand) {
+  struct Case {
+    int n;
+    uint32_t dim;
+    bool payloads;
+  };
+  for (const Case c : {Case{1, 1, false}, Case{3, 5, true}, Case{40, 17, false}, Case{1000, 600, true}}) {
+    SCOPED_TRACE("n=" + std::to_string(c.n) + " dim=" + std::to_string(c.dim));
+    std::mt19937_64 rng(static_cast<uint64_t>(c.n) * 31 + c.dim);
+    std::uniform_real_distribution<float> value(-1.f, 1.f);
+    UpsertRequest req;
+    quiver::internal::v1::Command head;
+    head.set_client_id("client-7");
+    head.set_sequence(42);
+    auto* up = head.mutable_upsert_points();
+    up->set_collection("c");
+    up->set_dimension(c.dim);
+    up->set_collection_created_at(9);
+    std::string vectors;
+    for (int i = 0; i < c.n; ++i) {
+      Point* p = req.add_points();
+      const uint64_t id = rng();
+      p->set_id(id);
+      for (uint32_t d = 0; d < c.dim; ++d) p->add_vector(value(rng));
+      up->mutable_ids()->append(reinterpret_cast<const char*>(&id), 8);  // little-endian host, as the server
+      vectors.append(reinterpret_cast<const char*>(p->vector().data()), c.dim * sizeof(float));
+      if (c.payloads) up->add_payloads(i % 2 == 0 ? "" : "payload " + std::to_string(i));
+    }
+    quiver::internal::v1::Command expected = head;
+    expected.mutable_upsert_points()->set_vectors(vectors);
+
+    quiver::internal::v1::Command parsed;
+    ASSERT_TRUE(parsed.ParseFromString(EncodeUpsertCommand(head, req, c.dim)));
+    EXPECT_EQ(parsed.SerializeAsString(), expected.SerializeAsString());
+    EXPECT_EQ(parsed.upsert_points().vectors().size(), size_t(c.n) * c.dim * sizeof(float));
+    EXPECT_EQ(parsed.upsert_points().payloads_size(), c.payloads ? c.n : 0);
+  }
 }
 
 TEST(ServerLifecycle, StateSurvivesRestartInProcess) {
