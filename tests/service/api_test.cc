@@ -638,15 +638,16 @@ TEST_F(ApiTest, BadIdRequests) {
 
 // Upsert's command bytes (the head, then a second upsert_points holding the
 // vectors) parse as the command built field by field, for vector sections
-// whose lengths take one to four varint bytes, with and without payloads and
-// a request id.
+// whose lengths take one, two, three and four varint bytes, with and without
+// payloads.
 TEST(EncodeUpsertCommand, ParsesAsTheWholeCommand) {
   struct Case {
     int n;
     uint32_t dim;
     bool payloads;
   };
-  for (const Case c : {Case{1, 1, false}, Case{3, 5, true}, Case{40, 17, false}, Case{1000, 600, true}}) {
+  for (const Case c : {Case{1, 1, false}, Case{3, 5, true}, Case{40, 17, false}, Case{100, 128, false},
+                       Case{1000, 600, true}}) {
     SCOPED_TRACE("n=" + std::to_string(c.n) + " dim=" + std::to_string(c.dim));
     std::mt19937_64 rng(static_cast<uint64_t>(c.n) * 31 + c.dim);
     std::uniform_real_distribution<float> value(-1.f, 1.f);
