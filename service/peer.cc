@@ -727,13 +727,20 @@ grpc::Status PeerService::AddMember(grpc::ServerContext* ctx, const pb::AddMembe
   return grpc::Status::OK;
 }
 
-grpc::Status PeerService::Forward(grpc::ServerContext* ctx, const pb::ForwardRequest* req, pb::ForwardResponse* resp) {
-  if (Status st = CheckCluster(req->cluster_id(), replicator_->cluster_id()); !st.ok()) return ToGrpc(st);
-  if (grpc::Status cut = RefuseIfCut(req->from()); !cut.ok()) return cut;
+grpc::Status PeerService::StreamedForward(grpc::ServerContext* ctx,
+                                          grpc::ServerUnaryStreamer<pb::ForwardRequest, pb::ForwardResponse>* call) {
+  pb::ForwardRequest req;  // the command is moved out of it rather than copied
+  if (!call->Read(&req)) {
+    return ToGrpc(Status::InvalidArgument("the request is not a ForwardRequest (or the peer went away)"));
+  }
+  if (Status st = CheckCluster(req.cluster_id(), replicator_->cluster_id()); !st.ok()) return ToGrpc(st);
+  if (grpc::Status cut = RefuseIfCut(req.from()); !cut.ok()) return cut;
   const auto deadline = DeadlineOf(*ctx);
-  Result<uint64_t> index = replicator_->ProposeLocal(req->command(), deadline);
+  Result<uint64_t> index = replicator_->ProposeLocal(std::move(*req.mutable_command()), deadline);
   if (!index.ok()) return ToGrpc(index.status());
-  resp->set_index(*index);
+  pb::ForwardResponse resp;
+  resp.set_index(*index);
+  (void)call->Write(resp);  // a forwarder gone meanwhile retries with the same request id, if it set one
   return grpc::Status::OK;
 }
 

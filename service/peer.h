@@ -163,10 +163,11 @@ class PeerClient final : public replication::RaftTransport, public replication::
 
 /// The server side: hands Raft messages to the replicator, proposes
 /// forwarded writes on this node.
-/// Send reads its own request (the "streamed unary" form of the method, the
-/// same call on the wire), so the batch is this call's to move entries out of.
-class PeerService final
-    : public quiver::internal::v1::Peer::WithStreamedUnaryMethod_Send<quiver::internal::v1::Peer::Service> {
+/// Send and Forward read their own requests (the "streamed unary" form of
+/// the methods, the same calls on the wire), so the request is the call's to
+/// move entries or the command out of.
+class PeerService final : public quiver::internal::v1::Peer::WithStreamedUnaryMethod_Forward<
+                              quiver::internal::v1::Peer::WithStreamedUnaryMethod_Send<quiver::internal::v1::Peer::Service>> {
  public:
   /// `faults` (tests, may be null): requests from peers it cuts off are refused.
   PeerService(replication::raft::NodeId self, replication::RaftReplicator* replicator,
@@ -176,8 +177,10 @@ class PeerService final
   grpc::Status StreamedSend(
       grpc::ServerContext* ctx,
       grpc::ServerUnaryStreamer<quiver::internal::v1::RaftBatch, quiver::internal::v1::RaftBatchAck>* call) override;
-  grpc::Status Forward(grpc::ServerContext* ctx, const quiver::internal::v1::ForwardRequest* req,
-                       quiver::internal::v1::ForwardResponse* resp) override;
+  grpc::Status StreamedForward(
+      grpc::ServerContext* ctx,
+      grpc::ServerUnaryStreamer<quiver::internal::v1::ForwardRequest, quiver::internal::v1::ForwardResponse>* call)
+      override;
   grpc::Status AddMember(grpc::ServerContext* ctx, const quiver::internal::v1::AddMemberRequest* req,
                          quiver::internal::v1::AddMemberResponse* resp) override;
   /// Stages the streamed files in a new directory of the replicator's,

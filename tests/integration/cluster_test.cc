@@ -714,12 +714,17 @@ TEST(Cluster, ANodeOfAnotherClusterIsRefused) {
     ASSERT_TRUE(ok);
     EXPECT_EQ(ok->status, 200) << ok->body;
   }
-  {  // Bytes that are not a RaftBatch: refused by name, and nothing else happens.
+  {  // Bytes that are not a RaftBatch or a ForwardRequest: refused by name, and nothing else happens.
     const grpc::Status st = quiver::testing::CallWithRawBytes(
         grpc::CreateChannel("127.0.0.1:" + std::to_string(c.peer_port(1)), grpc::InsecureChannelCredentials()),
         "/quiver.internal.v1.Peer/Send", std::string("\x0a\x7f\x01", 3));  // messages: 127 bytes declared, 1 sent
     EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
     EXPECT_NE(st.error_message().find("RaftBatch"), std::string::npos) << st.error_message();
+    const grpc::Status forward = quiver::testing::CallWithRawBytes(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(c.peer_port(1)), grpc::InsecureChannelCredentials()),
+        "/quiver.internal.v1.Peer/Forward", std::string("\x0a\x7f\x01", 3));  // 127 bytes declared, 1 sent
+    EXPECT_EQ(forward.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << forward.error_message();
+    EXPECT_NE(forward.error_message().find("ForwardRequest"), std::string::npos) << forward.error_message();
   }
   EXPECT_NE(c.WaitForLeader({1, 2}), 0);
   EXPECT_EQ(c.Gauge(1, "quiver_raft_voters"), 2u);
