@@ -19,7 +19,8 @@
 // through gRPC, waits for every sealed segment's index, stops the server and
 // times a restart until it serves again, checking the answers are unchanged.
 // `cluster` starts quiverd processes: durable Upsert of 3 nodes against one
-// (rounds interleaved, with the CPU seconds each node used), then leader
+// (rounds interleaved, with the CPU seconds each node used and the cores the
+// machine kept busy while timed), then leader
 // failover, kill -9 to the first write acknowledged after it
 // (bench/RESULTS.md).
 #include <arpa/inet.h>
@@ -950,6 +951,7 @@ struct UpsertRun {
   size_t vectors = 0;     // acknowledged
   size_t failed = 0;      // calls
   double client_cpu = 0;  // CPU seconds of this process while timed: the clients (and an in-process server)
+  double busy_cores = 0;  // the whole machine's CPU seconds while timed, per second
 
   double VectorsPerSecond() const { return double(vectors) / seconds; }
 };
@@ -958,6 +960,22 @@ double ProcessCpuSeconds() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+// CPU seconds the whole machine has spent busy: every time column of
+// /proc/stat's first line but idle and iowait (0 where there is no /proc).
+// Per second of a run it says how many cores the run kept busy: whether the
+// servers and clients were bound by the cores or waited (on fsync, on each
+// other) with cores to spare.
+double MachineBusyCpuSeconds() {
+  std::ifstream f("/proc/stat");
+  std::string cpu;
+  f >> cpu;
+  double busy = 0, ticks = 0;
+  for (int column = 0; column < 8 && f >> ticks; ++column) {
+    if (column != 3 && column != 4) busy += ticks;  // user nice system [idle iowait] irq softirq steal
+  }
+  return busy / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 // Durable Upserts into "ingest": `clients` writers, each on its own
@@ -969,6 +987,7 @@ UpsertRun TimeUpserts(const std::vector<std::string>& targets, size_t clients, s
   std::vector<std::thread> threads;
   const auto t0 = Clock::now();
   const double cpu0 = ProcessCpuSeconds();
+  const double busy0 = MachineBusyCpuSeconds();
   for (size_t c = 0; c < clients; ++c) {
     threads.emplace_back([&, c] {
       auto stub = quiver::v1::Points::NewStub(ChannelTo(targets[c % targets.size()], static_cast<int>(c) + 1));
@@ -992,7 +1011,9 @@ UpsertRun TimeUpserts(const std::vector<std::string>& targets, size_t clients, s
     });
   }
   for (auto& t : threads) t.join();
-  return {Seconds(t0), (batches - failed.load()) * batch, failed.load(), ProcessCpuSeconds() - cpu0};
+  const double seconds = Seconds(t0);
+  return {seconds, (batches - failed.load()) * batch, failed.load(), ProcessCpuSeconds() - cpu0,
+          (MachineBusyCpuSeconds() - busy0) / seconds};
 }
 
 int RunUpsert(size_t clients, size_t batch, size_t dim, size_t total) {
@@ -1247,6 +1268,8 @@ int RunCluster(const std::string& quiverd, int rounds, size_t clients, size_t ba
                 single_cpu, three_cpu[0], three_cpu[1], three_cpu[2],
                 (three_cpu[0] + three_cpu[1] + three_cpu[2]) / single_cpu, single_run.client_cpu,
                 leader_run.client_cpu);
+    std::printf("  cores busy while timed: single %.2f, via leader %.2f (of %u)\n", single_run.busy_cores,
+                leader_run.busy_cores, std::thread::hardware_concurrency());
   }
   const double s = Median(single), l = Median(leader_only), a = Median(spread);
   std::printf("\nDurable Upsert (%zu clients, batches of %zu x %zu-d, %zu vectors; median of %d rounds):\n"
