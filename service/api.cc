@@ -437,9 +437,7 @@ grpc::Status PointsApi::StreamedUpsert(
   arena_options.max_block_size = 1 << 20;  // a 1,000 x 128-d request fits in a handful
   google::protobuf::Arena arena(arena_options);
   auto* req = google::protobuf::Arena::CreateMessage<quiver::v1::UpsertRequest>(&arena);
-  if (!call->Read(req)) {
-    return scope.Done(Status::InvalidArgument("the request is not an UpsertRequest (or the client went away)"));
-  }
+  if (Status read = ReadUnaryRequest(call, req); !read.ok()) return scope.Done(read);
   auto* resp = google::protobuf::Arena::CreateMessage<quiver::v1::UpsertResponse>(&arena);
   const Status st = service::Upsert(ctx_, sctx, *req, resp);
   // A failed write means the client is gone; the write itself stands.

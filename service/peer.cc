@@ -604,9 +604,7 @@ grpc::Status PeerService::RefuseIfCut(NodeId from) const {
 grpc::Status PeerService::StreamedSend(grpc::ServerContext*,
                                        grpc::ServerUnaryStreamer<pb::RaftBatch, pb::RaftBatchAck>* call) {
   pb::RaftBatch batch;  // the entries' data is moved out of it rather than copied
-  if (!call->Read(&batch)) {
-    return ToGrpc(Status::InvalidArgument("the request is not a RaftBatch (or the peer went away)"));
-  }
+  if (Status read = ReadUnaryRequest(call, &batch); !read.ok()) return ToGrpc(read);
   if (Status st = CheckCluster(batch.cluster_id(), replicator_->cluster_id()); !st.ok()) return ToGrpc(st);
   for (pb::RaftMessage& pm : *batch.mutable_messages()) {
     if (grpc::Status cut = RefuseIfCut(pm.from()); !cut.ok()) return cut;
@@ -730,9 +728,7 @@ grpc::Status PeerService::AddMember(grpc::ServerContext* ctx, const pb::AddMembe
 grpc::Status PeerService::StreamedForward(grpc::ServerContext* ctx,
                                           grpc::ServerUnaryStreamer<pb::ForwardRequest, pb::ForwardResponse>* call) {
   pb::ForwardRequest req;  // the command is moved out of it rather than copied
-  if (!call->Read(&req)) {
-    return ToGrpc(Status::InvalidArgument("the request is not a ForwardRequest (or the peer went away)"));
-  }
+  if (Status read = ReadUnaryRequest(call, &req); !read.ok()) return ToGrpc(read);
   if (Status st = CheckCluster(req.cluster_id(), replicator_->cluster_id()); !st.ok()) return ToGrpc(st);
   if (grpc::Status cut = RefuseIfCut(req.from()); !cut.ok()) return cut;
   const auto deadline = DeadlineOf(*ctx);

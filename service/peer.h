@@ -166,8 +166,9 @@ class PeerClient final : public replication::RaftTransport, public replication::
 /// Send and Forward read their own requests (the "streamed unary" form of
 /// the methods, the same calls on the wire), so the request is the call's to
 /// move entries or the command out of.
-class PeerService final : public quiver::internal::v1::Peer::WithStreamedUnaryMethod_Forward<
-                              quiver::internal::v1::Peer::WithStreamedUnaryMethod_Send<quiver::internal::v1::Peer::Service>> {
+class PeerService final
+    : public quiver::internal::v1::Peer::WithStreamedUnaryMethod_Forward<
+          quiver::internal::v1::Peer::WithStreamedUnaryMethod_Send<quiver::internal::v1::Peer::Service>> {
  public:
   /// `faults` (tests, may be null): requests from peers it cuts off are refused.
   PeerService(replication::raft::NodeId self, replication::RaftReplicator* replicator,

@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::cout << seeds << " seeds from " << first_seed << " in " << secs << " s: " << failures << " failed; "
             << writes << " acknowledged writes, " << reads << " linearizable reads, " << terms << " leader terms, "
-            << crashes << " crashes (" << commits_lost << " losing an unsynced commit index), " << snapshots << " snapshots installed, " << changes
-            << " membership changes\n";
+            << crashes << " crashes (" << commits_lost << " losing an unsynced commit index), " << snapshots
+            << " snapshots installed, " << changes << " membership changes\n";
   return failures == 0 ? 0 : 1;
 }
