@@ -12,7 +12,36 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <string>
 #include <vector>
+
+#include "storage/crc32c.h"
+
+// RocksDB's CRC-32C functions (util/crc32c.h of RocksDB 7.8, not an installed
+// header), defined here so that the static archive's portable ones are never
+// linked: storage/crc32c.h says why. This file is in every binary that opens
+// a Db, ahead of librocksdb.a on the link line, so the archive's crc32c
+// object has nothing left to resolve; were it linked too, the link would
+// fail with duplicate definitions rather than fall back silently, and the
+// test "rocksdb_crc32c_not_linked" checks quiverd's symbols for it. x86-64
+// only: elsewhere RocksDB's own code may have a hardware path of its own.
+#if defined(__x86_64__)
+namespace rocksdb::crc32c {
+uint32_t Extend(uint32_t crc, const char* data, size_t n);
+uint32_t Crc32cCombine(uint32_t crc1, uint32_t crc2, size_t crc2len);
+std::string IsFastCrc32Supported();
+
+uint32_t Extend(uint32_t crc, const char* data, size_t n) { return quiver::storage::Crc32cExtend(crc, data, n); }
+uint32_t Crc32cCombine(uint32_t crc1, uint32_t crc2, size_t crc2len) {
+  return quiver::storage::Crc32cCombine(crc1, crc2, crc2len);
+}
+// RocksDB writes this into its LOG file at open.
+std::string IsFastCrc32Supported() {
+  return quiver::storage::Crc32cUsesHardware() ? "Supported on x86 (Quiver's SSE4.2 CRC-32C)"
+                                               : "Not supported (Quiver's portable CRC-32C)";
+}
+}  // namespace rocksdb::crc32c
+#endif
 
 namespace quiver::storage {
 
