@@ -59,7 +59,12 @@ __attribute__((target("sse4.2"))) uint32_t ExtendSse42(uint32_t crc, const unsig
   return ~reg32;
 }
 
-const bool kHardware = __builtin_cpu_supports("sse4.2");
+// A dynamic initializer: RocksDB calls nothing here before main, and a call
+// that did would take the portable path, with the same result.
+const bool kHardware = [] {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("sse4.2") != 0;
+}();
 #else
 constexpr bool kHardware = false;
 #endif
