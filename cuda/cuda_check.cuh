@@ -41,6 +41,32 @@ struct GpuResources::Impl {
 /// small). The caller synchronises its stream before the next call reuses it.
 Result<void*> Staging(PinnedMemory& staging, size_t bytes, const char* what);
 
+/// cuBLAS's entry points. quiverd does not link libcublas: it is opened with
+/// dlopen when the first GPU is (GpuDevice::Open, through LoadCublas), so a
+/// host without a GPU neither needs the library installed nor pays for
+/// loading it (cuBLASLt's static initialisers touched ~84 MB at every start,
+/// twice with the OpenBLAS re-execution). The types come from cublas_v2.h, so
+/// a changed signature fails to compile.
+struct CublasApi {
+  decltype(&cublasCreate) create = nullptr;
+  decltype(&cublasDestroy) destroy = nullptr;
+  decltype(&cublasSetStream) set_stream = nullptr;
+  decltype(&cublasSetMathMode) set_math_mode = nullptr;
+  decltype(&cublasSgemm) sgemm = nullptr;
+  // The exported cublasGemmEx (cublas_api.h adds a C++ overload taking the
+  // legacy cudaDataType compute type); gpu_resources.cu checks the match.
+  using GemmEx = cublasStatus_t (*)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int,
+                                    const void*, const void*, cudaDataType, int, const void*, cudaDataType, int,
+                                    const void*, void*, cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
+  GemmEx gemm_ex = nullptr;
+  decltype(&cublasGetStatusName) status_name = nullptr;
+  decltype(&cublasGetStatusString) status_string = nullptr;
+};
+
+/// The loaded entry points; only after LoadCublas() succeeded (every open
+/// GpuDevice implies it).
+const CublasApi& Cublas();
+
 /// RESOURCE_EXHAUSTED for out-of-memory, INTERNAL otherwise; the message names
 /// the call and CUDA's error name. Clears CUDA's last-error state so one
 /// failure is reported once.

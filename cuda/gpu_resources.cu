@@ -1,5 +1,8 @@
 // CUDA build of the GPU runtime handles (cuda/gpu_resources.h).
+#include <dlfcn.h>
+
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "cuda/cuda_check.cuh"
@@ -13,9 +16,59 @@ Status CudaError(cudaError_t err, const char* call) {
   return err == cudaErrorMemoryAllocation ? Status::ResourceExhausted(std::move(msg)) : Status::Internal(std::move(msg));
 }
 
+namespace {
+// The exported name of a cuBLAS function: cublas_v2.h maps several to a _v2
+// symbol with a macro (cublasCreate is cublasCreate_v2).
+#define QUIVER_CUBLAS_NAME(fn) QUIVER_CUBLAS_NAME_OF(fn)
+#define QUIVER_CUBLAS_NAME_OF(fn) #fn
+
+// Unevaluated: fails to compile if cuBLAS's signature no longer matches.
+static_assert(sizeof(static_cast<CublasApi::GemmEx>(&cublasGemmEx)) > 0);
+
+CublasApi cublas_api;
+
+Status LoadCublasOnce() {
+  // The soname first (LD_LIBRARY_PATH, the cache, the system directories),
+  // then the toolkit this binary was built against.
+  void* lib = dlopen(QUIVER_CUBLAS_SONAME, RTLD_NOW | RTLD_LOCAL);
+  std::string errors;
+  if (lib == nullptr) {
+    errors = dlerror();
+    lib = dlopen(QUIVER_CUBLAS_DIR "/" QUIVER_CUBLAS_SONAME, RTLD_NOW | RTLD_LOCAL);
+  }
+  if (lib == nullptr) {
+    return Status::Unavailable(std::string("cannot load cuBLAS (" QUIVER_CUBLAS_SONAME "): ") + errors + "; " +
+                               dlerror());
+  }
+  // Never unloaded: handles and kernels may outlive any one owner.
+  std::string missing;
+  auto resolve = [&](auto& slot, const char* name) {
+    slot = reinterpret_cast<std::remove_reference_t<decltype(slot)>>(dlsym(lib, name));
+    if (slot == nullptr) missing += std::string(missing.empty() ? "" : ", ") + name;
+  };
+  resolve(cublas_api.create, QUIVER_CUBLAS_NAME(cublasCreate));
+  resolve(cublas_api.destroy, QUIVER_CUBLAS_NAME(cublasDestroy));
+  resolve(cublas_api.set_stream, QUIVER_CUBLAS_NAME(cublasSetStream));
+  resolve(cublas_api.set_math_mode, QUIVER_CUBLAS_NAME(cublasSetMathMode));
+  resolve(cublas_api.sgemm, QUIVER_CUBLAS_NAME(cublasSgemm));
+  resolve(cublas_api.gemm_ex, QUIVER_CUBLAS_NAME(cublasGemmEx));
+  resolve(cublas_api.status_name, QUIVER_CUBLAS_NAME(cublasGetStatusName));
+  resolve(cublas_api.status_string, QUIVER_CUBLAS_NAME(cublasGetStatusString));
+  if (!missing.empty()) return Status::Unavailable(QUIVER_CUBLAS_SONAME " lacks " + missing);
+  return Status::Ok();
+}
+}  // namespace
+
+Status LoadCublas() {
+  static const Status loaded = LoadCublasOnce();  // once per process, thread-safe
+  return loaded;
+}
+
+const CublasApi& Cublas() { return cublas_api; }
+
 Status CublasError(cublasStatus_t err, const char* call) {
-  std::string msg = std::string("cuBLAS error in ") + call + ": " + cublasGetStatusName(err) + ": " +
-                    cublasGetStatusString(err);
+  std::string msg = std::string("cuBLAS error in ") + call + ": " + Cublas().status_name(err) + ": " +
+                    Cublas().status_string(err);
   return err == CUBLAS_STATUS_ALLOC_FAILED ? Status::ResourceExhausted(std::move(msg))
                                            : Status::Internal(std::move(msg));
 }
@@ -35,6 +88,8 @@ Result<std::shared_ptr<GpuDevice>> GpuDevice::Open(const GpuOptions& options) {
     return Status::Unavailable("GPU " + std::to_string(options.device) + " requested, " + std::to_string(count) +
                                " present");
   }
+  // Only once a device answers: a host without one never loads cuBLAS.
+  QUIVER_RETURN_IF_ERROR(LoadCublas());
   auto unavailable = [](const Status& st) { return Status::Unavailable(st.message()); };
   auto impl = std::make_unique<Impl>();
   impl->ordinal = options.device;
@@ -111,7 +166,7 @@ Result<std::unique_ptr<GpuResources>> GpuDevice::NewResources() {
     (void)cudaStreamDestroy(impl->stream);
     return CudaError(err, "cudaStreamCreateWithFlags");
   }
-  if (const cublasStatus_t err = cublasCreate(&impl->cublas); err != CUBLAS_STATUS_SUCCESS) {
+  if (const cublasStatus_t err = Cublas().create(&impl->cublas); err != CUBLAS_STATUS_SUCCESS) {
     (void)cudaStreamDestroy(impl->side_stream);
     (void)cudaStreamDestroy(impl->stream);
     return CublasError(err, "cublasCreate");
@@ -119,12 +174,12 @@ Result<std::unique_ptr<GpuResources>> GpuDevice::NewResources() {
   // Plain FP32 GEMM unless a call asks for a compute type (FlatGemm::kTf32x3
   // asks for TF32 on split values): scores must match the CPU's within 1e-4.
   Status st = [&]() -> Status {
-    QUIVER_CUBLAS_TRY(cublasSetStream(impl->cublas, impl->stream));
-    QUIVER_CUBLAS_TRY(cublasSetMathMode(impl->cublas, CUBLAS_DEFAULT_MATH));
+    QUIVER_CUBLAS_TRY(Cublas().set_stream(impl->cublas, impl->stream));
+    QUIVER_CUBLAS_TRY(Cublas().set_math_mode(impl->cublas, CUBLAS_DEFAULT_MATH));
     return Status::Ok();
   }();
   if (!st.ok()) {
-    (void)cublasDestroy(impl->cublas);
+    (void)Cublas().destroy(impl->cublas);
     (void)cudaStreamDestroy(impl->side_stream);
     (void)cudaStreamDestroy(impl->stream);
     return st;
@@ -141,7 +196,7 @@ GpuResources::~GpuResources() {
   (void)cudaSetDevice(device_->impl().ordinal);
   (void)cudaStreamSynchronize(impl_->side_stream);
   (void)cudaStreamSynchronize(impl_->stream);
-  (void)cublasDestroy(impl_->cublas);
+  (void)Cublas().destroy(impl_->cublas);
   (void)cudaStreamDestroy(impl_->side_stream);
   (void)cudaStreamDestroy(impl_->stream);
 }

@@ -84,13 +84,20 @@ struct GpuOptions {
 
 class GpuResources;
 
+/// Loads cuBLAS with dlopen (once per process; later calls return the first
+/// outcome). UNAVAILABLE naming the library and the loader's error if it
+/// cannot be loaded or lacks a function; GpuDevice::Open calls it, so a GPU
+/// host without cuBLAS serves on the CPU and says why.
+Status LoadCublas();
+
 /// One CUDA device: its memory pool and budget. Thread-safe.
 class GpuDevice : public std::enable_shared_from_this<GpuDevice> {
  public:
   /// Opens the device: checks it answers, creates a stream-ordered memory pool
   /// (freed memory stays cached up to the budget) and an internal stream for
   /// long-lived allocations. UNAVAILABLE (naming the CUDA error) if the
-  /// device cannot be used or the build has no CUDA layer.
+  /// device cannot be used, cuBLAS cannot be loaded (LoadCublas) or the build
+  /// has no CUDA layer.
   static Result<std::shared_ptr<GpuDevice>> Open(const GpuOptions& options);
   ~GpuDevice();
   GpuDevice(const GpuDevice&) = delete;

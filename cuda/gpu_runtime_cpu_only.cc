@@ -21,6 +21,7 @@ GpuDiscovery DiscoverGpus() {
 struct GpuDevice::Impl {};
 struct GpuResources::Impl {};
 
+Status LoadCublas() { return Status::Unavailable(kNoCuda); }
 Result<std::shared_ptr<GpuDevice>> GpuDevice::Open(const GpuOptions&) { return Status::Unavailable(kNoCuda); }
 GpuDevice::~GpuDevice() = default;
 Result<std::unique_ptr<GpuResources>> GpuDevice::NewResources() { return Status::Unavailable(kNoCuda); }

@@ -271,6 +271,15 @@ TEST(GpuRuntime, OpensExactlyWhenDiscoveryFindsADevice) {
   EXPECT_EQ((*device)->bytes_in_use(), 0u);
 }
 
+// cuBLAS is opened with dlopen once a device answers (cuda/cuda_check.cuh);
+// wherever the toolkit the binary was built against is installed, every entry
+// point must resolve, GPU or not.
+TEST(GpuRuntime, CublasLoadsWithEveryEntryPoint) {
+  if (!cuda::BuiltWithCuda()) GTEST_SKIP() << "built without CUDA";
+  const Status loaded = cuda::LoadCublas();
+  EXPECT_TRUE(loaded.ok()) << loaded.ToString();
+}
+
 TEST(GpuRuntime, AllocationsBeyondTheBudgetAreResourceExhausted) {
   QUIVER_SKIP_WITHOUT_GPU();
   cuda::GpuOptions options;
