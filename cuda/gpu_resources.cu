@@ -16,6 +16,15 @@ Status CudaError(cudaError_t err, const char* call) {
   return err == cudaErrorMemoryAllocation ? Status::ResourceExhausted(std::move(msg)) : Status::Internal(std::move(msg));
 }
 
+// cuda/CMakeLists.txt passes the toolkit's soname and directory; these serve
+// compiles outside it (scripts/gpu-resource-report.sh).
+#ifndef QUIVER_CUBLAS_SONAME
+#define QUIVER_CUBLAS_SONAME "libcublas.so"
+#endif
+#ifndef QUIVER_CUBLAS_DIR
+#define QUIVER_CUBLAS_DIR "/usr/local/cuda/lib64"
+#endif
+
 namespace {
 // The exported name of a cuBLAS function: cublas_v2.h maps several to a _v2
 // symbol with a macro (cublasCreate is cublasCreate_v2).
