@@ -36,18 +36,23 @@ static_assert(sizeof(static_cast<CublasApi::GemmEx>(&cublasGemmEx)) > 0);
 
 CublasApi cublas_api;
 
+std::string DlError() {
+  const char* e = dlerror();
+  return e != nullptr ? e : "unknown error";
+}
+
 Status LoadCublasOnce() {
   // The soname first (LD_LIBRARY_PATH, the cache, the system directories),
   // then the toolkit this binary was built against.
   void* lib = dlopen(QUIVER_CUBLAS_SONAME, RTLD_NOW | RTLD_LOCAL);
   std::string errors;
   if (lib == nullptr) {
-    errors = dlerror();
+    errors = DlError();
     lib = dlopen(QUIVER_CUBLAS_DIR "/" QUIVER_CUBLAS_SONAME, RTLD_NOW | RTLD_LOCAL);
   }
   if (lib == nullptr) {
     return Status::Unavailable(std::string("cannot load cuBLAS (" QUIVER_CUBLAS_SONAME "): ") + errors + "; " +
-                               dlerror());
+                               DlError());
   }
   // Never unloaded: handles and kernels may outlive any one owner.
   std::string missing;
