@@ -2,6 +2,7 @@
 // naming its key, never a crash or a silent skip.
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
+#include <sys/vfs.h>
 
 #include <filesystem>
 
@@ -102,6 +103,22 @@ TEST_F(StateStoreTest, PointsAndAppliedIndexCommitTogether) {
   ASSERT_EQ(seen.size(), 2u);
   EXPECT_EQ(seen[0], std::make_pair(uint64_t{10}, std::string("p10")));
   EXPECT_EQ(seen[1], std::make_pair(uint64_t{11}, std::string()));
+}
+
+// ext4 and XFS take O_DIRECT writes of 4 KiB-aligned blocks: a probe that
+// says no there would silently put every flush back through the page cache.
+TEST(Db, DirectIoProbeSaysYesOnExt4AndXfs) {
+  quiver::testing::TempDir dir;
+  struct statfs fs {};
+  ASSERT_EQ(statfs(dir.path().c_str(), &fs), 0);
+  constexpr long kExt4 = 0xEF53, kXfs = 0x58465342;
+  if (fs.f_type != kExt4 && fs.f_type != kXfs) {
+    GTEST_SKIP() << "the temporary directory is on file system type 0x" << std::hex << fs.f_type
+                 << ", neither ext4 nor XFS";
+  }
+  EXPECT_TRUE(DirectIoSupported(dir.path())) << dir.path();
+  auto db = std::move(Db::Open(dir.path())).value();
+  EXPECT_TRUE(db->direct_flush_writes());
 }
 
 // Flushes write SSTs with O_DIRECT where the file system takes it; sizes
