@@ -287,14 +287,15 @@ Status SearchDevice(cuda::GpuResources& res, const DeviceBase& base, const float
       // Column-major view: dots^T (bn x qn, ld bt) = base_tile (dim x bn)^T * queries (dim x qn).
       if (split) {
         QUIVER_RETURN_IF_ERROR(SplitTf32(stream, base.vectors + b0 * base.dim, bn, dim, true, split_base.data()));
-        QUIVER_CUBLAS_TRY(cuda::Cublas().gemm_ex(cublas, CUBLAS_OP_T, CUBLAS_OP_N, bn, qn, 3 * dim, &one, split_base.data(),
-                                       CUDA_R_32F, 3 * dim, split_queries.data(), CUDA_R_32F, 3 * dim, &zero,
-                                       tile_dots, CUDA_R_32F, static_cast<int>(bt), CUBLAS_COMPUTE_32F_FAST_TF32,
-                                       CUBLAS_GEMM_DEFAULT));
+        QUIVER_CUBLAS_TRY(cuda::Cublas().gemm_ex(cublas, CUBLAS_OP_T, CUBLAS_OP_N, bn, qn, 3 * dim, &one,
+                                                 split_base.data(), CUDA_R_32F, 3 * dim, split_queries.data(),
+                                                 CUDA_R_32F, 3 * dim, &zero, tile_dots, CUDA_R_32F,
+                                                 static_cast<int>(bt), CUBLAS_COMPUTE_32F_FAST_TF32,
+                                                 CUBLAS_GEMM_DEFAULT));
       } else {
         QUIVER_CUBLAS_TRY(cuda::Cublas().sgemm(cublas, CUBLAS_OP_T, CUBLAS_OP_N, bn, qn, dim, &one,
-                                      base.vectors + b0 * base.dim, dim, tile_queries, dim, &zero, tile_dots,
-                                      static_cast<int>(bt)));
+                                               base.vectors + b0 * base.dim, dim, tile_queries, dim, &zero,
+                                               tile_dots, static_cast<int>(bt)));
       }
       if (buffers > 1) QUIVER_RETURN_IF_ERROR(gemm_done[b].Order(stream, select_stream));
       const TileKeys keys{tile_dots, bt, static_cast<uint32_t>(b0), base.sq_norms, base.deleted,
