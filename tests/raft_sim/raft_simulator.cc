@@ -125,6 +125,10 @@ class Simulation {
   uint64_t seq_ = 0;
 
   std::map<uint64_t, LogEntry> applied_at_;                                     // index -> entry
+  // index -> the lowest term of a node when it applied the entry. A node
+  // applies what a leader of its term or an earlier one committed, so this
+  // is never below the term the entry was committed in.
+  std::map<uint64_t, uint64_t> commit_term_bound_;
   std::map<std::pair<uint64_t, uint64_t>, std::pair<std::string, uint64_t>> seen_;  // (index, term) -> (entry, prev term)
   std::map<uint64_t, NodeId> leader_of_term_;
   std::map<uint64_t, uint64_t> write_index_;  // write id -> index it was applied at
@@ -326,8 +330,14 @@ void Simulation::CheckLogMatching(Node& n, const std::vector<LogEntry>& entries)
   }
 }
 
+// Raft's leader completeness: an entry committed in term t is in the log of
+// every leader of a term above t. A leader of an older term may still win
+// its election after a newer leader committed something (its votes were
+// granted before the voters moved on, and reached it late); it can commit
+// nothing then, and the entry is not required of it.
 void Simulation::CheckLeaderCompleteness(Node& n) {
   for (const auto& [index, e] : applied_at_) {
+    if (commit_term_bound_.at(index) >= n.raft->term()) continue;
     const uint64_t term = n.raft->TermAt(index);
     if (term == e.term) continue;
     if (term == 0 && index <= n.snapshot.meta.index) continue;  // covered by its snapshot
@@ -352,6 +362,8 @@ void Simulation::Apply(Node& n, const LogEntry& e) {
     return;
   }
   if (inserted) ++result_.applied_entries;
+  auto [bound, first] = commit_term_bound_.try_emplace(e.index, n.raft->term());
+  if (!first) bound->second = std::min(bound->second, n.raft->term());
   n.applied = e.index;
   auto proposal = n.proposals.find(e.index);
   switch (e.type) {

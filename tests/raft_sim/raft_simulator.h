@@ -13,7 +13,10 @@
 //   * election safety: at most one leader per term;
 //   * log matching: two logs holding an entry with the same index and term
 //     hold the same entry there and the same term before it;
-//   * leader completeness: a new leader holds every entry applied anywhere;
+//   * leader completeness: a new leader holds every entry applied anywhere
+//     that was committed in an earlier term than its own (a leader of an
+//     older term, elected late by delayed votes, is not held to a newer
+//     term's commits);
 //   * state machine safety: no two nodes apply different entries at an index,
 //     and each node applies indexes in order without gaps;
 //   * no acknowledged write lost: at the end, with the network healed and all
