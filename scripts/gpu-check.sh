@@ -44,7 +44,8 @@ pack() {
   cp "$BUILD/tests/quiver_kernel_tests" "$BUILD/tests/quiver_unit_tests" "$BUILD/bench/quiver-gpu-bench" \
     "$BUILD/bench/quiver-bench" "$DIR/bin/"
   strip "$DIR"/bin/*
-  # Every shared library except the C/C++ runtime and CUDA's own (a CUDA machine has those).
+  # Every shared library except the C/C++ runtime and CUDA's own (a CUDA machine has those;
+  # cuBLAS is opened with dlopen, through the LD_LIBRARY_PATH that `run` sets).
   for bin in "$DIR"/bin/*; do
     ldd "$bin" | awk '$3 ~ /^\// {print $3}'
   done | sort -u | grep -Ev '/(libc|libm|libstdc\+\+|libgcc_s|libpthread|libdl|librt|ld-linux[^/]*|libcuda|libcudart|libcublas|libcublasLt)\.so' |
