@@ -239,8 +239,8 @@ Status ResolveJoin(const ServerConfig& config, const storage::HardState& hard_st
 // poller and ends threads beyond two idle ones (its default MAX_POLLERS). Under
 // steady load from many clients it did both all the time: over a hundred
 // thread starts in 400 Upserts of 16 clients, each clearing the linked
-// libraries' static TLS (~180 KB, most of it cuBLASLt's and OpenBLAS's) and
-// faulting in a fresh stack. Keeping up to 32 idle threads made both a single
+// libraries' static TLS (~180 KB then, most of it cuBLASLt's, which is now
+// loaded only on GPU hosts, and OpenBLAS's) and faulting in a fresh stack. Keeping up to 32 idle threads made both a single
 // node and three nodes 2-4% faster under `quiver-bench cluster` (interleaved
 // runs, bench/RESULTS.md, session 18).
 void KeepIdleRequestThreads(const ServerConfig& config, grpc::ServerBuilder* builder) {
